@@ -1,0 +1,209 @@
+//! `pipeline bench data`: measured figures for the data stage. Run from a release
+//! build; the machine and thread count are printed with the figures.
+
+use crate::config::Config;
+use crate::data::split::fnv1a64;
+use crate::stages::prepare;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct DataBenchArgs {
+    /// Runs of the ml100k prepare (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Size of the generated Criteo-format TSV, in MB (10^6 bytes). 0 skips Criteo.
+    #[arg(long, default_value_t = 1000)]
+    pub criteo_mb: u64,
+    /// Runs of the Criteo prepare (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub criteo_runs: usize,
+    /// Work folder for generated data and outputs.
+    #[arg(long, default_value = "target/bench-data")]
+    pub work: PathBuf,
+    /// Raw data folder holding ml-100k (fetched when missing).
+    #[arg(long, default_value = "data/raw")]
+    pub raw_dir: PathBuf,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores available")
+}
+
+pub fn data(args: &DataBenchArgs) -> Result<()> {
+    if args.runs == 0 || args.criteo_runs == 0 {
+        bail!("--runs and --criteo-runs must be at least 1");
+    }
+    println!("machine: {}", machine());
+    println!(
+        "build: {}",
+        if cfg!(debug_assertions) {
+            "debug (figures not representative)"
+        } else {
+            "release"
+        }
+    );
+    std::fs::create_dir_all(&args.work)?;
+
+    // ml100k from the parquet copy, every recipe variant's cost is the same reader.
+    let mut cfg = Config::default();
+    cfg.data.recipe = "ml100k-occupation".into();
+    cfg.data.raw_dir = args.raw_dir.clone();
+    cfg.data.prepared_dir = args.work.join("prepared");
+    let mut secs = Vec::new();
+    for _ in 0..args.runs {
+        let p = prepare::prepare(&cfg, true)?;
+        secs.push(p.seconds);
+    }
+    let (lo, hi) = (
+        secs.iter().cloned().fold(f64::INFINITY, f64::min),
+        secs.iter().cloned().fold(0.0, f64::max),
+    );
+    println!(
+        "ml100k-occupation prepare: median {:.3} s over {} runs (min {lo:.3}, max {hi:.3})",
+        median(&mut secs),
+        args.runs
+    );
+
+    if args.criteo_mb == 0 {
+        return Ok(());
+    }
+    let tsv = args.work.join(format!("criteo-{}mb.tsv", args.criteo_mb));
+    let bytes = args.criteo_mb * 1_000_000;
+    if std::fs::metadata(&tsv).map(|m| m.len()).unwrap_or(0) < bytes {
+        let t = Instant::now();
+        let lines = generate_criteo(&tsv, bytes)?;
+        println!(
+            "generated {} ({lines} lines) in {:.1} s",
+            tsv.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let size = std::fs::metadata(&tsv)?.len();
+    let config = args.work.join("criteo.toml");
+    let out = args.work.join("prepared");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\nrecipe = \"criteo\"\nprepared_dir = {:?}\n[data.criteo]\nfile = {:?}\n",
+            out.display().to_string(),
+            tsv.display().to_string()
+        ),
+    )?;
+    let exe = std::env::current_exe()?;
+    let mut secs = Vec::new();
+    let mut peak = 0u64;
+    for _ in 0..args.criteo_runs {
+        let t = Instant::now();
+        let status = std::process::Command::new(&exe)
+            .args(["data", "prepare", "--force", "--config"])
+            .arg(&config)
+            .status()
+            .context("cannot run the pipeline binary for the Criteo benchmark")?;
+        if !status.success() {
+            bail!("criteo prepare failed: {status}");
+        }
+        secs.push(t.elapsed().as_secs_f64());
+        peak = peak.max(children_peak_rss());
+    }
+    let med = median(&mut secs);
+    println!(
+        "criteo prepare of {:.0} MB (2 passes): median {med:.2} s over {} runs, {:.1} MB/s of input, peak RSS {:.0} MiB",
+        size as f64 / 1e6,
+        args.criteo_runs,
+        size as f64 / 1e6 / med,
+        peak as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
+}
+
+/// Largest peak resident memory of any waited-for child process, bytes.
+fn children_peak_rss() -> u64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) == 0 {
+            (u.ru_maxrss as u64) * 1024
+        } else {
+            0
+        }
+    }
+}
+
+/// splitmix64: a tiny deterministic generator for synthetic data.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Skewed draw in 0..n: the minimum of two uniforms favours small values.
+    fn skewed(&mut self, n: u64) -> u64 {
+        (self.next() % n).min(self.next() % n)
+    }
+}
+
+/// Write a Criteo-format TSV of about `bytes` bytes: label, 13 integers (some
+/// empty, a few negative), 26 hex categories with cardinalities from 4 to 2·10^5.
+pub fn generate_criteo(path: &Path, bytes: u64) -> Result<u64> {
+    let file = std::fs::File::create(path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut rng = Mix(42);
+    let cards: Vec<u64> = (0..26).map(|j| [4u64, 30, 1_000, 200_000][j % 4]).collect();
+    let (mut written, mut lines) = (0u64, 0u64);
+    let mut line = String::with_capacity(512);
+    while written < bytes {
+        line.clear();
+        line.push(if rng.next() % 4 == 0 { '1' } else { '0' });
+        for _ in 0..13 {
+            line.push('\t');
+            let r = rng.next();
+            if r % 10 != 0 {
+                let v = (rng.skewed(5_000) as i64) - 3;
+                line.push_str(&v.to_string());
+            }
+        }
+        for (j, &card) in cards.iter().enumerate() {
+            line.push('\t');
+            if rng.next() % 20 != 0 {
+                let v = rng.skewed(card);
+                let h = fnv1a64(format!("{j}:{v}").as_bytes()) as u32;
+                line.push_str(&format!("{h:08x}"));
+            }
+        }
+        line.push('\n');
+        w.write_all(line.as_bytes())?;
+        written += line.len() as u64;
+        lines += 1;
+    }
+    w.flush()?;
+    Ok(lines)
+}

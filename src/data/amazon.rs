@@ -1,0 +1,255 @@
+//! Amazon Reviews 2018 recipe (`amazon-<cat1>+<cat2>+...`) of `specs/data.md`:
+//! per-category 5-core JSON-lines files (`reviewerID`, `asin`, `overall`,
+//! `unixReviewTime`), optional `meta_<Category>.json` (`asin`, `title`, `category`,
+//! `brand`). Each category file is one domain, numbered in the order given.
+
+use super::error::{DataError, DataResult, Place};
+use super::table::{FieldDef, StatsSpec, TableBuilder, Value};
+use super::text::{Lines, utf8};
+use anyhow::Result;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const HINT: &str = "download the category's 5-core file (`<Category>_5.json.gz`) and, \
+    optionally, its metadata (`meta_<Category>.json.gz`) of Amazon Reviews 2018 \
+    (Ni, Li & McAuley, EMNLP 2019) into this folder";
+
+/// The files of one category (one domain).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CategoryFiles {
+    pub name: String,
+    pub reviews: PathBuf,
+    pub meta: Option<PathBuf>,
+}
+
+fn first_existing(dir: &Path, names: &[String]) -> Option<PathBuf> {
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+/// Find each category's files in `dir`: `<Cat>_5.json[.gz]` and `meta_<Cat>.json[.gz]`.
+pub fn locate(dir: &Path, categories: &[String]) -> DataResult<Vec<CategoryFiles>> {
+    categories
+        .iter()
+        .map(|c| {
+            let reviews = first_existing(dir, &[format!("{c}_5.json"), format!("{c}_5.json.gz")])
+                .ok_or_else(|| DataError::Missing {
+                file: dir.join(format!("{c}_5.json.gz")),
+                hint: HINT.to_string(),
+            })?;
+            let meta = first_existing(
+                dir,
+                &[format!("meta_{c}.json"), format!("meta_{c}.json.gz")],
+            );
+            Ok(CategoryFiles {
+                name: c.clone(),
+                reviews,
+                meta,
+            })
+        })
+        .collect()
+}
+
+struct ItemMeta {
+    title: Option<String>,
+    brand: Option<String>,
+    sub_category: Option<String>,
+}
+
+fn parse_json(file: &Path, n: u64, bytes: &[u8]) -> DataResult<serde_json::Map<String, Json>> {
+    let text = utf8(file, n, bytes)?;
+    match serde_json::from_str::<Json>(text) {
+        Ok(Json::Object(m)) => Ok(m),
+        Ok(_) => Err(DataError::record(
+            file,
+            Place::Line(n),
+            "expected one JSON object per line",
+        )),
+        Err(e) => Err(DataError::record(
+            file,
+            Place::Line(n),
+            format!("not valid JSON: {e}"),
+        )),
+    }
+}
+
+fn req_str<'a>(
+    file: &Path,
+    n: u64,
+    obj: &'a serde_json::Map<String, Json>,
+    field: &str,
+) -> DataResult<&'a str> {
+    match obj.get(field) {
+        Some(Json::String(s)) if !s.is_empty() => Ok(s),
+        Some(Json::String(_)) => Err(DataError::field(file, Place::Line(n), field, "empty")),
+        Some(other) => Err(DataError::field(
+            file,
+            Place::Line(n),
+            field,
+            format!("expected a string, found {other}"),
+        )),
+        None => Err(DataError::field(file, Place::Line(n), field, "missing")),
+    }
+}
+
+fn opt_str(
+    file: &Path,
+    n: u64,
+    obj: &serde_json::Map<String, Json>,
+    field: &str,
+) -> DataResult<Option<String>> {
+    match obj.get(field) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok((!s.trim().is_empty()).then(|| s.trim().to_string())),
+        Some(other) => Err(DataError::field(
+            file,
+            Place::Line(n),
+            field,
+            format!("expected a string, found {other}"),
+        )),
+    }
+}
+
+fn read_meta(file: &Path) -> DataResult<HashMap<String, ItemMeta>> {
+    let mut out = HashMap::new();
+    let mut lines = Lines::open(file, HINT)?;
+    while let Some((n, bytes)) = lines.next_line()? {
+        let obj = parse_json(file, n, bytes)?;
+        let asin = req_str(file, n, &obj, "asin")?.to_string();
+        let sub_category = match obj.get("category") {
+            None | Some(Json::Null) => None,
+            Some(Json::Array(list)) => {
+                let mut names = Vec::with_capacity(list.len());
+                for v in list {
+                    match v {
+                        Json::String(s) => names.push(s.trim().to_string()),
+                        other => {
+                            return Err(DataError::field(
+                                file,
+                                Place::Line(n),
+                                "category",
+                                format!("expected a list of strings, found element {other}"),
+                            ));
+                        }
+                    }
+                }
+                // The first level is the top category; the recipe uses the next one.
+                names.get(1).filter(|s| !s.is_empty()).cloned()
+            }
+            Some(other) => {
+                return Err(DataError::field(
+                    file,
+                    Place::Line(n),
+                    "category",
+                    format!("expected a list of strings, found {other}"),
+                ));
+            }
+        };
+        let m = ItemMeta {
+            title: opt_str(file, n, &obj, "title")?,
+            brand: opt_str(file, n, &obj, "brand")?,
+            sub_category,
+        };
+        // Duplicate metadata lines exist in the release; the first one is kept.
+        out.entry(asin).or_insert(m);
+    }
+    Ok(out)
+}
+
+/// Feature fields of the Amazon recipe.
+pub fn fields() -> Vec<FieldDef> {
+    vec![
+        FieldDef::open("user_id"),
+        FieldDef::open("item_id"),
+        FieldDef::open("brand"),
+        FieldDef::open("sub_category"),
+    ]
+}
+
+pub fn load(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
+    let mut table = TableBuilder::new(fields(), categories.len());
+    let mut titles = HashMap::new();
+    for (d, cat) in categories.iter().enumerate() {
+        let meta = match &cat.meta {
+            Some(m) => read_meta(m)?,
+            None => HashMap::new(),
+        };
+        let file = &cat.reviews;
+        let mut lines = Lines::open(file, HINT)?;
+        while let Some((n, bytes)) = lines.next_line()? {
+            let obj = parse_json(file, n, bytes)?;
+            let user = req_str(file, n, &obj, "reviewerID")?;
+            let asin = req_str(file, n, &obj, "asin")?;
+            let overall = match obj.get("overall") {
+                Some(Json::Number(x)) => x.as_f64().unwrap_or(f64::NAN),
+                Some(other) => {
+                    return Err(DataError::field(
+                        file,
+                        Place::Line(n),
+                        "overall",
+                        format!("expected a number, found {other}"),
+                    )
+                    .into());
+                }
+                None => {
+                    return Err(DataError::field(file, Place::Line(n), "overall", "missing").into());
+                }
+            };
+            if !(1.0..=5.0).contains(&overall) {
+                return Err(DataError::field(
+                    file,
+                    Place::Line(n),
+                    "overall",
+                    format!("rating {overall} out of range 1..=5"),
+                )
+                .into());
+            }
+            let time = match obj.get("unixReviewTime") {
+                Some(Json::Number(x)) if x.as_i64().is_some() => x.as_i64().unwrap_or(0),
+                Some(other) => {
+                    return Err(DataError::field(
+                        file,
+                        Place::Line(n),
+                        "unixReviewTime",
+                        format!("expected an integer, found {other}"),
+                    )
+                    .into());
+                }
+                None => {
+                    return Err(DataError::field(
+                        file,
+                        Place::Line(n),
+                        "unixReviewTime",
+                        "missing",
+                    )
+                    .into());
+                }
+            };
+            let m = meta.get(asin);
+            if let Some(t) = m.and_then(|m| m.title.as_ref()) {
+                titles.entry(asin.to_string()).or_insert_with(|| t.clone());
+            }
+            table.push(
+                &format!("{user}:{asin}"),
+                time,
+                u8::from(overall >= 4.0),
+                d as u32,
+                &[
+                    Value::One(Some(user)),
+                    Value::One(Some(asin)),
+                    Value::One(m.and_then(|m| m.brand.as_deref())),
+                    Value::One(m.and_then(|m| m.sub_category.as_deref())),
+                ],
+            )?;
+        }
+    }
+    Ok((
+        table,
+        StatsSpec {
+            user_field: 0,
+            item_field: 1,
+            category_field: Some(3),
+            titles,
+        },
+    ))
+}

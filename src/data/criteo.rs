@@ -1,0 +1,386 @@
+//! Criteo recipe (`criteo`) of `specs/data.md`: the display-advertising TSV
+//! (label, I1–I13 integers, C1–C26 hex strings; empty fields allowed), streamed in
+//! bounded memory: rows are never all held, shards are written as they fill.
+//!
+//! Pass 1 validates every line and counts each column's values on the train
+//! split; pass 2 encodes and writes shards. Memory is bounded by the number of
+//! distinct values (vocabularies), not by the number of rows.
+//! - Integers become categories by `floor(ln(v)^2)` for v > 2, else v itself.
+//! - Ids: values seen at least `min_count` times in train, numbered by first
+//!   appearance in train (0 = missing or rare).
+//! - Domain: the configured column; its `top_domains` most frequent train values
+//!   (ties by first appearance) are domains 0..k-1, everything else is `other` (k).
+//!   An empty value is the value `(empty)`.
+//! - Split key: the 0-based line number in decimal. `timestamp` holds the line
+//!   number (the file is in time order).
+
+use super::error::{DataError, DataResult, Place};
+use super::meta::{
+    DomainMeta, DomainStats, FORMAT, FieldKind, FieldMeta, Meta, SplitCounts, SplitMeta, SplitsMeta,
+};
+use super::shard::{ColumnData, shard_bytes, shard_name};
+use super::split::{Split, fnv1a64};
+use super::text::{Lines, utf8};
+use crate::config::CriteoConfig;
+use crate::fsutil::write_atomic;
+use anyhow::{Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+pub const HINT: &str = "put the Criteo display-advertising challenge TSV (train.txt, or \
+    train.txt.gz) there, or set data.criteo.file in the config";
+
+const N_INT: usize = 13;
+const N_CAT: usize = 26;
+const N_FIELDS: usize = 1 + N_INT + N_CAT;
+
+/// Column names: I1..I13, C1..C26.
+pub fn field_names() -> Vec<String> {
+    (1..=N_INT)
+        .map(|i| format!("I{i}"))
+        .chain((1..=N_CAT).map(|i| format!("C{i}")))
+        .collect()
+}
+
+/// The category of an integer value: `floor(ln(v)^2)` for v > 2, else v.
+pub fn int_category(v: i64) -> i64 {
+    if v > 2 {
+        let l = (v as f64).ln();
+        (l * l).floor() as i64
+    } else {
+        v
+    }
+}
+
+/// One parsed line: label, and per column the category text (None = empty).
+struct Parsed {
+    label: u8,
+    values: Vec<Option<String>>,
+}
+
+fn parse_line(file: &Path, n: u64, bytes: &[u8], names: &[String]) -> DataResult<Parsed> {
+    let text = utf8(file, n, bytes)?;
+    let f: Vec<&str> = text.split('\t').collect();
+    if f.len() != N_FIELDS {
+        return Err(DataError::record(
+            file,
+            Place::Line(n),
+            format!(
+                "expected {N_FIELDS} tab-separated fields (label, I1-I13, C1-C26), found {}",
+                f.len()
+            ),
+        ));
+    }
+    let label = match f[0] {
+        "0" => 0,
+        "1" => 1,
+        other => {
+            return Err(DataError::field(
+                file,
+                Place::Line(n),
+                "label",
+                format!("expected 0 or 1, found {other:?}"),
+            ));
+        }
+    };
+    let mut values = Vec::with_capacity(N_INT + N_CAT);
+    for (j, raw) in f[1..].iter().enumerate() {
+        if raw.is_empty() {
+            values.push(None);
+        } else if j < N_INT {
+            let v: i64 = raw.parse().map_err(|_| {
+                DataError::field(
+                    file,
+                    Place::Line(n),
+                    &names[j],
+                    format!("expected an integer, found {raw:?}"),
+                )
+            })?;
+            values.push(Some(int_category(v).to_string()));
+        } else {
+            values.push(Some(raw.to_string()));
+        }
+    }
+    Ok(Parsed { label, values })
+}
+
+#[derive(Default)]
+struct Counter {
+    /// value hash → (train count, first train line)
+    counts: HashMap<u64, (u32, u64)>,
+}
+
+fn progress(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Stream the TSV into `out_dir/{train,valid,test}/part-NNNNN.safetensors`; return the meta.
+pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> {
+    let names = field_names();
+    let Some(domain_col) = names.iter().position(|n| *n == cfg.domain_field) else {
+        bail!(
+            "data.criteo.domain_field = {:?} is not a Criteo column (I1-I13, C1-C26)",
+            cfg.domain_field
+        );
+    };
+    if cfg.top_domains == 0 || cfg.shard_rows == 0 || cfg.min_count == 0 {
+        bail!("data.criteo: top_domains, shard_rows and min_count must be at least 1");
+    }
+
+    // Pass 1: validate, count train values.
+    let mut counters: Vec<Counter> = (0..names.len()).map(|_| Counter::default()).collect();
+    let mut domain_counts: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut lines = Lines::open(file, HINT)?;
+    let pb = progress(lines.progress().1, "criteo pass 1/2 (count)");
+    let mut n_lines = 0u64;
+    while let Some((n, bytes)) = lines.next_line()? {
+        let p = parse_line(file, n, bytes, &names)?;
+        let line0 = n - 1;
+        n_lines = n;
+        if Split::of_key(&line0.to_string()) == Split::Train {
+            for (c, v) in counters.iter_mut().zip(&p.values) {
+                if let Some(v) = v {
+                    let e = c.counts.entry(fnv1a64(v.as_bytes())).or_insert((0, line0));
+                    e.0 = e.0.saturating_add(1);
+                }
+            }
+            let d = p.values[domain_col].as_deref().unwrap_or("(empty)");
+            let e = domain_counts.entry(d.to_string()).or_insert((0, line0));
+            e.0 += 1;
+        }
+        if n % 65_536 == 0 {
+            pb.set_position(lines.progress().0);
+        }
+    }
+    pb.finish_and_clear();
+    if n_lines == 0 {
+        return Err(DataError::record(file, Place::File, "no data lines").into());
+    }
+
+    // Vocabularies: kept values by first train appearance.
+    let vocabs: Vec<HashMap<u64, u32>> = counters
+        .into_iter()
+        .map(|c| {
+            let mut kept: Vec<(u64, u64)> = c
+                .counts
+                .into_iter()
+                .filter(|(_, (n, _))| *n >= cfg.min_count)
+                .map(|(h, (_, first))| (first, h))
+                .collect();
+            kept.sort_unstable();
+            kept.into_iter()
+                .enumerate()
+                .map(|(i, (_, h))| (h, i as u32 + 1))
+                .collect()
+        })
+        .collect();
+    let mut ranked: Vec<(String, (u64, u64))> = domain_counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
+    let mut domain_names: Vec<String> = ranked
+        .iter()
+        .take(cfg.top_domains)
+        .map(|(v, _)| v.clone())
+        .collect();
+    let domain_of: HashMap<String, u32> = domain_names
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.clone(), i as u32))
+        .collect();
+    let other = domain_names.len() as u32;
+    domain_names.push("other".into());
+
+    // Pass 2: encode and write shards.
+    let mut writers: Vec<ShardWriter> = Split::ALL
+        .iter()
+        .map(|s| ShardWriter::new(out_dir.join(s.name()), &names, cfg.shard_rows))
+        .collect();
+    let mut domain_rows = vec![SplitCounts::default(); domain_names.len()];
+    let mut stats = vec![(0u64, 0u64); domain_names.len()];
+    let mut lines = Lines::open(file, HINT)?;
+    let pb = progress(lines.progress().1, "criteo pass 2/2 (write)");
+    while let Some((n, bytes)) = lines.next_line()? {
+        let p = parse_line(file, n, bytes, &names)?;
+        let line0 = n - 1;
+        let split = Split::of_key(&line0.to_string());
+        let d = p.values[domain_col].as_deref().unwrap_or("(empty)");
+        let domain = domain_of.get(d).copied().unwrap_or(other);
+        domain_rows[domain as usize].add(split, 1);
+        if split == Split::Train {
+            stats[domain as usize].0 += 1;
+            stats[domain as usize].1 += u64::from(p.label);
+        }
+        let ids: Vec<u32> = p
+            .values
+            .iter()
+            .zip(&vocabs)
+            .map(|(v, voc)| {
+                v.as_ref()
+                    .and_then(|v| voc.get(&fnv1a64(v.as_bytes())).copied())
+                    .unwrap_or(0)
+            })
+            .collect();
+        writers[split.index()].push(p.label, domain, line0 as i64, &ids)?;
+        if n % 65_536 == 0 {
+            pb.set_position(lines.progress().0);
+        }
+    }
+    pb.finish_and_clear();
+
+    let mut split_meta = Vec::new();
+    for w in writers {
+        split_meta.push(w.finish()?);
+    }
+    let [train, valid, test]: [SplitMeta; 3] = match split_meta.try_into() {
+        Ok(a) => a,
+        Err(_) => bail!("internal: three splits"),
+    };
+    let fields = names
+        .iter()
+        .zip(&vocabs)
+        .map(|(n, v)| FieldMeta {
+            name: n.clone(),
+            kind: FieldKind::Categorical,
+            cardinality: v.len() as u32 + 1,
+            values: None,
+        })
+        .collect();
+    let domains = domain_names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let (rows, pos) = stats[i];
+            DomainMeta {
+                id: i as u32,
+                name: name.clone(),
+                rows: domain_rows[i],
+                train_stats: DomainStats {
+                    rows,
+                    users: None,
+                    items: None,
+                    positives: pos,
+                    positive_rate: (rows > 0).then(|| pos as f64 / rows as f64),
+                    top_categories: Vec::new(),
+                    example_titles: Vec::new(),
+                },
+            }
+        })
+        .collect();
+    Ok(Meta {
+        format: FORMAT,
+        recipe: "criteo".into(),
+        label: "click".into(),
+        splits: SplitsMeta { train, valid, test },
+        fields,
+        domains,
+        category_name: None,
+    })
+}
+
+/// Buffers one split's rows and writes a shard every `shard_rows` rows.
+struct ShardWriter {
+    dir: std::path::PathBuf,
+    names: Vec<String>,
+    cap: usize,
+    labels: Vec<u8>,
+    domains: Vec<u32>,
+    times: Vec<i64>,
+    cols: Vec<Vec<u32>>,
+    shards: Vec<String>,
+    rows: u64,
+}
+
+impl ShardWriter {
+    fn new(dir: std::path::PathBuf, names: &[String], cap: usize) -> Self {
+        ShardWriter {
+            dir,
+            names: names.to_vec(),
+            cap,
+            labels: Vec::with_capacity(cap),
+            domains: Vec::with_capacity(cap),
+            times: Vec::with_capacity(cap),
+            cols: names.iter().map(|_| Vec::with_capacity(cap)).collect(),
+            shards: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, label: u8, domain: u32, time: i64, ids: &[u32]) -> Result<()> {
+        self.labels.push(label);
+        self.domains.push(domain);
+        self.times.push(time);
+        for (c, &id) in self.cols.iter_mut().zip(ids) {
+            c.push(id);
+        }
+        self.rows += 1;
+        if self.labels.len() >= self.cap {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.labels.is_empty() && !self.shards.is_empty() {
+            return Ok(());
+        }
+        let mut cols = BTreeMap::new();
+        cols.insert(
+            "label".to_string(),
+            ColumnData::U8(std::mem::take(&mut self.labels)),
+        );
+        cols.insert(
+            "domain".to_string(),
+            ColumnData::U32(std::mem::take(&mut self.domains)),
+        );
+        cols.insert(
+            "timestamp".to_string(),
+            ColumnData::I64(std::mem::take(&mut self.times)),
+        );
+        for (n, c) in self.names.iter().zip(&mut self.cols) {
+            cols.insert(n.clone(), ColumnData::U32(std::mem::take(c)));
+        }
+        let name = shard_name(self.shards.len());
+        write_atomic(&self.dir.join(&name), &shard_bytes(&cols)?)?;
+        self.shards.push(name);
+        self.labels.reserve(self.cap);
+        self.domains.reserve(self.cap);
+        self.times.reserve(self.cap);
+        for c in &mut self.cols {
+            c.reserve(self.cap);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<SplitMeta> {
+        if !self.labels.is_empty() || self.shards.is_empty() {
+            self.flush()?;
+        }
+        Ok(SplitMeta {
+            rows: self.rows,
+            shards: self.shards,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_categories() {
+        assert_eq!(int_category(-1), -1);
+        assert_eq!(int_category(2), 2);
+        assert_eq!(int_category(3), 1); // ln 3 = 1.0986, squared 1.2069
+        assert_eq!(int_category(100), 21); // ln 100 = 4.6052, squared 21.2076
+        assert_eq!(int_category(1000), 47); // 6.9078^2 = 47.717
+    }
+}

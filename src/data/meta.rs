@@ -1,0 +1,130 @@
+//! `meta.json`: what a prepared dataset holds, and the train-only statistics that
+//! prompts describe each domain with.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the prepared layout; bumped when the layout or a recipe's output changes.
+pub const FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    pub format: u32,
+    pub recipe: String,
+    /// How the label was derived, e.g. `rating >= 4`.
+    pub label: String,
+    pub splits: SplitsMeta,
+    /// Feature fields, in column order. The `domain` column is a feature too.
+    pub fields: Vec<FieldMeta>,
+    pub domains: Vec<DomainMeta>,
+    /// What the statistics call a "category" (`genres`, `categories`), if any.
+    pub category_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitsMeta {
+    pub train: SplitMeta,
+    pub valid: SplitMeta,
+    pub test: SplitMeta,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitMeta {
+    pub rows: u64,
+    /// Shard files, relative to the split's directory.
+    pub shards: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    /// One id per row (`U32` column).
+    Categorical,
+    /// A variable-length id list per row (`{name}.values` + `{name}.offsets`).
+    MultiHot,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMeta {
+    pub name: String,
+    pub kind: FieldKind,
+    /// Number of ids including 0 (missing or unseen in train).
+    pub cardinality: u32,
+    /// The value of each id from 1 on, for closed vocabularies (gender, genres, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitCounts {
+    pub train: u64,
+    pub valid: u64,
+    pub test: u64,
+}
+
+impl SplitCounts {
+    pub fn total(&self) -> u64 {
+        self.train + self.valid + self.test
+    }
+
+    pub fn add(&mut self, split: crate::data::split::Split, n: u64) {
+        use crate::data::split::Split;
+        match split {
+            Split::Train => self.train += n,
+            Split::Valid => self.valid += n,
+            Split::Test => self.test += n,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DomainMeta {
+    pub id: u32,
+    pub name: String,
+    pub rows: SplitCounts,
+    /// Computed on the train split only: never valid or test.
+    pub train_stats: DomainStats,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DomainStats {
+    pub rows: u64,
+    /// Distinct users and items; null for recipes without them (Criteo).
+    pub users: Option<u64>,
+    pub items: Option<u64>,
+    pub positives: u64,
+    /// positives / rows; null for a domain with no train rows.
+    pub positive_rate: Option<f64>,
+    /// Categories ranked by positive (liked) rows, most first, at most 5.
+    pub top_categories: Vec<Liked>,
+    /// Titles of the items with the most positive rows, at most 5.
+    pub example_titles: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Liked {
+    pub name: String,
+    /// Positive rows of the domain whose item has this category.
+    pub liked: u64,
+    /// liked / positive rows of the domain.
+    pub share: f64,
+}
+
+impl Meta {
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    pub fn domain_by_name(&self, name: &str) -> Option<&DomainMeta> {
+        self.domains.iter().find(|d| d.name == name)
+    }
+}

@@ -1,0 +1,15 @@
+//! Dataset recipes (`specs/data.md`), the language-independent split, and the
+//! prepared format that every later stage reads.
+
+pub mod amazon;
+pub mod criteo;
+pub mod error;
+pub mod fetch;
+pub mod meta;
+pub mod movielens;
+pub mod parquet_table;
+pub mod recipe;
+pub mod shard;
+pub mod split;
+pub mod table;
+pub mod text;

@@ -1,0 +1,120 @@
+//! Recipe names of `specs/data.md`, parsed.
+
+use super::movielens::{DomainKind, Version};
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recipe {
+    /// `ml100k-age3`, `ml1m-occupation`, ...
+    MovieLens {
+        version: Version,
+        domains: DomainKind,
+    },
+    /// `amazon-<cat1>+<cat2>+...`: one domain per category file, in this order.
+    Amazon { categories: Vec<String> },
+    /// `criteo`: domain = one categorical column chosen in the config.
+    Criteo,
+}
+
+pub const RECIPES_HELP: &str = "ml100k-age3, ml100k-occupation, ml100k-gender, ml1m-age3, \
+    ml1m-occupation, ml1m-gender, amazon-<Category>+<Category>+..., criteo";
+
+impl FromStr for Recipe {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "criteo" {
+            return Ok(Recipe::Criteo);
+        }
+        if let Some(rest) = s.strip_prefix("amazon-") {
+            let categories: Vec<String> = rest.split('+').map(str::to_string).collect();
+            if categories.iter().any(|c| {
+                c.is_empty()
+                    || !c
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+            }) {
+                return Err(format!(
+                    "recipe {s:?}: categories are file stems like Musical_Instruments, \
+                     joined by '+' (amazon-Musical_Instruments+Digital_Music)"
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(dup) = categories.iter().find(|c| !seen.insert(*c)) {
+                return Err(format!("recipe {s:?}: category {dup} is named twice"));
+            }
+            return Ok(Recipe::Amazon { categories });
+        }
+        let (version, rest) = if let Some(r) = s.strip_prefix("ml100k-") {
+            (Version::K100, r)
+        } else if let Some(r) = s.strip_prefix("ml1m-") {
+            (Version::M1, r)
+        } else {
+            return Err(format!("unknown recipe {s:?}; known: {RECIPES_HELP}"));
+        };
+        let domains = match rest {
+            "age3" => DomainKind::Age3,
+            "occupation" => DomainKind::Occupation,
+            "gender" => DomainKind::Gender,
+            _ => return Err(format!("unknown recipe {s:?}; known: {RECIPES_HELP}")),
+        };
+        Ok(Recipe::MovieLens { version, domains })
+    }
+}
+
+impl fmt::Display for Recipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Recipe::MovieLens { version, domains } => {
+                let v = match version {
+                    Version::K100 => "ml100k",
+                    Version::M1 => "ml1m",
+                };
+                let d = match domains {
+                    DomainKind::Age3 => "age3",
+                    DomainKind::Occupation => "occupation",
+                    DomainKind::Gender => "gender",
+                };
+                write!(f, "{v}-{d}")
+            }
+            Recipe::Amazon { categories } => write!(f, "amazon-{}", categories.join("+")),
+            Recipe::Criteo => write!(f, "criteo"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in [
+            "ml100k-age3",
+            "ml100k-occupation",
+            "ml100k-gender",
+            "ml1m-age3",
+            "ml1m-occupation",
+            "ml1m-gender",
+            "amazon-Books+Digital_Music",
+            "criteo",
+        ] {
+            assert_eq!(s.parse::<Recipe>().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn bad_names_say_what_is_known() {
+        let e = "ml100k-zip".parse::<Recipe>().unwrap_err();
+        assert!(e.contains("ml100k-occupation"), "{e}");
+        assert!("amazon-".parse::<Recipe>().is_err());
+        assert!(
+            "amazon-A+A"
+                .parse::<Recipe>()
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!("amazon-../x".parse::<Recipe>().is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! Writing outputs so that nothing a user has is lost: files go to a temporary
+//! name and are renamed into place; a stage's output directory is built beside
+//! its final place and swapped in only when complete.
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Write `bytes` to `path` through a temporary file in the same directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = tmp_sibling(path, "tmp");
+    let result = (|| -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(())
+}
+
+fn tmp_sibling(path: &Path, what: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
+}
+
+/// A directory that is filled in a hidden sibling and moved to its final place by
+/// [`StagingDir::commit`]. Dropped without commit, it is removed, so a failed or
+/// interrupted stage leaves no half-written output behind.
+pub struct StagingDir {
+    staging: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl StagingDir {
+    pub fn new(target: &Path) -> Result<Self> {
+        let staging = tmp_sibling(target, "partial");
+        if staging.exists() {
+            fs::remove_dir_all(&staging)
+                .with_context(|| format!("cannot clear {}", staging.display()))?;
+        }
+        fs::create_dir_all(&staging)
+            .with_context(|| format!("cannot create {}", staging.display()))?;
+        Ok(StagingDir {
+            staging,
+            target: target.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Replace the target with the staged directory. The old target (if any) is
+    /// moved aside first and removed only after the new one is in place.
+    pub fn commit(mut self) -> Result<()> {
+        let old = tmp_sibling(&self.target, "old");
+        let had_old = self.target.exists();
+        if had_old {
+            if old.exists() {
+                fs::remove_dir_all(&old).ok();
+            }
+            fs::rename(&self.target, &old)
+                .with_context(|| format!("cannot move aside {}", self.target.display()))?;
+        }
+        if let Err(e) = fs::rename(&self.staging, &self.target) {
+            if had_old {
+                let _ = fs::rename(&old, &self.target);
+            }
+            return Err(e).with_context(|| format!("cannot move into {}", self.target.display()));
+        }
+        self.committed = true;
+        if had_old {
+            fs::remove_dir_all(&old).ok();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+/// SHA-256 of a file's bytes, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_dir_is_removed_unless_committed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("out");
+        {
+            let s = StagingDir::new(&target).unwrap();
+            fs::write(s.path().join("a"), b"x").unwrap();
+            assert!(s.path().exists());
+        }
+        assert!(!target.exists());
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "staging left behind"
+        );
+
+        let s = StagingDir::new(&target).unwrap();
+        fs::write(s.path().join("a"), b"new").unwrap();
+        s.commit().unwrap();
+        assert_eq!(fs::read(target.join("a")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn commit_replaces_old_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("out");
+        fs::create_dir_all(&target).unwrap();
+        fs::write(target.join("old"), b"o").unwrap();
+        let s = StagingDir::new(&target).unwrap();
+        fs::write(s.path().join("new"), b"n").unwrap();
+        s.commit().unwrap();
+        assert!(!target.join("old").exists());
+        assert!(target.join("new").exists());
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("sub/f.json");
+        write_atomic(&p, b"{}").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"{}");
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            sha256_bytes(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

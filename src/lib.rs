@@ -1,0 +1,11 @@
+//! llmctr: domain embeddings from a small frozen LLM, fed to a cross-domain
+//! mixture-of-experts CTR model. One module per stage and per concept:
+//! `data` (recipes, split, prepared format), `stages` (the CLI stages that wire
+//! the parts together), `config`, `bench`.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod fsutil;
+pub mod stages;

@@ -1,0 +1,3 @@
+//! The pipeline's stages, each a subcommand of `pipeline`.
+
+pub mod prepare;

@@ -1,0 +1,282 @@
+//! Stage `data prepare`: a recipe's raw inputs → a prepared, split, multi-domain
+//! CTR dataset in `<prepared_dir>/<recipe>/`:
+//!
+//! ```text
+//! meta.json                      fields, domains, train-only statistics
+//! {train,valid,test}/part-NNNNN.safetensors
+//! config.toml                    the resolved config of the run that wrote it
+//! stamp.json                     fingerprint of inputs + settings (skip when unchanged)
+//! ```
+//!
+//! The directory is built beside its final place and swapped in when complete.
+
+use crate::config::{Config, SourceKind};
+use crate::data::error::DataError;
+use crate::data::fetch::{self, AssetName};
+use crate::data::meta::{DomainMeta, FORMAT, Meta, SplitMeta, SplitsMeta};
+use crate::data::movielens::{self, Source, Version};
+use crate::data::recipe::Recipe;
+use crate::data::shard::{shard_bytes, shard_name};
+use crate::data::split::Split;
+use crate::data::table::BuiltTable;
+use crate::data::{amazon, criteo};
+use crate::fsutil::{StagingDir, sha256_bytes, sha256_file, write_atomic};
+use anyhow::{Context, Result, anyhow};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub struct Prepared {
+    pub dir: PathBuf,
+    pub meta: Meta,
+    /// True when the existing output matched the inputs and nothing was recomputed.
+    pub reused: bool,
+    pub seconds: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stamp {
+    fingerprint: String,
+    inputs: Vec<(String, String)>,
+}
+
+/// Run the stage. `force` recomputes even when inputs and settings are unchanged.
+pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
+    let start = Instant::now();
+    let recipe: Recipe = cfg.data.recipe.parse().map_err(|e: String| anyhow!(e))?;
+    let out = cfg.data.prepared_dir.join(recipe.to_string());
+    let inputs = Inputs::resolve(cfg, &recipe)?;
+
+    let mut hashed = Vec::new();
+    for f in inputs.files() {
+        require(&f, inputs.hint())?;
+        hashed.push((f.display().to_string(), sha256_file(&f)?));
+    }
+    let settings = match &recipe {
+        Recipe::Criteo => toml::to_string(&cfg.data.criteo)?,
+        _ => String::new(),
+    };
+    let mut fp = format!("llmctr-prepare format {FORMAT}\nrecipe {recipe}\n{settings}\n");
+    for (_, sha) in &hashed {
+        fp.push_str(sha);
+        fp.push('\n');
+    }
+    let fingerprint = sha256_bytes(fp.as_bytes());
+
+    if !force {
+        if let Some(meta) = up_to_date(&out, &fingerprint) {
+            return Ok(Prepared {
+                dir: out,
+                meta,
+                reused: true,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+        }
+    }
+
+    let staging = StagingDir::new(&out)?;
+    let meta = match (&recipe, &inputs) {
+        (Recipe::MovieLens { version, domains }, Inputs::MovieLens(_, source)) => {
+            let (table, spec) = movielens::load(*version, source, *domains)?;
+            let built = table.build(&spec)?;
+            let names = domains.names();
+            write_built(
+                staging.path(),
+                &recipe,
+                "rating >= 4",
+                built,
+                &names,
+                "genres",
+            )?
+        }
+        (Recipe::Amazon { categories }, Inputs::Amazon(files)) => {
+            let (table, spec) = amazon::load(files)?;
+            let built = table.build(&spec)?;
+            let names: Vec<&str> = categories.iter().map(String::as_str).collect();
+            write_built(
+                staging.path(),
+                &recipe,
+                "overall >= 4",
+                built,
+                &names,
+                "categories",
+            )?
+        }
+        (Recipe::Criteo, Inputs::Criteo(file)) => {
+            criteo::prepare(file, &cfg.data.criteo, staging.path())?
+        }
+        _ => unreachable!("inputs are resolved per recipe"),
+    };
+    write_atomic(&staging.path().join("meta.json"), meta.to_json().as_bytes())?;
+    write_atomic(
+        &staging.path().join("config.toml"),
+        cfg.to_toml().as_bytes(),
+    )?;
+    let stamp = Stamp {
+        fingerprint,
+        inputs: hashed,
+    };
+    write_atomic(
+        &staging.path().join("stamp.json"),
+        serde_json::to_string_pretty(&stamp)?.as_bytes(),
+    )?;
+    staging.commit()?;
+    Ok(Prepared {
+        dir: out,
+        meta,
+        reused: false,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn up_to_date(out: &Path, fingerprint: &str) -> Option<Meta> {
+    let stamp: Stamp = serde_json::from_slice(&std::fs::read(out.join("stamp.json")).ok()?).ok()?;
+    if stamp.fingerprint != fingerprint {
+        return None;
+    }
+    let meta: Meta = serde_json::from_slice(&std::fs::read(out.join("meta.json")).ok()?).ok()?;
+    // Every shard the meta names must still be there.
+    let splits = [
+        ("train", &meta.splits.train),
+        ("valid", &meta.splits.valid),
+        ("test", &meta.splits.test),
+    ];
+    for (name, s) in splits {
+        if s.shards.iter().any(|f| !out.join(name).join(f).is_file()) {
+            return None;
+        }
+    }
+    Some(meta)
+}
+
+enum Inputs {
+    MovieLens(Version, Source),
+    Amazon(Vec<amazon::CategoryFiles>),
+    Criteo(PathBuf),
+}
+
+impl Inputs {
+    fn resolve(cfg: &Config, recipe: &Recipe) -> Result<Inputs> {
+        let raw = &cfg.data.raw_dir;
+        Ok(match recipe {
+            Recipe::MovieLens {
+                version: Version::K100,
+                ..
+            } => {
+                let dir = raw.join("ml-100k");
+                let all = |files: &[&str]| files.iter().all(|f| dir.join(f).is_file());
+                let source = match cfg.data.source {
+                    SourceKind::Grouplens => Source::GroupLens(dir),
+                    SourceKind::Parquet => Source::Parquet(dir),
+                    SourceKind::Auto if all(&movielens::GROUPLENS_100K) => Source::GroupLens(dir),
+                    SourceKind::Auto if all(&movielens::PARQUET_FILES) => Source::Parquet(dir),
+                    SourceKind::Auto => Source::Parquet(dir),
+                };
+                if let Source::Parquet(d) = &source {
+                    let present = movielens::PARQUET_FILES.iter().all(|f| d.join(f).is_file());
+                    if !present && cfg.data.fetch {
+                        eprintln!(
+                            "MovieLens-100k not found in {}: fetching the offline copy",
+                            d.display()
+                        );
+                        fetch::fetch(&[AssetName::Ml100k], raw, &cfg.data.models_dir)
+                            .context("fetching MovieLens-100k (set data.fetch = false or pass --no-fetch to skip)")?;
+                    }
+                }
+                Inputs::MovieLens(Version::K100, source)
+            }
+            Recipe::MovieLens {
+                version: Version::M1,
+                ..
+            } => Inputs::MovieLens(
+                Version::M1,
+                match cfg.data.source {
+                    SourceKind::Parquet => {
+                        anyhow::bail!(
+                            "MovieLens-1M has no parquet copy: set data.source = \"grouplens\" or \"auto\""
+                        )
+                    }
+                    _ => Source::GroupLens(raw.join("ml-1m")),
+                },
+            ),
+            Recipe::Amazon { categories } => {
+                Inputs::Amazon(amazon::locate(&raw.join("amazon"), categories)?)
+            }
+            Recipe::Criteo => Inputs::Criteo(cfg.data.criteo_file()),
+        })
+    }
+
+    fn hint(&self) -> &'static str {
+        match self {
+            Inputs::MovieLens(v, _) => movielens::hint(*v),
+            Inputs::Amazon(_) => amazon::HINT,
+            Inputs::Criteo(_) => criteo::HINT,
+        }
+    }
+
+    /// The input files, for the fingerprint. A missing required file is an error here.
+    fn files(&self) -> Vec<PathBuf> {
+        match self {
+            Inputs::MovieLens(v, s) => s.files(*v),
+            Inputs::Amazon(files) => files
+                .iter()
+                .flat_map(|c| std::iter::once(c.reviews.clone()).chain(c.meta.clone()))
+                .collect(),
+            Inputs::Criteo(f) => vec![f.clone()],
+        }
+    }
+}
+
+/// Check that every input exists before hashing, so a missing file gets its hint.
+pub fn require(path: &Path, hint: &str) -> Result<(), DataError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(DataError::Missing {
+            file: path.to_path_buf(),
+            hint: hint.to_string(),
+        })
+    }
+}
+
+/// Write an in-memory table's shards (one per split) and assemble its meta.
+pub fn write_built(
+    dir: &Path,
+    recipe: &Recipe,
+    label: &str,
+    built: BuiltTable,
+    domain_names: &[&str],
+    category_name: &str,
+) -> Result<Meta> {
+    let mut split_meta = Vec::new();
+    for split in Split::ALL {
+        let path = dir.join(split.name()).join(shard_name(0));
+        write_atomic(&path, &shard_bytes(&built.splits[split.index()])?)?;
+        split_meta.push(SplitMeta {
+            rows: built.rows[split.index()],
+            shards: vec![shard_name(0)],
+        });
+    }
+    let [train, valid, test]: [SplitMeta; 3] = split_meta
+        .try_into()
+        .map_err(|_| anyhow!("internal: three splits"))?;
+    let domains = domain_names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| DomainMeta {
+            id: i as u32,
+            name: name.to_string(),
+            rows: built.domain_rows[i],
+            train_stats: built.stats[i].clone(),
+        })
+        .collect();
+    Ok(Meta {
+        format: FORMAT,
+        recipe: recipe.to_string(),
+        label: label.to_string(),
+        splits: SplitsMeta { train, valid, test },
+        fields: built.fields,
+        domains,
+        category_name: Some(category_name.to_string()),
+    })
+}
