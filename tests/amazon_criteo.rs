@@ -1,0 +1,218 @@
+//! The Amazon and Criteo recipes on small files the tests write.
+
+mod common;
+
+use common::config;
+use llmctr::data::criteo::int_category;
+use llmctr::data::shard::read_shard;
+use llmctr::data::split::Split;
+use llmctr::stages::prepare::prepare;
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn review(user: &str, asin: &str, overall: f64, time: i64) -> String {
+    format!(
+        r#"{{"overall": {overall:.1}, "verified": true, "reviewerID": "{user}", "asin": "{asin}", "unixReviewTime": {time}, "reviewText": "ok"}}"#
+    )
+}
+
+fn write_amazon(dir: &Path) -> usize {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut n = 0;
+    for (c, cat) in ["Digital_Music", "Musical_Instruments"].iter().enumerate() {
+        let mut s = String::new();
+        let mut meta = String::new();
+        for i in 0..12 {
+            let asin = format!("B{c}{i:04}");
+            writeln!(
+                meta,
+                r#"{{"asin": "{asin}", "title": "Item {c}-{i}", "brand": "Brand{}", "category": ["{cat}", "Sub{}", "Deep"]}}"#,
+                i % 3,
+                i % 2
+            )
+            .unwrap();
+            for u in 0..8 {
+                if (u + i) % 3 == 0 {
+                    let overall = 1.0 + ((u * 5 + i * 3) % 5) as f64;
+                    writeln!(
+                        s,
+                        "{}",
+                        review(&format!("A{u:03}"), &asin, overall, 1_400_000_000 + i)
+                    )
+                    .unwrap();
+                    n += 1;
+                }
+            }
+        }
+        std::fs::write(dir.join(format!("{cat}_5.json")), s).unwrap();
+        // Meta for the first category only: the second must work without it.
+        if c == 0 {
+            std::fs::write(dir.join(format!("meta_{cat}.json")), meta).unwrap();
+        }
+    }
+    n
+}
+
+#[test]
+fn amazon_two_categories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw");
+    let n = write_amazon(&raw.join("amazon")) as u64;
+    let cfg = config(
+        "amazon-Digital_Music+Musical_Instruments",
+        &raw,
+        &tmp.path().join("out"),
+    );
+    let p = prepare(&cfg, false).unwrap();
+    let m = &p.meta;
+    assert_eq!(
+        m.splits.train.rows + m.splits.valid.rows + m.splits.test.rows,
+        n
+    );
+    assert_eq!(m.domains.len(), 2);
+    assert_eq!(m.domains[0].name, "Digital_Music");
+    let names: Vec<&str> = m.fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["user_id", "item_id", "brand", "sub_category"]);
+    let s0 = &m.domains[0].train_stats;
+    assert!(s0.example_titles.iter().all(|t| t.starts_with("Item 0-")));
+    assert!(!s0.example_titles.is_empty());
+    assert!(s0.top_categories.iter().all(|c| c.name.starts_with("Sub")));
+    let s1 = &m.domains[1].train_stats;
+    assert!(
+        s1.example_titles.is_empty() && s1.top_categories.is_empty(),
+        "no meta file"
+    );
+    // Users are shared across the two domains: one vocabulary.
+    let cols = read_shard(&p.dir.join("train/part-00000.safetensors")).unwrap();
+    let brand = cols["brand"].as_u32().unwrap();
+    let domain = cols["domain"].as_u32().unwrap();
+    assert!(
+        brand
+            .iter()
+            .zip(domain)
+            .all(|(b, d)| (*d == 1) == (*b == 0)),
+        "brand only from meta"
+    );
+}
+
+/// A Criteo-format line: label, 13 integers, 26 categories.
+fn criteo_line(i: u64) -> String {
+    let mut f = vec![u8::from(i % 3 == 0).to_string()];
+    for j in 0..13u64 {
+        f.push(if (i + j) % 7 == 0 {
+            String::new()
+        } else {
+            ((i * (j + 1)) % 40).to_string()
+        });
+    }
+    for j in 0..26u64 {
+        f.push(if (i + j) % 11 == 0 {
+            String::new()
+        } else {
+            format!("{:08x}", (i * 31 + j) % (3 + j))
+        });
+    }
+    f.join("\t")
+}
+
+#[test]
+fn criteo_streams_into_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("day.tsv");
+    let lines: Vec<String> = (0..500).map(criteo_line).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let mut cfg = config("criteo", tmp.path(), &tmp.path().join("out"));
+    cfg.data.criteo.file = Some(file.clone());
+    cfg.data.criteo.domain_field = "C2".into();
+    cfg.data.criteo.top_domains = 2;
+    cfg.data.criteo.min_count = 3;
+    cfg.data.criteo.shard_rows = 64;
+    let p = prepare(&cfg, false).unwrap();
+    let m = &p.meta;
+
+    // Split by line number, as the spec says.
+    let mut want = [0u64; 3];
+    for i in 0..500u64 {
+        want[Split::of_key(&i.to_string()).index()] += 1;
+    }
+    assert_eq!(
+        [m.splits.train.rows, m.splits.valid.rows, m.splits.test.rows],
+        want
+    );
+    assert_eq!(m.splits.train.shards.len() as u64, want[0].div_ceil(64));
+
+    // Domains: the two most frequent C2 values in train, then "other".
+    assert_eq!(m.domains.len(), 3);
+    assert_eq!(m.domains[2].name, "other");
+    let mut counts = std::collections::HashMap::<String, u64>::new();
+    for i in 0..500u64 {
+        if Split::of_key(&i.to_string()) == Split::Train {
+            let v = lines[i as usize].split('\t').nth(15).unwrap();
+            *counts
+                .entry(if v.is_empty() {
+                    "(empty)".into()
+                } else {
+                    v.to_string()
+                })
+                .or_default() += 1;
+        }
+    }
+    let top = counts.values().max().copied().unwrap();
+    assert_eq!(m.domains[0].train_stats.rows, top);
+
+    // All shards concatenated hold every train row, in line order, with ids in range.
+    let mut times = Vec::new();
+    let mut labels = Vec::new();
+    for s in &m.splits.train.shards {
+        let cols = read_shard(&p.dir.join("train").join(s)).unwrap();
+        for f in &m.fields {
+            assert!(
+                cols[&f.name]
+                    .as_u32()
+                    .unwrap()
+                    .iter()
+                    .all(|&v| v < f.cardinality)
+            );
+        }
+        if let llmctr::data::shard::ColumnData::I64(t) = &cols["timestamp"] {
+            times.extend(t.clone());
+        }
+        labels.extend(cols["label"].as_u8().unwrap().to_vec());
+    }
+    assert_eq!(times.len() as u64, want[0]);
+    assert!(times.windows(2).all(|w| w[0] < w[1]));
+    assert!(
+        times
+            .iter()
+            .zip(&labels)
+            .all(|(t, y)| (*t % 3 == 0) == (*y == 1))
+    );
+
+    // Rare values (fewer than min_count train rows) get id 0: C26 has 28 values
+    // over 500 rows, all frequent; I1 values are (i % 40) → at most 40 ids.
+    let i1 = m.fields.iter().find(|f| f.name == "I1").unwrap();
+    let distinct_i1: std::collections::HashSet<i64> = (0..40).map(int_category).collect();
+    assert!(i1.cardinality as usize <= distinct_i1.len() + 1);
+}
+
+#[test]
+fn criteo_gzip_input_gives_the_same_dataset() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let text: String = (0..200).map(|i| criteo_line(i) + "\n").collect();
+    let plain = tmp.path().join("a.tsv");
+    std::fs::write(&plain, &text).unwrap();
+    let gz = tmp.path().join("a.tsv.gz");
+    let mut enc = GzEncoder::new(std::fs::File::create(&gz).unwrap(), Compression::fast());
+    enc.write_all(text.as_bytes()).unwrap();
+    enc.finish().unwrap();
+    let mut out = Vec::new();
+    for (f, o) in [(plain, "o1"), (gz, "o2")] {
+        let mut cfg = config("criteo", tmp.path(), &tmp.path().join(o));
+        cfg.data.criteo.file = Some(f);
+        cfg.data.criteo.min_count = 2;
+        out.push(common::dataset_files(&prepare(&cfg, false).unwrap().dir));
+    }
+    assert_eq!(out[0], out[1]);
+}

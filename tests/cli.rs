@@ -1,0 +1,119 @@
+//! The `pipeline` binary as a user runs it.
+
+mod common;
+
+use std::process::Command;
+
+fn pipeline() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pipeline"))
+}
+
+#[test]
+fn help_explains_the_stages_and_recipes() {
+    let out = pipeline()
+        .args(["data", "prepare", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "ml100k-", "amazon-", "criteo", "--config", "--recipe", "--force",
+    ] {
+        assert!(text.contains(needle), "help lacks {needle}:\n{text}");
+    }
+}
+
+#[test]
+fn config_file_with_flag_override_and_resolved_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw");
+    common::write_small_ml100k(&raw.join("ml-100k"), 30, 20);
+    let cfg = tmp.path().join("run.toml");
+    let out = tmp.path().join("prepared");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data]\nrecipe = \"ml100k-gender\"\nraw_dir = {:?}\nprepared_dir = {:?}\nfetch = false\n",
+            raw.display().to_string(),
+            out.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = pipeline()
+        .args(["data", "prepare", "--recipe", "ml100k-age3", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        stdout.contains("ml100k-age3") && stdout.contains("3 domains"),
+        "{stdout}"
+    );
+    assert!(
+        !out.join("ml100k-gender").exists(),
+        "the flag overrides the file"
+    );
+    let resolved = std::fs::read_to_string(out.join("ml100k-age3/config.toml")).unwrap();
+    assert!(resolved.contains("recipe = \"ml100k-age3\""), "{resolved}");
+    assert!(
+        resolved.contains("min_count = 10"),
+        "defaults are written out: {resolved}"
+    );
+
+    let again = pipeline()
+        .args(["data", "prepare", "--recipe", "ml100k-age3", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(again.stdout)
+            .unwrap()
+            .starts_with("up to date")
+    );
+}
+
+#[test]
+fn config_errors_name_the_key_and_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("bad.toml");
+    std::fs::write(&cfg, "[data]\nrecipe = \"ml100k-age3\"\nraw-dir = \"x\"\n").unwrap();
+    let o = pipeline()
+        .args(["data", "prepare", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        err.contains("bad.toml") && err.contains("raw-dir") && err.contains("line 3"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    std::fs::write(&cfg, "[data]\nfetch = \"yes\"\n").unwrap();
+    let o = pipeline()
+        .args(["data", "prepare", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        !o.status.success() && err.contains("fetch") && err.contains("bad.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_recipe_lists_the_known_ones() {
+    let o = pipeline()
+        .args(["data", "prepare", "--recipe", "ml100k-zip", "--no-fetch"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        err.contains("ml100k-zip") && err.contains("ml100k-occupation"),
+        "{err}"
+    );
+}

