@@ -176,6 +176,8 @@ struct Rating {
 /// The three tables of a MovieLens release, read and validated.
 struct Raw {
     ratings_file: PathBuf,
+    /// The ratings file's names of the user and item columns, for errors.
+    id_fields: [&'static str; 2],
     users: HashMap<u64, User>,
     items: HashMap<u64, Item>,
     ratings: Vec<Rating>,
@@ -194,14 +196,14 @@ pub fn age_bucket(age: u64) -> &'static str {
     }
 }
 
-fn gender(file: &Path, place: Place, s: &str) -> DataResult<&'static str> {
+fn gender(file: &Path, place: Place, field: &str, s: &str) -> DataResult<&'static str> {
     match s {
         "M" => Ok("M"),
         "F" => Ok("F"),
         _ => Err(DataError::field(
             file,
             place,
-            "gender",
+            field,
             format!("expected M or F, found {s:?}"),
         )),
     }
@@ -222,14 +224,14 @@ fn occupation_100k(file: &Path, place: Place, s: &str) -> DataResult<&'static st
         })
 }
 
-fn rating_value(file: &Path, place: Place, r: i64) -> DataResult<u64> {
+fn rating_value(file: &Path, place: Place, field: &str, r: i64) -> DataResult<u64> {
     if (1..=5).contains(&r) {
         Ok(r as u64)
     } else {
         Err(DataError::field(
             file,
             place,
-            "rating",
+            field,
             format!("rating {r} out of range 1..=5"),
         ))
     }
@@ -286,7 +288,7 @@ fn read_grouplens_100k(dir: &Path) -> DataResult<Raw> {
         let age = parse_u64(&user, n, "age", f[1])?;
         let u = User {
             age: age_bucket(age),
-            gender: gender(&user, place.clone(), f[2])?,
+            gender: gender(&user, place.clone(), "gender", f[2])?,
             occupation: occupation_100k(&user, place.clone(), f[3])?,
             zip: f[4].to_string(),
         };
@@ -332,13 +334,19 @@ fn read_grouplens_100k(dir: &Path) -> DataResult<Raw> {
         ratings.push(Rating {
             user: parse_u64(&data, n, "user_id", f[0])?,
             item: parse_u64(&data, n, "item_id", f[1])?,
-            rating: rating_value(&data, place.clone(), parse_i64(&data, n, "rating", f[2])?)?,
+            rating: rating_value(
+                &data,
+                place.clone(),
+                "rating",
+                parse_i64(&data, n, "rating", f[2])?,
+            )?,
             ts: parse_i64(&data, n, "timestamp", f[3])?,
             place,
         });
     }
     Ok(Raw {
         ratings_file: data,
+        id_fields: ["user_id", "item_id"],
         users,
         items,
         ratings,
@@ -372,7 +380,7 @@ fn read_parquet_100k(dir: &Path) -> DataResult<Raw> {
         let id = non_negative(&t, r, 0)?;
         let u = User {
             age: age_bucket(non_negative(&t, r, 1)?),
-            gender: gender(&user, place.clone(), t.req_text(r, 2)?)?,
+            gender: gender(&user, place.clone(), "gender", t.req_text(r, 2)?)?,
             occupation: occupation_100k(&user, place.clone(), t.req_text(r, 3)?)?,
             zip: t.req_text(r, 4)?.to_string(),
         };
@@ -416,13 +424,14 @@ fn read_parquet_100k(dir: &Path) -> DataResult<Raw> {
         ratings.push(Rating {
             user: non_negative(&t, r, 0)?,
             item: non_negative(&t, r, 1)?,
-            rating: rating_value(&data, place.clone(), t.int(r, 2)?)?,
+            rating: rating_value(&data, place.clone(), "rating", t.int(r, 2)?)?,
             ts: t.int(r, 3)?,
             place,
         });
     }
     Ok(Raw {
         ratings_file: data,
+        id_fields: ["user_id", "movie_id"],
         users,
         items,
         ratings,
@@ -462,7 +471,7 @@ fn read_grouplens_1m(dir: &Path) -> DataResult<Raw> {
         })?;
         let u = User {
             age,
-            gender: gender(&user, place.clone(), f[1])?,
+            gender: gender(&user, place.clone(), "Gender", f[1])?,
             occupation,
             zip: f[4].to_string(),
         };
@@ -515,13 +524,19 @@ fn read_grouplens_1m(dir: &Path) -> DataResult<Raw> {
         ratings.push(Rating {
             user: parse_u64(&data, n, "UserID", f[0])?,
             item: parse_u64(&data, n, "MovieID", f[1])?,
-            rating: rating_value(&data, place.clone(), parse_i64(&data, n, "Rating", f[2])?)?,
+            rating: rating_value(
+                &data,
+                place.clone(),
+                "Rating",
+                parse_i64(&data, n, "Rating", f[2])?,
+            )?,
             ts: parse_i64(&data, n, "Timestamp", f[3])?,
             place,
         });
     }
     Ok(Raw {
         ratings_file: data,
+        id_fields: ["UserID", "MovieID"],
         users,
         items,
         ratings,
@@ -564,7 +579,7 @@ pub fn load(
             DataError::field(
                 file,
                 r.place.clone(),
-                "user_id",
+                raw.id_fields[0],
                 format!("user {} is not in the users file", r.user),
             )
         })?;
@@ -572,7 +587,7 @@ pub fn load(
             DataError::field(
                 file,
                 r.place.clone(),
-                "item_id",
+                raw.id_fields[1],
                 format!("item {} is not in the items file", r.item),
             )
         })?;

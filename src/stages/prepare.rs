@@ -164,12 +164,13 @@ impl Inputs {
                 ..
             } => {
                 let dir = raw.join("ml-100k");
-                let all = |files: &[&str]| files.iter().all(|f| dir.join(f).is_file());
+                // auto: the GroupLens files when any of them is there (so a missing
+                // one is reported), else the parquet copy (fetched when missing).
+                let any = |files: &[&str]| files.iter().any(|f| dir.join(f).is_file());
                 let source = match cfg.data.source {
                     SourceKind::Grouplens => Source::GroupLens(dir),
                     SourceKind::Parquet => Source::Parquet(dir),
-                    SourceKind::Auto if all(&movielens::GROUPLENS_100K) => Source::GroupLens(dir),
-                    SourceKind::Auto if all(&movielens::PARQUET_FILES) => Source::Parquet(dir),
+                    SourceKind::Auto if any(&movielens::GROUPLENS_100K) => Source::GroupLens(dir),
                     SourceKind::Auto => Source::Parquet(dir),
                 };
                 if let Source::Parquet(d) = &source {
