@@ -53,29 +53,67 @@ pub fn int_category(v: i64) -> i64 {
     }
 }
 
-/// One parsed line: label, and per column the category text (None = empty).
-struct Parsed {
+/// One parsed line: the label, each column's value hash (None = empty), and the
+/// domain column's category text.
+struct Parsed<'a> {
     label: u8,
-    values: Vec<Option<String>>,
+    hashes: [Option<u64>; N_INT + N_CAT],
+    domain: DomainText<'a>,
 }
 
-fn parse_line(file: &Path, n: u64, bytes: &[u8], names: &[String]) -> DataResult<Parsed> {
-    let text = utf8(file, n, bytes)?;
-    let f: Vec<&str> = text.split('\t').collect();
-    if f.len() != N_FIELDS {
-        return Err(DataError::record(
-            file,
-            Place::Line(n),
-            format!(
-                "expected {N_FIELDS} tab-separated fields (label, I1-I13, C1-C26), found {}",
-                f.len()
-            ),
-        ));
+enum DomainText<'a> {
+    Empty,
+    Raw(&'a str),
+    Int(i64),
+}
+
+impl DomainText<'_> {
+    fn name(&self) -> String {
+        match self {
+            DomainText::Empty => "(empty)".into(),
+            DomainText::Raw(s) => s.to_string(),
+            DomainText::Int(v) => v.to_string(),
+        }
     }
-    let label = match f[0] {
+}
+
+/// Hash of an integer column's category: FNV-1a of its decimal text.
+fn int_hash(v: i64) -> u64 {
+    let mut buf = [0u8; 24];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = std::io::Write::write_fmt(&mut cur, format_args!("{v}"));
+    let n = cur.position() as usize;
+    fnv1a64(&buf[..n])
+}
+
+/// Split of a line from its 0-based number (the key is its decimal text).
+fn line_split(line0: u64) -> Split {
+    let mut buf = [0u8; 24];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = std::io::Write::write_fmt(&mut cur, format_args!("{line0}"));
+    let n = cur.position() as usize;
+    Split::of_bucket(fnv1a64(&buf[..n]) % 10)
+}
+
+fn parse_line<'a>(
+    file: &Path,
+    n: u64,
+    bytes: &'a [u8],
+    names: &[String],
+    domain_col: usize,
+) -> DataResult<Parsed<'a>> {
+    let text = utf8(file, n, bytes)?;
+    let mut hashes = [None; N_INT + N_CAT];
+    let mut domain = DomainText::Empty;
+    let mut fields = text.split('\t');
+    let label = match fields.next().unwrap_or("") {
         "0" => 0,
         "1" => 1,
         other => {
+            let count = text.split('\t').count();
+            if count != N_FIELDS {
+                return Err(field_count_error(file, n, count));
+            }
             return Err(DataError::field(
                 file,
                 Place::Line(n),
@@ -84,31 +122,77 @@ fn parse_line(file: &Path, n: u64, bytes: &[u8], names: &[String]) -> DataResult
             ));
         }
     };
-    let mut values = Vec::with_capacity(N_INT + N_CAT);
-    for (j, raw) in f[1..].iter().enumerate() {
-        if raw.is_empty() {
-            values.push(None);
-        } else if j < N_INT {
-            let v: i64 = raw.parse().map_err(|_| {
-                DataError::field(
-                    file,
-                    Place::Line(n),
-                    &names[j],
-                    format!("expected an integer, found {raw:?}"),
-                )
-            })?;
-            values.push(Some(int_category(v).to_string()));
-        } else {
-            values.push(Some(raw.to_string()));
+    let mut j = 0;
+    for raw in fields {
+        if j >= N_INT + N_CAT {
+            return Err(field_count_error(file, n, text.split('\t').count()));
+        }
+        if !raw.is_empty() {
+            if j < N_INT {
+                let v: i64 = raw.parse().map_err(|_| {
+                    DataError::field(
+                        file,
+                        Place::Line(n),
+                        &names[j],
+                        format!("expected an integer, found {raw:?}"),
+                    )
+                })?;
+                let c = int_category(v);
+                hashes[j] = Some(int_hash(c));
+                if j == domain_col {
+                    domain = DomainText::Int(c);
+                }
+            } else {
+                hashes[j] = Some(fnv1a64(raw.as_bytes()));
+                if j == domain_col {
+                    domain = DomainText::Raw(raw);
+                }
+            }
+        }
+        j += 1;
+    }
+    if j != N_INT + N_CAT {
+        return Err(field_count_error(file, n, j + 1));
+    }
+    Ok(Parsed {
+        label,
+        hashes,
+        domain,
+    })
+}
+
+fn field_count_error(file: &Path, n: u64, found: usize) -> DataError {
+    DataError::record(
+        file,
+        Place::Line(n),
+        format!("expected {N_FIELDS} tab-separated fields (label, I1-I13, C1-C26), found {found}"),
+    )
+}
+
+/// Hasher for keys that are already 64-bit hashes: one multiply to spread the bits.
+#[derive(Default, Clone, Copy)]
+struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
     }
-    Ok(Parsed { label, values })
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
+
+type HashState = std::hash::BuildHasherDefault<PreHashed>;
 
 #[derive(Default)]
 struct Counter {
     /// value hash → (train count, first train line)
-    counts: HashMap<u64, (u32, u64)>,
+    counts: HashMap<u64, (u32, u64), HashState>,
 }
 
 fn progress(total: u64, what: &str) -> ProgressBar {
@@ -139,23 +223,26 @@ pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> 
 
     // Pass 1: validate, count train values.
     let mut counters: Vec<Counter> = (0..names.len()).map(|_| Counter::default()).collect();
-    let mut domain_counts: HashMap<String, (u64, u64)> = HashMap::new();
+    // domain value hash (None = empty) → (train count, first train line, name)
+    let mut domain_counts: HashMap<Option<u64>, (u64, u64, String)> = HashMap::new();
     let mut lines = Lines::open(file, HINT)?;
     let pb = progress(lines.progress().1, "criteo pass 1/2 (count)");
     let mut n_lines = 0u64;
     while let Some((n, bytes)) = lines.next_line()? {
-        let p = parse_line(file, n, bytes, &names)?;
+        let p = parse_line(file, n, bytes, &names, domain_col)?;
         let line0 = n - 1;
         n_lines = n;
-        if Split::of_key(&line0.to_string()) == Split::Train {
-            for (c, v) in counters.iter_mut().zip(&p.values) {
-                if let Some(v) = v {
-                    let e = c.counts.entry(fnv1a64(v.as_bytes())).or_insert((0, line0));
+        if line_split(line0) == Split::Train {
+            for (c, h) in counters.iter_mut().zip(&p.hashes) {
+                if let Some(h) = h {
+                    let e = c.counts.entry(*h).or_insert((0, line0));
                     e.0 = e.0.saturating_add(1);
                 }
             }
-            let d = p.values[domain_col].as_deref().unwrap_or("(empty)");
-            let e = domain_counts.entry(d.to_string()).or_insert((0, line0));
+            let d = p.hashes[domain_col];
+            let e = domain_counts
+                .entry(d)
+                .or_insert_with(|| (0, line0, p.domain.name()));
             e.0 += 1;
         }
         if n % 65_536 == 0 {
@@ -168,7 +255,7 @@ pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> 
     }
 
     // Vocabularies: kept values by first train appearance.
-    let vocabs: Vec<HashMap<u64, u32>> = counters
+    let vocabs: Vec<HashMap<u64, u32, HashState>> = counters
         .into_iter()
         .map(|c| {
             let mut kept: Vec<(u64, u64)> = c
@@ -184,17 +271,14 @@ pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> 
                 .collect()
         })
         .collect();
-    let mut ranked: Vec<(String, (u64, u64))> = domain_counts.into_iter().collect();
+    let mut ranked: Vec<(Option<u64>, (u64, u64, String))> = domain_counts.into_iter().collect();
     ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
-    let mut domain_names: Vec<String> = ranked
-        .iter()
-        .take(cfg.top_domains)
-        .map(|(v, _)| v.clone())
-        .collect();
-    let domain_of: HashMap<String, u32> = domain_names
+    ranked.truncate(cfg.top_domains);
+    let mut domain_names: Vec<String> = ranked.iter().map(|(_, v)| v.2.clone()).collect();
+    let domain_of: HashMap<Option<u64>, u32> = ranked
         .iter()
         .enumerate()
-        .map(|(i, v)| (v.clone(), i as u32))
+        .map(|(i, (h, _))| (*h, i as u32))
         .collect();
     let other = domain_names.len() as u32;
     domain_names.push("other".into());
@@ -209,26 +293,20 @@ pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> 
     let mut lines = Lines::open(file, HINT)?;
     let pb = progress(lines.progress().1, "criteo pass 2/2 (write)");
     while let Some((n, bytes)) = lines.next_line()? {
-        let p = parse_line(file, n, bytes, &names)?;
+        let p = parse_line(file, n, bytes, &names, domain_col)?;
         let line0 = n - 1;
-        let split = Split::of_key(&line0.to_string());
-        let d = p.values[domain_col].as_deref().unwrap_or("(empty)");
-        let domain = domain_of.get(d).copied().unwrap_or(other);
+        let split = line_split(line0);
+        let d = p.hashes[domain_col];
+        let domain = domain_of.get(&d).copied().unwrap_or(other);
         domain_rows[domain as usize].add(split, 1);
         if split == Split::Train {
             stats[domain as usize].0 += 1;
             stats[domain as usize].1 += u64::from(p.label);
         }
-        let ids: Vec<u32> = p
-            .values
-            .iter()
-            .zip(&vocabs)
-            .map(|(v, voc)| {
-                v.as_ref()
-                    .and_then(|v| voc.get(&fnv1a64(v.as_bytes())).copied())
-                    .unwrap_or(0)
-            })
-            .collect();
+        let mut ids = [0u32; N_INT + N_CAT];
+        for ((id, h), voc) in ids.iter_mut().zip(&p.hashes).zip(&vocabs) {
+            *id = h.and_then(|h| voc.get(&h).copied()).unwrap_or(0);
+        }
         writers[split.index()].push(p.label, domain, line0 as i64, &ids)?;
         if n % 65_536 == 0 {
             pb.set_position(lines.progress().0);

@@ -37,7 +37,31 @@ pub struct Prepared {
 #[derive(Serialize, Deserialize)]
 struct Stamp {
     fingerprint: String,
-    inputs: Vec<(String, String)>,
+    inputs: Vec<InputStamp>,
+}
+
+/// An input file's content hash, with the size and modification time it had when
+/// hashed: an unchanged (size, mtime) reuses the hash, as git's index does.
+#[derive(Serialize, Deserialize, Clone)]
+struct InputStamp {
+    file: String,
+    size: u64,
+    mtime_ns: u128,
+    sha256: String,
+}
+
+fn stat(path: &Path) -> Result<(u64, u128)> {
+    let m = std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok((m.len(), mtime))
+}
+
+fn read_stamp(out: &Path) -> Option<Stamp> {
+    serde_json::from_slice(&std::fs::read(out.join("stamp.json")).ok()?).ok()
 }
 
 /// Run the stage. `force` recomputes even when inputs and settings are unchanged.
@@ -47,24 +71,41 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
     let out = cfg.data.prepared_dir.join(recipe.to_string());
     let inputs = Inputs::resolve(cfg, &recipe)?;
 
+    let previous = read_stamp(&out);
     let mut hashed = Vec::new();
     for f in inputs.files() {
         require(&f, inputs.hint())?;
-        hashed.push((f.display().to_string(), sha256_file(&f)?));
+        let file = f.display().to_string();
+        let (size, mtime_ns) = stat(&f)?;
+        let known = previous.as_ref().and_then(|p| {
+            p.inputs
+                .iter()
+                .find(|i| i.file == file && i.size == size && i.mtime_ns == mtime_ns)
+        });
+        let sha256 = match known {
+            Some(i) => i.sha256.clone(),
+            None => sha256_file(&f)?,
+        };
+        hashed.push(InputStamp {
+            file,
+            size,
+            mtime_ns,
+            sha256,
+        });
     }
     let settings = match &recipe {
         Recipe::Criteo => toml::to_string(&cfg.data.criteo)?,
         _ => String::new(),
     };
     let mut fp = format!("llmctr-prepare format {FORMAT}\nrecipe {recipe}\n{settings}\n");
-    for (_, sha) in &hashed {
-        fp.push_str(sha);
+    for i in &hashed {
+        fp.push_str(&i.sha256);
         fp.push('\n');
     }
     let fingerprint = sha256_bytes(fp.as_bytes());
 
     if !force {
-        if let Some(meta) = up_to_date(&out, &fingerprint) {
+        if let Some(meta) = up_to_date(&out, previous.as_ref(), &fingerprint) {
             return Ok(Prepared {
                 dir: out,
                 meta,
@@ -129,9 +170,8 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
     })
 }
 
-fn up_to_date(out: &Path, fingerprint: &str) -> Option<Meta> {
-    let stamp: Stamp = serde_json::from_slice(&std::fs::read(out.join("stamp.json")).ok()?).ok()?;
-    if stamp.fingerprint != fingerprint {
+fn up_to_date(out: &Path, stamp: Option<&Stamp>, fingerprint: &str) -> Option<Meta> {
+    if stamp?.fingerprint != fingerprint {
         return None;
     }
     let meta: Meta = serde_json::from_slice(&std::fs::read(out.join("meta.json")).ok()?).ok()?;
