@@ -10,10 +10,6 @@ use llmctr::data::shard::read_shard;
 use llmctr::stages::prepare::prepare;
 use std::path::Path;
 
-fn meta(dir: &Path) -> Meta {
-    serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap()
-}
-
 fn total(m: &Meta, name: &str) -> u64 {
     m.domain_by_name(name).unwrap().rows.total()
 }
