@@ -1,0 +1,8 @@
+//! Neural-network basics on candle, all differentiable: seeded randomness, named
+//! parameters, ops with a backward pass, linear layers, and gradient checking.
+
+pub mod gradcheck;
+pub mod linear;
+pub mod ops;
+pub mod params;
+pub mod rng;
