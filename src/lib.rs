@@ -11,3 +11,4 @@ pub mod fsutil;
 pub mod models;
 pub mod nn;
 pub mod stages;
+pub mod train;

@@ -1,0 +1,247 @@
+//! `[model]`: which architecture and its hyper-parameters. Defaults follow the
+//! literature recipe: embedding dim 16; MMoE 3 experts [16], towers [8]; CGC 2
+//! specific + 1 shared experts [16], towers [8]; shared-bottom [128] + towers [8];
+//! STAR [128, 64, 32].
+
+use super::embedding::UpdateMode;
+use super::gates::GateConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelName {
+    Dnn,
+    Deepfm,
+    SharedBottom,
+    Mmoe,
+    Cgc,
+    Ple,
+    Star,
+    Din,
+}
+
+impl ModelName {
+    pub const ALL: [ModelName; 8] = [
+        ModelName::Dnn,
+        ModelName::Deepfm,
+        ModelName::SharedBottom,
+        ModelName::Mmoe,
+        ModelName::Cgc,
+        ModelName::Ple,
+        ModelName::Star,
+        ModelName::Din,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelName::Dnn => "dnn",
+            ModelName::Deepfm => "deepfm",
+            ModelName::SharedBottom => "shared_bottom",
+            ModelName::Mmoe => "mmoe",
+            ModelName::Cgc => "cgc",
+            ModelName::Ple => "ple",
+            ModelName::Star => "star",
+            ModelName::Din => "din",
+        }
+    }
+}
+
+/// How the domain enters a model.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainInput {
+    /// Not at all (towers are still per domain where the model has them).
+    None,
+    /// A trainable domain-id embedding ("one-hot").
+    Id,
+    /// A fixed D×h matrix (`domain_embeddings`) through a trainable projection.
+    Fixed,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub name: ModelName,
+    /// Embedding size of every field. Default 16.
+    pub embedding_dim: usize,
+    /// Standard deviation of the normal initialisation of embeddings. Default 1e-4.
+    pub embedding_init_std: f64,
+    /// Feature fields; empty = every categorical field of the dataset. Default empty.
+    pub features: Vec<String>,
+    /// `none`, `id` or `fixed`. Default `id`.
+    pub domain_input: DomainInput,
+    /// For `fixed`: a safetensors file holding a (domains × h) matrix.
+    pub domain_embeddings: Option<PathBuf>,
+    /// Name of that matrix in the file. Default `domain_embeddings`.
+    pub domain_embeddings_tensor: String,
+    /// Fields with more ids than this are hashed into this many rows; 0 = never. Default 0.
+    pub hash_buckets: u32,
+    /// `auto` (sparse above 200,000 rows), `dense` or `sparse`. Default `auto`.
+    pub embedding_update: UpdateMode,
+    /// Dropout after hidden layers. Default 0.
+    pub dropout: f64,
+    /// The gate of MMoE, CGC and PLE.
+    pub gate: GateConfig,
+    pub dnn: DnnConfig,
+    pub deepfm: DnnConfig,
+    pub shared_bottom: SharedBottomConfig,
+    pub mmoe: MmoeConfig,
+    pub cgc: PleConfig,
+    pub ple: PleConfig,
+    pub star: StarConfig,
+    pub din: DinConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            name: ModelName::Cgc,
+            embedding_dim: 16,
+            embedding_init_std: 1e-4,
+            features: Vec::new(),
+            domain_input: DomainInput::Id,
+            domain_embeddings: None,
+            domain_embeddings_tensor: "domain_embeddings".into(),
+            hash_buckets: 0,
+            embedding_update: UpdateMode::Auto,
+            dropout: 0.0,
+            gate: GateConfig::default(),
+            dnn: DnnConfig::default(),
+            deepfm: DnnConfig::default(),
+            shared_bottom: SharedBottomConfig::default(),
+            mmoe: MmoeConfig::default(),
+            cgc: PleConfig::default(),
+            ple: PleConfig {
+                levels: 2,
+                ..PleConfig::default()
+            },
+            star: StarConfig::default(),
+            din: DinConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnnConfig {
+    /// Hidden layers. Default [256, 128].
+    pub hidden: Vec<usize>,
+}
+
+impl Default for DnnConfig {
+    fn default() -> Self {
+        DnnConfig {
+            hidden: vec![256, 128],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedBottomConfig {
+    /// Shared bottom. Default [128].
+    pub bottom: Vec<usize>,
+    /// Per-domain tower hidden layers. Default [8].
+    pub tower: Vec<usize>,
+}
+
+impl Default for SharedBottomConfig {
+    fn default() -> Self {
+        SharedBottomConfig {
+            bottom: vec![128],
+            tower: vec![8],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MmoeConfig {
+    /// Shared experts. Default 3.
+    pub experts: usize,
+    /// Expert hidden layers. Default [16].
+    pub expert_hidden: Vec<usize>,
+    /// Per-domain tower hidden layers. Default [8].
+    pub tower: Vec<usize>,
+}
+
+impl Default for MmoeConfig {
+    fn default() -> Self {
+        MmoeConfig {
+            experts: 3,
+            expert_hidden: vec![16],
+            tower: vec![8],
+        }
+    }
+}
+
+/// CGC is PLE with one level.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PleConfig {
+    /// Extraction levels. Default 1 for CGC, 2 for PLE.
+    pub levels: usize,
+    /// Specific experts per domain. Default 2.
+    pub specific_experts: usize,
+    /// Shared experts. Default 1.
+    pub shared_experts: usize,
+    /// Expert hidden layers. Default [16].
+    pub expert_hidden: Vec<usize>,
+    /// Per-domain tower hidden layers. Default [8].
+    pub tower: Vec<usize>,
+}
+
+impl Default for PleConfig {
+    fn default() -> Self {
+        PleConfig {
+            levels: 1,
+            specific_experts: 2,
+            shared_experts: 1,
+            expert_hidden: vec![16],
+            tower: vec![8],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StarConfig {
+    /// Star-topology layers. Default [128, 64, 32].
+    pub hidden: Vec<usize>,
+    /// Auxiliary network on the domain embedding. Default [32].
+    pub aux_hidden: Vec<usize>,
+    /// Momentum of the per-domain running statistics of partitioned normalisation. Default 0.1.
+    pub pn_momentum: f64,
+}
+
+impl Default for StarConfig {
+    fn default() -> Self {
+        StarConfig {
+            hidden: vec![128, 64, 32],
+            aux_hidden: vec![32],
+            pn_momentum: 0.1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DinConfig {
+    /// Most recent positively rated train items, strictly earlier in time. Default 20.
+    pub history: usize,
+    /// Attention unit hidden layers. Default [80, 40].
+    pub attention: Vec<usize>,
+    /// Prediction MLP. Default [200, 80].
+    pub hidden: Vec<usize>,
+}
+
+impl Default for DinConfig {
+    fn default() -> Self {
+        DinConfig {
+            history: 20,
+            attention: vec![80, 40],
+            hidden: vec![200, 80],
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! DNN: an MLP over all field embeddings (the domain is one of the fields when the
+//! config gives it). One tower for all domains.
+
+use super::config::ModelConfig;
+use super::{CtrModel, InputSpec, Inputs, Output};
+use crate::nn::linear::Mlp;
+use crate::nn::params::ParamStore;
+use crate::nn::rng::Rng;
+use candle_core::Result;
+
+pub struct Dnn {
+    mlp: Mlp,
+}
+
+impl Dnn {
+    pub fn new(
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        Ok(Dnn {
+            mlp: Mlp::new(
+                ps,
+                "dnn.mlp",
+                spec.width(),
+                &cfg.dnn.hidden,
+                Some(1),
+                cfg.dropout,
+                rng,
+            )?,
+        })
+    }
+}
+
+impl CtrModel for Dnn {
+    fn forward(&self, inp: &Inputs, train: bool, rng: &mut Rng) -> Result<Output> {
+        let logits = self.mlp.forward(&inp.x, train, rng)?.squeeze(1)?;
+        Ok(Output { logits, aux: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gradients() {
+        super::super::testutil::gradcheck(super::super::config::ModelName::Dnn);
+    }
+}

@@ -1,0 +1,3 @@
+//! Training: optimiser, data loading, the training loop, checkpoints.
+
+pub mod optim;
