@@ -24,9 +24,83 @@ pub enum Command {
     /// Datasets: fetch the offline copies, prepare a recipe.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Train a CTR model (baselines and CGC) on a prepared recipe; writes
+    /// runs/<model>-<recipe>-seed<seed>/ with config, metrics per epoch
+    /// (metrics.jsonl), test metrics at the best valid epoch (metrics.json), a
+    /// report and checkpoints. Prepares the dataset first when needed.
+    Train(TrainArgs),
+    /// CGC with the domain embedding as input of its gates and experts: a trainable
+    /// id embedding by default, or a fixed (domains × h) matrix from a safetensors
+    /// file through a trainable projection (--domain-embeddings).
+    TrainCgc(TrainArgs),
+    /// Train several models × recipes × seeds and write one results table
+    /// (Markdown + CSV): mean ± std of test AUC, logloss, weighted domain AUC and
+    /// the AUC of the 7 smallest domains.
+    Compare(CompareArgs),
     /// Benchmarks that print measured figures (run them from a release build).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Model (overrides model.name): dnn, deepfm, shared-bottom, mmoe, cgc, ple, star, din.
+    #[arg(long, value_enum)]
+    pub model: Option<crate::models::config::ModelName>,
+    /// Recipe (overrides data.recipe).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// Seed (overrides train.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Maximum epochs (overrides train.epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Run name under train.runs_dir (overrides train.run_name).
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Runs folder (overrides train.runs_dir).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    /// How the domain enters the model (overrides model.domain_input).
+    #[arg(long, value_enum)]
+    pub domain_input: Option<crate::models::config::DomainInput>,
+    /// Fixed domain embeddings, a safetensors file with a (domains × h) matrix;
+    /// implies --domain-input fixed.
+    #[arg(long)]
+    pub domain_embeddings: Option<PathBuf>,
+    /// Continue the run from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop (resumably) after this many epochs of this invocation.
+    #[arg(long)]
+    pub stop_after_epochs: Option<usize>,
+    /// Do not fetch the offline MovieLens-100k copy when it is missing.
+    #[arg(long)]
+    pub no_fetch: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Models to train (default: all eight).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub models: Vec<crate::models::config::ModelName>,
+    /// Recipes (default: ml100k-age3,ml100k-occupation).
+    #[arg(long, value_delimiter = ',')]
+    pub recipes: Vec<String>,
+    /// Seeds (default: 1,2,3).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// Output stem: writes <out>.md and <out>.csv.
+    #[arg(long, default_value = "results/baselines")]
+    pub out: PathBuf,
+    /// Runs folder (overrides train.runs_dir).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +170,61 @@ pub enum BenchCommand {
     Data(crate::bench::DataBenchArgs),
 }
 
+fn print_final(m: Option<&crate::train::trainer::FinalMetrics>) {
+    match m {
+        Some(m) => println!(
+            "{} on {} seed {}: test AUC {}, logloss {:.4}, weighted domain AUC {} (best epoch {} of {})",
+            m.model,
+            m.recipe,
+            m.seed,
+            m.test.auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            m.test.logloss,
+            m.test
+                .weighted_domain_auc
+                .map_or("n/a".into(), |a| format!("{a:.4}")),
+            m.best_epoch,
+            m.epochs_run
+        ),
+        None => println!("stopped; continue with --resume"),
+    }
+}
+
+impl TrainArgs {
+    /// The config file with this command's flags applied on top.
+    pub fn resolve(&self, model: Option<crate::models::config::ModelName>) -> Result<Config> {
+        let mut cfg = Config::load(self.config.config.as_deref())?;
+        if let Some(m) = model.or(self.model) {
+            cfg.model.name = m;
+        }
+        if let Some(r) = &self.recipe {
+            cfg.data.recipe = r.clone();
+        }
+        if let Some(s) = self.seed {
+            cfg.train.seed = s;
+        }
+        if let Some(e) = self.epochs {
+            cfg.train.epochs = e;
+        }
+        if let Some(n) = &self.run_name {
+            cfg.train.run_name = Some(n.clone());
+        }
+        if let Some(d) = &self.runs_dir {
+            cfg.train.runs_dir = d.clone();
+        }
+        if let Some(d) = self.domain_input {
+            cfg.model.domain_input = d;
+        }
+        if let Some(p) = &self.domain_embeddings {
+            cfg.model.domain_embeddings = Some(p.clone());
+            cfg.model.domain_input = crate::models::config::DomainInput::Fixed;
+        }
+        if self.no_fetch {
+            cfg.data.fetch = false;
+        }
+        Ok(cfg)
+    }
+}
+
 impl PrepareArgs {
     /// The config file with this command's flags applied on top.
     pub fn resolve(&self) -> Result<Config> {
@@ -156,6 +285,19 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Train(args) => {
+            let cfg = args.resolve(None)?;
+            let m = crate::stages::train::train(&cfg, args.resume, args.stop_after_epochs)?;
+            print_final(m.as_ref());
+            Ok(())
+        }
+        Command::TrainCgc(args) => {
+            let cfg = args.resolve(Some(crate::models::config::ModelName::Cgc))?;
+            let m = crate::stages::train::train(&cfg, args.resume, args.stop_after_epochs)?;
+            print_final(m.as_ref());
+            Ok(())
+        }
+        Command::Compare(args) => crate::stages::compare::compare(&args),
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(&args),
     }
 }

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub data: DataConfig,
+    pub model: crate::models::config::ModelConfig,
+    pub train: crate::train::config::TrainConfig,
 }
 
 /// `[data]`: which recipe, where its raw inputs are and where the prepared dataset goes.

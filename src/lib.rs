@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod fsutil;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod stages;

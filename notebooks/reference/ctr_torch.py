@@ -288,10 +288,10 @@ def build(model_name: str, meta: dict, seed: int):
 
 def train_step(model, opt, x, domain, y):
     model.train()
-    # set_to_none=False: every parameter keeps a (possibly zero) gradient, so
-    # Adam updates all of them every step (dense semantics, including the L2
-    # term for towers/gates of domains absent from the batch).
-    opt.zero_grad(set_to_none=False)
+    # PyTorch's default set_to_none=True: the gates and towers of domains absent
+    # from the batch get no gradient and Adam skips them (the embedding tables are
+    # dense, so every row takes a step). llmctr's trainer does the same.
+    opt.zero_grad(set_to_none=True)
     loss = F.binary_cross_entropy_with_logits(model(x, domain), y)
     loss.backward()
     opt.step()

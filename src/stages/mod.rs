@@ -1,3 +1,5 @@
 //! The pipeline's stages, each a subcommand of `pipeline`.
 
+pub mod compare;
 pub mod prepare;
+pub mod train;

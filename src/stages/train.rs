@@ -1,0 +1,25 @@
+//! Stages `train` and `train-cgc`: prepare the recipe (reused when unchanged), then
+//! train the configured model on it.
+
+use crate::config::Config;
+use crate::stages::prepare::prepare;
+use crate::train::trainer::{FinalMetrics, Trainer};
+use anyhow::Result;
+
+/// Returns None when stopped early by `stop_after` (resumable).
+pub fn train(
+    cfg: &Config,
+    resume: bool,
+    stop_after: Option<usize>,
+) -> Result<Option<FinalMetrics>> {
+    let prepared = prepare(cfg, false)?;
+    let mut t = Trainer::new(cfg, &prepared.dir)?;
+    eprintln!(
+        "{} on {}: {} parameters, run dir {}",
+        cfg.model.name.as_str(),
+        prepared.meta.recipe,
+        t.param_count(),
+        t.run_dir.display()
+    );
+    t.run(resume, stop_after)
+}

@@ -1,0 +1,48 @@
+//! `[train]`: the optimisation recipe. Defaults: Adam, lr 1e-3, weight decay 1e-5
+//! (L2), batch 1024, up to 50 epochs, early stopping on valid AUC with patience 4.
+
+use super::optim::OptimizerKind;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Seed of initialisation, shuffling, dropout and gate noise. Default 1.
+    pub seed: u64,
+    /// Training batch size. Default 1024.
+    pub batch_size: usize,
+    /// Evaluation batch size. Default 8192.
+    pub eval_batch_size: usize,
+    /// Maximum epochs. Default 50.
+    pub epochs: usize,
+    /// Stop after this many epochs without a better valid AUC. Default 4.
+    pub patience: usize,
+    /// `adam` (L2 in the gradient) or `adamw` (decoupled). Default `adam`.
+    pub optimizer: OptimizerKind,
+    /// Default 1e-3.
+    pub lr: f64,
+    /// Default 1e-5.
+    pub weight_decay: f64,
+    /// Runs are written to `<runs_dir>/<run name>/`. Default `runs`.
+    pub runs_dir: PathBuf,
+    /// Default `<model>-<recipe>-seed<seed>`.
+    pub run_name: Option<String>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 1,
+            batch_size: 1024,
+            eval_batch_size: 8192,
+            epochs: 50,
+            patience: 4,
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-3,
+            weight_decay: 1e-5,
+            runs_dir: "runs".into(),
+            run_name: None,
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! A prepared dataset in memory, as the trainer reads it: the chosen feature
+//! columns, labels and domains of each split, and (for DIN) each row's history.
+
+use crate::data::meta::{FieldKind, Meta};
+use crate::data::shard::{ColumnData, read_shard};
+use anyhow::{Context, Result, bail};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Default)]
+pub struct SplitData {
+    pub n: usize,
+    /// One column per feature, in feature order.
+    pub cols: Vec<Vec<u32>>,
+    pub labels: Vec<f32>,
+    pub domains: Vec<u32>,
+    /// Row-major (n × history_len) item ids, most recent first, 0 = padding.
+    pub history: Option<Vec<u32>>,
+}
+
+pub struct Dataset {
+    pub dir: PathBuf,
+    pub meta: Meta,
+    pub features: Vec<String>,
+    pub cards: Vec<u32>,
+    pub domain_names: Vec<String>,
+    pub history_len: usize,
+    pub train: SplitData,
+    pub valid: SplitData,
+    pub test: SplitData,
+}
+
+fn u32_col<'a>(
+    cols: &'a std::collections::BTreeMap<String, ColumnData>,
+    name: &str,
+    file: &Path,
+) -> Result<&'a [u32]> {
+    cols.get(name)
+        .and_then(|c| c.as_u32())
+        .with_context(|| format!("{}: no U32 column `{name}`", file.display()))
+}
+
+impl Dataset {
+    /// Load `dir` (a `data prepare` output). `features` empty = every categorical
+    /// field; `history_len` > 0 builds DIN histories from the train split.
+    pub fn load(dir: &Path, features: &[String], history_len: usize) -> Result<Dataset> {
+        let meta_path = dir.join("meta.json");
+        let meta: Meta = serde_json::from_slice(&std::fs::read(&meta_path).with_context(|| {
+            format!(
+                "cannot read {} (run `pipeline data prepare` first)",
+                meta_path.display()
+            )
+        })?)
+        .with_context(|| {
+            format!(
+                "{} is not a prepared dataset's meta.json",
+                meta_path.display()
+            )
+        })?;
+        let cats: Vec<&str> = meta
+            .fields
+            .iter()
+            .filter(|f| f.kind == FieldKind::Categorical)
+            .map(|f| f.name.as_str())
+            .collect();
+        let features: Vec<String> = if features.is_empty() {
+            cats.iter().map(|s| s.to_string()).collect()
+        } else {
+            for f in features {
+                if !cats.contains(&f.as_str()) {
+                    bail!(
+                        "model.features: {f:?} is not a categorical field of {} (it has: {})",
+                        dir.display(),
+                        cats.join(", ")
+                    );
+                }
+            }
+            features.to_vec()
+        };
+        let cards = features
+            .iter()
+            .map(|f| {
+                meta.fields
+                    .iter()
+                    .find(|m| &m.name == f)
+                    .map(|m| m.cardinality)
+                    .unwrap_or(1)
+            })
+            .collect();
+        let need_hist = history_len > 0;
+        if need_hist && !(cats.contains(&"user_id") && cats.contains(&"item_id")) {
+            bail!(
+                "DIN needs user_id and item_id fields; {} has neither",
+                dir.display()
+            );
+        }
+        let mut splits = Vec::new();
+        let mut users_items = Vec::new();
+        for (name, sm) in [
+            ("train", &meta.splits.train),
+            ("valid", &meta.splits.valid),
+            ("test", &meta.splits.test),
+        ] {
+            let mut s = SplitData {
+                cols: vec![Vec::new(); features.len()],
+                ..Default::default()
+            };
+            let mut ui: (Vec<u32>, Vec<u32>, Vec<i64>) = Default::default();
+            for shard in &sm.shards {
+                let file = dir.join(name).join(shard);
+                let cols = read_shard(&file)?;
+                for (c, f) in s.cols.iter_mut().zip(&features) {
+                    c.extend_from_slice(u32_col(&cols, f, &file)?);
+                }
+                let labels = cols
+                    .get("label")
+                    .and_then(|c| c.as_u8())
+                    .with_context(|| format!("{}: no label", file.display()))?;
+                s.labels.extend(labels.iter().map(|&y| f32::from(y)));
+                s.domains
+                    .extend_from_slice(u32_col(&cols, "domain", &file)?);
+                if need_hist {
+                    ui.0.extend_from_slice(u32_col(&cols, "user_id", &file)?);
+                    ui.1.extend_from_slice(u32_col(&cols, "item_id", &file)?);
+                    match cols.get("timestamp") {
+                        Some(ColumnData::I64(t)) => ui.2.extend_from_slice(t),
+                        _ => bail!("{}: no I64 timestamp column", file.display()),
+                    }
+                }
+            }
+            s.n = s.labels.len();
+            if s.n as u64 != sm.rows {
+                bail!(
+                    "{}: meta.json says {} {name} rows, the shards hold {}",
+                    dir.display(),
+                    sm.rows,
+                    s.n
+                );
+            }
+            splits.push(s);
+            users_items.push(ui);
+        }
+        if need_hist {
+            // Each user's positively rated train items by time.
+            let (u, i, t) = &users_items[0];
+            let mut by_user: HashMap<u32, Vec<(i64, u32)>> = HashMap::new();
+            for r in 0..u.len() {
+                if splits[0].labels[r] > 0.5 && u[r] != 0 {
+                    by_user.entry(u[r]).or_default().push((t[r], i[r]));
+                }
+            }
+            for v in by_user.values_mut() {
+                v.sort_by_key(|&(ts, _)| ts); // stable: ties keep row order
+            }
+            for (s, (u, _, t)) in splits.iter_mut().zip(&users_items) {
+                let mut h = vec![0u32; s.n * history_len];
+                for r in 0..s.n {
+                    if let Some(list) = by_user.get(&u[r]) {
+                        let end = list.partition_point(|&(ts, _)| ts < t[r]);
+                        let start = end.saturating_sub(history_len);
+                        for (k, &(_, item)) in list[start..end].iter().rev().enumerate() {
+                            h[r * history_len + k] = item;
+                        }
+                    }
+                }
+                s.history = Some(h);
+            }
+        }
+        let domain_names = meta.domains.iter().map(|d| d.name.clone()).collect();
+        let mut it = splits.into_iter();
+        let (train, valid, test) = (
+            it.next().unwrap_or_default(),
+            it.next().unwrap_or_default(),
+            it.next().unwrap_or_default(),
+        );
+        Ok(Dataset {
+            dir: dir.to_path_buf(),
+            meta,
+            features,
+            cards,
+            domain_names,
+            history_len,
+            train,
+            valid,
+            test,
+        })
+    }
+
+    /// Ids of the `k` domains with the fewest rows (all splits), smallest first.
+    pub fn smallest_domains(&self, k: usize) -> Vec<usize> {
+        let mut d: Vec<(u64, usize)> = self
+            .meta
+            .domains
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.rows.total(), i))
+            .collect();
+        d.sort();
+        d.into_iter().take(k).map(|(_, i)| i).collect()
+    }
+}

@@ -1,0 +1,768 @@
+//! The training loop: batches grouped by domain, Adam/AdamW, early stopping on
+//! valid AUC, a checkpoint after every epoch (weights, optimiser moments, running
+//! statistics, counters), exact `--resume`, metrics per epoch as JSON lines and a
+//! final `metrics.json` at the best valid epoch.
+//!
+//! Every random draw of epoch e comes from generators derived from (seed, e), so a
+//! run resumed after any epoch ends exactly as the uninterrupted run.
+
+use super::data::{Dataset, SplitData};
+use super::optim::{AdamConfig, Moments, adam_step};
+use crate::config::Config;
+use crate::fsutil::write_atomic;
+use crate::metrics::{self, Report};
+use crate::models::config::DomainInput;
+use crate::models::embedding::{EmbeddingTable, Layout};
+use crate::models::{self, CtrModel, InputSpec, Inputs, Segment};
+use crate::nn::linear::Linear;
+use crate::nn::ops::{bce_with_logits, sigmoid};
+use crate::nn::params::ParamStore;
+use crate::nn::rng::Rng;
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One epoch's line in `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub valid_auc: Option<f64>,
+    pub valid_logloss: f64,
+    pub seconds: f64,
+}
+
+/// `metrics.json`: test metrics at the best valid epoch.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FinalMetrics {
+    pub model: String,
+    pub recipe: String,
+    pub seed: u64,
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    pub valid_auc: Option<f64>,
+    pub test: Report,
+    /// Mean AUC of the 7 domains with the fewest rows (defined AUCs only).
+    pub tail_auc: Option<f64>,
+    pub tail_domains: Vec<String>,
+    pub train_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+struct Progress {
+    epochs_done: usize,
+    step: u64,
+    best_auc: Option<f64>,
+    best_epoch: usize,
+    bad_epochs: usize,
+    history: Vec<EpochMetrics>,
+    seconds: f64,
+}
+
+pub struct Trainer {
+    pub cfg: Config,
+    pub ds: Dataset,
+    pub run_dir: PathBuf,
+    device: Device,
+    layout: Layout,
+    /// Slot of each feature, then the domain-id slot if any.
+    slots: usize,
+    domain_slot: bool,
+    item_slot: Option<usize>,
+    table: EmbeddingTable,
+    first: Option<EmbeddingTable>,
+    ps: ParamStore,
+    model: Box<dyn CtrModel>,
+    /// Master copies and moments of the dense parameters, aligned with `ps.params()`.
+    dense: Vec<(Vec<f32>, Moments)>,
+    fixed: Option<(Tensor, Linear)>,
+    adam: AdamConfig,
+    progress: Progress,
+}
+
+/// A batch ready for the model, and what the optimiser needs after backward.
+struct Prepared {
+    inputs: Inputs,
+    labels: Tensor,
+    domains: Vec<u32>,
+    unique: Vec<u32>,
+    var: candle_core::Var,
+    first_var: Option<candle_core::Var>,
+}
+
+impl Trainer {
+    /// Build the model for `cfg` on the prepared dataset in `dataset_dir`.
+    pub fn new(cfg: &Config, dataset_dir: &Path) -> Result<Trainer> {
+        let m = &cfg.model;
+        let t = &cfg.train;
+        let history = if m.name.needs_history() {
+            m.din.history
+        } else {
+            0
+        };
+        let ds = Dataset::load(dataset_dir, &m.features, history)?;
+        let device = Device::Cpu;
+        let mut rng = Rng::new(t.seed);
+        let domain_slot = m.domain_input == DomainInput::Id;
+        let mut cards = ds.cards.clone();
+        if domain_slot {
+            cards.push(ds.domain_names.len() as u32);
+        }
+        let layout = Layout::new(&cards, m.hash_buckets);
+        let total = layout.total_rows();
+        let table = EmbeddingTable::new(
+            total,
+            m.embedding_dim,
+            m.embedding_init_std,
+            m.embedding_update,
+            &mut rng,
+        );
+        let first = m.name.needs_first_order().then(|| {
+            EmbeddingTable::new(total, 1, m.embedding_init_std, m.embedding_update, &mut rng)
+        });
+        let mut ps = ParamStore::new(DType::F32, &device);
+        let fixed = match m.domain_input {
+            DomainInput::Fixed => {
+                let path = m
+                    .domain_embeddings
+                    .as_ref()
+                    .context("model.domain_input = \"fixed\" needs model.domain_embeddings (a safetensors file)")?;
+                let all = candle_core::safetensors::load(path, &device)
+                    .with_context(|| format!("cannot read domain embeddings {}", path.display()))?;
+                let mat = all
+                    .get(&m.domain_embeddings_tensor)
+                    .with_context(|| {
+                        format!(
+                            "{} has no tensor `{}`",
+                            path.display(),
+                            m.domain_embeddings_tensor
+                        )
+                    })?
+                    .to_dtype(DType::F32)?;
+                let (d, h) = mat.dims2().with_context(|| {
+                    format!("{}: domain embeddings must be 2-D", path.display())
+                })?;
+                if d != ds.domain_names.len() {
+                    bail!(
+                        "{}: {d} domain embeddings for {} domains",
+                        path.display(),
+                        ds.domain_names.len()
+                    );
+                }
+                let proj = Linear::new(&mut ps, "domain_proj", h, m.embedding_dim, &mut rng)?;
+                Some((mat, proj))
+            }
+            _ => None,
+        };
+        let slots = ds.features.len() + usize::from(domain_slot) + usize::from(fixed.is_some());
+        let spec = InputSpec {
+            slots,
+            dim: m.embedding_dim,
+            domains: ds.domain_names.len(),
+            has_domain: domain_slot || fixed.is_some(),
+        };
+        let model = models::build(m, &spec, &mut ps, &mut rng)?;
+        let dense = ps
+            .params()
+            .iter()
+            .map(|p| -> Result<_> {
+                let w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                let n = w.len();
+                Ok((w, Moments::zeros(n)))
+            })
+            .collect::<Result<_>>()?;
+        let item_slot = ds.features.iter().position(|f| f == "item_id");
+        if m.name.needs_history() && item_slot.is_none() {
+            bail!("DIN needs item_id among model.features");
+        }
+        let run_name = t
+            .run_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}-seed{}", m.name.as_str(), ds.meta.recipe, t.seed));
+        Ok(Trainer {
+            run_dir: t.runs_dir.join(run_name),
+            adam: AdamConfig {
+                kind: t.optimizer,
+                lr: t.lr,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: t.weight_decay,
+            },
+            cfg: cfg.clone(),
+            ds,
+            device,
+            layout,
+            slots,
+            domain_slot,
+            item_slot,
+            table,
+            first,
+            ps,
+            model,
+            dense,
+            fixed,
+            progress: Progress::default(),
+        })
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.ps.count()
+            + self.table.weight.len()
+            + self.first.as_ref().map_or(0, |f| f.weight.len())
+    }
+
+    /// Group `rows` by domain (stable) and embed them.
+    fn prepare(&mut self, split: &SplitData, rows: &[usize]) -> Result<Prepared> {
+        let n_dom = self.ds.domain_names.len();
+        let mut counts = vec![0usize; n_dom];
+        for &r in rows {
+            counts[split.domains[r] as usize] += 1;
+        }
+        let mut starts = vec![0usize; n_dom];
+        let mut segments = Vec::new();
+        let mut acc = 0;
+        for d in 0..n_dom {
+            starts[d] = acc;
+            if counts[d] > 0 {
+                segments.push(Segment {
+                    domain: d,
+                    start: acc,
+                    len: counts[d],
+                });
+            }
+            acc += counts[d];
+        }
+        let mut ordered = vec![0usize; rows.len()];
+        let mut fill = starts.clone();
+        for &r in rows {
+            let d = split.domains[r] as usize;
+            ordered[fill[d]] = r;
+            fill[d] += 1;
+        }
+        let n = ordered.len();
+        let nf = self.ds.features.len();
+        let id_slots = nf + usize::from(self.domain_slot);
+        let hl = if split.history.is_some() {
+            self.ds.history_len
+        } else {
+            0
+        };
+        let mut ids = Vec::with_capacity(n * (id_slots + hl));
+        for &r in &ordered {
+            for (s, col) in split.cols.iter().enumerate() {
+                ids.push(self.layout.row(s, col[r]));
+            }
+            if self.domain_slot {
+                ids.push(self.layout.row(nf, split.domains[r]));
+            }
+        }
+        if let (Some(h), Some(item)) = (&split.history, self.item_slot) {
+            for &r in &ordered {
+                for k in 0..hl {
+                    ids.push(self.layout.row(item, h[r * hl + k]));
+                }
+            }
+        }
+        let g = self.table.gather_ids(&ids);
+        let var = self.table.rows_var(&g.unique, &self.device, DType::F32)?;
+        let local = Tensor::from_vec(g.local, ids.len(), &self.device)?;
+        let emb = var.as_tensor().index_select(&local, 0)?;
+        let dim = self.table.dim;
+        let mut fields = emb
+            .narrow(0, 0, n * id_slots)?
+            .reshape((n, id_slots, dim))?;
+        let domains: Vec<u32> = ordered.iter().map(|&r| split.domains[r]).collect();
+        if let Some((mat, proj)) = &self.fixed {
+            let idx = Tensor::from_slice(&domains, n, &self.device)?;
+            let d = proj.forward(mat)?.index_select(&idx, 0)?.unsqueeze(1)?;
+            fields = Tensor::cat(&[&fields, &d], 1)?;
+        }
+        let history = if hl > 0 {
+            let hist = emb.narrow(0, n * id_slots, n * hl)?.reshape((n, hl, dim))?;
+            let h = split.history.as_ref().map(|h| {
+                ordered
+                    .iter()
+                    .flat_map(|&r| {
+                        h[r * hl..(r + 1) * hl]
+                            .iter()
+                            .map(|&i| f32::from(u8::from(i != 0)))
+                    })
+                    .collect::<Vec<f32>>()
+            });
+            let mask = Tensor::from_vec(h.unwrap_or_default(), (n, hl), &self.device)?;
+            Some((hist, mask))
+        } else {
+            None
+        };
+        let first_var = match &self.first {
+            Some(f) => Some(f.rows_var(&g.unique, &self.device, DType::F32)?),
+            None => None,
+        };
+        let first_order = match &first_var {
+            Some(v) => {
+                let idx = Tensor::from_vec(
+                    self.table_local(&ids[..n * id_slots], &g.unique),
+                    n * id_slots,
+                    &self.device,
+                )?;
+                let mut fo = v
+                    .as_tensor()
+                    .index_select(&idx, 0)?
+                    .reshape((n, id_slots))?;
+                if self.fixed.is_some() {
+                    fo = Tensor::cat(&[&fo, &Tensor::zeros((n, 1), DType::F32, &self.device)?], 1)?;
+                }
+                Some(fo)
+            }
+            None => None,
+        };
+        let x = fields.reshape((n, self.slots * dim))?;
+        let domain = if self.domain_slot || self.fixed.is_some() {
+            Some(fields.narrow(1, self.slots - 1, 1)?.squeeze(1)?)
+        } else {
+            None
+        };
+        let item = match self.item_slot {
+            Some(i) if hl > 0 => Some(fields.narrow(1, i, 1)?.squeeze(1)?),
+            _ => None,
+        };
+        let labels: Vec<f32> = ordered.iter().map(|&r| split.labels[r]).collect();
+        Ok(Prepared {
+            inputs: Inputs {
+                x,
+                fields,
+                first_order,
+                domain,
+                item,
+                history,
+                segments,
+            },
+            labels: Tensor::from_vec(labels, n, &self.device)?,
+            domains,
+            unique: g.unique,
+            var,
+            first_var,
+        })
+    }
+
+    /// Positions in `unique` of each of `ids` (the first table shares the rows).
+    fn table_local(&self, ids: &[u32], unique: &[u32]) -> Vec<u32> {
+        let pos: HashMap<u32, u32> = unique
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| (r, i as u32))
+            .collect();
+        ids.iter().map(|r| pos[r]).collect()
+    }
+
+    fn train_step(&mut self, rows: &[usize], rng: &mut Rng) -> Result<f64> {
+        let split = std::mem::take(&mut self.ds.train);
+        let p = self.prepare(&split, rows);
+        self.ds.train = split;
+        let p = p?;
+        let out = self.model.forward(&p.inputs, true, rng)?;
+        let bce = bce_with_logits(&out.logits, &p.labels)?;
+        let loss = match out.aux {
+            Some(a) => (&bce + a)?,
+            None => bce.clone(),
+        };
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            bail!(
+                "non-finite loss ({value}) at step {}",
+                self.progress.step + 1
+            );
+        }
+        let grads = loss.backward()?;
+        self.progress.step += 1;
+        let t = self.progress.step;
+        for (p, (w, mo)) in self.ps.params().iter().zip(self.dense.iter_mut()) {
+            // A parameter the batch did not use (another domain's) has no gradient
+            // and is left alone, as PyTorch does for a `None` gradient.
+            if let Some(g) = grads.get(p.var.as_tensor()) {
+                let g = g.flatten_all()?.to_vec1::<f32>()?;
+                adam_step(w, Some(&g), mo, &self.adam, t);
+                p.var
+                    .set(&Tensor::from_slice(w, p.var.shape(), &self.device)?)?;
+            }
+        }
+        if let Some(g) = grads.get(p.var.as_tensor()) {
+            let g = g.flatten_all()?.to_vec1::<f32>()?;
+            self.table.step(&p.unique, &g, &self.adam, t);
+        }
+        if let (Some(f), Some(v)) = (&mut self.first, &p.first_var) {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let g = g.flatten_all()?.to_vec1::<f32>()?;
+                f.step(&p.unique, &g, &self.adam, t);
+            }
+        }
+        Ok(value)
+    }
+
+    /// Probabilities, labels and domains of a split, in grouped order.
+    pub fn predict(&mut self, which: Which) -> Result<(Vec<f32>, Vec<f32>, Vec<u32>)> {
+        let split = std::mem::take(self.split_mut(which));
+        let result = (|| {
+            let mut probs = Vec::with_capacity(split.n);
+            let mut labels = Vec::with_capacity(split.n);
+            let mut domains = Vec::with_capacity(split.n);
+            let rows: Vec<usize> = (0..split.n).collect();
+            let mut rng = Rng::new(0);
+            for chunk in rows.chunks(self.cfg.train.eval_batch_size.max(1)) {
+                let p = self.prepare(&split, chunk)?;
+                let out = self.model.forward(&p.inputs, false, &mut rng)?;
+                probs.extend(sigmoid(&out.logits)?.to_vec1::<f32>()?);
+                labels.extend(p.labels.to_vec1::<f32>()?);
+                domains.extend(p.domains);
+            }
+            Ok((probs, labels, domains))
+        })();
+        *self.split_mut(which) = split;
+        result
+    }
+
+    fn split_mut(&mut self, which: Which) -> &mut SplitData {
+        match which {
+            Which::Train => &mut self.ds.train,
+            Which::Valid => &mut self.ds.valid,
+            Which::Test => &mut self.ds.test,
+        }
+    }
+
+    pub fn evaluate(&mut self, which: Which) -> Result<Report> {
+        let (p, y, d) = self.predict(which)?;
+        Ok(metrics::report(&p, &y, &d, &self.ds.domain_names))
+    }
+
+    /// Train (or continue, with `resume`) to the end; write all outputs.
+    pub fn run(&mut self, resume: bool, stop_after: Option<usize>) -> Result<Option<FinalMetrics>> {
+        let ckpt = self.run_dir.join("checkpoint.json");
+        if resume && ckpt.is_file() {
+            self.load_checkpoint()?;
+            eprintln!(
+                "resuming {} after epoch {}",
+                self.run_dir.display(),
+                self.progress.epochs_done
+            );
+        } else if ckpt.is_file() {
+            bail!(
+                "{} already holds a run: pass --resume to continue it, or choose another run name",
+                self.run_dir.display()
+            );
+        }
+        std::fs::create_dir_all(&self.run_dir)?;
+        write_atomic(
+            &self.run_dir.join("config.toml"),
+            self.cfg.to_toml().as_bytes(),
+        )?;
+        let t = self.cfg.train.clone();
+        let base = Rng::new(t.seed);
+        let mut done_now = 0;
+        while self.progress.epochs_done < t.epochs && self.progress.bad_epochs < t.patience {
+            if stop_after.is_some_and(|s| done_now >= s) {
+                return Ok(None);
+            }
+            let epoch = self.progress.epochs_done + 1;
+            let start = Instant::now();
+            let mut order: Vec<usize> = (0..self.ds.train.n).collect();
+            base.fork(epoch as u64).shuffle(&mut order);
+            let mut rng = base.fork(1_000_000 + epoch as u64);
+            let steps = order.len().div_ceil(t.batch_size.max(1));
+            let pb = progress_bar(steps as u64, epoch, t.epochs);
+            let (mut sum, mut count) = (0.0, 0usize);
+            for chunk in order.chunks(t.batch_size.max(1)) {
+                let l = self.train_step(chunk, &mut rng).map_err(|e| {
+                    pb.abandon();
+                    e.context(format!(
+                        "training stopped in epoch {epoch}; the last good checkpoint (after epoch {}) is in {}",
+                        self.progress.epochs_done,
+                        self.run_dir.display()
+                    ))
+                })?;
+                sum += l * chunk.len() as f64;
+                count += chunk.len();
+                pb.inc(1);
+                if pb.position() % 10 == 0 {
+                    pb.set_message(format!("loss {:.4}", sum / count as f64));
+                }
+            }
+            pb.finish_and_clear();
+            let valid = self.evaluate(Which::Valid)?;
+            let secs = start.elapsed().as_secs_f64();
+            let em = EpochMetrics {
+                epoch,
+                train_loss: sum / count.max(1) as f64,
+                valid_auc: valid.auc,
+                valid_logloss: valid.logloss,
+                seconds: secs,
+            };
+            eprintln!(
+                "epoch {epoch}: train loss {:.4}, valid AUC {}, {:.1}s",
+                em.train_loss,
+                valid.auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+                secs
+            );
+            self.progress.history.push(em);
+            self.progress.seconds += secs;
+            self.progress.epochs_done = epoch;
+            let better = match (valid.auc, self.progress.best_auc) {
+                (Some(a), Some(b)) => a > b,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if better {
+                self.progress.best_auc = valid.auc;
+                self.progress.best_epoch = epoch;
+                self.progress.bad_epochs = 0;
+                self.save_weights(&self.run_dir.join("best.safetensors"), false)?;
+            } else {
+                self.progress.bad_epochs += 1;
+            }
+            self.save_checkpoint()?;
+            done_now += 1;
+        }
+        self.finish().map(Some)
+    }
+
+    fn finish(&mut self) -> Result<FinalMetrics> {
+        let best = self.run_dir.join("best.safetensors");
+        if best.is_file() {
+            self.load_weights(&best, false)?;
+        }
+        let test = self.evaluate(Which::Test)?;
+        let tail_ids = self.ds.smallest_domains(7);
+        let tail: Vec<f64> = tail_ids
+            .iter()
+            .filter_map(|&d| test.domains[d].auc)
+            .collect();
+        let fm = FinalMetrics {
+            model: self.cfg.model.name.as_str().into(),
+            recipe: self.ds.meta.recipe.clone(),
+            seed: self.cfg.train.seed,
+            best_epoch: self.progress.best_epoch,
+            epochs_run: self.progress.epochs_done,
+            valid_auc: self.progress.best_auc,
+            test,
+            tail_auc: (!tail.is_empty()).then(|| tail.iter().sum::<f64>() / tail.len() as f64),
+            tail_domains: tail_ids
+                .iter()
+                .map(|&d| self.ds.domain_names[d].clone())
+                .collect(),
+            train_seconds: self.progress.seconds,
+        };
+        write_atomic(
+            &self.run_dir.join("metrics.json"),
+            serde_json::to_string_pretty(&fm)?.as_bytes(),
+        )?;
+        write_atomic(
+            &self.run_dir.join("report.md"),
+            report_md(&fm, &self.progress.history).as_bytes(),
+        )?;
+        Ok(fm)
+    }
+
+    fn weights(&self, with_moments: bool) -> Result<HashMap<String, Tensor>> {
+        let dev = &self.device;
+        let mut out = HashMap::new();
+        for (p, (w, mo)) in self.ps.params().iter().zip(&self.dense) {
+            out.insert(
+                format!("param/{}", p.name),
+                Tensor::from_slice(w, w.len(), dev)?,
+            );
+            if with_moments {
+                out.insert(
+                    format!("adam_m/{}", p.name),
+                    Tensor::from_slice(&mo.m, w.len(), dev)?,
+                );
+                out.insert(
+                    format!("adam_v/{}", p.name),
+                    Tensor::from_slice(&mo.v, w.len(), dev)?,
+                );
+            }
+        }
+        let tables = [
+            ("embedding", Some(&self.table)),
+            ("first_order", self.first.as_ref()),
+        ];
+        for (name, t) in tables {
+            if let Some(t) = t {
+                out.insert(
+                    format!("table/{name}"),
+                    Tensor::from_slice(&t.weight, t.weight.len(), dev)?,
+                );
+                if with_moments {
+                    out.insert(
+                        format!("adam_m/table/{name}"),
+                        Tensor::from_slice(&t.moments.m, t.weight.len(), dev)?,
+                    );
+                    out.insert(
+                        format!("adam_v/table/{name}"),
+                        Tensor::from_slice(&t.moments.v, t.weight.len(), dev)?,
+                    );
+                }
+            }
+        }
+        for (name, v) in self.model.state() {
+            out.insert(
+                format!("state/{name}"),
+                Tensor::from_slice(&v, v.len(), dev)?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn save_weights(&self, path: &Path, with_moments: bool) -> Result<()> {
+        let w = self.weights(with_moments)?;
+        let tmp = path.with_extension("safetensors.tmp");
+        candle_core::safetensors::save(&w, &tmp)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    fn load_weights(&mut self, path: &Path, with_moments: bool) -> Result<()> {
+        let all = candle_core::safetensors::load(path, &self.device)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let get = |k: &str| -> Result<Vec<f32>> {
+            all.get(k)
+                .with_context(|| {
+                    format!(
+                        "{} lacks `{k}` (written by another model or config?)",
+                        path.display()
+                    )
+                })?
+                .to_vec1::<f32>()
+                .map_err(Into::into)
+        };
+        let fill = |dst: &mut Vec<f32>, src: Vec<f32>, k: &str| -> Result<()> {
+            if dst.len() != src.len() {
+                bail!(
+                    "{}: `{k}` has {} values, the model {}",
+                    path.display(),
+                    src.len(),
+                    dst.len()
+                );
+            }
+            *dst = src;
+            Ok(())
+        };
+        for (p, (w, mo)) in self.ps.params().iter().zip(self.dense.iter_mut()) {
+            fill(w, get(&format!("param/{}", p.name))?, &p.name)?;
+            if with_moments {
+                fill(&mut mo.m, get(&format!("adam_m/{}", p.name))?, &p.name)?;
+                fill(&mut mo.v, get(&format!("adam_v/{}", p.name))?, &p.name)?;
+            }
+            p.var
+                .set(&Tensor::from_slice(w, p.var.shape(), &self.device)?)?;
+        }
+        for (name, t) in [
+            ("embedding", Some(&mut self.table)),
+            ("first_order", self.first.as_mut()),
+        ] {
+            if let Some(t) = t {
+                fill(&mut t.weight, get(&format!("table/{name}"))?, name)?;
+                if with_moments {
+                    fill(
+                        &mut t.moments.m,
+                        get(&format!("adam_m/table/{name}"))?,
+                        name,
+                    )?;
+                    fill(
+                        &mut t.moments.v,
+                        get(&format!("adam_v/table/{name}"))?,
+                        name,
+                    )?;
+                }
+            }
+        }
+        let state: Vec<(String, Vec<f32>)> = self
+            .model
+            .state()
+            .into_iter()
+            .map(|(n, _)| -> Result<_> { Ok((n.clone(), get(&format!("state/{n}"))?)) })
+            .collect::<Result<_>>()?;
+        self.model.load_state(&state)?;
+        Ok(())
+    }
+
+    fn save_checkpoint(&self) -> Result<()> {
+        self.save_weights(&self.run_dir.join("checkpoint.safetensors"), true)?;
+        let mut lines = String::new();
+        for m in &self.progress.history {
+            lines.push_str(&serde_json::to_string(m)?);
+            lines.push('\n');
+        }
+        write_atomic(&self.run_dir.join("metrics.jsonl"), lines.as_bytes())?;
+        // Written last: a checkpoint counts once this file names its epoch.
+        write_atomic(
+            &self.run_dir.join("checkpoint.json"),
+            serde_json::to_string_pretty(&self.progress)?.as_bytes(),
+        )
+    }
+
+    fn load_checkpoint(&mut self) -> Result<()> {
+        let p = self.run_dir.join("checkpoint.json");
+        self.progress = serde_json::from_slice(&std::fs::read(&p)?)
+            .with_context(|| format!("{} is not a checkpoint", p.display()))?;
+        let w = self.run_dir.join("checkpoint.safetensors");
+        self.load_weights(&w, true)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Train,
+    Valid,
+    Test,
+}
+
+fn progress_bar(steps: u64, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(steps);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "epoch {epoch}/{epochs} [{{bar:30}}] {{pos}}/{{len}} {{msg}} eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb
+}
+
+fn fmt(x: Option<f64>) -> String {
+    x.map_or("n/a".into(), |v| format!("{v:.4}"))
+}
+
+fn report_md(m: &FinalMetrics, history: &[EpochMetrics]) -> String {
+    let mut s = format!(
+        "# {} on {} (seed {})\n\nBest valid epoch {} of {} (valid AUC {}).\n\n| test metric | value |\n| --- | --- |\n| AUC | {} |\n| logloss | {:.4} |\n| weighted domain AUC | {} |\n| AUC of the 7 smallest domains (mean) | {} |\n\n",
+        m.model,
+        m.recipe,
+        m.seed,
+        m.best_epoch,
+        m.epochs_run,
+        fmt(m.valid_auc),
+        fmt(m.test.auc),
+        m.test.logloss,
+        fmt(m.test.weighted_domain_auc),
+        fmt(m.tail_auc)
+    );
+    s.push_str("| domain | test rows | AUC |\n| --- | --- | --- |\n");
+    for d in &m.test.domains {
+        s.push_str(&format!("| {} | {} | {} |\n", d.domain, d.rows, fmt(d.auc)));
+    }
+    s.push_str("\n| epoch | train loss | valid AUC | valid logloss | seconds |\n| --- | --- | --- | --- | --- |\n");
+    for e in history {
+        s.push_str(&format!(
+            "| {} | {:.4} | {} | {:.4} | {:.1} |\n",
+            e.epoch,
+            e.train_loss,
+            fmt(e.valid_auc),
+            e.valid_logloss,
+            e.seconds
+        ));
+    }
+    s
+}
