@@ -1,0 +1,169 @@
+//! The trainer as a user runs it, on a small GroupLens fixture.
+
+mod common;
+
+use llmctr::config::Config;
+use llmctr::models::config::ModelName;
+use llmctr::stages::train::train;
+use std::path::Path;
+use std::process::Command;
+
+fn cfg(tmp: &Path, model: ModelName, run: &str) -> Config {
+    let raw = tmp.join("raw");
+    if !raw.join("ml-100k/u.data").is_file() {
+        common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
+    }
+    let mut c = common::config("ml100k-occupation", &raw, &tmp.join("prepared"));
+    c.model.name = model;
+    c.train.runs_dir = tmp.join("runs");
+    c.train.run_name = Some(run.into());
+    c.train.batch_size = 64;
+    c.train.epochs = 4;
+    c.train.patience = 10;
+    c.train.lr = 3e-3;
+    c
+}
+
+#[test]
+fn every_model_trains_and_writes_its_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    for m in ModelName::ALL {
+        let c = cfg(tmp.path(), m, m.as_str());
+        let out = train(&c, false, None).unwrap().unwrap();
+        assert!(out.test.auc.is_some(), "{m:?}");
+        assert!(out.test.logloss.is_finite());
+        let dir = tmp.path().join("runs").join(m.as_str());
+        for f in [
+            "config.toml",
+            "metrics.jsonl",
+            "metrics.json",
+            "report.md",
+            "best.safetensors",
+            "checkpoint.json",
+        ] {
+            assert!(dir.join(f).is_file(), "{m:?}: {f} missing");
+        }
+        let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 4, "{m:?}: one line per epoch");
+    }
+}
+
+#[test]
+fn same_seed_same_metrics_other_seed_differs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = train(&cfg(tmp.path(), ModelName::Cgc, "a"), false, None)
+        .unwrap()
+        .unwrap();
+    let b = train(&cfg(tmp.path(), ModelName::Cgc, "b"), false, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.test, b.test, "identical runs");
+    let jl = |r: &str| {
+        std::fs::read_to_string(tmp.path().join("runs").join(r).join("metrics.jsonl")).unwrap()
+    };
+    let strip = |s: String| {
+        s.lines()
+            .map(|l| l.split("\"seconds\"").next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(jl("a")), strip(jl("b")));
+    let mut c = cfg(tmp.path(), ModelName::Cgc, "c");
+    c.train.seed = 2;
+    let other = train(&c, false, None).unwrap().unwrap();
+    assert_ne!(a.test.auc, other.test.auc);
+}
+
+#[test]
+fn stopping_and_resuming_gives_the_uninterrupted_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    for model in [ModelName::Star, ModelName::Mmoe] {
+        let full = train(
+            &cfg(tmp.path(), model, &format!("{model:?}-full")),
+            false,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let c = cfg(tmp.path(), model, &format!("{model:?}-parts"));
+        assert!(
+            train(&c, false, Some(1)).unwrap().is_none(),
+            "stopped after 1 epoch"
+        );
+        assert!(
+            train(&c, false, None).is_err(),
+            "a second start without --resume is refused"
+        );
+        assert!(train(&c, true, Some(2)).unwrap().is_none());
+        let resumed = train(&c, true, None).unwrap().unwrap();
+        assert_eq!(full.test, resumed.test, "{model:?}");
+        assert_eq!(full.best_epoch, resumed.best_epoch);
+    }
+}
+
+#[test]
+fn kill_9_midway_then_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), ModelName::Cgc, "killed");
+    c.train.epochs = 30;
+    c.train.patience = 30;
+    let full = {
+        let mut f = c.clone();
+        f.train.run_name = Some("whole".into());
+        train(&f, false, None).unwrap().unwrap()
+    };
+    let file = tmp.path().join("run.toml");
+    std::fs::write(&file, c.to_toml()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(["train", "--config"])
+        .arg(&file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = tmp.path().join("runs/killed/checkpoint.json");
+    let t0 = std::time::Instant::now();
+    while !ckpt.is_file() && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(["train", "--resume", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: llmctr::train::trainer::FinalMetrics = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("runs/killed/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        m.test, full.test,
+        "killed ({status}) and resumed = uninterrupted"
+    );
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), ModelName::Dnn, "nan");
+    assert!(train(&c, false, Some(1)).unwrap().is_none());
+    let before = std::fs::read(tmp.path().join("runs/nan/checkpoint.json")).unwrap();
+    c.train.lr = 1e30;
+    let file = tmp.path().join("nan.toml");
+    std::fs::write(&file, c.to_toml()).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(["train", "--resume", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("non-finite loss") && err.contains("after epoch 1"),
+        "{err}"
+    );
+    assert_eq!(
+        before,
+        std::fs::read(tmp.path().join("runs/nan/checkpoint.json")).unwrap()
+    );
+}
