@@ -168,6 +168,9 @@ pub enum BenchCommand {
     /// Seconds to prepare ml100k (median of several runs) and Criteo streaming
     /// throughput (MB/s) and peak memory on a generated TSV.
     Data(crate::bench::DataBenchArgs),
+    /// Training and inference samples/s and peak memory of every model, and the
+    /// step time with a 10^4- vs a 10^6-row embedding table.
+    Train(crate::bench::TrainBenchArgs),
 }
 
 fn print_final(m: Option<&crate::train::trainer::FinalMetrics>) {
@@ -299,5 +302,6 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Compare(args) => crate::stages::compare::compare(&args),
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(&args),
+        Command::Bench(BenchCommand::Train(args)) => crate::bench::train(&args),
     }
 }

@@ -403,6 +403,38 @@ impl Trainer {
         Ok(value)
     }
 
+    /// One training step on train rows `rows` (for benchmarks).
+    pub fn bench_step(&mut self, rows: &[usize], rng: &mut Rng) -> Result<f64> {
+        self.train_step(rows, rng)
+    }
+
+    /// Forward pass only on test rows `rows` (for benchmarks).
+    pub fn bench_infer(&mut self, rows: &[usize]) -> Result<()> {
+        let split = std::mem::take(&mut self.ds.test);
+        let r = (|| {
+            let p = self.prepare(&split, rows)?;
+            let out = self.model.forward(&p.inputs, false, &mut Rng::new(0))?;
+            sigmoid(&out.logits)?.to_vec1::<f32>()?;
+            Ok(())
+        })();
+        self.ds.test = split;
+        r
+    }
+
+    /// Grow the embedding table to `rows` rows (the extra rows are never used):
+    /// shows whether a step costs O(batch) or O(table).
+    pub fn pad_table(&mut self, rows: usize, sparse: bool, rng: &mut Rng) {
+        let dim = self.table.dim;
+        let mode = if sparse {
+            crate::models::embedding::UpdateMode::Sparse
+        } else {
+            crate::models::embedding::UpdateMode::Dense
+        };
+        let mut t = EmbeddingTable::new(rows.max(self.table.rows), dim, 1e-4, mode, rng);
+        t.weight[..self.table.weight.len()].copy_from_slice(&self.table.weight);
+        self.table = t;
+    }
+
     /// Probabilities, labels and domains of a split, in grouped order.
     pub fn predict(&mut self, which: Which) -> Result<(Vec<f32>, Vec<f32>, Vec<u32>)> {
         let split = std::mem::take(self.split_mut(which));
