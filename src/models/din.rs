@@ -53,7 +53,7 @@ impl CtrModel for Din {
         let q = inp.item.as_ref().ok_or_else(missing)?;
         let (k, mask) = inp.history.as_ref().ok_or_else(missing)?;
         let (n, l, d) = k.dims3()?;
-        let qb = q.unsqueeze(1)?.broadcast_as((n, l, d))?;
+        let qb = q.unsqueeze(1)?.broadcast_as((n, l, d))?.contiguous()?;
         let feats = Tensor::cat(&[&qb, k, &(&qb - k)?, &(&qb * k)?], 2)?; // (n, l, 4d)
         let score = self
             .attention
