@@ -24,6 +24,12 @@ pub enum Command {
     /// Datasets: fetch the offline copies, prepare a recipe.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Domain embeddings from a frozen LLM: one prompt per domain (a template from
+    /// prompts/), LoRA or P-Tuning v2 adapters trained on the CTR task through a
+    /// small probe (or none). Writes runs/embed-<method>-<recipe>-<template>-seed<seed>/
+    /// with the rendered prompts, the adapters (PEFT layout), each domain's token
+    /// states and mask, the pooled domain embeddings and the probe metrics.
+    Embed(EmbedArgs),
     /// Train a CTR model (baselines and CGC) on a prepared recipe; writes
     /// runs/<model>-<recipe>-seed<seed>/ with config, metrics per epoch
     /// (metrics.jsonl), test metrics at the best valid epoch (metrics.json), a
@@ -80,6 +86,36 @@ pub struct TrainArgs {
     /// Do not fetch the offline MovieLens-100k copy when it is missing.
     #[arg(long)]
     pub no_fetch: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// none, lora or ptuning (overrides embed.method).
+    #[arg(long, value_enum)]
+    pub method: Option<crate::stages::embed::Method>,
+    /// Recipe (overrides data.recipe).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// Prompt template file (overrides embed.template).
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+    /// .gguf file, checkpoint folder or Hub id (overrides embed.model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Maximum epochs (overrides embed.epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Seed (overrides embed.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run name under embed.runs_dir.
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Runs folder (overrides embed.runs_dir).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -301,6 +337,47 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare(args) => crate::stages::compare::compare(&args),
+        Command::Embed(args) => {
+            let mut cfg = Config::load(args.config.config.as_deref())?;
+            let e = &mut cfg.embed;
+            if let Some(m) = args.method {
+                e.method = m;
+            }
+            if let Some(t) = &args.template {
+                e.template = t.clone();
+            }
+            if let Some(m) = &args.model {
+                e.model = m.clone();
+            }
+            if let Some(n) = args.epochs {
+                e.epochs = n;
+            }
+            if let Some(s) = args.seed {
+                e.seed = s;
+            }
+            if let Some(n) = &args.run_name {
+                e.run_name = Some(n.clone());
+            }
+            if let Some(d) = &args.runs_dir {
+                e.runs_dir = d.clone();
+            }
+            if let Some(r) = &args.recipe {
+                cfg.data.recipe = r.clone();
+            }
+            let r = crate::stages::embed::embed(&cfg)?;
+            println!(
+                "embed {} on {}: probe valid AUC {} (best epoch {}), {} LLM steps, {:.0} s; outputs in {}",
+                r.method,
+                r.recipe,
+                r.probe_valid_auc
+                    .map_or("n/a".into(), |a| format!("{a:.4}")),
+                r.best_epoch,
+                r.llm_steps,
+                r.wall_seconds,
+                r.run_dir
+            );
+            Ok(())
+        }
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(&args),
         Command::Bench(BenchCommand::Train(args)) => crate::bench::train(&args),
     }

@@ -13,6 +13,7 @@ pub struct Config {
     pub data: DataConfig,
     pub model: crate::models::config::ModelConfig,
     pub train: crate::train::config::TrainConfig,
+    pub embed: crate::stages::embed::EmbedConfig,
 }
 
 /// `[data]`: which recipe, where its raw inputs are and where the prepared dataset goes.

@@ -1,0 +1,383 @@
+//! A Llama-family decoder (Touvron et al., "LLaMA", 2023) that can be trained
+//! through: grouped-query attention, rotary embeddings in both layouts, RMS norm,
+//! SwiGLU, tied embeddings, Qwen2-style q/k/v biases. Only differentiable ops are
+//! used (candle's fused `rms_norm`, `rope`, `softmax_last_dim`, `sdpa` drop
+//! gradients silently). The base weights are plain tensors, never trained; the
+//! frozen projections run through [`frozen_matmul`], so backward computes only
+//! what the adapters need.
+
+use super::adapters::{Adapters, PrefixKv, Target};
+use super::config::{LlamaConfig, RopeLayout};
+use super::frozen::frozen_matmul;
+use crate::nn::ops::softmax;
+use crate::nn::rng::Rng;
+use anyhow::{Context, Result, bail};
+use candle_core::{D, DType, Device, Tensor};
+use std::collections::HashMap;
+
+/// A frozen projection: weight stored transposed, (in, out), and an optional bias.
+pub struct Proj {
+    pub wt: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Proj {
+    /// `w` in the checkpoint's (out, in) layout.
+    fn new(w: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Proj {
+            wt: w.t()?.contiguous()?,
+            bias,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = frozen_matmul(x, &self.wt)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+pub struct Layer {
+    pub q: Proj,
+    pub k: Proj,
+    pub v: Proj,
+    pub o: Proj,
+    pub gate: Proj,
+    pub up: Proj,
+    pub down: Proj,
+    pub attn_norm: Tensor,
+    pub ffn_norm: Tensor,
+}
+
+pub struct Decoder {
+    pub cfg: LlamaConfig,
+    pub rope: RopeLayout,
+    pub embed: Tensor,
+    pub layers: Vec<Layer>,
+    pub norm: Tensor,
+    /// None when the output layer is tied to the embeddings.
+    pub lm_head: Option<Tensor>,
+    pub device: Device,
+}
+
+/// RMS norm, x · rsqrt(mean(x²) + eps) · w, from differentiable ops.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+}
+
+impl Decoder {
+    /// Build from tensors named as in Hugging Face Llama checkpoints.
+    pub fn from_tensors(
+        cfg: LlamaConfig,
+        rope: RopeLayout,
+        mut t: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let mut take = |name: &str| -> Result<Tensor> {
+            let x = t
+                .remove(name)
+                .with_context(|| format!("checkpoint has no tensor `{name}`"))?;
+            Ok(x.to_dtype(DType::F32)?.to_device(device)?)
+        };
+        let embed = take("model.embed_tokens.weight")?;
+        let (vocab, hidden) = embed.dims2()?;
+        if hidden != cfg.hidden_size {
+            bail!(
+                "embed_tokens is {vocab}×{hidden}, config says hidden size {}",
+                cfg.hidden_size
+            );
+        }
+        let bias = cfg.qkv_bias();
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut proj = |name: &str, with_bias: bool| -> Result<Proj> {
+                let w = take(&format!("{p}.{name}.weight"))?;
+                let b = if with_bias {
+                    Some(take(&format!("{p}.{name}.bias"))?)
+                } else {
+                    None
+                };
+                Proj::new(w, b)
+            };
+            layers.push(Layer {
+                q: proj("self_attn.q_proj", bias)?,
+                k: proj("self_attn.k_proj", bias)?,
+                v: proj("self_attn.v_proj", bias)?,
+                o: proj("self_attn.o_proj", false)?,
+                gate: proj("mlp.gate_proj", false)?,
+                up: proj("mlp.up_proj", false)?,
+                down: proj("mlp.down_proj", false)?,
+                attn_norm: take(&format!("{p}.input_layernorm.weight"))?,
+                ffn_norm: take(&format!("{p}.post_attention_layernorm.weight"))?,
+            });
+        }
+        let norm = take("model.norm.weight")?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            t.remove("lm_head.weight")
+        };
+        Ok(Decoder {
+            cfg,
+            rope,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            device: device.clone(),
+        })
+    }
+
+    /// Token embeddings of `ids` (b, t) → (b, t, h).
+    pub fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        Ok(self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.cfg.hidden_size,
+        ))?)
+    }
+
+    /// cos and sin tables for positions offset..offset+t: (t, head_dim / 2).
+    fn rope_tables(&self, t: usize, offset: usize) -> Result<(Tensor, Tensor)> {
+        let hd = self.cfg.head_dim();
+        let inv: Vec<f32> = (0..hd / 2)
+            .map(|i| (1.0 / self.cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
+            .collect();
+        let mut ang = Vec::with_capacity(t * hd / 2);
+        for p in offset..offset + t {
+            for f in &inv {
+                ang.push(p as f32 * f);
+            }
+        }
+        let a = Tensor::from_vec(ang, (t, hd / 2), &self.device)?;
+        Ok((a.cos()?, a.sin()?))
+    }
+
+    /// Rotary embedding of x (b, heads, t, head_dim).
+    fn apply_rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let (b, h, t, d) = x.dims4()?;
+        Ok(match self.rope {
+            RopeLayout::HalfSplit => {
+                let cos = Tensor::cat(&[cos, cos], 1)?; // (t, d)
+                let sin = Tensor::cat(&[sin, sin], 1)?;
+                let x1 = x.narrow(3, 0, d / 2)?;
+                let x2 = x.narrow(3, d / 2, d / 2)?;
+                let rot = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
+                (x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?)?
+            }
+            RopeLayout::Interleaved => {
+                let xr = x.reshape((b, h, t, d / 2, 2))?;
+                let xe = xr.narrow(4, 0, 1)?;
+                let xo = xr.narrow(4, 1, 1)?;
+                let cos = cos.unsqueeze(2)?; // (t, d/2, 1)
+                let sin = sin.unsqueeze(2)?;
+                let e = (xe.broadcast_mul(&cos)? - xo.broadcast_mul(&sin)?)?;
+                let o = (xe.broadcast_mul(&sin)? + xo.broadcast_mul(&cos)?)?;
+                Tensor::cat(&[&e, &o], 4)?.reshape((b, h, t, d))?
+            }
+        })
+    }
+
+    fn proj(
+        &self,
+        layer: usize,
+        target: Target,
+        p: &Proj,
+        x: &Tensor,
+        ad: &Adapters,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
+        let y = p.forward(x)?;
+        Ok(match ad.lora_delta(layer, target, x, train, rng)? {
+            Some(d) => (y + d)?,
+            None => y,
+        })
+    }
+
+    /// Run layers `from..` on hidden states x (b, t, h); returns (b, t, h) before
+    /// the final norm. `ad` supplies LoRA deltas and prefixes.
+    pub fn forward_layers(
+        &self,
+        x: &Tensor,
+        from: usize,
+        ad: &Adapters,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
+        self.forward_range(x, from, self.layers.len(), ad, train, rng)
+    }
+
+    /// Run layers `from..to` only (to cache the layers below the lowest adapter).
+    pub fn forward_range(
+        &self,
+        x: &Tensor,
+        from: usize,
+        to: usize,
+        ad: &Adapters,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
+        let (b, t, hsz) = x.dims3()?;
+        let (nh, nkv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let p = ad.prefix_len();
+        let prefix: PrefixKv = ad.prefix_kv(self.layers.len())?;
+        // Real tokens sit after the prefix (Hugging Face positions with past keys).
+        let (cos, sin) = self.rope_tables(t, p)?;
+        let mut h = x.clone();
+        for (l, layer) in self.layers.iter().enumerate().take(to).skip(from) {
+            let x2 =
+                rms_norm(&h, &layer.attn_norm, self.cfg.rms_norm_eps)?.reshape((b * t, hsz))?;
+            let q = self.proj(l, Target::Q, &layer.q, &x2, ad, train, rng)?;
+            let k = self.proj(l, Target::K, &layer.k, &x2, ad, train, rng)?;
+            let v = self.proj(l, Target::V, &layer.v, &x2, ad, train, rng)?;
+            let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?; // (b, nh, t, hd)
+            let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?; // (b, nkv, t, hd)
+            let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = self.apply_rope(&q, &cos, &sin)?;
+            let mut k = self.apply_rope(&k, &cos, &sin)?;
+            let mut v = v;
+            let mut plen = 0;
+            if let Some((pk, pv)) = &prefix[l] {
+                plen = pk.dim(1)?;
+                let pk = pk.unsqueeze(0)?.broadcast_as((b, nkv, plen, hd))?;
+                let pv = pv.unsqueeze(0)?.broadcast_as((b, nkv, plen, hd))?;
+                k = Tensor::cat(&[&pk, &k], 2)?;
+                v = Tensor::cat(&[&pv, &v], 2)?;
+            }
+            let s = plen + t;
+            // Grouped-query attention: each key/value head serves nh / nkv query heads.
+            let rep = nh / nkv;
+            let (k, v) = if rep > 1 {
+                (
+                    k.unsqueeze(2)?
+                        .broadcast_as((b, nkv, rep, s, hd))?
+                        .reshape((b, nh, s, hd))?,
+                    v.unsqueeze(2)?
+                        .broadcast_as((b, nkv, rep, s, hd))?
+                        .reshape((b, nh, s, hd))?,
+                )
+            } else {
+                (k, v)
+            };
+            let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // (b, nh, t, s)
+            let scores = scores.broadcast_add(&self.causal_mask(t, plen)?)?;
+            let att = softmax(&scores)?.matmul(&v)?; // (b, nh, t, hd)
+            let att = att.transpose(1, 2)?.reshape((b * t, nh * hd))?;
+            let o = self.proj(l, Target::O, &layer.o, &att, ad, train, rng)?;
+            h = (h + o.reshape((b, t, hsz))?)?;
+
+            let x2 = rms_norm(&h, &layer.ffn_norm, self.cfg.rms_norm_eps)?.reshape((b * t, hsz))?;
+            let g = self
+                .proj(l, Target::Gate, &layer.gate, &x2, ad, train, rng)?
+                .silu()?;
+            let u = self.proj(l, Target::Up, &layer.up, &x2, ad, train, rng)?;
+            let d = self.proj(l, Target::Down, &layer.down, &(g * u)?, ad, train, rng)?;
+            h = (h + d.reshape((b, t, hsz))?)?;
+        }
+        Ok(h)
+    }
+
+    /// (t, plen + t): prefix columns visible, real tokens causal.
+    fn causal_mask(&self, t: usize, plen: usize) -> Result<Tensor> {
+        let mut m = vec![0f32; t * (plen + t)];
+        for i in 0..t {
+            for j in 0..t {
+                if j > i {
+                    m[i * (plen + t) + plen + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Ok(Tensor::from_vec(m, (t, plen + t), &self.device)?)
+    }
+
+    pub fn final_norm(&self, h: &Tensor) -> Result<Tensor> {
+        Ok(rms_norm(h, &self.norm, self.cfg.rms_norm_eps)?)
+    }
+
+    /// Last-layer token states after the final norm, (b, t, h).
+    pub fn hidden_states(
+        &self,
+        ids: &Tensor,
+        ad: &Adapters,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
+        let x = self.embed_ids(ids)?;
+        self.final_norm(&self.forward_layers(&x, 0, ad, train, rng)?)
+    }
+
+    /// Logits (b, t, vocab) from normed states.
+    pub fn logits(&self, normed: &Tensor) -> Result<Tensor> {
+        let (b, t, h) = normed.dims3()?;
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+        Ok(normed
+            .reshape((b * t, h))?
+            .matmul(&w.t()?)?
+            .reshape((b, t, w.dim(0)?))?)
+    }
+
+    /// Fold LoRA into the base weights (W + scale · B·A) for inference.
+    pub fn merge_lora(&mut self, ad: &Adapters) -> Result<()> {
+        let scale = ad.scale();
+        for m in &ad.lora {
+            let layer = &mut self.layers[m.layer];
+            let p = match m.target {
+                Target::Q => &mut layer.q,
+                Target::K => &mut layer.k,
+                Target::V => &mut layer.v,
+                Target::O => &mut layer.o,
+                Target::Gate => &mut layer.gate,
+                Target::Up => &mut layer.up,
+                Target::Down => &mut layer.down,
+            };
+            // wt is (in, out): add scale · (B·A)ᵀ = scale · Aᵀ·Bᵀ.
+            let delta = (m.a.as_tensor().t()?.matmul(&m.b.as_tensor().t()?)? * scale)?;
+            p.wt = (&p.wt + delta)?.contiguous()?;
+        }
+        Ok(())
+    }
+
+    /// FNV-1a of every base weight's bytes: proves training left them untouched.
+    pub fn checksum(&self) -> Result<u64> {
+        let mut all: Vec<&Tensor> = vec![&self.embed, &self.norm];
+        for l in &self.layers {
+            all.extend([
+                &l.q.wt,
+                &l.k.wt,
+                &l.v.wt,
+                &l.o.wt,
+                &l.gate.wt,
+                &l.up.wt,
+                &l.down.wt,
+                &l.attn_norm,
+                &l.ffn_norm,
+            ]);
+            for p in [&l.q, &l.k, &l.v] {
+                if let Some(b) = &p.bias {
+                    all.push(b);
+                }
+            }
+        }
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for t in all {
+            for v in t.flatten_all()?.to_vec1::<f32>()? {
+                for byte in v.to_le_bytes() {
+                    h ^= u64::from(byte);
+                    h = h.wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            }
+        }
+        Ok(h)
+    }
+}

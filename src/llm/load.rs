@@ -1,0 +1,243 @@
+//! Where a decoder comes from: a GGUF file (dequantised to f32), a Hugging Face
+//! checkpoint folder (`config.json`, `tokenizer.json`, `model.safetensors` or a
+//! sharded index), or a Hub id fetched with hf-hub (the local cache is used
+//! first; `HF_HUB_OFFLINE=1` uses only the cache).
+
+use super::config::{LlamaConfig, RopeLayout};
+use super::decoder::Decoder;
+use super::tokenizer::Tok;
+use anyhow::{Context, Result, bail};
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub struct Loaded {
+    pub decoder: Decoder,
+    pub tokenizer: Tok,
+    /// What was loaded, for configs and PEFT's `base_model_name_or_path`.
+    pub source: String,
+}
+
+/// `spec`: a `.gguf` file, a checkpoint folder, or a Hub id like `HuggingFaceTB/SmolLM2-135M`.
+pub fn load(spec: &str, device: &Device) -> Result<Loaded> {
+    let p = Path::new(spec);
+    if p.extension().is_some_and(|e| e == "gguf") {
+        if !p.is_file() {
+            bail!(
+                "model file {spec} not found: run `pipeline data fetch smollm2` for the default \
+                 SmolLM2-135M-Instruct GGUF, or give a checkpoint folder or Hub id"
+            );
+        }
+        return load_gguf(p, RopeLayout::Interleaved, device);
+    }
+    if p.is_dir() {
+        return load_hf_dir(p, device);
+    }
+    if spec.contains('/') && !p.exists() && !spec.starts_with('.') && !spec.starts_with('/') {
+        return load_hub(spec, device);
+    }
+    bail!("model {spec:?}: not a .gguf file, a checkpoint folder, or a Hub id (owner/name)")
+}
+
+fn md_u32(ct: &gguf_file::Content, k: &str) -> Result<u32> {
+    Ok(ct
+        .metadata
+        .get(k)
+        .with_context(|| format!("GGUF metadata has no `{k}`"))?
+        .to_u32()?)
+}
+
+fn md_f32(ct: &gguf_file::Content, k: &str) -> Option<f32> {
+    ct.metadata.get(k).and_then(|v| v.to_f32().ok())
+}
+
+/// Undo llama.cpp's permutation of Q/K rows (interleaved → half-split rotary).
+fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    let hd = out / heads;
+    Ok(w.reshape((heads, hd / 2, 2, inp))?
+        .transpose(1, 2)?
+        .reshape((out, inp))?)
+}
+
+/// A GGUF file; `rope` = Interleaved keeps llama.cpp's layout, HalfSplit un-permutes
+/// Q and K as Hugging Face does (both give the same model).
+pub fn load_gguf(path: &Path, rope: RopeLayout, device: &Device) -> Result<Loaded> {
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let ct = gguf_file::Content::read(&mut f)
+        .with_context(|| format!("{} is not a GGUF file", path.display()))?;
+    let arch = ct
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_else(|| "llama".into());
+    let a = |k: &str| format!("{arch}.{k}");
+    let heads = md_u32(&ct, &a("attention.head_count"))? as usize;
+    let kv = md_u32(&ct, &a("attention.head_count_kv")).unwrap_or(heads as u32) as usize;
+    let embd_info = ct
+        .tensor_infos
+        .get("token_embd.weight")
+        .context("GGUF has no token_embd.weight")?;
+    let vocab = embd_info.shape.dims()[0];
+    let tied = !ct.tensor_infos.contains_key("output.weight");
+    let cfg = LlamaConfig {
+        hidden_size: md_u32(&ct, &a("embedding_length"))? as usize,
+        intermediate_size: md_u32(&ct, &a("feed_forward_length"))? as usize,
+        num_hidden_layers: md_u32(&ct, &a("block_count"))? as usize,
+        num_attention_heads: heads,
+        num_key_value_heads: Some(kv),
+        head_dim: None,
+        rms_norm_eps: md_f32(&ct, &a("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f64,
+        rope_theta: md_f32(&ct, &a("rope.freq_base")).unwrap_or(10_000.0) as f64,
+        vocab_size: vocab,
+        tie_word_embeddings: tied,
+        attention_bias: ct.tensor_infos.contains_key("blk.0.attn_q.bias"),
+        model_type: Some(arch.clone()),
+        bos_token_id: None,
+        eos_token_id: None,
+    };
+    let names: Vec<(String, String)> = ct
+        .tensor_infos
+        .keys()
+        .filter_map(|k| hf_name(k).map(|h| (k.clone(), h)))
+        .collect();
+    let mut tensors = HashMap::new();
+    for (g, h) in names {
+        let mut t = ct.tensor(&mut f, &g, device)?.dequantize(device)?;
+        if rope == RopeLayout::HalfSplit {
+            if g.ends_with("attn_q.weight") {
+                t = unpermute(&t, heads)?;
+            } else if g.ends_with("attn_k.weight") {
+                t = unpermute(&t, kv)?;
+            }
+        }
+        tensors.insert(h, t);
+    }
+    let tokenizer = Tok::from_gguf(&ct)?;
+    Ok(Loaded {
+        decoder: Decoder::from_tensors(cfg, rope, tensors, device)?,
+        tokenizer,
+        source: path.display().to_string(),
+    })
+}
+
+/// GGUF tensor name → Hugging Face name.
+fn hf_name(g: &str) -> Option<String> {
+    Some(match g {
+        "token_embd.weight" => "model.embed_tokens.weight".into(),
+        "output_norm.weight" => "model.norm.weight".into(),
+        "output.weight" => "lm_head.weight".into(),
+        _ => {
+            let rest = g.strip_prefix("blk.")?;
+            let (i, name) = rest.split_once('.')?;
+            let m = match name {
+                "attn_q.weight" => "self_attn.q_proj.weight",
+                "attn_q.bias" => "self_attn.q_proj.bias",
+                "attn_k.weight" => "self_attn.k_proj.weight",
+                "attn_k.bias" => "self_attn.k_proj.bias",
+                "attn_v.weight" => "self_attn.v_proj.weight",
+                "attn_v.bias" => "self_attn.v_proj.bias",
+                "attn_output.weight" => "self_attn.o_proj.weight",
+                "ffn_gate.weight" => "mlp.gate_proj.weight",
+                "ffn_up.weight" => "mlp.up_proj.weight",
+                "ffn_down.weight" => "mlp.down_proj.weight",
+                "attn_norm.weight" => "input_layernorm.weight",
+                "ffn_norm.weight" => "post_attention_layernorm.weight",
+                _ => return None,
+            };
+            format!("model.layers.{i}.{m}")
+        }
+    })
+}
+
+/// A Hugging Face checkpoint folder.
+pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
+    let cfg_path = dir.join("config.json");
+    let cfg: LlamaConfig = serde_json::from_slice(
+        &std::fs::read(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?,
+    )
+    .with_context(|| format!("{} is not a Llama-family config", cfg_path.display()))?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if single.is_file() {
+        files.push(single);
+    } else if index.is_file() {
+        let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(&index)?)?;
+        let map = idx
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .context("index has no weight_map")?;
+        let mut shards: Vec<String> = map
+            .values()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
+        shards.sort();
+        shards.dedup();
+        files.extend(shards.into_iter().map(|s| dir.join(s)));
+    } else {
+        bail!(
+            "{} has neither model.safetensors nor model.safetensors.index.json",
+            dir.display()
+        );
+    }
+    let mut tensors = HashMap::new();
+    for f in &files {
+        tensors.extend(
+            candle_core::safetensors::load(f, device)
+                .with_context(|| format!("cannot read {}", f.display()))?,
+        );
+    }
+    let tok = dir.join("tokenizer.json");
+    let tokenizer = Tok::from_file(&tok)?;
+    Ok(Loaded {
+        decoder: Decoder::from_tensors(cfg, RopeLayout::HalfSplit, tensors, device)?,
+        tokenizer,
+        source: dir.display().to_string(),
+    })
+}
+
+/// A Hub id: files come from the local Hugging Face cache, or are downloaded.
+pub fn load_hub(id: &str, device: &Device) -> Result<Loaded> {
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
+    let cache = hf_hub::Cache::from_env();
+    let cached = cache.model(id.to_string());
+    let get = |file: &str| -> Result<Option<PathBuf>> {
+        if let Some(p) = cached.get(file) {
+            return Ok(Some(p));
+        }
+        if offline {
+            return Ok(None);
+        }
+        let api =
+            hf_hub::api::sync::Api::new().context("cannot start the Hugging Face Hub client")?;
+        match api.model(id.to_string()).get(file) {
+            Ok(p) => Ok(Some(p)),
+            Err(_) => Ok(None),
+        }
+    };
+    let cfg = get("config.json")?.with_context(|| {
+        format!(
+            "{id}: config.json is not in the Hugging Face cache and could not be downloaded{}",
+            if offline { " (HF_HUB_OFFLINE=1)" } else { "" }
+        )
+    })?;
+    get("tokenizer.json")?.with_context(|| format!("{id}: no tokenizer.json"))?;
+    if get("model.safetensors")?.is_none() {
+        let idx = get("model.safetensors.index.json")?
+            .with_context(|| format!("{id}: no model.safetensors"))?;
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&idx)?)?;
+        if let Some(map) = v.get("weight_map").and_then(|m| m.as_object()) {
+            for shard in map.values().filter_map(|s| s.as_str()) {
+                get(shard)?.with_context(|| format!("{id}: shard {shard} missing"))?;
+            }
+        }
+    }
+    let dir = cfg.parent().context("cache path")?.to_path_buf();
+    let mut l = load_hf_dir(&dir, device)?;
+    l.source = id.to_string();
+    Ok(l)
+}

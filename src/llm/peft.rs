@@ -1,0 +1,188 @@
+//! Adapters on disk in the Hugging Face PEFT layout: `adapter_model.safetensors`
+//! and `adapter_config.json`, LORA or PREFIX_TUNING, so a Python user can load
+//! them onto the same base model with `PeftModel.from_pretrained`.
+//!
+//! LoRA tensors: `base_model.model.model.layers.{i}.{self_attn|mlp}.{proj}.lora_A.weight`
+//! (r × in) and `lora_B.weight` (out × r). Prefix tuning: `prompt_embeddings`
+//! (virtual tokens × layers · 2 · kv_dim), saved after the optional projection
+//! with `inference_mode: true`, as PEFT itself saves it.
+
+use super::adapters::{Adapters, LoraConfig, LoraModule, Prefix, PrefixConfig, Target};
+use super::config::LlamaConfig;
+use crate::fsutil::write_atomic;
+use anyhow::{Context, Result, bail};
+use candle_core::{Device, Tensor, Var};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
+
+pub fn save(dir: &Path, ad: &Adapters, model: &LlamaConfig, base: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let config = if let Some(c) = &ad.lora_cfg {
+        for (name, v) in ad.vars() {
+            tensors.insert(name, v.as_tensor().clone());
+        }
+        let layers: Option<Vec<usize>> = (!c.layers.is_empty()).then(|| {
+            let mut l = c.layers.clone();
+            l.sort_unstable();
+            l.dedup();
+            l
+        });
+        json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base,
+            "r": c.r,
+            "lora_alpha": c.alpha,
+            "lora_dropout": c.dropout,
+            "target_modules": c.targets.iter().map(|t| t.module()).collect::<Vec<_>>(),
+            "layers_to_transform": layers,
+            "bias": "none",
+            "fan_in_fan_out": false,
+            "inference_mode": true,
+            "init_lora_weights": true,
+            "use_rslora": false,
+            "use_dora": false,
+            "modules_to_save": null,
+            "revision": null
+        })
+    } else if let Some(p) = &ad.prefix {
+        let emb = ad
+            .prompt_embeddings()?
+            .context("prefix without embeddings")?;
+        tensors.insert("prompt_embeddings".into(), emb);
+        let all_layers = p.layers.len() == model.num_hidden_layers;
+        json!({
+            "peft_type": "PREFIX_TUNING",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base,
+            "num_virtual_tokens": p.cfg.virtual_tokens,
+            "num_layers": model.num_hidden_layers,
+            "num_attention_heads": model.num_attention_heads,
+            "token_dim": model.hidden_size,
+            "num_transformer_submodules": 1,
+            "encoder_hidden_size": p.cfg.projection_hidden,
+            "prefix_projection": false,
+            "inference_mode": true,
+            "modules_to_save": null,
+            "revision": null,
+            // Not a PEFT field: the layers that have prefixes when not all do
+            // (such a file cannot be loaded by PEFT, which puts prefixes everywhere).
+            "llmctr_layers": if all_layers { serde_json::Value::Null } else { json!(p.layers) }
+        })
+    } else {
+        bail!("no adapters to save");
+    };
+    let tmp = dir.join(".adapter_model.safetensors.tmp");
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, dir.join("adapter_model.safetensors"))?;
+    write_atomic(
+        &dir.join("adapter_config.json"),
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+pub fn load(dir: &Path, model: &LlamaConfig, device: &Device) -> Result<Adapters> {
+    let cfg_path = dir.join("adapter_config.json");
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?,
+    )?;
+    let st = dir.join("adapter_model.safetensors");
+    let t = candle_core::safetensors::load(&st, device)
+        .with_context(|| format!("cannot read {}", st.display()))?;
+    match c.get("peft_type").and_then(|v| v.as_str()) {
+        Some("LORA") => {
+            let r = c["r"].as_u64().context("adapter_config: r")? as usize;
+            let alpha = c["lora_alpha"]
+                .as_f64()
+                .context("adapter_config: lora_alpha")?;
+            let mut mods = Vec::new();
+            let mut targets = Vec::new();
+            let mut layers = Vec::new();
+            for (name, a) in &t {
+                let Some(base) = name.strip_suffix(".lora_A.weight") else {
+                    continue;
+                };
+                let b = t
+                    .get(&format!("{base}.lora_B.weight"))
+                    .with_context(|| format!("{} lacks {base}.lora_B.weight", st.display()))?;
+                let parts: Vec<&str> = base.split('.').collect();
+                let li = parts
+                    .iter()
+                    .position(|p| *p == "layers")
+                    .context("LoRA name without a layer")?;
+                let layer: usize = parts[li + 1].parse()?;
+                let target = Target::from_module(parts.last().copied().unwrap_or(""))
+                    .with_context(|| format!("unknown LoRA module in {name}"))?;
+                if a.dim(0)? != r {
+                    bail!("{name}: rank {} but adapter_config says r = {r}", a.dim(0)?);
+                }
+                targets.push(target);
+                layers.push(layer);
+                mods.push(LoraModule {
+                    layer,
+                    target,
+                    a: Var::from_tensor(a)?,
+                    b: Var::from_tensor(b)?,
+                });
+            }
+            mods.sort_by_key(|m| (m.layer, m.target));
+            targets.sort();
+            targets.dedup();
+            layers.sort_unstable();
+            layers.dedup();
+            let all = layers.len() == model.num_hidden_layers;
+            let cfg = LoraConfig {
+                r,
+                alpha,
+                dropout: c["lora_dropout"].as_f64().unwrap_or(0.0),
+                targets,
+                layers: if all { Vec::new() } else { layers },
+            };
+            Ok(Adapters::from_parts(mods, Some(cfg), None))
+        }
+        Some("PREFIX_TUNING") => {
+            let emb = t
+                .get("prompt_embeddings")
+                .with_context(|| format!("{} lacks prompt_embeddings", st.display()))?;
+            let n = c["num_virtual_tokens"]
+                .as_u64()
+                .context("num_virtual_tokens")? as usize;
+            let layers: Vec<usize> = match c.get("llmctr_layers").and_then(|v| v.as_array()) {
+                Some(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_u64().map(|x| x as usize))
+                    .collect(),
+                None => (0..model.num_hidden_layers).collect(),
+            };
+            let kv = model.kv_heads() * model.head_dim();
+            if emb.dims2()? != (n, layers.len() * 2 * kv) {
+                bail!(
+                    "{}: prompt_embeddings is {:?}, expected ({n}, {})",
+                    st.display(),
+                    emb.dims(),
+                    layers.len() * 2 * kv
+                );
+            }
+            let cfg = PrefixConfig {
+                virtual_tokens: n,
+                layers: layers.clone(),
+                ..PrefixConfig::default()
+            };
+            let p = Prefix::from_direct(
+                cfg,
+                layers,
+                Var::from_tensor(emb)?,
+                model.kv_heads(),
+                model.head_dim(),
+            );
+            Ok(Adapters::from_parts(Vec::new(), None, Some(p)))
+        }
+        other => bail!(
+            "{}: unsupported peft_type {other:?} (LORA and PREFIX_TUNING are)",
+            cfg_path.display()
+        ),
+    }
+}

@@ -1,0 +1,97 @@
+//! Gaussian attention pooling: Nadaraya–Watson kernel regression over a domain's
+//! token states, f(q) = Σᵢ softmax_i(−½‖(q − kᵢ) ⊙ w‖²) · vᵢ with kᵢ = vᵢ the
+//! token states. `parameterless`: w fixed (default 1/√h, so squared distances are
+//! O(1)); the query is the last token's state or the mean state.
+
+use crate::nn::ops::softmax;
+use candle_core::{D, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Query {
+    /// The last (non-padding) token's state.
+    Last,
+    /// The mean of the token states.
+    Mean,
+}
+
+/// The query of each domain: states (D, T, h), mask (D, T) of 1/0 → (D, h).
+pub fn query(states: &Tensor, mask: &Tensor, q: Query) -> Result<Tensor> {
+    let (dn, _t, h) = states.dims3()?;
+    match q {
+        Query::Mean => {
+            let m = mask.unsqueeze(2)?;
+            states
+                .broadcast_mul(&m)?
+                .sum(1)?
+                .broadcast_div(&mask.sum_keepdim(1)?)
+        }
+        Query::Last => {
+            // Index of the last real token of each row.
+            let lens: Vec<u32> = mask
+                .sum(1)?
+                .to_vec1::<f32>()?
+                .iter()
+                .map(|&l| (l.max(1.0) as u32) - 1)
+                .collect();
+            let idx = Tensor::from_vec(lens, (dn, 1, 1), states.device())?
+                .broadcast_as((dn, 1, h))?
+                .contiguous()?;
+            states.gather(&idx, 1)?.squeeze(1)
+        }
+    }
+}
+
+/// Pool states (D, T, h) with mask (D, T) around queries (D, h) with per-dimension
+/// weights w (h) → (D, h). Padding positions get no weight.
+pub fn gaussian_pool(states: &Tensor, mask: &Tensor, q: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let diff = states.broadcast_sub(&q.unsqueeze(1)?)?.broadcast_mul(w)?; // (D, T, h)
+    let logits = (diff.sqr()?.sum(D::Minus1)? * -0.5)?; // (D, T)
+    let neg = ((mask.ones_like()? - mask)? * -1e9)?;
+    let a = softmax(&(logits + neg)?)?; // (D, T)
+    a.unsqueeze(2)?.broadcast_mul(states)?.sum(1)
+}
+
+/// The parameterless pooling: w = scale (1/√h when None) in every dimension.
+pub fn parameterless(
+    states: &Tensor,
+    mask: &Tensor,
+    q: Query,
+    scale: Option<f64>,
+) -> Result<Tensor> {
+    let h = states.dim(2)?;
+    let s = scale.unwrap_or(1.0 / (h as f64).sqrt());
+    let w = Tensor::full(s as f32, h, states.device())?.to_dtype(states.dtype())?;
+    gaussian_pool(states, mask, &query(states, mask, q)?, &w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn hand_computed_example() {
+        // One domain, three tokens in 2-D, the third is padding; w = 1.
+        // q = last real token = (1, 0). Distances²: k0 = (0, 0) → 1, k1 = (1, 0) → 0.
+        // Weights ∝ exp(−0.5), exp(0) → a0 = 1/(1+e^0.5), a1 = e^0.5/(1+e^0.5).
+        // f = a0·(0,0) + a1·(1,0) = (a1, 0).
+        let d = Device::Cpu;
+        let states = Tensor::new(&[[[0f64, 0.], [1., 0.], [9., 9.]]], &d).unwrap();
+        let mask = Tensor::new(&[[1f64, 1., 0.]], &d).unwrap();
+        let out = parameterless(&states, &mask, Query::Last, Some(1.0))
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
+        let a1 = 0.5f64.exp() / (1.0 + 0.5f64.exp());
+        assert!((out[0][0] - a1).abs() < 1e-12, "{:?}", out);
+        assert!(out[0][1].abs() < 1e-12);
+        // Mean query: q = (0.5, 0): both at distance² 0.25 → equal weights → (0.5, 0).
+        let out = parameterless(&states, &mask, Query::Mean, Some(1.0))
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
+        assert!((out[0][0] - 0.5).abs() < 1e-12 && out[0][1].abs() < 1e-12);
+    }
+}

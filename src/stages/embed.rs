@@ -1,0 +1,581 @@
+//! Stage `embed`: domain embeddings from a frozen decoder LLM.
+//!
+//! One prompt per domain is rendered from a template and run through the frozen
+//! LLM with LoRA, P-Tuning v2 or no adapters. The adapters are trained on the CTR
+//! task of all domains together: a small probe (field embeddings ⊕ projected
+//! domain vector → logit) learns jointly, BCE on the train split, early stopping
+//! on valid AUC. The domain vector is the parameterless Gaussian pooling of the
+//! domain's token states.
+//!
+//! Speed: prompts are fixed, so the layers below the lowest adapter run once and
+//! are cached; and the probe's gradient with respect to the (domains × h) matrix
+//! is accumulated over `batches_per_llm_step` CTR batches before one backward
+//! pass through the LLM.
+
+use crate::config::Config;
+use crate::fsutil::write_atomic;
+use crate::llm::adapters::{Adapters, LoraConfig, PrefixConfig};
+use crate::llm::load::{Loaded, load};
+use crate::llm::{peft, prompt};
+use crate::metrics;
+use crate::models::embedding::{EmbeddingTable, Layout, UpdateMode};
+use crate::nn::linear::{Linear, Mlp};
+use crate::nn::ops::{bce_with_logits, sigmoid};
+use crate::nn::params::ParamStore;
+use crate::nn::rng::Rng;
+use crate::pool::{self, Query};
+use crate::stages::prepare::prepare;
+use crate::train::data::{Dataset, SplitData};
+use crate::train::optim::{AdamConfig, Moments, OptimizerKind, adam_step};
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// The frozen LLM as is (the zero-training baseline).
+    None,
+    Lora,
+    Ptuning,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::None => "none",
+            Method::Lora => "lora",
+            Method::Ptuning => "ptuning",
+        }
+    }
+}
+
+/// `[embed]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedConfig {
+    /// A .gguf file, a Hugging Face checkpoint folder, or a Hub id.
+    /// Default `data/models/SmolLM2-135M-Instruct.Q4_1.gguf`.
+    pub model: String,
+    /// `none`, `lora` or `ptuning`. Default `lora`.
+    pub method: Method,
+    /// Prompt template. Default `prompts/stats.txt`.
+    pub template: PathBuf,
+    pub lora: LoraConfig,
+    pub ptuning: PrefixConfig,
+    /// Query of the parameterless pooling: `last` or `mean`. Default `last`.
+    pub query: Query,
+    /// Probe: field embedding size. Default 16.
+    pub probe_dim: usize,
+    /// Probe hidden layers. Default [32].
+    pub probe_hidden: Vec<usize>,
+    /// Learning rate of the adapters. Default 1e-3.
+    pub lr: f64,
+    /// Learning rate of the probe. Default 1e-3.
+    pub probe_lr: f64,
+    /// CTR batch size. Default 1024.
+    pub batch_size: usize,
+    /// CTR batches whose domain-matrix gradients are summed per LLM backward. Default 20.
+    pub batches_per_llm_step: usize,
+    /// Epochs over the train split. Default 8.
+    pub epochs: usize,
+    /// Early stopping patience on probe valid AUC. Default 2.
+    pub patience: usize,
+    /// Default 1.
+    pub seed: u64,
+    /// Longest prompt in tokens (longer ones are an error). Default 512.
+    pub max_prompt_tokens: usize,
+    /// Runs go to `<runs_dir>/<run name>/`. Default `runs`.
+    pub runs_dir: PathBuf,
+    /// Default `embed-<method>-<recipe>-<template>-seed<seed>`.
+    pub run_name: Option<String>,
+}
+
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        EmbedConfig {
+            model: "data/models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+            method: Method::Lora,
+            template: "prompts/stats.txt".into(),
+            lora: LoraConfig::default(),
+            ptuning: PrefixConfig::default(),
+            query: Query::Last,
+            probe_dim: 16,
+            probe_hidden: vec![32],
+            lr: 1e-3,
+            probe_lr: 1e-3,
+            batch_size: 1024,
+            batches_per_llm_step: 20,
+            epochs: 8,
+            patience: 2,
+            seed: 1,
+            max_prompt_tokens: 512,
+            runs_dir: "runs".into(),
+            run_name: None,
+        }
+    }
+}
+
+/// The probe: field embeddings ⊕ Linear(domain vector) → MLP → logit.
+struct Probe {
+    layout: Layout,
+    table: EmbeddingTable,
+    ps: ParamStore,
+    proj: Linear,
+    mlp: Mlp,
+    dense: Vec<(Vec<f32>, Moments)>,
+    adam: AdamConfig,
+    step: u64,
+}
+
+impl Probe {
+    fn new(ds: &Dataset, h: usize, cfg: &EmbedConfig, rng: &mut Rng) -> Result<Self> {
+        let layout = Layout::new(&ds.cards, 0);
+        let table = EmbeddingTable::new(
+            layout.total_rows(),
+            cfg.probe_dim,
+            1e-4,
+            UpdateMode::Auto,
+            rng,
+        );
+        let mut ps = ParamStore::new(DType::F32, &Device::Cpu);
+        let proj = Linear::new(&mut ps, "probe.domain_proj", h, cfg.probe_dim, rng)?;
+        let width = (ds.features.len() + 1) * cfg.probe_dim;
+        let mlp = Mlp::new(
+            &mut ps,
+            "probe.mlp",
+            width,
+            &cfg.probe_hidden,
+            Some(1),
+            0.0,
+            rng,
+        )?;
+        let dense = ps
+            .params()
+            .iter()
+            .map(|p| -> Result<_> {
+                let w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                let n = w.len();
+                Ok((w, Moments::zeros(n)))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Probe {
+            layout,
+            table,
+            ps,
+            proj,
+            mlp,
+            dense,
+            adam: AdamConfig {
+                kind: OptimizerKind::Adam,
+                lr: cfg.probe_lr,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            step: 0,
+        })
+    }
+
+    /// Logits of `rows` given the domain matrix `dm` (D, h).
+    fn logits(
+        &mut self,
+        split: &SplitData,
+        rows: &[usize],
+        dm: &Tensor,
+    ) -> Result<(Tensor, Vec<u32>, Var)> {
+        let n = rows.len();
+        let nf = split.cols.len();
+        let mut ids = Vec::with_capacity(n * nf);
+        for &r in rows {
+            for (s, c) in split.cols.iter().enumerate() {
+                ids.push(self.layout.row(s, c[r]));
+            }
+        }
+        let g = self.table.gather_ids(&ids);
+        let var = self.table.rows_var(&g.unique, &Device::Cpu, DType::F32)?;
+        let local = Tensor::from_vec(g.local, n * nf, &Device::Cpu)?;
+        let fields = var
+            .as_tensor()
+            .index_select(&local, 0)?
+            .reshape((n, nf * self.table.dim))?;
+        let dom: Vec<u32> = rows.iter().map(|&r| split.domains[r]).collect();
+        let d = self
+            .proj
+            .forward(dm)?
+            .index_select(&Tensor::from_slice(&dom, n, &Device::Cpu)?, 0)?;
+        let x = Tensor::cat(&[&fields, &d], 1)?;
+        let logits = self.mlp.forward(&x, false, &mut Rng::new(0))?.squeeze(1)?;
+        Ok((logits, g.unique, var))
+    }
+
+    /// One probe step; returns the loss and the gradient w.r.t. `dm`.
+    fn step(
+        &mut self,
+        split: &SplitData,
+        rows: &[usize],
+        dm: &Var,
+    ) -> Result<(f64, Option<Tensor>)> {
+        let (logits, unique, var) = self.logits(split, rows, dm.as_tensor())?;
+        let y: Vec<f32> = rows.iter().map(|&r| split.labels[r]).collect();
+        let y = Tensor::from_vec(y, rows.len(), &Device::Cpu)?;
+        let loss = bce_with_logits(&logits, &y)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            bail!("non-finite probe loss ({value})");
+        }
+        let grads = loss.backward()?;
+        self.step += 1;
+        for (p, (w, mo)) in self.ps.params().iter().zip(self.dense.iter_mut()) {
+            if let Some(g) = grads.get(p.var.as_tensor()) {
+                adam_step(
+                    w,
+                    Some(&g.flatten_all()?.to_vec1::<f32>()?),
+                    mo,
+                    &self.adam,
+                    self.step,
+                );
+                p.var
+                    .set(&Tensor::from_slice(w, p.var.shape(), &Device::Cpu)?)?;
+            }
+        }
+        if let Some(g) = grads.get(var.as_tensor()) {
+            self.table.step(
+                &unique,
+                &g.flatten_all()?.to_vec1::<f32>()?,
+                &self.adam,
+                self.step,
+            );
+        }
+        Ok((value, grads.get(dm.as_tensor()).cloned()))
+    }
+
+    fn evaluate(
+        &mut self,
+        split: &SplitData,
+        dm: &Tensor,
+        names: &[String],
+    ) -> Result<metrics::Report> {
+        let rows: Vec<usize> = (0..split.n).collect();
+        let (mut p, mut y, mut d) = (Vec::new(), Vec::new(), Vec::new());
+        for c in rows.chunks(8192) {
+            let (l, _, _) = self.logits(split, c, dm)?;
+            p.extend(sigmoid(&l)?.to_vec1::<f32>()?);
+            y.extend(c.iter().map(|&r| split.labels[r]));
+            d.extend(c.iter().map(|&r| split.domains[r]));
+        }
+        Ok(metrics::report(&p, &y, &d, names))
+    }
+}
+
+/// Rendered prompts, their ids padded to one length, and the mask.
+pub struct Prompts {
+    pub texts: Vec<String>,
+    pub ids: Tensor,
+    pub mask: Tensor,
+    pub lens: Vec<usize>,
+}
+
+pub fn render_prompts(
+    template: &Path,
+    ds_meta: &crate::data::meta::Meta,
+    llm: &Loaded,
+    max: usize,
+) -> Result<Prompts> {
+    let text = std::fs::read_to_string(template)
+        .with_context(|| format!("cannot read prompt template {}", template.display()))?;
+    let mut texts = Vec::new();
+    let mut all = Vec::new();
+    for d in &ds_meta.domains {
+        let t = prompt::render(&text, template, ds_meta, d)?;
+        let ids = llm.tokenizer.encode(&t)?;
+        if ids.is_empty() || ids.len() > max {
+            bail!(
+                "prompt of domain {:?} has {} tokens (allowed 1..={max})",
+                d.name,
+                ids.len()
+            );
+        }
+        texts.push(t);
+        all.push(ids);
+    }
+    let t = all.iter().map(Vec::len).max().unwrap_or(1);
+    let lens: Vec<usize> = all.iter().map(Vec::len).collect();
+    let mut flat = Vec::with_capacity(all.len() * t);
+    let mut mask = Vec::with_capacity(all.len() * t);
+    for ids in &all {
+        // Right padding: under the causal mask real tokens never see it.
+        for i in 0..t {
+            flat.push(ids.get(i).copied().unwrap_or(0));
+            mask.push(if i < ids.len() { 1f32 } else { 0.0 });
+        }
+    }
+    let d = all.len();
+    Ok(Prompts {
+        texts,
+        ids: Tensor::from_vec(flat, (d, t), &llm.decoder.device)?,
+        mask: Tensor::from_vec(mask, (d, t), &llm.decoder.device)?,
+        lens,
+    })
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct EmbedEpoch {
+    pub epoch: usize,
+    pub probe_train_loss: f64,
+    pub probe_valid_auc: Option<f64>,
+    pub llm_steps: usize,
+    pub seconds: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct EmbedResult {
+    pub method: String,
+    pub recipe: String,
+    pub template: String,
+    pub model: String,
+    pub best_epoch: usize,
+    pub probe_valid_auc: Option<f64>,
+    pub llm_steps: usize,
+    pub wall_seconds: f64,
+    pub base_checksum_before: String,
+    pub base_checksum_after: String,
+    pub run_dir: String,
+}
+
+fn adapter_for(cfg: &EmbedConfig, llm: &Loaded, rng: &mut Rng) -> Result<Adapters> {
+    let dev = &llm.decoder.device;
+    Ok(match cfg.method {
+        Method::None => Adapters::none(),
+        Method::Lora => Adapters::lora(&cfg.lora, &llm.decoder.cfg, dev, rng)?,
+        Method::Ptuning => Adapters::prefix(&cfg.ptuning, &llm.decoder.cfg, dev, rng)?,
+    })
+}
+
+/// Token states (after the final norm) and pooled domain vectors for the prompts.
+fn domain_matrix(
+    llm: &Loaded,
+    cache: &Tensor,
+    from: usize,
+    p: &Prompts,
+    ad: &Adapters,
+    q: Query,
+    train: bool,
+    rng: &mut Rng,
+) -> Result<(Tensor, Tensor)> {
+    let h = llm.decoder.forward_layers(cache, from, ad, train, rng)?;
+    let states = llm.decoder.final_norm(&h)?;
+    let dm = pool::parameterless(&states, &p.mask, q, None)?;
+    Ok((states, dm))
+}
+
+pub fn embed(cfg: &Config) -> Result<EmbedResult> {
+    let e = &cfg.embed;
+    let start = Instant::now();
+    let prepared = prepare(cfg, false)?;
+    let ds = Dataset::load(&prepared.dir, &[], 0)?;
+    let device = Device::Cpu;
+    let llm = load(&e.model, &device)?;
+    let checksum_before = llm.decoder.checksum()?;
+    let p = render_prompts(&e.template, &ds.meta, &llm, e.max_prompt_tokens)?;
+    let stem = e
+        .template
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = e.run_name.clone().unwrap_or_else(|| {
+        format!(
+            "embed-{}-{}-{stem}-seed{}",
+            e.method.as_str(),
+            ds.meta.recipe,
+            e.seed
+        )
+    });
+    let dir = e.runs_dir.join(name);
+    if dir.join("result.json").is_file() {
+        bail!(
+            "{} already holds a finished embed run: choose another run name",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(&dir)?;
+    write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    let prompts_json: Vec<_> = ds
+        .meta
+        .domains
+        .iter()
+        .zip(&p.texts)
+        .zip(&p.lens)
+        .map(|((d, t), n)| serde_json::json!({"domain": d.name, "tokens": n, "prompt": t}))
+        .collect();
+    write_atomic(
+        &dir.join("prompts.json"),
+        serde_json::to_string_pretty(&prompts_json)?.as_bytes(),
+    )?;
+
+    let base = Rng::new(e.seed);
+    let mut rng = base.fork(1);
+    let ad = adapter_for(e, &llm, &mut rng)?;
+    let h = llm.decoder.cfg.hidden_size;
+    let mut probe = Probe::new(&ds, h, e, &mut rng)?;
+    // Layers below the lowest adapter never change: run them once.
+    let from = ad.lowest_layer().unwrap_or(llm.decoder.layers.len());
+    let x0 = llm.decoder.embed_ids(&p.ids)?;
+    let cache = llm
+        .decoder
+        .forward_range(&x0, 0, from, &ad, false, &mut rng)?;
+    eprintln!(
+        "embed {}: {} prompts of up to {} tokens, layers 0..{from} cached, {} adapter parameters",
+        e.method.as_str(),
+        p.texts.len(),
+        p.ids.dim(1)?,
+        ad.vars().iter().map(|(_, v)| v.elem_count()).sum::<usize>()
+    );
+    let mut moments: Vec<Moments> = ad
+        .vars()
+        .iter()
+        .map(|(_, v)| Moments::zeros(v.elem_count()))
+        .collect();
+    let adam = AdamConfig {
+        kind: OptimizerKind::Adamw,
+        lr: e.lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let mut llm_steps = 0usize;
+    let mut history: Vec<EmbedEpoch> = Vec::new();
+    let (mut best, mut best_epoch, mut bad) = (None::<f64>, 0usize, 0usize);
+    let mut best_dm: Option<Tensor> = None;
+    let mut best_states: Option<Tensor> = None;
+    let names = ds.domain_names.clone();
+    for epoch in 1..=e.epochs {
+        let t0 = Instant::now();
+        let mut order: Vec<usize> = (0..ds.train.n).collect();
+        base.fork(100 + epoch as u64).shuffle(&mut order);
+        let mut erng = base.fork(10_000 + epoch as u64);
+        let (mut sum, mut count) = (0.0, 0usize);
+        let per = e.batches_per_llm_step.max(1) * e.batch_size;
+        for group in order.chunks(per) {
+            let train_llm = e.method != Method::None;
+            let (_states, dm) =
+                domain_matrix(&llm, &cache, from, &p, &ad, e.query, train_llm, &mut erng)?;
+            let dv = Var::from_tensor(&dm.detach())?;
+            let mut acc: Option<Tensor> = None;
+            let mut k = 0;
+            for batch in group.chunks(e.batch_size) {
+                let (l, g) = probe.step(&ds.train, batch, &dv)?;
+                sum += l * batch.len() as f64;
+                count += batch.len();
+                if let Some(g) = g {
+                    acc = Some(match acc {
+                        Some(a) => (a + g)?,
+                        None => g,
+                    });
+                }
+                k += 1;
+            }
+            if train_llm {
+                if let Some(g) = acc {
+                    let g = (g / k as f64)?.detach();
+                    let grads = (dm * g)?.sum_all()?.backward()?;
+                    llm_steps += 1;
+                    for ((_, v), mo) in ad.vars().iter().zip(moments.iter_mut()) {
+                        let Some(gr) = grads.get(v.as_tensor()) else {
+                            continue;
+                        };
+                        let mut w = v.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                        adam_step(
+                            &mut w,
+                            Some(&gr.flatten_all()?.to_vec1::<f32>()?),
+                            mo,
+                            &adam,
+                            llm_steps as u64,
+                        );
+                        v.set(&Tensor::from_vec(w, v.shape(), &device)?)?;
+                    }
+                }
+            }
+        }
+        let (states, dm) = domain_matrix(&llm, &cache, from, &p, &ad, e.query, false, &mut erng)?;
+        let valid = probe.evaluate(&ds.valid, &dm, &names)?;
+        let em = EmbedEpoch {
+            epoch,
+            probe_train_loss: sum / count.max(1) as f64,
+            probe_valid_auc: valid.auc,
+            llm_steps,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "embed epoch {epoch}: probe loss {:.4}, valid AUC {}, {:.1}s",
+            em.probe_train_loss,
+            valid.auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            em.seconds
+        );
+        history.push(em);
+        let lines: String = history
+            .iter()
+            .map(|h| serde_json::to_string(h).unwrap_or_default() + "\n")
+            .collect();
+        write_atomic(&dir.join("metrics.jsonl"), lines.as_bytes())?;
+        if valid.auc.is_some() && (best.is_none() || valid.auc > best) {
+            best = valid.auc;
+            best_epoch = epoch;
+            bad = 0;
+            best_dm = Some(dm);
+            best_states = Some(states);
+            if !ad.is_empty() {
+                peft::save(&dir.join("adapter"), &ad, &llm.decoder.cfg, &llm.source)?;
+            }
+        } else {
+            bad += 1;
+            if bad >= e.patience {
+                break;
+            }
+        }
+    }
+    let checksum_after = llm.decoder.checksum()?;
+    let (states, dm) = match (best_states, best_dm) {
+        (Some(s), Some(d)) => (s, d),
+        _ => bail!("no epoch produced a valid AUC"),
+    };
+    let mut out = HashMap::new();
+    out.insert("states".to_string(), states);
+    out.insert("mask".to_string(), p.mask.clone());
+    candle_core::safetensors::save(&out, dir.join("token_states.safetensors"))?;
+    let mut de = HashMap::new();
+    de.insert("domain_embeddings".to_string(), dm);
+    candle_core::safetensors::save(&de, dir.join("domain_embeddings.safetensors"))?;
+    write_atomic(
+        &dir.join("domains.json"),
+        serde_json::to_string_pretty(&names)?.as_bytes(),
+    )?;
+    let r = EmbedResult {
+        method: e.method.as_str().into(),
+        recipe: ds.meta.recipe.clone(),
+        template: e.template.display().to_string(),
+        model: llm.source.clone(),
+        best_epoch,
+        probe_valid_auc: best,
+        llm_steps,
+        wall_seconds: start.elapsed().as_secs_f64(),
+        base_checksum_before: format!("{checksum_before:016x}"),
+        base_checksum_after: format!("{checksum_after:016x}"),
+        run_dir: dir.display().to_string(),
+    };
+    if checksum_before != checksum_after {
+        bail!(
+            "the base model changed during training (checksum {checksum_before:016x} → {checksum_after:016x})"
+        );
+    }
+    write_atomic(
+        &dir.join("result.json"),
+        serde_json::to_string_pretty(&r)?.as_bytes(),
+    )?;
+    Ok(r)
+}
