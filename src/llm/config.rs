@@ -36,6 +36,8 @@ pub struct LlamaConfig {
     /// Qwen2 configs say so through `model_type`.
     #[serde(default)]
     pub model_type: Option<String>,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
     #[serde(default)]
     pub bos_token_id: Option<u32>,
     #[serde(default)]
@@ -44,6 +46,9 @@ pub struct LlamaConfig {
 
 fn default_eps() -> f64 {
     1e-6
+}
+fn default_max_pos() -> usize {
+    8192
 }
 fn default_theta() -> f64 {
     10_000.0

@@ -64,6 +64,20 @@ fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
 /// A GGUF file; `rope` = Interleaved keeps llama.cpp's layout, HalfSplit un-permutes
 /// Q and K as Hugging Face does (both give the same model).
 pub fn load_gguf(path: &Path, rope: RopeLayout, device: &Device) -> Result<Loaded> {
+    let (cfg, tensors, tokenizer) = gguf_tensors(path, rope, device)?;
+    Ok(Loaded {
+        decoder: Decoder::from_tensors(cfg, rope, tensors, device)?,
+        tokenizer,
+        source: path.display().to_string(),
+    })
+}
+
+/// The config, the dequantised f32 tensors under Hugging Face names, and the tokenizer.
+pub fn gguf_tensors(
+    path: &Path,
+    rope: RopeLayout,
+    device: &Device,
+) -> Result<(LlamaConfig, HashMap<String, Tensor>, Tok)> {
     let mut f =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let ct = gguf_file::Content::read(&mut f)
@@ -96,6 +110,7 @@ pub fn load_gguf(path: &Path, rope: RopeLayout, device: &Device) -> Result<Loade
         tie_word_embeddings: tied,
         attention_bias: ct.tensor_infos.contains_key("blk.0.attn_q.bias"),
         model_type: Some(arch.clone()),
+        max_position_embeddings: 8192,
         bos_token_id: None,
         eos_token_id: None,
     };
@@ -117,11 +132,7 @@ pub fn load_gguf(path: &Path, rope: RopeLayout, device: &Device) -> Result<Loade
         tensors.insert(h, t);
     }
     let tokenizer = Tok::from_gguf(&ct)?;
-    Ok(Loaded {
-        decoder: Decoder::from_tensors(cfg, rope, tensors, device)?,
-        tokenizer,
-        source: path.display().to_string(),
-    })
+    Ok((cfg, tensors, tokenizer))
 }
 
 /// GGUF tensor name → Hugging Face name.

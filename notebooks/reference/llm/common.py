@@ -87,15 +87,16 @@ def load_model_cached(model_dir=DEFAULT_DIR, gguf_file=DEFAULT_GGUF, attn="sdpa"
     Returns (model, how) where how is "gguf" or "cache"."""
     import json
 
-    from safetensors.torch import load_model, save_model
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     key = sha256(os.path.join(model_dir, gguf_file))[:16]
     path = os.path.join(cache_root, key)
     if os.path.exists(os.path.join(path, "model.safetensors")):
-        config = LlamaConfig.from_json_file(os.path.join(path, "config.json"))
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn)
-        load_model(model, os.path.join(path, "model.safetensors"))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
         model.eval()
         return model, "cache"
     _, model = load(model_dir, gguf_file, attn=attn)

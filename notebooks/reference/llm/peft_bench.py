@@ -113,7 +113,8 @@ def run_mode(mode, args):
         how = "gguf"
     else:
         model, how = load_model_cached(args.model_dir, args.gguf, attn=args.attn, cache_root=CACHE_ROOT)
-        model.config.name_or_path = args.model_dir  # keep adapter_config.base_model_name_or_path as with a GGUF load
+        # keep adapter_config.base_model_name_or_path as with a GGUF load ("data/models")
+        model.name_or_path = model.config._name_or_path = args.model_dir
     load_s = time.perf_counter() - t0
     with open(IDS_PATH) as f:
         ids = torch.tensor(json.load(f)["ids"], dtype=torch.long)

@@ -1,0 +1,153 @@
+//! `pipeline embed` end to end on a tiny random decoder and a small GroupLens fixture.
+
+mod common;
+
+use candle_core::Device;
+use llmctr::llm::load::load_hf_dir;
+use llmctr::stages::embed::{Method, embed, render_prompts};
+
+#[test]
+fn embed_none_lora_ptuning_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    common::write_tiny_llama(&model, 11, false);
+    let raw = tmp.path().join("raw");
+    common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
+    let template = tmp.path().join("t.txt");
+    std::fs::write(
+        &template,
+        "Domain {domain}: {rows} rows, {positive_pct}% liked; likes {top_categories}.\n",
+    )
+    .unwrap();
+    for method in [Method::None, Method::Lora, Method::Ptuning] {
+        let mut cfg = common::config("ml100k-occupation", &raw, &tmp.path().join("prepared"));
+        let e = &mut cfg.embed;
+        e.model = model.display().to_string();
+        e.method = method;
+        e.template = template.clone();
+        e.epochs = 2;
+        e.patience = 5;
+        e.batch_size = 64;
+        e.batches_per_llm_step = 2;
+        e.lr = 1e-2;
+        e.runs_dir = tmp.path().join("runs");
+        e.ptuning.virtual_tokens = 2;
+        e.ptuning.layers = vec![1];
+        let r = embed(&cfg).unwrap();
+        let dir = std::path::PathBuf::from(&r.run_dir);
+        assert!(r.probe_valid_auc.is_some(), "{method:?}");
+        assert_eq!(
+            r.base_checksum_before, r.base_checksum_after,
+            "base weights untouched"
+        );
+        for f in [
+            "config.toml",
+            "prompts.json",
+            "metrics.jsonl",
+            "token_states.safetensors",
+            "domain_embeddings.safetensors",
+            "result.json",
+        ] {
+            assert!(dir.join(f).is_file(), "{method:?}: {f}");
+        }
+        let prompts: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("prompts.json")).unwrap()).unwrap();
+        assert_eq!(prompts.as_array().unwrap().len(), 21);
+        assert!(
+            prompts[18]["prompt"]
+                .as_str()
+                .unwrap()
+                .starts_with("Domain student: ")
+        );
+        let saved =
+            candle_core::safetensors::load(dir.join("domain_embeddings.safetensors"), &Device::Cpu)
+                .unwrap();
+        let saved = saved["domain_embeddings"].clone();
+        assert_eq!(saved.dims(), &[21, 32]);
+        if method == Method::None {
+            assert_eq!(r.llm_steps, 0);
+            assert!(!dir.join("adapter").exists());
+            continue;
+        }
+        assert!(r.llm_steps > 0);
+        // Loading the saved adapter reproduces the embeddings.
+        let l = load_hf_dir(&model, &Device::Cpu).unwrap();
+        let ad =
+            llmctr::llm::peft::load(&dir.join("adapter"), &l.decoder.cfg, &Device::Cpu).unwrap();
+        let ds = llmctr::train::data::Dataset::load(
+            &tmp.path().join("prepared/ml100k-occupation"),
+            &[],
+            0,
+        )
+        .unwrap();
+        let p = render_prompts(&template, &ds.meta, &l, 512).unwrap();
+        let states = l
+            .decoder
+            .hidden_states(&p.ids, &ad, false, &mut llmctr::nn::rng::Rng::new(0))
+            .unwrap();
+        let dm =
+            llmctr::pool::parameterless(&states, &p.mask, llmctr::pool::Query::Last, None).unwrap();
+        let diff = (dm - &saved)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            diff < 1e-4,
+            "{method:?}: reloaded adapter gives embeddings {diff} away"
+        );
+        // Trained: differs from the base model's embeddings.
+        let base = l
+            .decoder
+            .hidden_states(
+                &p.ids,
+                &llmctr::llm::adapters::Adapters::none(),
+                false,
+                &mut llmctr::nn::rng::Rng::new(0),
+            )
+            .unwrap();
+        let bdm =
+            llmctr::pool::parameterless(&base, &p.mask, llmctr::pool::Query::Last, None).unwrap();
+        let moved = (bdm - &saved)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            moved > 1e-6,
+            "{method:?}: the adapters did not move the embeddings"
+        );
+    }
+}
+
+#[test]
+fn unknown_placeholder_names_the_template_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("bad.txt");
+    std::fs::write(&t, "ok {domain}\nthen {colour}\n").unwrap();
+    let meta: llmctr::data::meta::Meta = {
+        let raw = tmp.path().join("raw");
+        common::write_small_ml100k(&raw.join("ml-100k"), 20, 10);
+        llmctr::stages::prepare::prepare(
+            &common::config("ml100k-occupation", &raw, &tmp.path().join("p")),
+            false,
+        )
+        .unwrap()
+        .meta
+    };
+    let text = std::fs::read_to_string(&t).unwrap();
+    let e = llmctr::llm::prompt::render(&text, &t, &meta, &meta.domains[0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad.txt:2") && e.contains("{colour}"), "{e}");
+}

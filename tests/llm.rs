@@ -1,0 +1,413 @@
+//! The trainable decoder, its adapters and the PEFT layout, on a tiny random
+//! checkpoint the test writes.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use llmctr::llm::adapters::{Adapters, LoraConfig, PrefixConfig, Target};
+use llmctr::llm::config::RopeLayout;
+use llmctr::llm::load::load_hf_dir;
+use llmctr::llm::peft;
+use llmctr::nn::rng::Rng;
+
+fn ids(n: usize, b: usize) -> Tensor {
+    let v: Vec<u32> = (0..n * b).map(|i| ((i * 37 + 11) % 256) as u32).collect();
+    Tensor::from_vec(v, (b, n), &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn all_targets() -> LoraConfig {
+    LoraConfig {
+        targets: vec![
+            Target::Q,
+            Target::K,
+            Target::V,
+            Target::O,
+            Target::Gate,
+            Target::Up,
+            Target::Down,
+        ],
+        ..LoraConfig::default()
+    }
+}
+
+#[test]
+fn every_adapter_variable_gets_a_finite_nonzero_gradient() {
+    let tmp = tempfile::tempdir().unwrap();
+    for bias in [false, true] {
+        common::write_tiny_llama(tmp.path(), 1, bias);
+        let l = load_hf_dir(tmp.path(), &Device::Cpu).unwrap();
+        let cfg = l.decoder.cfg.clone();
+        let mut rng = Rng::new(3);
+        let adapters = [
+            Adapters::lora(&all_targets(), &cfg, &Device::Cpu, &mut rng).unwrap(),
+            Adapters::prefix(
+                &PrefixConfig {
+                    virtual_tokens: 3,
+                    ..Default::default()
+                },
+                &cfg,
+                &Device::Cpu,
+                &mut rng,
+            )
+            .unwrap(),
+            Adapters::prefix(
+                &PrefixConfig {
+                    virtual_tokens: 3,
+                    projection: true,
+                    projection_hidden: 8,
+                    ..Default::default()
+                },
+                &cfg,
+                &Device::Cpu,
+                &mut rng,
+            )
+            .unwrap(),
+        ];
+        for ad in adapters {
+            // LoRA's B starts at zero, so A's gradient is zero at first by design:
+            // give B a value as one optimiser step would.
+            for m in &ad.lora {
+                let v: Vec<f32> = (0..m.b.elem_count())
+                    .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
+                    .collect();
+                m.b.set(&Tensor::from_vec(v, m.b.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+            }
+            let h = l
+                .decoder
+                .hidden_states(&ids(6, 2), &ad, true, &mut Rng::new(0))
+                .unwrap();
+            let w = Tensor::from_vec(
+                (0..2 * 6 * 32)
+                    .map(|i| ((i as f32) * 0.37).sin())
+                    .collect::<Vec<_>>(),
+                (2, 6, 32),
+                &Device::Cpu,
+            )
+            .unwrap();
+            let grads = (h * w).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in ad.vars() {
+                let g = grads
+                    .get(v.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no gradient"));
+                let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert!(
+                    g.iter().all(|x| x.is_finite()),
+                    "{name}: non-finite gradient"
+                );
+                assert!(g.iter().any(|x| *x != 0.0), "{name}: zero gradient");
+            }
+        }
+    }
+}
+
+#[test]
+fn lora_starts_as_the_base_model_and_merges_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_tiny_llama(tmp.path(), 2, false);
+    let mut l = load_hf_dir(tmp.path(), &Device::Cpu).unwrap();
+    let cfg = l.decoder.cfg.clone();
+    let x = ids(7, 3);
+    let base = l
+        .decoder
+        .hidden_states(&x, &Adapters::none(), false, &mut Rng::new(0))
+        .unwrap();
+    let ad = Adapters::lora(&all_targets(), &cfg, &Device::Cpu, &mut Rng::new(5)).unwrap();
+    let same = l
+        .decoder
+        .hidden_states(&x, &ad, false, &mut Rng::new(0))
+        .unwrap();
+    assert_eq!(max_abs_diff(&base, &same), 0.0, "B = 0: no change at init");
+    for m in &ad.lora {
+        let v: Vec<f32> = (0..m.b.elem_count())
+            .map(|i| ((i % 5) as f32 - 2.0) * 0.05)
+            .collect();
+        m.b.set(&Tensor::from_vec(v, m.b.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let adapted = l
+        .decoder
+        .hidden_states(&x, &ad, false, &mut Rng::new(0))
+        .unwrap();
+    assert!(max_abs_diff(&base, &adapted) > 1e-3);
+    l.decoder.merge_lora(&ad).unwrap();
+    let merged = l
+        .decoder
+        .hidden_states(&x, &Adapters::none(), false, &mut Rng::new(0))
+        .unwrap();
+    assert!(
+        max_abs_diff(&adapted, &merged) < 1e-4,
+        "{}",
+        max_abs_diff(&adapted, &merged)
+    );
+}
+
+#[test]
+fn peft_round_trip_reproduces_the_states() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_tiny_llama(&tmp.path().join("m"), 3, true);
+    let l = load_hf_dir(&tmp.path().join("m"), &Device::Cpu).unwrap();
+    let cfg = l.decoder.cfg.clone();
+    let x = ids(5, 2);
+    let mut rng = Rng::new(9);
+    let lora = LoraConfig {
+        layers: vec![1],
+        ..all_targets()
+    };
+    for (i, ad) in [
+        Adapters::lora(&lora, &cfg, &Device::Cpu, &mut rng).unwrap(),
+        Adapters::prefix(
+            &PrefixConfig {
+                virtual_tokens: 4,
+                projection: true,
+                projection_hidden: 8,
+                ..Default::default()
+            },
+            &cfg,
+            &Device::Cpu,
+            &mut rng,
+        )
+        .unwrap(),
+        Adapters::prefix(
+            &PrefixConfig {
+                virtual_tokens: 2,
+                layers: vec![1],
+                ..Default::default()
+            },
+            &cfg,
+            &Device::Cpu,
+            &mut rng,
+        )
+        .unwrap(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for m in &ad.lora {
+            let v: Vec<f32> = (0..m.b.elem_count())
+                .map(|i| (i as f32 * 0.1).sin())
+                .collect();
+            m.b.set(&Tensor::from_vec(v, m.b.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+        let dir = tmp.path().join(format!("a{i}"));
+        peft::save(&dir, &ad, &cfg, "tiny").unwrap();
+        let names = safetensors_names(&dir.join("adapter_model.safetensors"));
+        if i == 0 {
+            assert!(
+                names.contains(
+                    &"base_model.model.model.layers.1.mlp.down_proj.lora_A.weight".to_string()
+                ),
+                "{names:?}"
+            );
+            assert_eq!(names.len(), 14);
+        } else {
+            assert_eq!(names, vec!["prompt_embeddings".to_string()]);
+        }
+        let back = peft::load(&dir, &cfg, &Device::Cpu).unwrap();
+        let a = l
+            .decoder
+            .hidden_states(&x, &ad, false, &mut Rng::new(0))
+            .unwrap();
+        let b = l
+            .decoder
+            .hidden_states(&x, &back, false, &mut Rng::new(0))
+            .unwrap();
+        assert!(
+            max_abs_diff(&a, &b) < 1e-5,
+            "case {i}: {}",
+            max_abs_diff(&a, &b)
+        );
+        let c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            c["peft_type"],
+            if i == 0 { "LORA" } else { "PREFIX_TUNING" }
+        );
+    }
+}
+
+fn safetensors_names(p: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = candle_core::safetensors::load(p, &Device::Cpu)
+        .unwrap()
+        .into_keys()
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn prefix_attends_causally_and_shifts_positions() {
+    // A prefix changes every position's state; tokens still never see later tokens.
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_tiny_llama(tmp.path(), 4, false);
+    let l = load_hf_dir(tmp.path(), &Device::Cpu).unwrap();
+    let cfg = l.decoder.cfg.clone();
+    let ad = Adapters::prefix(
+        &PrefixConfig {
+            virtual_tokens: 3,
+            init_std: 1.0,
+            ..Default::default()
+        },
+        &cfg,
+        &Device::Cpu,
+        &mut Rng::new(1),
+    )
+    .unwrap();
+    let a = ids(6, 1);
+    let v: Vec<u32> = a.flatten_all().unwrap().to_vec1::<u32>().unwrap();
+    let mut w = v.clone();
+    w[5] = (w[5] + 1) % 256;
+    let b = Tensor::from_vec(w, (1, 6), &Device::Cpu).unwrap();
+    let ha = l
+        .decoder
+        .hidden_states(&a, &ad, false, &mut Rng::new(0))
+        .unwrap();
+    let hb = l
+        .decoder
+        .hidden_states(&b, &ad, false, &mut Rng::new(0))
+        .unwrap();
+    assert_eq!(
+        max_abs_diff(&ha.narrow(1, 0, 5).unwrap(), &hb.narrow(1, 0, 5).unwrap()),
+        0.0,
+        "causal"
+    );
+    let h0 = l
+        .decoder
+        .hidden_states(&a, &Adapters::none(), false, &mut Rng::new(0))
+        .unwrap();
+    assert!(
+        max_abs_diff(&ha.narrow(1, 0, 1).unwrap(), &h0.narrow(1, 0, 1).unwrap()) > 1e-3,
+        "prefix visible"
+    );
+}
+
+#[test]
+fn logits_match_candle_transformers_llama() {
+    use candle_transformers::models::llama as ct;
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_tiny_llama(tmp.path(), 6, false);
+    let l = load_hf_dir(tmp.path(), &Device::Cpu).unwrap();
+    let x = ids(9, 1);
+    let ours = l
+        .decoder
+        .logits(
+            &l.decoder
+                .hidden_states(&x, &Adapters::none(), false, &mut Rng::new(0))
+                .unwrap(),
+        )
+        .unwrap();
+    let ours_last = ours.narrow(1, 8, 1).unwrap().flatten_all().unwrap();
+    let cfg: ct::LlamaConfig =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("config.json")).unwrap()).unwrap();
+    let cfg = cfg.into_config(false);
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(
+            &[tmp.path().join("model.safetensors")],
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let model = ct::Llama::load(vb, &cfg).unwrap();
+    let mut cache = ct::Cache::new(false, candle_core::DType::F32, &cfg, &Device::Cpu).unwrap();
+    let theirs = model
+        .forward(&x, 0, &mut cache)
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    let rel = max_abs_diff(&ours_last, &theirs)
+        / theirs
+            .abs()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+    assert!(rel < 1e-4, "relative difference {rel}");
+}
+
+#[test]
+fn interleaved_and_half_split_rotary_agree_on_the_real_gguf() {
+    let path = common::smollm2();
+    let a = llmctr::llm::load::load_gguf(&path, RopeLayout::Interleaved, &Device::Cpu).unwrap();
+    let b = llmctr::llm::load::load_gguf(&path, RopeLayout::HalfSplit, &Device::Cpu).unwrap();
+    let v = a
+        .tokenizer
+        .encode("Rotary layouts must agree, 12345.")
+        .unwrap();
+    let n = v.len();
+    let x = Tensor::from_vec(v, (1, n), &Device::Cpu).unwrap();
+    let ha = a
+        .decoder
+        .hidden_states(&x, &Adapters::none(), false, &mut Rng::new(0))
+        .unwrap();
+    let hb = b
+        .decoder
+        .hidden_states(&x, &Adapters::none(), false, &mut Rng::new(0))
+        .unwrap();
+    assert!(max_abs_diff(&ha, &hb) < 1e-3, "{}", max_abs_diff(&ha, &hb));
+}
+
+#[test]
+fn smollm2_logits_match_candle_transformers_on_the_same_f32_weights() {
+    use candle_transformers::models::llama as ct;
+    let path = common::smollm2();
+    let (cfg, tensors, tok) =
+        llmctr::llm::load::gguf_tensors(&path, RopeLayout::HalfSplit, &Device::Cpu).unwrap();
+    let v = tok
+        .encode("The domain \"homemaker\" has 299 ratings.")
+        .unwrap();
+    let n = v.len();
+    let x = Tensor::from_vec(v, (1, n), &Device::Cpu).unwrap();
+    let theirs_cfg: ct::LlamaConfig =
+        serde_json::from_value(serde_json::to_value(&cfg).unwrap()).unwrap();
+    let theirs_cfg = theirs_cfg.into_config(false);
+    let vb =
+        candle_nn::VarBuilder::from_tensors(tensors.clone(), candle_core::DType::F32, &Device::Cpu);
+    let model = ct::Llama::load(vb, &theirs_cfg).unwrap();
+    let mut cache =
+        ct::Cache::new(false, candle_core::DType::F32, &theirs_cfg, &Device::Cpu).unwrap();
+    let theirs = model
+        .forward(&x, 0, &mut cache)
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    // Ours, from the GGUF in its own interleaved layout.
+    let ours = llmctr::llm::load::load_gguf(&path, RopeLayout::Interleaved, &Device::Cpu).unwrap();
+    let h = ours
+        .decoder
+        .hidden_states(&x, &Adapters::none(), false, &mut Rng::new(0))
+        .unwrap();
+    let lg = ours
+        .decoder
+        .logits(&h)
+        .unwrap()
+        .narrow(1, n - 1, 1)
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    let scale = theirs
+        .abs()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let rel = max_abs_diff(&lg, &theirs) / scale;
+    assert!(rel < 1e-4, "relative difference {rel}");
+}
