@@ -72,8 +72,13 @@ fn embed_none_lora_ptuning_end_to_end() {
         assert!(r.llm_steps > 0);
         // Loading the saved adapter reproduces the embeddings.
         let l = load_hf_dir(&model, &Device::Cpu).unwrap();
-        let ad =
-            llmctr::llm::peft::load(&dir.join("adapter"), &l.decoder.cfg, &Device::Cpu).unwrap();
+        let ad = llmctr::llm::peft::load(
+            &dir.join("adapter"),
+            &l.decoder.cfg,
+            &Device::Cpu,
+            l.decoder.rope,
+        )
+        .unwrap();
         let ds = llmctr::train::data::Dataset::load(
             &tmp.path().join("prepared/ml100k-occupation"),
             &[],

@@ -204,7 +204,7 @@ fn peft_round_trip_reproduces_the_states() {
                 .unwrap();
         }
         let dir = tmp.path().join(format!("a{i}"));
-        peft::save(&dir, &ad, &cfg, "tiny").unwrap();
+        peft::save(&dir, &ad, &cfg, "tiny", RopeLayout::HalfSplit).unwrap();
         let names = safetensors_names(&dir.join("adapter_model.safetensors"));
         if i == 0 {
             assert!(
@@ -217,7 +217,7 @@ fn peft_round_trip_reproduces_the_states() {
         } else {
             assert_eq!(names, vec!["prompt_embeddings".to_string()]);
         }
-        let back = peft::load(&dir, &cfg, &Device::Cpu).unwrap();
+        let back = peft::load(&dir, &cfg, &Device::Cpu, RopeLayout::HalfSplit).unwrap();
         let a = l
             .decoder
             .hidden_states(&x, &ad, false, &mut Rng::new(0))
@@ -410,4 +410,76 @@ fn smollm2_logits_match_candle_transformers_on_the_same_f32_weights() {
         .unwrap();
     let rel = max_abs_diff(&lg, &theirs) / scale;
     assert!(rel < 1e-4, "relative difference {rel}");
+}
+
+#[test]
+fn lora_saved_from_the_gguf_layout_is_peft_layout() {
+    // The same LoRA trained on the interleaved (GGUF) model and saved must equal,
+    // in PEFT's file, the LoRA that does the same thing on the half-split model.
+    let path = common::smollm2();
+    let gi = llmctr::llm::load::load_gguf(&path, RopeLayout::Interleaved, &Device::Cpu).unwrap();
+    let gh = llmctr::llm::load::load_gguf(&path, RopeLayout::HalfSplit, &Device::Cpu).unwrap();
+    let cfg = gi.decoder.cfg.clone();
+    let lc = LoraConfig {
+        layers: vec![3],
+        targets: vec![Target::Q, Target::K, Target::V],
+        ..LoraConfig::default()
+    };
+    let ad = Adapters::lora(&lc, &cfg, &Device::Cpu, &mut Rng::new(2)).unwrap();
+    for m in &ad.lora {
+        let v: Vec<f32> = (0..m.b.elem_count())
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) * 0.01)
+            .collect();
+        m.b.set(&Tensor::from_vec(v, m.b.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    peft::save(tmp.path(), &ad, &cfg, "smollm2", RopeLayout::Interleaved).unwrap();
+    let as_hf = peft::load(tmp.path(), &cfg, &Device::Cpu, RopeLayout::HalfSplit).unwrap();
+    let v = gi.tokenizer.encode("LoRA layouts agree.").unwrap();
+    let n = v.len();
+    let x = Tensor::from_vec(v, (1, n), &Device::Cpu).unwrap();
+    let a = gi
+        .decoder
+        .hidden_states(&x, &ad, false, &mut Rng::new(0))
+        .unwrap();
+    let b = gh
+        .decoder
+        .hidden_states(&x, &as_hf, false, &mut Rng::new(0))
+        .unwrap();
+    assert!(max_abs_diff(&a, &b) < 1e-3, "{}", max_abs_diff(&a, &b));
+    let back = peft::load(tmp.path(), &cfg, &Device::Cpu, RopeLayout::Interleaved).unwrap();
+    for (x, y) in ad.lora.iter().zip(&back.lora) {
+        assert_eq!((x.layer, x.target), (y.layer, y.target));
+        assert_eq!(
+            x.a.as_tensor().to_vec2::<f32>().unwrap(),
+            y.a.as_tensor().to_vec2::<f32>().unwrap(),
+            "A {:?}",
+            x.target
+        );
+        assert_eq!(
+            x.b.as_tensor().to_vec2::<f32>().unwrap(),
+            y.b.as_tensor().to_vec2::<f32>().unwrap(),
+            "B {:?}",
+            x.target
+        );
+    }
+    let c = gi
+        .decoder
+        .hidden_states(&x, &back, false, &mut Rng::new(0))
+        .unwrap();
+    assert!(
+        max_abs_diff(&a, &c) < 1e-5,
+        "round trip {}",
+        max_abs_diff(&a, &c)
+    );
+}
+
+#[test]
+fn permute_inverts_unpermute() {
+    let v: Vec<f32> = (0..24 * 3).map(|i| i as f32).collect();
+    let w = Tensor::from_vec(v, (24, 3), &Device::Cpu).unwrap();
+    let back =
+        llmctr::llm::load::permute(&llmctr::llm::load::unpermute(&w, 3).unwrap(), 3).unwrap();
+    assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
 }

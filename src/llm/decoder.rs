@@ -250,6 +250,15 @@ impl Decoder {
             let mut plen = 0;
             if let Some((pk, pv)) = &prefix[l] {
                 plen = pk.dim(1)?;
+                // Prefixes are stored in Hugging Face's (PEFT's) head-dim order; a GGUF
+                // model keeps llama.cpp's permuted Q/K order, so permute the keys alike.
+                let pk = match self.rope {
+                    RopeLayout::HalfSplit => pk.clone(),
+                    RopeLayout::Interleaved => pk
+                        .reshape((nkv, plen, 2, hd / 2))?
+                        .transpose(2, 3)?
+                        .reshape((nkv, plen, hd))?,
+                };
                 let pk = pk.unsqueeze(0)?.broadcast_as((b, nkv, plen, hd))?;
                 let pv = pv.unsqueeze(0)?.broadcast_as((b, nkv, plen, hd))?;
                 k = Tensor::cat(&[&pk, &k], 2)?;

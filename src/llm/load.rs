@@ -53,10 +53,19 @@ fn md_f32(ct: &gguf_file::Content, k: &str) -> Option<f32> {
 }
 
 /// Undo llama.cpp's permutation of Q/K rows (interleaved → half-split rotary).
-fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
+pub fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
     let hd = out / heads;
     Ok(w.reshape((heads, hd / 2, 2, inp))?
+        .transpose(1, 2)?
+        .reshape((out, inp))?)
+}
+
+/// llama.cpp's permutation of Q/K rows (half-split → interleaved rotary).
+pub fn permute(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    let hd = out / heads;
+    Ok(w.reshape((heads, 2, hd / 2, inp))?
         .transpose(1, 2)?
         .reshape((out, inp))?)
 }

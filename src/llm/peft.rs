@@ -8,7 +8,8 @@
 //! with `inference_mode: true`, as PEFT itself saves it.
 
 use super::adapters::{Adapters, LoraConfig, LoraModule, Prefix, PrefixConfig, Target};
-use super::config::LlamaConfig;
+use super::config::{LlamaConfig, RopeLayout};
+use super::load::{permute, unpermute};
 use crate::fsutil::write_atomic;
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor, Var};
@@ -16,12 +17,40 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 
-pub fn save(dir: &Path, ad: &Adapters, model: &LlamaConfig, base: &str) -> Result<()> {
+/// Heads of a LoRA target's output rows when they follow the rotary permutation.
+fn rotary_heads(target: Target, model: &LlamaConfig) -> Option<usize> {
+    match target {
+        Target::Q => Some(model.num_attention_heads),
+        Target::K => Some(model.kv_heads()),
+        _ => None,
+    }
+}
+
+/// Save in PEFT's layout. `rope` is the layout the adapters were trained in: with a
+/// GGUF model (interleaved), `lora_B` rows of q/k are un-permuted to Hugging Face's order.
+pub fn save(
+    dir: &Path,
+    ad: &Adapters,
+    model: &LlamaConfig,
+    base: &str,
+    rope: RopeLayout,
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     let config = if let Some(c) = &ad.lora_cfg {
-        for (name, v) in ad.vars() {
-            tensors.insert(name, v.as_tensor().clone());
+        for m in &ad.lora {
+            let base = format!(
+                "base_model.model.model.layers.{}.{}.{}",
+                m.layer,
+                m.target.parent(),
+                m.target.module()
+            );
+            let mut b = m.b.as_tensor().clone();
+            if let (RopeLayout::Interleaved, Some(h)) = (rope, rotary_heads(m.target, model)) {
+                b = unpermute(&b, h)?;
+            }
+            tensors.insert(format!("{base}.lora_A.weight"), m.a.as_tensor().clone());
+            tensors.insert(format!("{base}.lora_B.weight"), b);
         }
         let layers: Option<Vec<usize>> = (!c.layers.is_empty()).then(|| {
             let mut l = c.layers.clone();
@@ -84,7 +113,13 @@ pub fn save(dir: &Path, ad: &Adapters, model: &LlamaConfig, base: &str) -> Resul
     Ok(())
 }
 
-pub fn load(dir: &Path, model: &LlamaConfig, device: &Device) -> Result<Adapters> {
+/// Load a PEFT adapter for a decoder whose rotary layout is `rope`.
+pub fn load(
+    dir: &Path,
+    model: &LlamaConfig,
+    device: &Device,
+    rope: RopeLayout,
+) -> Result<Adapters> {
     let cfg_path = dir.join("adapter_config.json");
     let c: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?,
@@ -119,13 +154,18 @@ pub fn load(dir: &Path, model: &LlamaConfig, device: &Device) -> Result<Adapters
                 if a.dim(0)? != r {
                     bail!("{name}: rank {} but adapter_config says r = {r}", a.dim(0)?);
                 }
+                // PEFT files are in Hugging Face's order; a GGUF model permutes q/k rows.
+                let b = match (rope, rotary_heads(target, model)) {
+                    (RopeLayout::Interleaved, Some(h)) => permute(b, h)?,
+                    _ => b.clone(),
+                };
                 targets.push(target);
                 layers.push(layer);
                 mods.push(LoraModule {
                     layer,
                     target,
                     a: Var::from_tensor(a)?,
-                    b: Var::from_tensor(b)?,
+                    b: Var::from_tensor(&b)?,
                 });
             }
             mods.sort_by_key(|m| (m.layer, m.target));

@@ -530,7 +530,13 @@ pub fn embed(cfg: &Config) -> Result<EmbedResult> {
             best_dm = Some(dm);
             best_states = Some(states);
             if !ad.is_empty() {
-                peft::save(&dir.join("adapter"), &ad, &llm.decoder.cfg, &llm.source)?;
+                peft::save(
+                    &dir.join("adapter"),
+                    &ad,
+                    &llm.decoder.cfg,
+                    &llm.source,
+                    llm.decoder.rope,
+                )?;
             }
         } else {
             bad += 1;
