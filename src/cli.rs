@@ -116,6 +116,12 @@ pub struct EmbedArgs {
     /// Runs folder (overrides embed.runs_dir).
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
+    /// Continue the run from its last checkpoint (one per epoch).
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop (resumably) after this many epochs.
+    #[arg(long)]
+    pub stop_after_epochs: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +213,9 @@ pub enum BenchCommand {
     /// Training and inference samples/s and peak memory of every model, and the
     /// step time with a 10^4- vs a 10^6-row embedding table.
     Train(crate::bench::TrainBenchArgs),
+    /// LLM forward tokens/s and seconds per LoRA and P-Tuning v2 step on fixed
+    /// token windows (the same input as notebooks/reference/llm/peft_bench.py).
+    Llm(crate::bench::LlmBenchArgs),
 }
 
 fn print_final(m: Option<&crate::train::trainer::FinalMetrics>) {
@@ -364,7 +373,11 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(r) = &args.recipe {
                 cfg.data.recipe = r.clone();
             }
-            let r = crate::stages::embed::embed(&cfg)?;
+            let Some(r) = crate::stages::embed::embed(&cfg, args.resume, args.stop_after_epochs)?
+            else {
+                println!("stopped; continue with --resume");
+                return Ok(());
+            };
             println!(
                 "embed {} on {}: probe valid AUC {} (best epoch {}), {} LLM steps, {:.0} s; outputs in {}",
                 r.method,
@@ -380,5 +393,6 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(&args),
         Command::Bench(BenchCommand::Train(args)) => crate::bench::train(&args),
+        Command::Bench(BenchCommand::Llm(args)) => crate::bench::llm(&args),
     }
 }

@@ -33,7 +33,7 @@ fn embed_none_lora_ptuning_end_to_end() {
         e.runs_dir = tmp.path().join("runs");
         e.ptuning.virtual_tokens = 2;
         e.ptuning.layers = vec![1];
-        let r = embed(&cfg).unwrap();
+        let r = embed(&cfg, false, None).unwrap().unwrap();
         let dir = std::path::PathBuf::from(&r.run_dir);
         assert!(r.probe_valid_auc.is_some(), "{method:?}");
         assert_eq!(
@@ -155,4 +155,48 @@ fn unknown_placeholder_names_the_template_and_line() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("bad.txt:2") && e.contains("{colour}"), "{e}");
+}
+
+#[test]
+fn stopped_and_resumed_embed_equals_the_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    common::write_tiny_llama(&model, 12, false);
+    let raw = tmp.path().join("raw");
+    common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
+    let template = tmp.path().join("t.txt");
+    std::fs::write(&template, "{domain} likes {top_categories}.").unwrap();
+    let mut cfg = common::config("ml100k-occupation", &raw, &tmp.path().join("prepared"));
+    let e = &mut cfg.embed;
+    e.model = model.display().to_string();
+    e.method = Method::Ptuning;
+    e.template = template;
+    e.epochs = 3;
+    e.patience = 5;
+    e.batch_size = 64;
+    e.batches_per_llm_step = 3;
+    e.lr = 1e-2;
+    e.runs_dir = tmp.path().join("runs");
+    e.ptuning.virtual_tokens = 2;
+    e.run_name = Some("whole".into());
+    let whole = embed(&cfg, false, None).unwrap().unwrap();
+    cfg.embed.run_name = Some("parts".into());
+    assert!(embed(&cfg, false, Some(1)).unwrap().is_none());
+    assert!(
+        embed(&cfg, false, None).is_err(),
+        "an unfinished run needs --resume"
+    );
+    let parts = embed(&cfg, true, None).unwrap().unwrap();
+    assert_eq!(whole.probe_valid_auc, parts.probe_valid_auc);
+    assert_eq!(whole.llm_steps, parts.llm_steps);
+    let load = |r: &llmctr::stages::embed::EmbedResult| {
+        candle_core::safetensors::load(
+            std::path::Path::new(&r.run_dir).join("domain_embeddings.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap()["domain_embeddings"]
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    assert_eq!(load(&whole), load(&parts));
 }

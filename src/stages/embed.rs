@@ -254,6 +254,57 @@ impl Probe {
         Ok((value, grads.get(dm.as_tensor()).cloned()))
     }
 
+    fn save_into(&self, out: &mut HashMap<String, Tensor>) -> Result<()> {
+        let dev = &Device::Cpu;
+        for (p, (w, mo)) in self.ps.params().iter().zip(&self.dense) {
+            out.insert(
+                format!("probe/{}", p.name),
+                Tensor::from_slice(w, w.len(), dev)?,
+            );
+            out.insert(
+                format!("probe_m/{}", p.name),
+                Tensor::from_slice(&mo.m, w.len(), dev)?,
+            );
+            out.insert(
+                format!("probe_v/{}", p.name),
+                Tensor::from_slice(&mo.v, w.len(), dev)?,
+            );
+        }
+        let t = &self.table;
+        out.insert(
+            "probe_table".into(),
+            Tensor::from_slice(&t.weight, t.weight.len(), dev)?,
+        );
+        out.insert(
+            "probe_table_m".into(),
+            Tensor::from_slice(&t.moments.m, t.weight.len(), dev)?,
+        );
+        out.insert(
+            "probe_table_v".into(),
+            Tensor::from_slice(&t.moments.v, t.weight.len(), dev)?,
+        );
+        Ok(())
+    }
+
+    fn load_from(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        let get = |k: &str| -> Result<Vec<f32>> {
+            Ok(t.get(k)
+                .with_context(|| format!("checkpoint lacks {k}"))?
+                .to_vec1::<f32>()?)
+        };
+        for (p, (w, mo)) in self.ps.params().iter().zip(self.dense.iter_mut()) {
+            *w = get(&format!("probe/{}", p.name))?;
+            mo.m = get(&format!("probe_m/{}", p.name))?;
+            mo.v = get(&format!("probe_v/{}", p.name))?;
+            p.var
+                .set(&Tensor::from_slice(w, p.var.shape(), &Device::Cpu)?)?;
+        }
+        self.table.weight = get("probe_table")?;
+        self.table.moments.m = get("probe_table_m")?;
+        self.table.moments.v = get("probe_table_v")?;
+        Ok(())
+    }
+
     fn evaluate(
         &mut self,
         split: &SplitData,
@@ -332,6 +383,18 @@ pub struct EmbedEpoch {
     pub seconds: f64,
 }
 
+/// Counters saved with each epoch's checkpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+struct EmbedProgress {
+    epochs_done: usize,
+    llm_steps: usize,
+    probe_step: u64,
+    best: Option<f64>,
+    best_epoch: usize,
+    bad: usize,
+    history: Vec<EmbedEpoch>,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct EmbedResult {
     pub method: String,
@@ -373,7 +436,9 @@ fn domain_matrix(
     Ok((states, dm))
 }
 
-pub fn embed(cfg: &Config) -> Result<EmbedResult> {
+/// Run the stage; `resume` continues an interrupted run from its last epoch;
+/// `stop_after` stops (resumably) once that many epochs are done.
+pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Option<EmbedResult>> {
     let e = &cfg.embed;
     let start = Instant::now();
     let prepared = prepare(cfg, false)?;
@@ -399,6 +464,12 @@ pub fn embed(cfg: &Config) -> Result<EmbedResult> {
     if dir.join("result.json").is_file() {
         bail!(
             "{} already holds a finished embed run: choose another run name",
+            dir.display()
+        );
+    }
+    if dir.join("checkpoint.json").is_file() && !resume {
+        bail!(
+            "{} holds an unfinished embed run: pass --resume to continue it, or choose another run name",
             dir.display()
         );
     }
@@ -448,13 +519,31 @@ pub fn embed(cfg: &Config) -> Result<EmbedResult> {
         eps: 1e-8,
         weight_decay: 0.0,
     };
-    let mut llm_steps = 0usize;
-    let mut history: Vec<EmbedEpoch> = Vec::new();
-    let (mut best, mut best_epoch, mut bad) = (None::<f64>, 0usize, 0usize);
+    let mut pr = EmbedProgress::default();
     let mut best_dm: Option<Tensor> = None;
     let mut best_states: Option<Tensor> = None;
+    if resume && dir.join("checkpoint.json").is_file() {
+        pr = serde_json::from_slice(&std::fs::read(dir.join("checkpoint.json"))?)?;
+        let t = candle_core::safetensors::load(dir.join("checkpoint.safetensors"), &device)?;
+        for (((name, v), mo), _) in ad.vars().iter().zip(moments.iter_mut()).zip(0..) {
+            let get = |k: String| -> Result<Tensor> {
+                t.get(&k)
+                    .cloned()
+                    .with_context(|| format!("checkpoint lacks {k}"))
+            };
+            v.set(&get(format!("adapter/{name}"))?)?;
+            mo.m = get(format!("adapter_m/{name}"))?.to_vec1::<f32>()?;
+            mo.v = get(format!("adapter_v/{name}"))?.to_vec1::<f32>()?;
+        }
+        probe.load_from(&t)?;
+        probe.step = pr.probe_step;
+        best_dm = t.get("best_domain_embeddings").cloned();
+        best_states = t.get("best_states").cloned();
+        eprintln!("resuming {} after epoch {}", dir.display(), pr.epochs_done);
+    }
     let names = ds.domain_names.clone();
-    for epoch in 1..=e.epochs {
+    while pr.epochs_done < e.epochs && (pr.epochs_done == 0 || pr.bad < e.patience) {
+        let epoch = pr.epochs_done + 1;
         let t0 = Instant::now();
         let mut order: Vec<usize> = (0..ds.train.n).collect();
         base.fork(100 + epoch as u64).shuffle(&mut order);
@@ -484,7 +573,7 @@ pub fn embed(cfg: &Config) -> Result<EmbedResult> {
                 if let Some(g) = acc {
                     let g = (g / k as f64)?.detach();
                     let grads = (dm * g)?.sum_all()?.backward()?;
-                    llm_steps += 1;
+                    pr.llm_steps += 1;
                     for ((_, v), mo) in ad.vars().iter().zip(moments.iter_mut()) {
                         let Some(gr) = grads.get(v.as_tensor()) else {
                             continue;
@@ -495,7 +584,7 @@ pub fn embed(cfg: &Config) -> Result<EmbedResult> {
                             Some(&gr.flatten_all()?.to_vec1::<f32>()?),
                             mo,
                             &adam,
-                            llm_steps as u64,
+                            pr.llm_steps as u64,
                         );
                         v.set(&Tensor::from_vec(w, v.shape(), &device)?)?;
                     }
@@ -508,25 +597,27 @@ pub fn embed(cfg: &Config) -> Result<EmbedResult> {
             epoch,
             probe_train_loss: sum / count.max(1) as f64,
             probe_valid_auc: valid.auc,
-            llm_steps,
+            llm_steps: pr.llm_steps,
             seconds: t0.elapsed().as_secs_f64(),
         };
         eprintln!(
-            "embed epoch {epoch}: probe loss {:.4}, valid AUC {}, {:.1}s",
+            "embed epoch {epoch}: probe loss {:.4}, valid AUC {}, {} LLM steps, {:.1}s",
             em.probe_train_loss,
             valid.auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            pr.llm_steps,
             em.seconds
         );
-        history.push(em);
-        let lines: String = history
+        pr.history.push(em);
+        let lines: String = pr
+            .history
             .iter()
             .map(|h| serde_json::to_string(h).unwrap_or_default() + "\n")
             .collect();
         write_atomic(&dir.join("metrics.jsonl"), lines.as_bytes())?;
-        if valid.auc.is_some() && (best.is_none() || valid.auc > best) {
-            best = valid.auc;
-            best_epoch = epoch;
-            bad = 0;
+        if valid.auc.is_some() && (pr.best.is_none() || valid.auc > pr.best) {
+            pr.best = valid.auc;
+            pr.best_epoch = epoch;
+            pr.bad = 0;
             best_dm = Some(dm);
             best_states = Some(states);
             if !ad.is_empty() {
@@ -539,10 +630,40 @@ pub fn embed(cfg: &Config) -> Result<EmbedResult> {
                 )?;
             }
         } else {
-            bad += 1;
-            if bad >= e.patience {
-                break;
-            }
+            pr.bad += 1;
+        }
+        pr.epochs_done = epoch;
+        pr.probe_step = probe.step;
+        // Checkpoint: adapters and their moments, the probe, the best embeddings.
+        let mut ck: HashMap<String, Tensor> = HashMap::new();
+        for ((name, v), mo) in ad.vars().iter().zip(&moments) {
+            ck.insert(format!("adapter/{name}"), v.as_tensor().clone());
+            ck.insert(
+                format!("adapter_m/{name}"),
+                Tensor::from_slice(&mo.m, mo.m.len(), &device)?,
+            );
+            ck.insert(
+                format!("adapter_v/{name}"),
+                Tensor::from_slice(&mo.v, mo.v.len(), &device)?,
+            );
+        }
+        probe.save_into(&mut ck)?;
+        if let (Some(d), Some(st)) = (&best_dm, &best_states) {
+            ck.insert("best_domain_embeddings".into(), d.clone());
+            ck.insert("best_states".into(), st.clone());
+        }
+        let tmp = dir.join(".checkpoint.safetensors.tmp");
+        candle_core::safetensors::save(&ck, &tmp)?;
+        std::fs::rename(&tmp, dir.join("checkpoint.safetensors"))?;
+        write_atomic(
+            &dir.join("checkpoint.json"),
+            serde_json::to_string_pretty(&pr)?.as_bytes(),
+        )?;
+        if stop_after.is_some_and(|n| pr.epochs_done >= n)
+            && pr.epochs_done < e.epochs
+            && pr.bad < e.patience
+        {
+            return Ok(None);
         }
     }
     let checksum_after = llm.decoder.checksum()?;
@@ -566,9 +687,9 @@ pub fn embed(cfg: &Config) -> Result<EmbedResult> {
         recipe: ds.meta.recipe.clone(),
         template: e.template.display().to_string(),
         model: llm.source.clone(),
-        best_epoch,
-        probe_valid_auc: best,
-        llm_steps,
+        best_epoch: pr.best_epoch,
+        probe_valid_auc: pr.best,
+        llm_steps: pr.llm_steps,
         wall_seconds: start.elapsed().as_secs_f64(),
         base_checksum_before: format!("{checksum_before:016x}"),
         base_checksum_after: format!("{checksum_after:016x}"),
@@ -583,5 +704,5 @@ pub fn embed(cfg: &Config) -> Result<EmbedResult> {
         &dir.join("result.json"),
         serde_json::to_string_pretty(&r)?.as_bytes(),
     )?;
-    Ok(r)
+    Ok(Some(r))
 }

@@ -53,6 +53,12 @@ def prefix_section(model, ids):
     with torch.no_grad():
         emb.weight.copy_(prefix_weights(*emb.weight.shape))
         h = pm(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
+        # Check the documented layout against PEFT's own get_prompt(): W[v] -> (layers, K/V, kv_heads, head_dim).
+        cache = pm.get_prompt(1)
+        Wv = emb.weight.view(PREFIX_P, pc.num_layers, 2, pc.num_attention_heads, -1)
+        for l in range(pc.num_layers):
+            assert torch.equal(cache.layers[l].keys[0], Wv[:, l, 0].permute(1, 0, 2)), l
+            assert torch.equal(cache.layers[l].values[0], Wv[:, l, 1].permute(1, 0, 2)), l
     out = {
         "peft": "PrefixTuningConfig(task_type='CAUSAL_LM', num_virtual_tokens=%d), prefix_projection=False" % PREFIX_P,
         "prompt_embeddings_shape": list(emb.weight.shape),
