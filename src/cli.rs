@@ -21,6 +21,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The pipeline as far as it is built, from one config: data prepare → embed →
+    /// CGC with the LLM domain embeddings (fixed, through a trainable projection).
+    /// Finished stages are reused. Prints where the results are.
+    Run(RunArgs),
     /// Datasets: fetch the offline copies, prepare a recipe.
     #[command(subcommand)]
     Data(DataCommand),
@@ -86,6 +90,12 @@ pub struct TrainArgs {
     /// Do not fetch the offline MovieLens-100k copy when it is missing.
     #[arg(long)]
     pub no_fetch: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The run's config file (configs/default.toml is the default run).
+    pub config: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -346,6 +356,26 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare(args) => crate::stages::compare::compare(&args),
+        Command::Run(args) => {
+            let cfg = Config::load(Some(&args.config))?;
+            let s = crate::stages::run::run(&cfg)?;
+            println!(
+                "embed {}: probe valid AUC {} ({} LLM steps) in {}",
+                s.embed.method,
+                s.embed
+                    .probe_valid_auc
+                    .map_or("n/a".into(), |a| format!("{a:.4}")),
+                s.embed.llm_steps,
+                s.embed.run_dir
+            );
+            print_final(Some(&s.cgc));
+            println!(
+                "done in {:.0} s; report: {}",
+                s.seconds,
+                s.cgc_dir.join("report.md").display()
+            );
+            Ok(())
+        }
         Command::Embed(args) => {
             let mut cfg = Config::load(args.config.config.as_deref())?;
             let e = &mut cfg.embed;

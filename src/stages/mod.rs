@@ -3,4 +3,5 @@
 pub mod compare;
 pub mod embed;
 pub mod prepare;
+pub mod run;
 pub mod train;
