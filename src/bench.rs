@@ -576,18 +576,22 @@ pub fn generate_criteo(path: &Path, bytes: u64) -> Result<u64> {
     let mut line = String::with_capacity(512);
     while written < bytes {
         line.clear();
-        line.push(if rng.next() % 4 == 0 { '1' } else { '0' });
+        line.push(if rng.next().is_multiple_of(4) {
+            '1'
+        } else {
+            '0'
+        });
         for _ in 0..13 {
             line.push('\t');
             let r = rng.next();
-            if r % 10 != 0 {
+            if !r.is_multiple_of(10) {
                 let v = (rng.skewed(5_000) as i64) - 3;
                 line.push_str(&v.to_string());
             }
         }
         for (j, &card) in cards.iter().enumerate() {
             line.push('\t');
-            if rng.next() % 20 != 0 {
+            if !rng.next().is_multiple_of(20) {
                 let v = rng.skewed(card);
                 let h = fnv1a64(format!("{j}:{v}").as_bytes()) as u32;
                 line.push_str(&format!("{h:08x}"));

@@ -31,6 +31,7 @@ pub fn query(states: &Tensor, mask: &Tensor, q: Query) -> Result<Tensor> {
             // Index of the last real token of each row.
             let lens: Vec<u32> = mask
                 .sum(1)?
+                .to_dtype(candle_core::DType::F32)?
                 .to_vec1::<f32>()?
                 .iter()
                 .map(|&l| (l.max(1.0) as u32) - 1)

@@ -84,3 +84,17 @@ impl DataError {
 }
 
 pub type DataResult<T> = Result<T, DataError>;
+
+/// Open an input file; a missing one is [`DataError::Missing`] with `hint`.
+pub fn open_input(path: &Path, hint: &str) -> DataResult<std::fs::File> {
+    std::fs::File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DataError::Missing {
+                file: path.to_path_buf(),
+                hint: hint.to_string(),
+            }
+        } else {
+            DataError::io(path, e)
+        }
+    })
+}

@@ -4,7 +4,6 @@
 use super::error::{DataError, DataResult, Place};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -24,16 +23,7 @@ pub struct Table {
 }
 
 pub fn read(path: &Path, columns: &[&str], hint: &str) -> DataResult<Table> {
-    let file = File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::Missing {
-                file: path.to_path_buf(),
-                hint: hint.to_string(),
-            }
-        } else {
-            DataError::io(path, e)
-        }
-    })?;
+    let file = super::error::open_input(path, hint)?;
     let reader = SerializedFileReader::new(file).map_err(|e| {
         DataError::record(
             path,

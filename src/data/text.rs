@@ -3,7 +3,6 @@
 use super::error::{DataError, DataResult, Place};
 use flate2::read::MultiGzDecoder;
 use std::cell::Cell;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -35,16 +34,7 @@ pub struct Lines {
 impl Lines {
     /// Open `path`; `hint` says how to obtain the file when it is missing.
     pub fn open(path: &Path, hint: &str) -> DataResult<Self> {
-        let file = File::open(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                DataError::Missing {
-                    file: path.to_path_buf(),
-                    hint: hint.to_string(),
-                }
-            } else {
-                DataError::io(path, e)
-            }
-        })?;
+        let file = super::error::open_input(path, hint)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let read_bytes = Rc::new(Cell::new(0));
         let counted = Counting {

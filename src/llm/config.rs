@@ -74,7 +74,7 @@ impl LlamaConfig {
         if h == 0 || kv == 0 || h % kv != 0 {
             anyhow::bail!("config: {h} attention heads is not a multiple of {kv} key/value heads");
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             anyhow::bail!(
                 "config: head dim {} must be even for rotary embeddings",
                 self.head_dim()

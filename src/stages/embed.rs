@@ -26,7 +26,7 @@ use crate::nn::rng::Rng;
 use crate::pool::{self, Query};
 use crate::stages::prepare::prepare;
 use crate::train::data::{Dataset, SplitData};
-use crate::train::optim::{AdamConfig, Moments, OptimizerKind, adam_step};
+use crate::train::optim::{AdamConfig, DenseAdam, Moments, OptimizerKind, adam_step};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -94,6 +94,28 @@ pub struct EmbedConfig {
     pub run_name: Option<String>,
 }
 
+impl EmbedConfig {
+    /// The template's file stem (`stats` for prompts/stats.txt).
+    pub fn template_stem(&self) -> String {
+        self.template
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The run directory's name: `run_name`, or `embed-<method>-<recipe>-<template>-seed<seed>`.
+    pub fn run_name(&self, recipe: &str) -> String {
+        self.run_name.clone().unwrap_or_else(|| {
+            format!(
+                "embed-{}-{recipe}-{}-seed{}",
+                self.method.as_str(),
+                self.template_stem(),
+                self.seed
+            )
+        })
+    }
+}
+
 impl Default for EmbedConfig {
     fn default() -> Self {
         EmbedConfig {
@@ -126,7 +148,7 @@ struct Probe {
     ps: ParamStore,
     proj: Linear,
     mlp: Mlp,
-    dense: Vec<(Vec<f32>, Moments)>,
+    dense: DenseAdam,
     adam: AdamConfig,
     step: u64,
 }
@@ -153,15 +175,7 @@ impl Probe {
             0.0,
             rng,
         )?;
-        let dense = ps
-            .params()
-            .iter()
-            .map(|p| -> Result<_> {
-                let w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                let n = w.len();
-                Ok((w, Moments::zeros(n)))
-            })
-            .collect::<Result<_>>()?;
+        let dense = DenseAdam::new(&ps)?;
         Ok(Probe {
             layout,
             table,
@@ -230,19 +244,7 @@ impl Probe {
         }
         let grads = loss.backward()?;
         self.step += 1;
-        for (p, (w, mo)) in self.ps.params().iter().zip(self.dense.iter_mut()) {
-            if let Some(g) = grads.get(p.var.as_tensor()) {
-                adam_step(
-                    w,
-                    Some(&g.flatten_all()?.to_vec1::<f32>()?),
-                    mo,
-                    &self.adam,
-                    self.step,
-                );
-                p.var
-                    .set(&Tensor::from_slice(w, p.var.shape(), &Device::Cpu)?)?;
-            }
-        }
+        self.dense.step(&self.ps, &grads, &self.adam, self.step)?;
         if let Some(g) = grads.get(var.as_tensor()) {
             self.table.step(
                 &unique,
@@ -256,7 +258,7 @@ impl Probe {
 
     fn save_into(&self, out: &mut HashMap<String, Tensor>) -> Result<()> {
         let dev = &Device::Cpu;
-        for (p, (w, mo)) in self.ps.params().iter().zip(&self.dense) {
+        for (p, (w, mo)) in self.ps.params().iter().zip(&self.dense.state) {
             out.insert(
                 format!("probe/{}", p.name),
                 Tensor::from_slice(w, w.len(), dev)?,
@@ -292,7 +294,7 @@ impl Probe {
                 .with_context(|| format!("checkpoint lacks {k}"))?
                 .to_vec1::<f32>()?)
         };
-        for (p, (w, mo)) in self.ps.params().iter().zip(self.dense.iter_mut()) {
+        for (p, (w, mo)) in self.ps.params().iter().zip(self.dense.state.iter_mut()) {
             *w = get(&format!("probe/{}", p.name))?;
             mo.m = get(&format!("probe_m/{}", p.name))?;
             mo.v = get(&format!("probe_v/{}", p.name))?;
@@ -447,19 +449,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     let llm = load(&e.model, &device)?;
     let checksum_before = llm.decoder.checksum()?;
     let p = render_prompts(&e.template, &ds.meta, &llm, e.max_prompt_tokens)?;
-    let stem = e
-        .template
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = e.run_name.clone().unwrap_or_else(|| {
-        format!(
-            "embed-{}-{}-{stem}-seed{}",
-            e.method.as_str(),
-            ds.meta.recipe,
-            e.seed
-        )
-    });
+    let name = e.run_name(&ds.meta.recipe);
     let dir = e.runs_dir.join(name);
     if dir.join("result.json").is_file() {
         bail!(
@@ -569,25 +559,23 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
                 }
                 k += 1;
             }
-            if train_llm {
-                if let Some(g) = acc {
-                    let g = (g / k as f64)?.detach();
-                    let grads = (dm * g)?.sum_all()?.backward()?;
-                    pr.llm_steps += 1;
-                    for ((_, v), mo) in ad.vars().iter().zip(moments.iter_mut()) {
-                        let Some(gr) = grads.get(v.as_tensor()) else {
-                            continue;
-                        };
-                        let mut w = v.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                        adam_step(
-                            &mut w,
-                            Some(&gr.flatten_all()?.to_vec1::<f32>()?),
-                            mo,
-                            &adam,
-                            pr.llm_steps as u64,
-                        );
-                        v.set(&Tensor::from_vec(w, v.shape(), &device)?)?;
-                    }
+            if train_llm && let Some(g) = acc {
+                let g = (g / k as f64)?.detach();
+                let grads = (dm * g)?.sum_all()?.backward()?;
+                pr.llm_steps += 1;
+                for ((_, v), mo) in ad.vars().iter().zip(moments.iter_mut()) {
+                    let Some(gr) = grads.get(v.as_tensor()) else {
+                        continue;
+                    };
+                    let mut w = v.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                    adam_step(
+                        &mut w,
+                        Some(&gr.flatten_all()?.to_vec1::<f32>()?),
+                        mo,
+                        &adam,
+                        pr.llm_steps as u64,
+                    );
+                    v.set(&Tensor::from_vec(w, v.shape(), &device)?)?;
                 }
             }
         }

@@ -104,15 +104,13 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
     }
     let fingerprint = sha256_bytes(fp.as_bytes());
 
-    if !force {
-        if let Some(meta) = up_to_date(&out, previous.as_ref(), &fingerprint) {
-            return Ok(Prepared {
-                dir: out,
-                meta,
-                reused: true,
-                seconds: start.elapsed().as_secs_f64(),
-            });
-        }
+    if !force && let Some(meta) = up_to_date(&out, previous.as_ref(), &fingerprint) {
+        return Ok(Prepared {
+            dir: out,
+            meta,
+            reused: true,
+            seconds: start.elapsed().as_secs_f64(),
+        });
     }
 
     let staging = StagingDir::new(&out)?;

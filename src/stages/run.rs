@@ -38,19 +38,8 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         .context("fetching SmolLM2-135M-Instruct (or set embed.model to a local checkpoint)")?;
     }
     let e = &cfg.embed;
-    let stem = e
-        .template
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = e.run_name.clone().unwrap_or_else(|| {
-        format!(
-            "embed-{}-{}-{stem}-seed{}",
-            e.method.as_str(),
-            prepared.meta.recipe,
-            e.seed
-        )
-    });
+    let stem = e.template_stem();
+    let name = e.run_name(&prepared.meta.recipe);
     let done = e.runs_dir.join(&name).join("result.json");
     let embedded: EmbedResult = if done.is_file() {
         eprintln!("embed: reusing {}", done.display());

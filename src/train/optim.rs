@@ -65,6 +65,49 @@ pub fn adam_step(w: &mut [f32], g: Option<&[f32]>, mo: &mut Moments, cfg: &AdamC
     }
 }
 
+/// Master copies and moments of every parameter of a [`ParamStore`], in its order.
+pub struct DenseAdam {
+    pub state: Vec<(Vec<f32>, Moments)>,
+}
+
+impl DenseAdam {
+    pub fn new(ps: &crate::nn::params::ParamStore) -> candle_core::Result<Self> {
+        let state = ps
+            .params()
+            .iter()
+            .map(|p| {
+                let w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                let n = w.len();
+                Ok((w, Moments::zeros(n)))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(DenseAdam { state })
+    }
+
+    /// An Adam step on every parameter with a gradient. A parameter the batch did
+    /// not use (another domain's) has none and is left alone, as PyTorch does for
+    /// a `None` gradient.
+    pub fn step(
+        &mut self,
+        ps: &crate::nn::params::ParamStore,
+        grads: &candle_core::backprop::GradStore,
+        cfg: &AdamConfig,
+        t: u64,
+    ) -> candle_core::Result<()> {
+        for (p, (w, mo)) in ps.params().iter().zip(self.state.iter_mut()) {
+            if let Some(g) = grads.get(p.var.as_tensor()) {
+                adam_step(w, Some(&g.flatten_all()?.to_vec1::<f32>()?), mo, cfg, t);
+                p.var.set(&candle_core::Tensor::from_slice(
+                    w,
+                    p.var.shape(),
+                    p.var.device(),
+                )?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 //! run resumed after any epoch ends exactly as the uninterrupted run.
 
 use super::data::{Dataset, SplitData};
-use super::optim::{AdamConfig, Moments, adam_step};
+use super::optim::{AdamConfig, DenseAdam};
 use crate::config::Config;
 use crate::fsutil::write_atomic;
 use crate::metrics::{self, Report};
@@ -76,8 +76,8 @@ pub struct Trainer {
     first: Option<EmbeddingTable>,
     ps: ParamStore,
     model: Box<dyn CtrModel>,
-    /// Master copies and moments of the dense parameters, aligned with `ps.params()`.
-    dense: Vec<(Vec<f32>, Moments)>,
+    /// Master copies and moments of the dense parameters.
+    dense: DenseAdam,
     fixed: Option<(Tensor, Linear)>,
     adam: AdamConfig,
     progress: Progress,
@@ -165,15 +165,7 @@ impl Trainer {
             has_domain: domain_slot || fixed.is_some(),
         };
         let model = models::build(m, &spec, &mut ps, &mut rng)?;
-        let dense = ps
-            .params()
-            .iter()
-            .map(|p| -> Result<_> {
-                let w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                let n = w.len();
-                Ok((w, Moments::zeros(n)))
-            })
-            .collect::<Result<_>>()?;
+        let dense = DenseAdam::new(&ps)?;
         let item_slot = ds.features.iter().position(|f| f == "item_id");
         if m.name.needs_history() && item_slot.is_none() {
             bail!("DIN needs item_id among model.features");
@@ -380,25 +372,16 @@ impl Trainer {
         let grads = loss.backward()?;
         self.progress.step += 1;
         let t = self.progress.step;
-        for (p, (w, mo)) in self.ps.params().iter().zip(self.dense.iter_mut()) {
-            // A parameter the batch did not use (another domain's) has no gradient
-            // and is left alone, as PyTorch does for a `None` gradient.
-            if let Some(g) = grads.get(p.var.as_tensor()) {
-                let g = g.flatten_all()?.to_vec1::<f32>()?;
-                adam_step(w, Some(&g), mo, &self.adam, t);
-                p.var
-                    .set(&Tensor::from_slice(w, p.var.shape(), &self.device)?)?;
-            }
-        }
+        self.dense.step(&self.ps, &grads, &self.adam, t)?;
         if let Some(g) = grads.get(p.var.as_tensor()) {
             let g = g.flatten_all()?.to_vec1::<f32>()?;
             self.table.step(&p.unique, &g, &self.adam, t);
         }
-        if let (Some(f), Some(v)) = (&mut self.first, &p.first_var) {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                let g = g.flatten_all()?.to_vec1::<f32>()?;
-                f.step(&p.unique, &g, &self.adam, t);
-            }
+        if let (Some(f), Some(v)) = (&mut self.first, &p.first_var)
+            && let Some(g) = grads.get(v.as_tensor())
+        {
+            let g = g.flatten_all()?.to_vec1::<f32>()?;
+            f.step(&p.unique, &g, &self.adam, t);
         }
         Ok(value)
     }
@@ -518,7 +501,7 @@ impl Trainer {
                 sum += l * chunk.len() as f64;
                 count += chunk.len();
                 pb.inc(1);
-                if pb.position() % 10 == 0 {
+                if pb.position().is_multiple_of(10) {
                     pb.set_message(format!("loss {:.4}", sum / count as f64));
                 }
             }
@@ -600,7 +583,7 @@ impl Trainer {
     fn weights(&self, with_moments: bool) -> Result<HashMap<String, Tensor>> {
         let dev = &self.device;
         let mut out = HashMap::new();
-        for (p, (w, mo)) in self.ps.params().iter().zip(&self.dense) {
+        for (p, (w, mo)) in self.ps.params().iter().zip(&self.dense.state) {
             out.insert(
                 format!("param/{}", p.name),
                 Tensor::from_slice(w, w.len(), dev)?,
@@ -681,7 +664,7 @@ impl Trainer {
             *dst = src;
             Ok(())
         };
-        for (p, (w, mo)) in self.ps.params().iter().zip(self.dense.iter_mut()) {
+        for (p, (w, mo)) in self.ps.params().iter().zip(self.dense.state.iter_mut()) {
             fill(w, get(&format!("param/{}", p.name))?, &p.name)?;
             if with_moments {
                 fill(&mut mo.m, get(&format!("adam_m/{}", p.name))?, &p.name)?;
