@@ -296,11 +296,8 @@ impl Trainer {
         };
         let first_order = match &first_var {
             Some(v) => {
-                let idx = Tensor::from_vec(
-                    self.table_local(&ids[..n * id_slots], &g.unique),
-                    n * id_slots,
-                    &self.device,
-                )?;
+                // The first-order table shares the gathered rows: same local indices.
+                let idx = local.narrow(0, 0, n * id_slots)?;
                 let mut fo = v
                     .as_tensor()
                     .index_select(&idx, 0)?
@@ -339,16 +336,6 @@ impl Trainer {
             var,
             first_var,
         })
-    }
-
-    /// Positions in `unique` of each of `ids` (the first table shares the rows).
-    fn table_local(&self, ids: &[u32], unique: &[u32]) -> Vec<u32> {
-        let pos: HashMap<u32, u32> = unique
-            .iter()
-            .enumerate()
-            .map(|(i, &r)| (r, i as u32))
-            .collect();
-        ids.iter().map(|r| pos[r]).collect()
     }
 
     fn train_step(&mut self, rows: &[usize], rng: &mut Rng) -> Result<f64> {
