@@ -3,36 +3,41 @@
 mod common;
 
 use candle_core::Device;
+use llmctr::config::Config;
 use llmctr::llm::load::load_hf_dir;
 use llmctr::stages::embed::{Method, embed, render_prompts};
+use std::path::{Path, PathBuf};
+
+/// A tiny decoder, a small GroupLens fixture, a template, and a fast embed config.
+fn setup(tmp: &Path, seed: u64, template: &str, method: Method) -> (Config, PathBuf, PathBuf) {
+    let model = tmp.join("tiny");
+    common::write_tiny_llama(&model, seed, false);
+    let raw = tmp.join("raw");
+    common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
+    let t = tmp.join("t.txt");
+    std::fs::write(&t, template).unwrap();
+    let mut cfg = common::config("ml100k-occupation", &raw, &tmp.join("prepared"));
+    let e = &mut cfg.embed;
+    e.model = model.display().to_string();
+    e.method = method;
+    e.template = t.clone();
+    e.patience = 5;
+    e.batch_size = 64;
+    e.lr = 1e-2;
+    e.runs_dir = tmp.join("runs");
+    e.ptuning.virtual_tokens = 2;
+    (cfg, model, t)
+}
 
 #[test]
 fn embed_none_lora_ptuning_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny");
-    common::write_tiny_llama(&model, 11, false);
-    let raw = tmp.path().join("raw");
-    common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
-    let template = tmp.path().join("t.txt");
-    std::fs::write(
-        &template,
-        "Domain {domain}: {rows} rows, {positive_pct}% liked; likes {top_categories}.\n",
-    )
-    .unwrap();
+    let text = "Domain {domain}: {rows} rows, {positive_pct}% liked; likes {top_categories}.\n";
     for method in [Method::None, Method::Lora, Method::Ptuning] {
-        let mut cfg = common::config("ml100k-occupation", &raw, &tmp.path().join("prepared"));
-        let e = &mut cfg.embed;
-        e.model = model.display().to_string();
-        e.method = method;
-        e.template = template.clone();
-        e.epochs = 2;
-        e.patience = 5;
-        e.batch_size = 64;
-        e.batches_per_llm_step = 2;
-        e.lr = 1e-2;
-        e.runs_dir = tmp.path().join("runs");
-        e.ptuning.virtual_tokens = 2;
-        e.ptuning.layers = vec![1];
+        let (mut cfg, model, template) = setup(tmp.path(), 11, text, method);
+        cfg.embed.epochs = 2;
+        cfg.embed.batches_per_llm_step = 2;
+        cfg.embed.ptuning.layers = vec![1];
         let r = embed(&cfg, false, None).unwrap().unwrap();
         let dir = std::path::PathBuf::from(&r.run_dir);
         assert!(r.probe_valid_auc.is_some(), "{method:?}");
@@ -160,25 +165,15 @@ fn unknown_placeholder_names_the_template_and_line() {
 #[test]
 fn stopped_and_resumed_embed_equals_the_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny");
-    common::write_tiny_llama(&model, 12, false);
-    let raw = tmp.path().join("raw");
-    common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
-    let template = tmp.path().join("t.txt");
-    std::fs::write(&template, "{domain} likes {top_categories}.").unwrap();
-    let mut cfg = common::config("ml100k-occupation", &raw, &tmp.path().join("prepared"));
-    let e = &mut cfg.embed;
-    e.model = model.display().to_string();
-    e.method = Method::Ptuning;
-    e.template = template;
-    e.epochs = 3;
-    e.patience = 5;
-    e.batch_size = 64;
-    e.batches_per_llm_step = 3;
-    e.lr = 1e-2;
-    e.runs_dir = tmp.path().join("runs");
-    e.ptuning.virtual_tokens = 2;
-    e.run_name = Some("whole".into());
+    let (mut cfg, _, _) = setup(
+        tmp.path(),
+        12,
+        "{domain} likes {top_categories}.",
+        Method::Ptuning,
+    );
+    cfg.embed.epochs = 3;
+    cfg.embed.batches_per_llm_step = 3;
+    cfg.embed.run_name = Some("whole".into());
     let whole = embed(&cfg, false, None).unwrap().unwrap();
     cfg.embed.run_name = Some("parts".into());
     assert!(embed(&cfg, false, Some(1)).unwrap().is_none());
