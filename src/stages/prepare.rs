@@ -144,7 +144,7 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
         (Recipe::Criteo, Inputs::Criteo(file)) => {
             criteo::prepare(file, &cfg.data.criteo, staging.path())?
         }
-        _ => unreachable!("inputs are resolved per recipe"),
+        _ => anyhow::bail!("internal: the inputs resolved for {recipe} do not match it"),
     };
     write_atomic(&staging.path().join("meta.json"), meta.to_json().as_bytes())?;
     write_atomic(
