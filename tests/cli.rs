@@ -117,3 +117,19 @@ fn unknown_recipe_lists_the_known_ones() {
         "{err}"
     );
 }
+
+#[test]
+fn model_config_files_state_the_built_in_defaults() {
+    // configs/models/<name>.toml documents each model's literature recipe; the
+    // built-in defaults must be the same values, so the two cannot drift apart.
+    use llmctr::config::Config;
+    use llmctr::models::config::ModelName;
+    for m in ModelName::ALL {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("configs/models/{}.toml", m.as_str()));
+        let file = Config::load(Some(&path)).unwrap();
+        let mut built_in = Config::default();
+        built_in.model.name = m;
+        assert_eq!(file, built_in, "{}", path.display());
+    }
+}
