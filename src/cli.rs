@@ -10,8 +10,11 @@ use std::path::PathBuf;
 /// llmctr: domain embeddings from a small frozen LLM for cross-domain CTR models.
 ///
 /// Stages run in sequence, each reading the previous stage's outputs:
-/// `data prepare` turns a dataset recipe into a split, multi-domain CTR dataset.
-/// Settings come from a TOML config (see configs/); flags override the file.
+/// `data prepare` (a dataset recipe → a split, multi-domain CTR dataset), `embed`
+/// (domain embeddings from a frozen LLM with LoRA, P-Tuning v2 or no adapters),
+/// `train-cgc` / `train` / `compare` (the CGC head and the baselines); `run`
+/// chains them from one config. Settings come from TOML files (configs/); flags
+/// override the file; every run writes its resolved config next to its outputs.
 #[derive(Parser, Debug)]
 #[command(name = "pipeline", version, propagate_version = true)]
 pub struct Cli {
