@@ -167,3 +167,27 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
         std::fs::read(tmp.path().join("runs/nan/checkpoint.json")).unwrap()
     );
 }
+
+#[test]
+fn out_of_range_ids_in_a_shard_are_an_error_naming_the_place() {
+    use llmctr::data::shard::{ColumnData, read_shard, shard_bytes};
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path(), ModelName::Cgc, "bad");
+    let prepared = llmctr::stages::prepare::prepare(&c, false).unwrap();
+    let shard = prepared.dir.join("train/part-00000.safetensors");
+    let mut cols = read_shard(&shard).unwrap();
+    if let Some(ColumnData::U32(v)) = cols.get_mut("domain") {
+        v[2] = 99;
+    }
+    std::fs::write(&shard, shard_bytes(&cols).unwrap()).unwrap();
+    let e = format!(
+        "{:#}",
+        llmctr::train::trainer::Trainer::new(&c, &prepared.dir)
+            .err()
+            .unwrap()
+    );
+    assert!(
+        e.contains("part-00000.safetensors") && e.contains("row 3") && e.contains("`domain`"),
+        "{e}"
+    );
+}

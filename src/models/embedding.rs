@@ -57,7 +57,7 @@ impl Layout {
             key[4..].copy_from_slice(&id.to_le_bytes());
             1 + (fnv1a64(&key) % u64::from(self.rows[slot] - 1)) as u32
         } else {
-            id.min(self.rows[slot] - 1)
+            id // ids are checked against the cardinality when a dataset is loaded
         };
         self.offsets[slot] + local
     }

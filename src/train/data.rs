@@ -40,6 +40,19 @@ fn u32_col<'a>(
         .with_context(|| format!("{}: no U32 column `{name}`", file.display()))
 }
 
+/// Every id of `col` must be below `card` (meta.json's cardinality).
+fn check_range(col: &[u32], card: u32, name: &str, file: &Path) -> Result<()> {
+    if let Some(r) = col.iter().position(|&v| v >= card) {
+        bail!(
+            "{}: row {}: column `{name}` holds id {}, but meta.json gives it {card} ids",
+            file.display(),
+            r + 1,
+            col[r]
+        );
+    }
+    Ok(())
+}
+
 impl Dataset {
     /// Load `dir` (a `data prepare` output). `features` empty = every categorical
     /// field; `history_len` > 0 builds DIN histories from the train split.
@@ -77,7 +90,7 @@ impl Dataset {
             }
             features.to_vec()
         };
-        let cards = features
+        let cards: Vec<u32> = features
             .iter()
             .map(|f| {
                 meta.fields
@@ -109,16 +122,19 @@ impl Dataset {
             for shard in &sm.shards {
                 let file = dir.join(name).join(shard);
                 let cols = read_shard(&file)?;
-                for (c, f) in s.cols.iter_mut().zip(&features) {
-                    c.extend_from_slice(u32_col(&cols, f, &file)?);
+                for ((c, f), &card) in s.cols.iter_mut().zip(&features).zip(&cards) {
+                    let col = u32_col(&cols, f, &file)?;
+                    check_range(col, card, f, &file)?;
+                    c.extend_from_slice(col);
                 }
                 let labels = cols
                     .get("label")
                     .and_then(|c| c.as_u8())
                     .with_context(|| format!("{}: no label", file.display()))?;
                 s.labels.extend(labels.iter().map(|&y| f32::from(y)));
-                s.domains
-                    .extend_from_slice(u32_col(&cols, "domain", &file)?);
+                let dom = u32_col(&cols, "domain", &file)?;
+                check_range(dom, meta.domains.len() as u32, "domain", &file)?;
+                s.domains.extend_from_slice(dom);
                 if need_hist {
                     ui.0.extend_from_slice(u32_col(&cols, "user_id", &file)?);
                     ui.1.extend_from_slice(u32_col(&cols, "item_id", &file)?);
