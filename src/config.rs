@@ -107,6 +107,22 @@ impl Config {
     }
 }
 
+/// A finished run in `dir` may stand in for a new one only if it was made with the
+/// same resolved config (its `config.toml`); otherwise reusing it would be wrong.
+pub fn check_reusable(dir: &Path, cfg: &Config) -> Result<()> {
+    let path = dir.join("config.toml");
+    let saved = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if saved != cfg.to_toml() {
+        anyhow::bail!(
+            "{} holds a finished run made with a different config ({}): delete it, or choose another run name or runs_dir",
+            dir.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 impl DataConfig {
     pub fn criteo_file(&self) -> PathBuf {
         self.criteo

@@ -240,4 +240,13 @@ fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
         err.contains("embed: reusing") && err.contains("train-cgc: reusing"),
         "{err}"
     );
+    // A changed config must not silently reuse the old result.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("epochs = 1\n", "epochs = 2\n");
+    std::fs::write(&cfg, text).unwrap();
+    let o = run();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("different config"), "{err}");
 }

@@ -42,6 +42,7 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
     let name = e.run_name(&prepared.meta.recipe);
     let done = e.runs_dir.join(&name).join("result.json");
     let embedded: EmbedResult = if done.is_file() {
+        crate::config::check_reusable(&e.runs_dir.join(&name), cfg)?;
         eprintln!("embed: reusing {}", done.display());
         serde_json::from_slice(&std::fs::read(&done)?)?
     } else {
@@ -65,6 +66,7 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         .join(c.train.run_name.as_deref().unwrap_or_default());
     let metrics = dir.join("metrics.json");
     let cgc: FinalMetrics = if metrics.is_file() {
+        crate::config::check_reusable(&dir, &c)?;
         eprintln!("train-cgc: reusing {}", metrics.display());
         serde_json::from_slice(&std::fs::read(&metrics)?)?
     } else {
