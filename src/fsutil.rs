@@ -40,6 +40,20 @@ fn tmp_sibling(path: &Path, what: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.{what}-{}-{n}", std::process::id()))
 }
 
+/// Save named tensors as safetensors through [`write_atomic`] (temporary file,
+/// fsync, rename): a crash never leaves a truncated file under `path`.
+pub fn save_tensors_atomic(
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    path: &Path,
+) -> Result<()> {
+    let mut named: Vec<(&str, &candle_core::Tensor)> =
+        tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    named.sort_by_key(|(k, _)| *k);
+    let bytes = safetensors::tensor::serialize(named, None)
+        .with_context(|| format!("cannot serialise {}", path.display()))?;
+    write_atomic(path, &bytes)
+}
+
 /// A directory that is filled in a hidden sibling and moved to its final place by
 /// [`StagingDir::commit`]. Dropped without commit, it is removed, so a failed or
 /// interrupted stage leaves no half-written output behind.

@@ -483,3 +483,41 @@ fn permute_inverts_unpermute() {
         llmctr::llm::load::permute(&llmctr::llm::load::unpermute(&w, 3).unwrap(), 3).unwrap();
     assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
 }
+
+#[test]
+fn bad_peft_files_are_errors_not_panics() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_tiny_llama(&tmp.path().join("m"), 8, false);
+    let l = load_hf_dir(&tmp.path().join("m"), &Device::Cpu).unwrap();
+    let cfg = l.decoder.cfg.clone();
+    let ad = Adapters::lora(&LoraConfig::default(), &cfg, &Device::Cpu, &mut Rng::new(1)).unwrap();
+    let dir = tmp.path().join("a");
+    peft::save(&dir, &ad, &cfg, "tiny", RopeLayout::HalfSplit).unwrap();
+    // rsLoRA scales differently: refused rather than loaded wrong.
+    let conf = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("\"use_rslora\": false", "\"use_rslora\": true"),
+    )
+    .unwrap();
+    let e = peft::load(&dir, &cfg, &Device::Cpu, RopeLayout::HalfSplit)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("use_rslora"), "{e}");
+    std::fs::write(&conf, text).unwrap();
+    // A model with fewer layers than the adapter adapts.
+    let mut small = cfg.clone();
+    small.num_hidden_layers = 1;
+    let e = format!(
+        "{:#}",
+        peft::load(&dir, &small, &Device::Cpu, RopeLayout::HalfSplit)
+            .err()
+            .unwrap()
+    );
+    assert!(
+        e.contains("layer 1") && e.contains("the model has 1"),
+        "{e}"
+    );
+}

@@ -117,10 +117,12 @@ impl Decoder {
             });
         }
         let norm = take("model.norm.weight")?;
+        // Untied checkpoints must carry their output layer; GGUF files without
+        // `output.weight` are tied (the loader sets tie_word_embeddings).
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            t.remove("lm_head.weight")
+            Some(take("lm_head.weight")?)
         };
         Ok(Decoder {
             cfg,

@@ -35,7 +35,9 @@ pub fn save(
     base: &str,
     rope: RopeLayout,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
+    // Both files go into a staging folder that is swapped in whole, so the weights
+    // and the config always belong together.
+    let staging = crate::fsutil::StagingDir::new(dir)?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     let config = if let Some(c) = &ad.lora_cfg {
         for m in &ad.lora {
@@ -103,14 +105,15 @@ pub fn save(
     } else {
         bail!("no adapters to save");
     };
-    let tmp = dir.join(".adapter_model.safetensors.tmp");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, dir.join("adapter_model.safetensors"))?;
+    crate::fsutil::save_tensors_atomic(
+        &tensors,
+        &staging.path().join("adapter_model.safetensors"),
+    )?;
     write_atomic(
-        &dir.join("adapter_config.json"),
+        &staging.path().join("adapter_config.json"),
         serde_json::to_string_pretty(&config)?.as_bytes(),
     )?;
-    Ok(())
+    staging.commit()
 }
 
 /// Load a PEFT adapter for a decoder whose rotary layout is `rope`.
@@ -129,6 +132,14 @@ pub fn load(
         .with_context(|| format!("cannot read {}", st.display()))?;
     match c.get("peft_type").and_then(|v| v.as_str()) {
         Some("LORA") => {
+            for flag in ["use_rslora", "use_dora", "fan_in_fan_out"] {
+                if c.get(flag).and_then(|v| v.as_bool()) == Some(true) {
+                    bail!(
+                        "{}: `{flag}: true` is not supported (plain LoRA only)",
+                        cfg_path.display()
+                    );
+                }
+            }
             let r = c["r"].as_u64().context("adapter_config: r")? as usize;
             let alpha = c["lora_alpha"]
                 .as_f64()
@@ -148,11 +159,29 @@ pub fn load(
                     .iter()
                     .position(|p| *p == "layers")
                     .context("LoRA name without a layer")?;
-                let layer: usize = parts[li + 1].parse()?;
+                let layer: usize = parts
+                    .get(li + 1)
+                    .and_then(|p| p.parse().ok())
+                    .with_context(|| {
+                        format!("{}: tensor {name} has no layer number", st.display())
+                    })?;
+                if layer >= model.num_hidden_layers {
+                    bail!(
+                        "{}: {name} adapts layer {layer}, the model has {}",
+                        st.display(),
+                        model.num_hidden_layers
+                    );
+                }
                 let target = Target::from_module(parts.last().copied().unwrap_or(""))
                     .with_context(|| format!("unknown LoRA module in {name}"))?;
-                if a.dim(0)? != r {
-                    bail!("{name}: rank {} but adapter_config says r = {r}", a.dim(0)?);
+                let (d_in, d_out) = target.dims(model);
+                if a.dims2()? != (r, d_in) || b.dims2()? != (d_out, r) {
+                    bail!(
+                        "{}: {name} is {:?} / lora_B {:?}, expected ({r}, {d_in}) / ({d_out}, {r})",
+                        st.display(),
+                        a.dims(),
+                        b.dims()
+                    );
                 }
                 // PEFT files are in Hugging Face's order; a GGUF model permutes q/k rows.
                 let b = match (rope, rotary_heads(target, model)) {
@@ -193,8 +222,15 @@ pub fn load(
             let layers: Vec<usize> = match c.get("llmctr_layers").and_then(|v| v.as_array()) {
                 Some(a) => a
                     .iter()
-                    .filter_map(|x| x.as_u64().map(|x| x as usize))
-                    .collect(),
+                    .map(|x| match x.as_u64() {
+                        Some(l) if (l as usize) < model.num_hidden_layers => Ok(l as usize),
+                        _ => Err(anyhow::anyhow!(
+                            "{}: llmctr_layers entry {x} is not a layer of the model (0..{})",
+                            cfg_path.display(),
+                            model.num_hidden_layers
+                        )),
+                    })
+                    .collect::<Result<_>>()?,
                 None => (0..model.num_hidden_layers).collect(),
             };
             let kv = model.kv_heads() * model.head_dim();

@@ -13,7 +13,7 @@
 //! pass through the LLM.
 
 use crate::config::Config;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{save_tensors_atomic, write_atomic};
 use crate::llm::adapters::{Adapters, LoraConfig, PrefixConfig};
 use crate::llm::load::{Loaded, load};
 use crate::llm::{peft, prompt};
@@ -289,21 +289,31 @@ impl Probe {
     }
 
     fn load_from(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
-        let get = |k: &str| -> Result<Vec<f32>> {
-            Ok(t.get(k)
+        let get = |k: &str, len: usize| -> Result<Vec<f32>> {
+            let v = t
+                .get(k)
                 .with_context(|| format!("checkpoint lacks {k}"))?
-                .to_vec1::<f32>()?)
+                .to_vec1::<f32>()?;
+            if v.len() != len {
+                bail!(
+                    "checkpoint's {k} has {} values, this config needs {len} (was the probe changed?)",
+                    v.len()
+                );
+            }
+            Ok(v)
         };
         for (p, (w, mo)) in self.ps.params().iter().zip(self.dense.state.iter_mut()) {
-            *w = get(&format!("probe/{}", p.name))?;
-            mo.m = get(&format!("probe_m/{}", p.name))?;
-            mo.v = get(&format!("probe_v/{}", p.name))?;
+            let n = w.len();
+            *w = get(&format!("probe/{}", p.name), n)?;
+            mo.m = get(&format!("probe_m/{}", p.name), n)?;
+            mo.v = get(&format!("probe_v/{}", p.name), n)?;
             p.var
                 .set(&Tensor::from_slice(w, p.var.shape(), &Device::Cpu)?)?;
         }
-        self.table.weight = get("probe_table")?;
-        self.table.moments.m = get("probe_table_m")?;
-        self.table.moments.v = get("probe_table_v")?;
+        let n = self.table.weight.len();
+        self.table.weight = get("probe_table", n)?;
+        self.table.moments.m = get("probe_table_m", n)?;
+        self.table.moments.v = get("probe_table_v", n)?;
         Ok(())
     }
 
@@ -442,6 +452,9 @@ fn domain_matrix(
 /// `stop_after` stops (resumably) once that many epochs are done.
 pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Option<EmbedResult>> {
     let e = &cfg.embed;
+    if e.epochs == 0 || e.patience == 0 || e.batch_size == 0 {
+        bail!("embed.epochs, embed.patience and embed.batch_size must be at least 1");
+    }
     let start = Instant::now();
     let prepared = prepare(cfg, false)?;
     let ds = Dataset::load(&prepared.dir, &[], 0)?;
@@ -640,9 +653,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
             ck.insert("best_domain_embeddings".into(), d.clone());
             ck.insert("best_states".into(), st.clone());
         }
-        let tmp = dir.join(".checkpoint.safetensors.tmp");
-        candle_core::safetensors::save(&ck, &tmp)?;
-        std::fs::rename(&tmp, dir.join("checkpoint.safetensors"))?;
+        save_tensors_atomic(&ck, &dir.join("checkpoint.safetensors"))?;
         write_atomic(
             &dir.join("checkpoint.json"),
             serde_json::to_string_pretty(&pr)?.as_bytes(),
@@ -655,17 +666,23 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         }
     }
     let checksum_after = llm.decoder.checksum()?;
+    // Checked before any final output is written: a changed base model is a bug.
+    if checksum_before != checksum_after {
+        bail!(
+            "the base model changed during training (checksum {checksum_before:016x} → {checksum_after:016x})"
+        );
+    }
     let (states, dm) = match (best_states, best_dm) {
         (Some(s), Some(d)) => (s, d),
-        _ => bail!("no epoch produced a valid AUC"),
+        _ => bail!("no epoch produced a valid AUC (does the valid split hold both classes?)"),
     };
     let mut out = HashMap::new();
     out.insert("states".to_string(), states);
     out.insert("mask".to_string(), p.mask.clone());
-    candle_core::safetensors::save(&out, dir.join("token_states.safetensors"))?;
+    save_tensors_atomic(&out, &dir.join("token_states.safetensors"))?;
     let mut de = HashMap::new();
     de.insert("domain_embeddings".to_string(), dm);
-    candle_core::safetensors::save(&de, dir.join("domain_embeddings.safetensors"))?;
+    save_tensors_atomic(&de, &dir.join("domain_embeddings.safetensors"))?;
     write_atomic(
         &dir.join("domains.json"),
         serde_json::to_string_pretty(&names)?.as_bytes(),
@@ -683,11 +700,6 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         base_checksum_after: format!("{checksum_after:016x}"),
         run_dir: dir.display().to_string(),
     };
-    if checksum_before != checksum_after {
-        bail!(
-            "the base model changed during training (checksum {checksum_before:016x} → {checksum_after:016x})"
-        );
-    }
     write_atomic(
         &dir.join("result.json"),
         serde_json::to_string_pretty(&r)?.as_bytes(),

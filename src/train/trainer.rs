@@ -98,6 +98,11 @@ impl Trainer {
     pub fn new(cfg: &Config, dataset_dir: &Path) -> Result<Trainer> {
         let m = &cfg.model;
         let t = &cfg.train;
+        if t.epochs == 0 || t.patience == 0 || t.batch_size == 0 || t.eval_batch_size == 0 {
+            bail!(
+                "train.epochs, train.patience, train.batch_size and train.eval_batch_size must be at least 1"
+            );
+        }
         let history = if m.name.needs_history() {
             m.din.history
         } else {
@@ -532,9 +537,13 @@ impl Trainer {
 
     fn finish(&mut self) -> Result<FinalMetrics> {
         let best = self.run_dir.join("best.safetensors");
-        if best.is_file() {
-            self.load_weights(&best, false)?;
+        if self.progress.best_epoch == 0 || !best.is_file() {
+            bail!(
+                "no epoch of {} gave a valid AUC (does the valid split hold both classes?)",
+                self.run_dir.display()
+            );
         }
+        self.load_weights(&best, false)?;
         let test = self.evaluate(Which::Test)?;
         let tail_ids = self.ds.smallest_domains(7);
         let tail: Vec<f64> = tail_ids
@@ -618,11 +627,7 @@ impl Trainer {
     }
 
     fn save_weights(&self, path: &Path, with_moments: bool) -> Result<()> {
-        let w = self.weights(with_moments)?;
-        let tmp = path.with_extension("safetensors.tmp");
-        candle_core::safetensors::save(&w, &tmp)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        crate::fsutil::save_tensors_atomic(&self.weights(with_moments)?, path)
     }
 
     fn load_weights(&mut self, path: &Path, with_moments: bool) -> Result<()> {
