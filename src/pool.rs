@@ -2,6 +2,8 @@
 //! token states, f(q) = Σᵢ softmax_i(−½‖(q − kᵢ) ⊙ w‖²) · vᵢ with kᵢ = vᵢ the
 //! token states. `parameterless`: w fixed (default 1/√h, so squared distances are
 //! O(1)); the query is the last token's state or the mean state.
+//! `parametric`: w learned per dimension (initialised at 1/√h), optionally a
+//! learned query added to the chosen one ([`Parametric`]).
 
 use crate::nn::ops::softmax;
 use candle_core::{D, Result, Tensor};
@@ -67,10 +69,104 @@ pub fn parameterless(
     gaussian_pool(states, mask, &query(states, mask, q)?, &w)
 }
 
+/// Parametric Gaussian pooling: learned per-dimension weights w (initialised at
+/// 1/√h) and, optionally, a learned offset added to the query.
+pub struct Parametric {
+    pub w: Tensor,
+    pub query_offset: Option<Tensor>,
+    pub query: Query,
+}
+
+impl Parametric {
+    pub fn new(
+        ps: &mut crate::nn::params::ParamStore,
+        h: usize,
+        query: Query,
+        learned_query: bool,
+    ) -> Result<Self> {
+        let w = ps.fill("pool.w", &[h], 1.0 / (h as f64).sqrt())?;
+        let query_offset = if learned_query {
+            Some(ps.fill("pool.query_offset", &[h], 0.0)?)
+        } else {
+            None
+        };
+        Ok(Parametric {
+            w,
+            query_offset,
+            query,
+        })
+    }
+
+    /// States (D, T, h), mask (D, T) → (D, h).
+    pub fn forward(&self, states: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let mut q = query(states, mask, self.query)?;
+        if let Some(o) = &self.query_offset {
+            q = q.broadcast_add(o)?;
+        }
+        gaussian_pool(states, mask, &q, &self.w)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn parametric_starts_as_parameterless_and_matches_finite_differences() {
+        use crate::nn::params::ParamStore;
+        use crate::nn::rng::Rng;
+        let d = Device::Cpu;
+        let mut rng = Rng::new(4);
+        let v: Vec<f64> = (0..3 * 5 * 4).map(|_| rng.normal()).collect();
+        let states = Tensor::from_vec(v, (3, 5, 4), &d).unwrap();
+        let mask = Tensor::new(
+            &[
+                [1f64, 1., 1., 1., 1.],
+                [1., 1., 1., 0., 0.],
+                [1., 0., 0., 0., 0.],
+            ],
+            &d,
+        )
+        .unwrap();
+        for q in [Query::Last, Query::Mean] {
+            let mut ps = ParamStore::new(candle_core::DType::F64, &d);
+            let layer = Parametric::new(&mut ps, 4, q, true).unwrap();
+            let a = layer.forward(&states, &mask).unwrap();
+            let b = parameterless(&states, &mask, q, None).unwrap();
+            let diff = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(
+                diff < 1e-12,
+                "at initialisation it is the parameterless pooling"
+            );
+            // Move off the initial point so every gradient is generic, then check.
+            ps.get("pool.w")
+                .unwrap()
+                .set(&Tensor::new(&[0.3f64, 0.7, 0.45, 0.9], &d).unwrap())
+                .unwrap();
+            ps.get("pool.query_offset")
+                .unwrap()
+                .set(&Tensor::new(&[0.1f64, -0.2, 0.05, 0.3], &d).unwrap())
+                .unwrap();
+            let probe = Tensor::from_vec(
+                (0..12).map(|i| (i as f64 * 0.61).sin()).collect::<Vec<_>>(),
+                (3, 4),
+                &d,
+            )
+            .unwrap();
+            let f = || (layer.forward(&states, &mask)? * &probe)?.sum_all();
+            let (err, dead) = crate::nn::gradcheck::check(&ps, 4, 1e-6, &f).unwrap();
+            assert!(dead.is_empty(), "{q:?}: no gradient for {dead:?}");
+            assert!(err < 1e-5, "{q:?}: relative error {err}");
+        }
+    }
 
     #[test]
     fn hand_computed_example() {
