@@ -30,15 +30,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 fn all_targets() -> LoraConfig {
     LoraConfig {
-        targets: vec![
-            Target::Q,
-            Target::K,
-            Target::V,
-            Target::O,
-            Target::Gate,
-            Target::Up,
-            Target::Down,
-        ],
+        targets: Target::ALL.to_vec(),
         ..LoraConfig::default()
     }
 }

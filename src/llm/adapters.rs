@@ -23,6 +23,17 @@ pub enum Target {
 }
 
 impl Target {
+    /// Every projection LoRA can adapt.
+    pub const ALL: [Target; 7] = [
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+    ];
+
     /// The module name in Hugging Face checkpoints.
     pub fn module(self) -> &'static str {
         match self {
@@ -44,17 +55,7 @@ impl Target {
     }
 
     pub fn from_module(m: &str) -> Option<Target> {
-        [
-            Target::Q,
-            Target::K,
-            Target::V,
-            Target::O,
-            Target::Gate,
-            Target::Up,
-            Target::Down,
-        ]
-        .into_iter()
-        .find(|t| t.module() == m)
+        Target::ALL.into_iter().find(|t| t.module() == m)
     }
 
     /// (in, out) sizes of this projection.
