@@ -11,9 +11,10 @@ use std::path::PathBuf;
 ///
 /// Stages run in sequence, each reading the previous stage's outputs:
 /// `data prepare` (a dataset recipe → a split, multi-domain CTR dataset), `embed`
-/// (domain embeddings from a frozen LLM with LoRA, P-Tuning v2 or no adapters),
-/// `train-cgc` / `train` / `compare` (the CGC head and the baselines); `run`
-/// chains them from one config. Settings come from TOML files (configs/); flags
+/// (token states of one prompt per domain from a frozen LLM with LoRA, P-Tuning v2
+/// or no adapters), `pool` (Gaussian attention pooling → one vector per domain),
+/// `train-cgc` / `train` / `compare` (the CGC head and the baselines), `report`;
+/// `run` chains them from one config and `ablate` runs the whole grid. Settings come from TOML files (configs/); flags
 /// override the file; every run writes its resolved config next to its outputs.
 #[derive(Parser, Debug)]
 #[command(name = "pipeline", version, propagate_version = true)]
@@ -24,10 +25,25 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// The pipeline as far as it is built, from one config: data prepare → embed →
-    /// CGC with the LLM domain embeddings (fixed, through a trainable projection).
-    /// Finished stages are reused. Prints where the results are.
+    /// The whole pipeline from one config: data prepare → embed → pool → CGC with
+    /// the pooled LLM domain embeddings (fixed, through a trainable projection) →
+    /// report. Finished stages made with the same settings are reused. Prints
+    /// where the report is.
     Run(RunArgs),
+    /// Gaussian attention pooling of an embed run's token states into one vector
+    /// per domain: `parameterless` (fixed w = 1/√h) or `parametric` (w and a
+    /// query offset learned with the probe objective on the cached states, no LLM).
+    /// Writes runs/pool-<mode>-<embed run>[-seed<seed>]/ with
+    /// domain_embeddings.safetensors, pool_params.safetensors and the probe metrics.
+    Pool(PoolArgs),
+    /// The ablation grid of a config's [ablate] section (prompt template × method
+    /// × pooling × seed, baselines, held-out domains), reusing every finished run
+    /// with the same settings; writes a table (Markdown + CSV) and SVG plots to
+    /// ablate.out_dir.
+    Ablate(RunArgs),
+    /// Render one training run's report (report.md with learning_curve.svg and
+    /// domain_auc.svg) in its run directory.
+    Report(ReportArgs),
     /// Datasets: fetch the offline copies, prepare a recipe.
     #[command(subcommand)]
     Data(DataCommand),
@@ -84,6 +100,10 @@ pub struct TrainArgs {
     /// implies --domain-input fixed.
     #[arg(long)]
     pub domain_embeddings: Option<PathBuf>,
+    /// Remove this domain's rows from train and valid and score its test rows as an
+    /// unseen domain (repeatable; overrides data.holdout_domains).
+    #[arg(long = "holdout-domain")]
+    pub holdout_domains: Vec<String>,
     /// Continue the run from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -99,6 +119,42 @@ pub struct TrainArgs {
 pub struct RunArgs {
     /// The run's config file (configs/default.toml is the default run).
     pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A run directory (runs/<name>/) holding metrics.json and metrics.jsonl.
+    pub run: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct PoolArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The embed run to pool (overrides pool.from; default: the run [embed] names).
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// parameterless or parametric (overrides pool.mode).
+    #[arg(long, value_enum)]
+    pub mode: Option<crate::stages::pool::PoolMode>,
+    /// last or mean (overrides pool.query).
+    #[arg(long, value_enum)]
+    pub query: Option<crate::pool::Query>,
+    /// Recipe (overrides data.recipe).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// Seed (overrides pool.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Held-out domains (repeatable; overrides data.holdout_domains).
+    #[arg(long = "holdout-domain")]
+    pub holdout_domains: Vec<String>,
+    /// Run name under pool.runs_dir.
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Runs folder (overrides pool.runs_dir).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +182,10 @@ pub struct EmbedArgs {
     /// Run name under embed.runs_dir.
     #[arg(long)]
     pub run_name: Option<String>,
+    /// Held-out domains (repeatable; overrides data.holdout_domains): their rows
+    /// leave the probe's train and valid data.
+    #[arg(long = "holdout-domain")]
+    pub holdout_domains: Vec<String>,
     /// Runs folder (overrides embed.runs_dir).
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
@@ -282,6 +342,9 @@ impl TrainArgs {
         if self.no_fetch {
             cfg.data.fetch = false;
         }
+        if !self.holdout_domains.is_empty() {
+            cfg.data.holdout_domains = self.holdout_domains.clone();
+        }
         Ok(cfg)
     }
 }
@@ -371,12 +434,73 @@ pub fn run(cli: Cli) -> Result<()> {
                 s.embed.llm_steps,
                 s.embed.run_dir
             );
-            print_final(Some(&s.cgc));
             println!(
-                "done in {:.0} s; report: {}",
-                s.seconds,
-                s.cgc_dir.join("report.md").display()
+                "pool {}: {}{}",
+                s.pool.mode,
+                s.pool.run_dir,
+                s.pool
+                    .probe_valid_auc
+                    .map_or(String::new(), |a| format!(" (probe valid AUC {a:.4})"))
             );
+            print_final(Some(&s.cgc));
+            println!("done in {:.0} s; report: {}", s.seconds, s.report.display());
+            Ok(())
+        }
+        Command::Pool(args) => {
+            let mut cfg = Config::load(args.config.config.as_deref())?;
+            let p = &mut cfg.pool;
+            if let Some(f) = &args.from {
+                p.from = Some(f.clone());
+            }
+            if let Some(m) = args.mode {
+                p.mode = m;
+            }
+            if let Some(q) = args.query {
+                p.query = q;
+            }
+            if let Some(s) = args.seed {
+                p.seed = s;
+            }
+            if let Some(n) = &args.run_name {
+                p.run_name = Some(n.clone());
+            }
+            if let Some(d) = &args.runs_dir {
+                p.runs_dir = d.clone();
+            }
+            if let Some(r) = &args.recipe {
+                cfg.data.recipe = r.clone();
+            }
+            if !args.holdout_domains.is_empty() {
+                cfg.data.holdout_domains = args.holdout_domains.clone();
+            }
+            let r = crate::stages::pool::pool(&cfg)?;
+            println!(
+                "pool {} of {}: {}{} in {:.1} s",
+                r.mode,
+                r.from,
+                r.run_dir,
+                r.probe_valid_auc.map_or(String::new(), |a| format!(
+                    " (probe valid AUC {a:.4}, epoch {})",
+                    r.best_epoch
+                )),
+                r.wall_seconds
+            );
+            Ok(())
+        }
+        Command::Ablate(args) => {
+            let cfg = Config::load(Some(&args.config))?;
+            let start = std::time::Instant::now();
+            let out = crate::stages::ablate::ablate(&cfg, &args.config)?;
+            println!(
+                "ablation done in {:.0} s; table: {}",
+                start.elapsed().as_secs_f64(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Report(args) => {
+            let out = crate::report::report(&args.run)?;
+            println!("report: {}", out.display());
             Ok(())
         }
         Command::Embed(args) => {
@@ -405,6 +529,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             if let Some(r) = &args.recipe {
                 cfg.data.recipe = r.clone();
+            }
+            if !args.holdout_domains.is_empty() {
+                cfg.data.holdout_domains = args.holdout_domains.clone();
             }
             let Some(r) = crate::stages::embed::embed(&cfg, args.resume, args.stop_after_epochs)?
             else {

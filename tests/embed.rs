@@ -103,7 +103,7 @@ fn embed_none_lora_ptuning_end_to_end() {
             0,
         )
         .unwrap();
-        let p = render_prompts(&template, &ds.meta, &l, 512).unwrap();
+        let p = render_prompts(&template, &ds.meta, &l, 512, &[]).unwrap();
         let states = l
             .decoder
             .hidden_states(&p.ids, &ad, false, &mut llmctr::nn::rng::Rng::new(0))

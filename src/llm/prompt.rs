@@ -5,6 +5,19 @@ use crate::data::meta::{DomainMeta, Meta};
 use anyhow::{Result, bail};
 use std::path::Path;
 
+/// The `{placeholder}` names a template uses, in order.
+pub fn placeholders(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        let after = &rest[i + 1..];
+        let Some(j) = after.find('}') else { break };
+        out.push(after[..j].to_string());
+        rest = &after[j + 1..];
+    }
+    out
+}
+
 /// Render `template` (read from `file`, named in errors) for one domain.
 pub fn render(template: &str, file: &Path, meta: &Meta, d: &DomainMeta) -> Result<String> {
     let s = &d.train_stats;

@@ -66,7 +66,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
                     .join(format!("{}-{recipe}-seed{seed}", model.as_str()));
                 let done = dir.join("metrics.json");
                 let m: FinalMetrics = if done.is_file() {
-                    crate::config::check_reusable(&dir, &cfg)?;
+                    crate::config::check_reusable(&dir, &cfg, crate::config::Stage::Train)?;
                     serde_json::from_slice(&std::fs::read(&done)?)?
                 } else {
                     let resume = dir.join("checkpoint.json").is_file();

@@ -103,13 +103,15 @@ impl EmbedConfig {
             .unwrap_or_default()
     }
 
-    /// The run directory's name: `run_name`, or `embed-<method>-<recipe>-<template>-seed<seed>`.
-    pub fn run_name(&self, recipe: &str) -> String {
+    /// The run directory's name: `run_name`, or
+    /// `embed-<method>-<recipe>-<template>[-holdout-<domains>]-seed<seed>`.
+    pub fn run_name(&self, recipe: &str, holdout: &[String]) -> String {
         self.run_name.clone().unwrap_or_else(|| {
             format!(
-                "embed-{}-{recipe}-{}-seed{}",
+                "embed-{}-{recipe}-{}{}-seed{}",
                 self.method.as_str(),
                 self.template_stem(),
+                crate::train::trainer::holdout_suffix(holdout),
                 self.seed
             )
         })
@@ -142,7 +144,7 @@ impl Default for EmbedConfig {
 }
 
 /// The probe: field embeddings ⊕ Linear(domain vector) → MLP → logit.
-struct Probe {
+pub(crate) struct Probe {
     layout: Layout,
     table: EmbeddingTable,
     ps: ParamStore,
@@ -154,7 +156,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn new(ds: &Dataset, h: usize, cfg: &EmbedConfig, rng: &mut Rng) -> Result<Self> {
+    pub(crate) fn new(ds: &Dataset, h: usize, cfg: &EmbedConfig, rng: &mut Rng) -> Result<Self> {
         let layout = Layout::new(&ds.cards, 0);
         let table = EmbeddingTable::new(
             layout.total_rows(),
@@ -228,7 +230,7 @@ impl Probe {
     }
 
     /// One probe step; returns the loss and the gradient w.r.t. `dm`.
-    fn step(
+    pub(crate) fn step(
         &mut self,
         split: &SplitData,
         rows: &[usize],
@@ -317,7 +319,7 @@ impl Probe {
         Ok(())
     }
 
-    fn evaluate(
+    pub(crate) fn evaluate(
         &mut self,
         split: &SplitData,
         dm: &Tensor,
@@ -343,14 +345,30 @@ pub struct Prompts {
     pub lens: Vec<usize>,
 }
 
+/// Placeholders a held-out domain's prompt may use: the others are statistics
+/// of its train rows, which an unseen domain does not have.
+const UNSEEN_PLACEHOLDERS: [&str; 3] = ["dataset", "domain", "category_name"];
+
 pub fn render_prompts(
     template: &Path,
     ds_meta: &crate::data::meta::Meta,
     llm: &Loaded,
     max: usize,
+    holdout: &[String],
 ) -> Result<Prompts> {
     let text = std::fs::read_to_string(template)
         .with_context(|| format!("cannot read prompt template {}", template.display()))?;
+    if !holdout.is_empty() {
+        for key in prompt::placeholders(&text) {
+            if !UNSEEN_PLACEHOLDERS.contains(&key.as_str()) {
+                bail!(
+                    "{}: {{{key}}} is a statistic of a domain's train rows, which held-out domains ({}) do not have; use a template with only {{dataset}}, {{domain}} and {{category_name}} (e.g. prompts/name.txt)",
+                    template.display(),
+                    holdout.join(", ")
+                );
+            }
+        }
+    }
     let mut texts = Vec::new();
     let mut all = Vec::new();
     for d in &ds_meta.domains {
@@ -457,12 +475,19 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     }
     let start = Instant::now();
     let prepared = prepare(cfg, false)?;
-    let ds = Dataset::load(&prepared.dir, &[], 0)?;
+    let mut ds = Dataset::load(&prepared.dir, &[], 0)?;
+    ds.hold_out(&cfg.data.holdout_domains)?;
     let device = Device::Cpu;
     let llm = load(&e.model, &device)?;
     let checksum_before = llm.decoder.checksum()?;
-    let p = render_prompts(&e.template, &ds.meta, &llm, e.max_prompt_tokens)?;
-    let name = e.run_name(&ds.meta.recipe);
+    let p = render_prompts(
+        &e.template,
+        &ds.meta,
+        &llm,
+        e.max_prompt_tokens,
+        &cfg.data.holdout_domains,
+    )?;
+    let name = e.run_name(&ds.meta.recipe, &cfg.data.holdout_domains);
     let dir = e.runs_dir.join(name);
     if dir.join("result.json").is_file() {
         bail!(

@@ -1,7 +1,9 @@
 //! The pipeline's stages, each a subcommand of `pipeline`.
 
+pub mod ablate;
 pub mod compare;
 pub mod embed;
+pub mod pool;
 pub mod prepare;
 pub mod run;
 pub mod train;

@@ -1,23 +1,122 @@
-//! `pipeline run CONFIG`: the pipeline as far as it is built, from one config:
-//! prepare → embed (the configured method) → CGC with the LLM's domain
-//! embeddings as a fixed input. A stage whose run directory already holds its
-//! finished result is reused, not recomputed.
+//! `pipeline run CONFIG`: the whole pipeline from one config: prepare → embed (the
+//! configured method) → pool (the configured mode) → CGC with the pooled domain
+//! embeddings as a fixed input → report. A stage whose run directory already
+//! holds its finished result, made with the same settings, is reused; an
+//! interrupted one is resumed.
 
-use crate::config::Config;
+use crate::config::{Config, Stage, check_reusable};
 use crate::data::fetch::{AssetName, fetch};
 use crate::models::config::{DomainInput, ModelName};
 use crate::stages::embed::{EmbedResult, embed};
+use crate::stages::pool::{PoolResult, pool};
 use crate::stages::prepare::prepare;
-use crate::train::trainer::FinalMetrics;
+use crate::train::trainer::{FinalMetrics, holdout_suffix};
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub struct RunSummary {
     pub embed: EmbedResult,
+    pub pool: PoolResult,
     pub cgc: FinalMetrics,
     pub cgc_dir: PathBuf,
+    pub report: PathBuf,
     pub seconds: f64,
+}
+
+/// Whether a stage was computed now or reused from disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Computed,
+    Reused,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T> {
+    serde_json::from_slice(&std::fs::read(p)?)
+        .with_context(|| format!("cannot parse {}", p.display()))
+}
+
+/// The embed run `cfg` names, reused when finished with the same settings.
+pub fn ensure_embed(cfg: &Config) -> Result<(EmbedResult, Origin)> {
+    let e = &cfg.embed;
+    let default_model = crate::stages::embed::EmbedConfig::default().model;
+    if e.model == default_model && !Path::new(&default_model).is_file() {
+        fetch(
+            &[AssetName::Smollm2],
+            &cfg.data.raw_dir,
+            &cfg.data.models_dir,
+        )
+        .context("fetching SmolLM2-135M-Instruct (or set embed.model to a local checkpoint)")?;
+    }
+    let dir = e
+        .runs_dir
+        .join(e.run_name(&cfg.data.recipe, &cfg.data.holdout_domains));
+    if dir.join("result.json").is_file() {
+        check_reusable(&dir, cfg, Stage::Embed)?;
+        return Ok((read_json(&dir.join("result.json"))?, Origin::Reused));
+    }
+    let resume = dir.join("checkpoint.json").is_file();
+    let r = embed(cfg, resume, None)?.context("embed stopped early")?;
+    Ok((r, Origin::Computed))
+}
+
+/// The pool run `cfg` names, reused when finished with the same settings.
+pub fn ensure_pool(cfg: &Config) -> Result<(PoolResult, Origin)> {
+    let dir = cfg.pool.run_dir(cfg, &cfg.data.recipe);
+    if dir.join("result.json").is_file() {
+        check_reusable(&dir, cfg, Stage::Pool)?;
+        return Ok((read_json(&dir.join("result.json"))?, Origin::Reused));
+    }
+    Ok((pool(cfg)?, Origin::Computed))
+}
+
+/// The training run `cfg` names (train.run_name or the model's default name),
+/// reused when finished with the same settings, resumed when interrupted.
+pub fn ensure_train(cfg: &Config) -> Result<(FinalMetrics, PathBuf, Origin)> {
+    let t = &cfg.train;
+    let name = t.run_name.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}{}-seed{}",
+            cfg.model.name.as_str(),
+            cfg.data.recipe,
+            holdout_suffix(&cfg.data.holdout_domains),
+            t.seed
+        )
+    });
+    let dir = t.runs_dir.join(name);
+    let done = dir.join("metrics.json");
+    if done.is_file() {
+        check_reusable(&dir, cfg, Stage::Train)?;
+        return Ok((read_json(&done)?, dir, Origin::Reused));
+    }
+    let resume = dir.join("checkpoint.json").is_file();
+    let m = crate::stages::train::train(cfg, resume, None)?
+        .with_context(|| format!("run {} stopped early", dir.display()))?;
+    Ok((m, dir, Origin::Computed))
+}
+
+/// `cfg` set up to train CGC on the fixed domain embeddings of a pool run.
+pub fn cgc_on(cfg: &Config, pooled: &Path, run_name: String) -> Config {
+    let mut c = cfg.clone();
+    c.model.name = ModelName::Cgc;
+    c.model.domain_input = DomainInput::Fixed;
+    c.model.domain_embeddings = Some(pooled.join("domain_embeddings.safetensors"));
+    c.model.domain_embeddings_tensor = "domain_embeddings".into();
+    c.train.run_name = Some(run_name);
+    c
+}
+
+/// The name of a CGC run on LLM embeddings.
+pub fn cgc_llm_name(cfg: &Config) -> String {
+    format!(
+        "cgc-llm-{}-{}-{}-{}{}-seed{}",
+        cfg.embed.method.as_str(),
+        cfg.data.recipe,
+        cfg.embed.template_stem(),
+        cfg.pool.mode.as_str(),
+        holdout_suffix(&cfg.data.holdout_domains),
+        cfg.train.seed
+    )
 }
 
 pub fn run(cfg: &Config) -> Result<RunSummary> {
@@ -28,55 +127,22 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         prepared.dir.display(),
         prepared.meta.domains.len()
     );
-    let default_model = crate::stages::embed::EmbedConfig::default().model;
-    if cfg.embed.model == default_model && !std::path::Path::new(&default_model).is_file() {
-        fetch(
-            &[AssetName::Smollm2],
-            &cfg.data.raw_dir,
-            &cfg.data.models_dir,
-        )
-        .context("fetching SmolLM2-135M-Instruct (or set embed.model to a local checkpoint)")?;
-    }
-    let e = &cfg.embed;
-    let stem = e.template_stem();
-    let name = e.run_name(&prepared.meta.recipe);
-    let done = e.runs_dir.join(&name).join("result.json");
-    let embedded: EmbedResult = if done.is_file() {
-        crate::config::check_reusable(&e.runs_dir.join(&name), cfg)?;
-        eprintln!("embed: reusing {}", done.display());
-        serde_json::from_slice(&std::fs::read(&done)?)?
-    } else {
-        let resume = e.runs_dir.join(&name).join("checkpoint.json").is_file();
-        embed(cfg, resume, None)?.context("embed stopped early")?
-    };
-    let mut c = cfg.clone();
-    c.model.name = ModelName::Cgc;
-    c.model.domain_input = DomainInput::Fixed;
-    c.model.domain_embeddings =
-        Some(PathBuf::from(&embedded.run_dir).join("domain_embeddings.safetensors"));
-    c.train.run_name = Some(format!(
-        "cgc-llm-{}-{}-{stem}-seed{}",
-        e.method.as_str(),
-        prepared.meta.recipe,
-        c.train.seed
-    ));
-    let dir = c
-        .train
-        .runs_dir
-        .join(c.train.run_name.as_deref().unwrap_or_default());
-    let metrics = dir.join("metrics.json");
-    let cgc: FinalMetrics = if metrics.is_file() {
-        crate::config::check_reusable(&dir, &c)?;
-        eprintln!("train-cgc: reusing {}", metrics.display());
-        serde_json::from_slice(&std::fs::read(&metrics)?)?
-    } else {
-        let resume = dir.join("checkpoint.json").is_file();
-        crate::stages::train::train(&c, resume, None)?.context("train-cgc stopped early")?
-    };
+    let (embedded, _) = ensure_embed(cfg)?;
+    eprintln!("embed: {}", embedded.run_dir);
+    let mut pc = cfg.clone();
+    pc.pool.from = Some(PathBuf::from(&embedded.run_dir));
+    let (pooled, _) = ensure_pool(&pc)?;
+    eprintln!("pool: {}", pooled.run_dir);
+    let mut c = cgc_on(&pc, Path::new(&pooled.run_dir), String::new());
+    c.train.run_name = Some(cgc_llm_name(&c));
+    let (cgc, dir, _) = ensure_train(&c)?;
+    let report = crate::report::report(&dir)?;
     Ok(RunSummary {
         embed: embedded,
+        pool: pooled,
         cgc,
         cgc_dir: dir,
+        report,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -18,6 +18,26 @@ pub struct SplitData {
     pub history: Option<Vec<u32>>,
 }
 
+impl SplitData {
+    /// Keep the rows whose domain passes `keep`.
+    pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        let rows: Vec<usize> = (0..self.n).filter(|&r| keep(self.domains[r])).collect();
+        let pick = |v: &Vec<u32>| rows.iter().map(|&r| v[r]).collect::<Vec<u32>>();
+        self.cols = self.cols.iter().map(pick).collect();
+        self.labels = rows.iter().map(|&r| self.labels[r]).collect();
+        self.domains = pick(&self.domains);
+        if let Some(h) = &self.history {
+            let l = h.len() / self.n.max(1);
+            self.history = Some(
+                rows.iter()
+                    .flat_map(|&r| h[r * l..(r + 1) * l].iter().copied())
+                    .collect(),
+            );
+        }
+        self.n = rows.len();
+    }
+}
+
 pub struct Dataset {
     pub dir: PathBuf,
     pub meta: Meta,
@@ -25,6 +45,8 @@ pub struct Dataset {
     pub cards: Vec<u32>,
     pub domain_names: Vec<String>,
     pub history_len: usize,
+    /// Domains removed from train and valid ([`Dataset::hold_out`]).
+    pub holdout: Vec<usize>,
     pub train: SplitData,
     pub valid: SplitData,
     pub test: SplitData,
@@ -196,10 +218,42 @@ impl Dataset {
             cards,
             domain_names,
             history_len,
+            holdout: Vec::new(),
             train,
             valid,
             test,
         })
+    }
+
+    /// Remove every row of the domains `names` from train and valid (test keeps
+    /// them: they are scored there as unseen domains). An unknown name is an error.
+    pub fn hold_out(&mut self, names: &[String]) -> Result<()> {
+        let mut ids = Vec::new();
+        for n in names {
+            match self.domain_names.iter().position(|d| d == n) {
+                Some(i) => ids.push(i),
+                None => bail!(
+                    "holdout domain {n:?} is not a domain of {} (domains: {})",
+                    self.dir.display(),
+                    self.domain_names.join(", ")
+                ),
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        if !ids.is_empty() && self.history_len > 0 {
+            // Histories are built from the train split before the hold-out, so they
+            // would carry the held-out rows.
+            bail!("holdout domains are not supported with DIN histories");
+        }
+        if !ids.is_empty() && ids.len() == self.domain_names.len() {
+            bail!("every domain is held out: nothing left to train on");
+        }
+        for s in [&mut self.train, &mut self.valid] {
+            s.retain(|d| !ids.contains(&(d as usize)));
+        }
+        self.holdout = ids;
+        Ok(())
     }
 
     /// Ids of the `k` domains with the fewest rows (all splits), smallest first.

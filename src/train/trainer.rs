@@ -48,6 +48,11 @@ pub struct FinalMetrics {
     /// Mean AUC of the 7 domains with the fewest rows (defined AUCs only).
     pub tail_auc: Option<f64>,
     pub tail_domains: Vec<String>,
+    /// AUC over the test rows of the held-out domains together (unseen domains).
+    #[serde(default)]
+    pub unseen_auc: Option<f64>,
+    #[serde(default)]
+    pub unseen_domains: Vec<String>,
     pub train_seconds: f64,
 }
 
@@ -108,7 +113,8 @@ impl Trainer {
         } else {
             0
         };
-        let ds = Dataset::load(dataset_dir, &m.features, history)?;
+        let mut ds = Dataset::load(dataset_dir, &m.features, history)?;
+        ds.hold_out(&cfg.data.holdout_domains)?;
         let device = Device::Cpu;
         let mut rng = Rng::new(t.seed);
         let domain_slot = m.domain_input == DomainInput::Id;
@@ -175,10 +181,15 @@ impl Trainer {
         if m.name.needs_history() && item_slot.is_none() {
             bail!("DIN needs item_id among model.features");
         }
-        let run_name = t
-            .run_name
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}-seed{}", m.name.as_str(), ds.meta.recipe, t.seed));
+        let run_name = t.run_name.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}{}-seed{}",
+                m.name.as_str(),
+                ds.meta.recipe,
+                holdout_suffix(&cfg.data.holdout_domains),
+                t.seed
+            )
+        });
         Ok(Trainer {
             run_dir: t.runs_dir.join(run_name),
             adam: AdamConfig {
@@ -212,12 +223,20 @@ impl Trainer {
             + self.first.as_ref().map_or(0, |f| f.weight.len())
     }
 
-    /// Group `rows` by domain (stable) and embed them.
-    fn prepare(&mut self, split: &SplitData, rows: &[usize]) -> Result<Prepared> {
+    /// Group `rows` by domain (stable) and embed them. With `route`, every row
+    /// runs through that domain's experts, gate and tower, while its domain input
+    /// (id or fixed embedding) stays its own.
+    fn prepare(
+        &mut self,
+        split: &SplitData,
+        rows: &[usize],
+        route: Option<u32>,
+    ) -> Result<Prepared> {
         let n_dom = self.ds.domain_names.len();
+        let seg = |d: u32| route.unwrap_or(d) as usize;
         let mut counts = vec![0usize; n_dom];
         for &r in rows {
-            counts[split.domains[r] as usize] += 1;
+            counts[seg(split.domains[r])] += 1;
         }
         let mut starts = vec![0usize; n_dom];
         let mut segments = Vec::new();
@@ -236,7 +255,7 @@ impl Trainer {
         let mut ordered = vec![0usize; rows.len()];
         let mut fill = starts.clone();
         for &r in rows {
-            let d = split.domains[r] as usize;
+            let d = seg(split.domains[r]);
             ordered[fill[d]] = r;
             fill[d] += 1;
         }
@@ -345,7 +364,7 @@ impl Trainer {
 
     fn train_step(&mut self, rows: &[usize], rng: &mut Rng) -> Result<f64> {
         let split = std::mem::take(&mut self.ds.train);
-        let p = self.prepare(&split, rows);
+        let p = self.prepare(&split, rows, None);
         self.ds.train = split;
         let p = p?;
         let out = self.model.forward(&p.inputs, true, rng)?;
@@ -387,7 +406,7 @@ impl Trainer {
     pub fn bench_infer(&mut self, rows: &[usize]) -> Result<()> {
         let split = std::mem::take(&mut self.ds.test);
         let r = (|| {
-            let p = self.prepare(&split, rows)?;
+            let p = self.prepare(&split, rows, None)?;
             let out = self.model.forward(&p.inputs, false, &mut Rng::new(0))?;
             sigmoid(&out.logits)?.to_vec1::<f32>()?;
             Ok(())
@@ -410,26 +429,97 @@ impl Trainer {
         self.table = t;
     }
 
-    /// Probabilities, labels and domains of a split, in grouped order.
+    /// Probabilities, labels and domains of a split, in grouped order. Rows of a
+    /// held-out domain are scored by [`Trainer::unseen_probs`].
     pub fn predict(&mut self, which: Which) -> Result<(Vec<f32>, Vec<f32>, Vec<u32>)> {
         let split = std::mem::take(self.split_mut(which));
         let result = (|| {
             let mut probs = Vec::with_capacity(split.n);
             let mut labels = Vec::with_capacity(split.n);
             let mut domains = Vec::with_capacity(split.n);
-            let rows: Vec<usize> = (0..split.n).collect();
+            let held = self.ds.holdout.clone();
+            let (unseen, seen): (Vec<usize>, Vec<usize>) =
+                (0..split.n).partition(|&r| held.contains(&(split.domains[r] as usize)));
             let mut rng = Rng::new(0);
-            for chunk in rows.chunks(self.cfg.train.eval_batch_size.max(1)) {
-                let p = self.prepare(&split, chunk)?;
+            for chunk in seen.chunks(self.cfg.train.eval_batch_size.max(1)) {
+                let p = self.prepare(&split, chunk, None)?;
                 let out = self.model.forward(&p.inputs, false, &mut rng)?;
                 probs.extend(sigmoid(&out.logits)?.to_vec1::<f32>()?);
                 labels.extend(p.labels.to_vec1::<f32>()?);
                 domains.extend(p.domains);
             }
+            if !unseen.is_empty() {
+                probs.extend(self.unseen_probs(&split, &unseen)?);
+                labels.extend(unseen.iter().map(|&r| split.labels[r]));
+                domains.extend(unseen.iter().map(|&r| split.domains[r]));
+            }
             Ok((probs, labels, domains))
         })();
         *self.split_mut(which) = split;
         result
+    }
+
+    /// Kernel weights of the seen domains for each held-out domain: a Gaussian
+    /// kernel between the fixed domain embeddings, w = 1/√h in every dimension as
+    /// in the pooling. Without LLM embeddings every domain is equally far from
+    /// every other (one-hot), so the weights are uniform.
+    pub fn unseen_weights(&self) -> Result<Vec<(usize, Vec<(usize, f64)>)>> {
+        let n_dom = self.ds.domain_names.len();
+        let seen: Vec<usize> = (0..n_dom)
+            .filter(|d| !self.ds.holdout.contains(d))
+            .collect();
+        let mat = match &self.fixed {
+            Some((m, _)) => Some(m.to_vec2::<f32>()?),
+            None => None,
+        };
+        Ok(self
+            .ds
+            .holdout
+            .iter()
+            .map(|&u| {
+                let w = match &mat {
+                    Some(m) => crate::pool::kernel_weights(
+                        &m[u],
+                        &seen.iter().map(|&j| m[j].as_slice()).collect::<Vec<_>>(),
+                        None,
+                    ),
+                    None => vec![1.0 / seen.len() as f64; seen.len()],
+                };
+                (u, seen.iter().copied().zip(w).collect())
+            })
+            .collect())
+    }
+
+    /// Probabilities of rows of held-out domains: the mixture, weighted by
+    /// [`Trainer::unseen_weights`], of the seen domains' predictions (their
+    /// specific experts, gate and tower), each row keeping its own domain input.
+    fn unseen_probs(&mut self, split: &SplitData, rows: &[usize]) -> Result<Vec<f32>> {
+        let weights = self.unseen_weights()?;
+        let mut out = vec![0f64; rows.len()];
+        let mut rng = Rng::new(0);
+        for (u, ws) in weights {
+            let idx: Vec<usize> = (0..rows.len())
+                .filter(|&i| split.domains[rows[i]] as usize == u)
+                .collect();
+            let mine: Vec<usize> = idx.iter().map(|&i| rows[i]).collect();
+            for (j, a) in ws {
+                if a < 1e-12 {
+                    continue;
+                }
+                let mut k = 0;
+                for chunk in mine.chunks(self.cfg.train.eval_batch_size.max(1)) {
+                    // One routed domain: the prepared order is the input order.
+                    let p = self.prepare(split, chunk, Some(j as u32))?;
+                    let pr = sigmoid(&self.model.forward(&p.inputs, false, &mut rng)?.logits)?
+                        .to_vec1::<f32>()?;
+                    for v in pr {
+                        out[idx[k]] += a * v as f64;
+                        k += 1;
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().map(|v| v as f32).collect())
     }
 
     fn split_mut(&mut self, which: Which) -> &mut SplitData {
@@ -544,7 +634,16 @@ impl Trainer {
             );
         }
         self.load_weights(&best, false)?;
-        let test = self.evaluate(Which::Test)?;
+        let (p, y, d) = self.predict(Which::Test)?;
+        let test = metrics::report(&p, &y, &d, &self.ds.domain_names);
+        let (mut up, mut uy) = (Vec::new(), Vec::new());
+        for i in 0..d.len() {
+            if self.ds.holdout.contains(&(d[i] as usize)) {
+                up.push(p[i]);
+                uy.push(y[i]);
+            }
+        }
+        let unseen_auc = metrics::auc(&up, &uy);
         let tail_ids = self.ds.smallest_domains(7);
         let tail: Vec<f64> = tail_ids
             .iter()
@@ -563,16 +662,20 @@ impl Trainer {
                 .iter()
                 .map(|&d| self.ds.domain_names[d].clone())
                 .collect(),
+            unseen_auc,
+            unseen_domains: self
+                .ds
+                .holdout
+                .iter()
+                .map(|&d| self.ds.domain_names[d].clone())
+                .collect(),
             train_seconds: self.progress.seconds,
         };
         write_atomic(
             &self.run_dir.join("metrics.json"),
             serde_json::to_string_pretty(&fm)?.as_bytes(),
         )?;
-        write_atomic(
-            &self.run_dir.join("report.md"),
-            report_md(&fm, &self.progress.history).as_bytes(),
-        )?;
+        crate::report::report(&self.run_dir)?;
         Ok(fm)
     }
 
@@ -738,13 +841,22 @@ fn progress_bar(steps: u64, epoch: usize, epochs: usize) -> indicatif::ProgressB
     pb
 }
 
+/// `-holdout-a+b` for held-out domains `a`, `b`; empty without.
+pub fn holdout_suffix(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!("-holdout-{}", names.join("+"))
+    }
+}
+
 fn fmt(x: Option<f64>) -> String {
     x.map_or("n/a".into(), |v| format!("{v:.4}"))
 }
 
-fn report_md(m: &FinalMetrics, history: &[EpochMetrics]) -> String {
+pub fn report_md(m: &FinalMetrics, history: &[EpochMetrics]) -> String {
     let mut s = format!(
-        "# {} on {} (seed {})\n\nBest valid epoch {} of {} (valid AUC {}).\n\n| test metric | value |\n| --- | --- |\n| AUC | {} |\n| logloss | {:.4} |\n| weighted domain AUC | {} |\n| AUC of the 7 smallest domains (mean) | {} |\n\n",
+        "# {} on {} (seed {})\n\nBest valid epoch {} of {} (valid AUC {}).\n\n| test metric | value |\n| --- | --- |\n| AUC | {} |\n| logloss | {:.4} |\n| weighted domain AUC | {} |\n| AUC of the 7 smallest domains (mean) | {} |\n",
         m.model,
         m.recipe,
         m.seed,
@@ -756,6 +868,14 @@ fn report_md(m: &FinalMetrics, history: &[EpochMetrics]) -> String {
         fmt(m.test.weighted_domain_auc),
         fmt(m.tail_auc)
     );
+    if !m.unseen_domains.is_empty() {
+        s.push_str(&format!(
+            "| AUC of the held-out (unseen) domains {} | {} |\n",
+            m.unseen_domains.join(", "),
+            fmt(m.unseen_auc)
+        ));
+    }
+    s.push('\n');
     s.push_str("| domain | test rows | AUC |\n| --- | --- | --- |\n");
     for d in &m.test.domains {
         s.push_str(&format!("| {} | {} | {} |\n", d.domain, d.rows, fmt(d.auc)));

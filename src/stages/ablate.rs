@@ -1,0 +1,544 @@
+//! `pipeline ablate CONFIG`: the grid prompt template × method × pooling × seed
+//! of CGC on LLM domain embeddings, the baselines on the same split, and runs
+//! with held-out (unseen) domains; one results table (CSV + Markdown, mean ± std
+//! over seeds) and SVG plots. Every run is an ordinary run directory, reused when
+//! it finished with the same settings.
+//!
+//! Seeds vary the pooling's and the CTR model's initialisation and shuffling; the
+//! adapters of each (recipe, template, method) are trained once, with
+//! `embed.seed` (an LLM run costs minutes on a laptop CPU, a CTR run seconds).
+
+use crate::config::Config;
+use crate::fsutil::write_atomic;
+use crate::models::config::{DomainInput, ModelName};
+use crate::report::{Series, learning_curve_series, line_chart, read_history};
+use crate::stages::compare::mean_std;
+use crate::stages::embed::Method;
+use crate::stages::pool::PoolMode;
+use crate::stages::run::{Origin, cgc_llm_name, cgc_on, ensure_embed, ensure_pool, ensure_train};
+use crate::train::trainer::FinalMetrics;
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// `[ablate]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AblateConfig {
+    /// Default [ml100k-occupation, ml100k-age3].
+    pub recipes: Vec<String>,
+    /// Default [prompts/name.txt, prompts/stats.txt, prompts/stats_examples.txt].
+    pub templates: Vec<PathBuf>,
+    /// Default [none, lora, ptuning].
+    pub methods: Vec<Method>,
+    /// Default [parameterless, parametric].
+    pub pooling: Vec<PoolMode>,
+    /// Default [1, 2, 3].
+    pub seeds: Vec<u64>,
+    /// Models trained on the domain id. Default [cgc, ple, mmoe, star, shared_bottom, deepfm].
+    pub baselines: Vec<ModelName>,
+    /// Recipe of the unseen-domain runs. Default none (no such runs).
+    pub holdout_recipe: Option<String>,
+    /// Domains held out together in those runs.
+    pub holdout_domains: Vec<String>,
+    /// Template of the unseen-domain runs: it may use only {dataset}, {domain} and
+    /// {category_name}. Default prompts/name.txt.
+    pub holdout_template: PathBuf,
+    /// Models trained on the domain id in the unseen-domain runs. Default [cgc].
+    pub holdout_baselines: Vec<ModelName>,
+    /// Tables and plots go here. Default results/ablation.
+    pub out_dir: PathBuf,
+}
+
+impl Default for AblateConfig {
+    fn default() -> Self {
+        AblateConfig {
+            recipes: vec!["ml100k-occupation".into(), "ml100k-age3".into()],
+            templates: ["name", "stats", "stats_examples"]
+                .iter()
+                .map(|t| PathBuf::from(format!("prompts/{t}.txt")))
+                .collect(),
+            methods: vec![Method::None, Method::Lora, Method::Ptuning],
+            pooling: vec![PoolMode::Parameterless, PoolMode::Parametric],
+            seeds: vec![1, 2, 3],
+            baselines: vec![
+                ModelName::Cgc,
+                ModelName::Ple,
+                ModelName::Mmoe,
+                ModelName::Star,
+                ModelName::SharedBottom,
+                ModelName::Deepfm,
+            ],
+            holdout_recipe: None,
+            holdout_domains: Vec::new(),
+            holdout_template: "prompts/name.txt".into(),
+            holdout_baselines: vec![ModelName::Cgc],
+            out_dir: "results/ablation".into(),
+        }
+    }
+}
+
+/// One configuration of the grid and its runs (one per seed).
+struct Row {
+    recipe: String,
+    holdout: bool,
+    model: String,
+    /// `id` or `<template>/<method>/<pooling>`.
+    input: String,
+    method: Option<Method>,
+    runs: Vec<(FinalMetrics, PathBuf)>,
+}
+
+impl Row {
+    fn label(&self) -> String {
+        if self.method.is_some() {
+            format!("cgc + LLM {}", self.input)
+        } else {
+            format!("{} + domain id", self.model)
+        }
+    }
+    fn mean_valid(&self) -> f64 {
+        let v: Vec<Option<f64>> = self.runs.iter().map(|(m, _)| m.valid_auc).collect();
+        mean_std(&v).map_or(f64::NEG_INFINITY, |(m, _, _)| m)
+    }
+}
+
+/// One embed run of the grid.
+struct EmbedRow {
+    recipe: String,
+    holdout: bool,
+    template: String,
+    method: &'static str,
+    probe_valid_auc: Option<f64>,
+    llm_steps: usize,
+    seconds: f64,
+}
+
+#[derive(Default)]
+struct Counts {
+    computed: usize,
+    reused: usize,
+}
+
+impl Counts {
+    fn add(&mut self, o: Origin) {
+        match o {
+            Origin::Computed => self.computed += 1,
+            Origin::Reused => self.reused += 1,
+        }
+    }
+}
+
+pub fn ablate(base: &Config, config_path: &Path) -> Result<PathBuf> {
+    let a = &base.ablate;
+    if a.seeds.is_empty() || a.recipes.is_empty() {
+        bail!("ablate.seeds and ablate.recipes must not be empty");
+    }
+    if let Some(r) = &a.holdout_recipe
+        && !a.recipes.contains(r)
+    {
+        bail!("ablate.holdout_recipe {r:?} is not among ablate.recipes");
+    }
+    let start = Instant::now();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut embeds: Vec<EmbedRow> = Vec::new();
+    let mut counts = Counts::default();
+    for recipe in &a.recipes {
+        let mut cfg = base.clone();
+        cfg.data.recipe = recipe.clone();
+        cfg.data.holdout_domains.clear();
+        crate::stages::prepare::prepare(&cfg, false)?;
+        let mut settings = vec![(false, a.templates.clone(), a.baselines.clone())];
+        if a.holdout_recipe.as_ref() == Some(recipe) {
+            settings.push((
+                true,
+                vec![a.holdout_template.clone()],
+                a.holdout_baselines.clone(),
+            ));
+        }
+        for (holdout, templates, baselines) in settings {
+            if holdout {
+                cfg.data.holdout_domains = a.holdout_domains.clone();
+            }
+            for &model in &baselines {
+                let mut row = Row {
+                    recipe: recipe.clone(),
+                    holdout,
+                    model: model.as_str().into(),
+                    input: "id".into(),
+                    method: None,
+                    runs: Vec::new(),
+                };
+                for &seed in &a.seeds {
+                    let mut c = cfg.clone();
+                    c.model.name = model;
+                    c.model.domain_input = DomainInput::Id;
+                    c.model.domain_embeddings = None;
+                    c.train.seed = seed;
+                    c.train.run_name = None;
+                    let (m, dir, o) = ensure_train(&c)?;
+                    counts.add(o);
+                    progress(&start, &counts, &m, &dir);
+                    row.runs.push((m, dir));
+                }
+                rows.push(row);
+            }
+            for template in &templates {
+                for &method in &a.methods {
+                    let mut ec = cfg.clone();
+                    ec.embed.template = template.clone();
+                    ec.embed.method = method;
+                    let (er, o) = ensure_embed(&ec)?;
+                    counts.add(o);
+                    embeds.push(EmbedRow {
+                        recipe: recipe.clone(),
+                        holdout,
+                        template: ec.embed.template_stem(),
+                        method: method.as_str(),
+                        probe_valid_auc: er.probe_valid_auc,
+                        llm_steps: er.llm_steps,
+                        seconds: er.wall_seconds,
+                    });
+                    for &mode in &a.pooling {
+                        let mut row = Row {
+                            recipe: recipe.clone(),
+                            holdout,
+                            model: "cgc".into(),
+                            input: format!(
+                                "{}/{}/{}",
+                                ec.embed.template_stem(),
+                                method.as_str(),
+                                mode.as_str()
+                            ),
+                            method: Some(method),
+                            runs: Vec::new(),
+                        };
+                        for &seed in &a.seeds {
+                            let mut pc = ec.clone();
+                            pc.pool.mode = mode;
+                            // Parameterless pooling has nothing random: one run for all seeds.
+                            pc.pool.seed = match mode {
+                                PoolMode::Parametric => seed,
+                                PoolMode::Parameterless => 1,
+                            };
+                            pc.pool.from = Some(PathBuf::from(&er.run_dir));
+                            pc.pool.run_name = None;
+                            let (pr, o) = ensure_pool(&pc)?;
+                            counts.add(o);
+                            let mut c = cgc_on(&pc, Path::new(&pr.run_dir), String::new());
+                            c.train.seed = seed;
+                            c.train.run_name = Some(cgc_llm_name(&c));
+                            let (m, dir, o) = ensure_train(&c)?;
+                            counts.add(o);
+                            progress(&start, &counts, &m, &dir);
+                            row.runs.push((m, dir));
+                        }
+                        rows.push(row);
+                    }
+                }
+            }
+        }
+    }
+    let out = &a.out_dir;
+    std::fs::create_dir_all(out)?;
+    let seconds = start.elapsed().as_secs_f64();
+    write_tables(base, config_path, &rows, &embeds, &counts, seconds)?;
+    for recipe in &a.recipes {
+        plots(out, recipe, &rows)?;
+    }
+    Ok(out.join("ablation.md"))
+}
+
+fn progress(start: &Instant, c: &Counts, m: &FinalMetrics, dir: &Path) {
+    eprintln!(
+        "[ablate {:.0} s, {} computed, {} reused] {}: test AUC {}",
+        start.elapsed().as_secs_f64(),
+        c.computed,
+        c.reused,
+        dir.display(),
+        m.test.auc.map_or("n/a".into(), |a| format!("{a:.4}"))
+    );
+}
+
+fn cell(v: &[Option<f64>]) -> String {
+    mean_std(v).map_or("n/a".into(), |(m, s, _)| format!("{m:.4} ± {s:.4}"))
+}
+
+fn csv_pair(v: &[Option<f64>]) -> String {
+    mean_std(v).map_or(",".into(), |(m, s, _)| format!("{m:.6},{s:.6}"))
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or(String::new(), |x| format!("{x:.6}"))
+}
+
+/// The metric columns of a row: AUC, logloss, weighted domain AUC, tail, unseen.
+fn metric_columns(r: &Row) -> [Vec<Option<f64>>; 5] {
+    let f = |g: &dyn Fn(&FinalMetrics) -> Option<f64>| -> Vec<Option<f64>> {
+        r.runs.iter().map(|(m, _)| g(m)).collect()
+    };
+    [
+        f(&|m| m.test.auc),
+        f(&|m| Some(m.test.logloss)),
+        f(&|m| m.test.weighted_domain_auc),
+        f(&|m| {
+            if m.tail_domains.len() >= 7 {
+                m.tail_auc
+            } else {
+                None
+            }
+        }),
+        f(&|m| m.unseen_auc),
+    ]
+}
+
+fn write_tables(
+    base: &Config,
+    config_path: &Path,
+    rows: &[Row],
+    embeds: &[EmbedRow],
+    counts: &Counts,
+    seconds: f64,
+) -> Result<()> {
+    let a = &base.ablate;
+    let out = &a.out_dir;
+    let mut md = format!(
+        "# Ablation\n\nGenerated by `pipeline ablate {}`: {} runs computed and {} reused in {:.0} s (this invocation). Seeds {:?}; test metrics at the best valid epoch, mean ± sample std over seeds. Tail = mean AUC of the 7 domains with the fewest rows (recipes with fewer domains: n/a). Unseen = AUC over the test rows of the held-out domains, scored by the kernel-weighted mixture of the seen domains' experts, gates and towers (uniform weights for the domain id).\n\n",
+        config_path.display(),
+        counts.computed,
+        counts.reused,
+        seconds,
+        a.seeds
+    );
+    let mut csv = String::from(
+        "recipe,holdout,model,domain_input,seeds,auc_mean,auc_std,logloss_mean,logloss_std,wauc_mean,wauc_std,tail_mean,tail_std,unseen_mean,unseen_std,valid_auc_mean\n",
+    );
+    let mut runs_csv = String::from(
+        "recipe,holdout,model,domain_input,seed,test_auc,test_logloss,weighted_domain_auc,tail_auc,unseen_auc,valid_auc,best_epoch,train_seconds,run_dir\n",
+    );
+    let mut dom_csv = String::from("recipe,holdout,model,domain_input,seed,domain,rows,auc\n");
+    let mut last: Option<(String, bool)> = None;
+    for r in rows {
+        let key = (r.recipe.clone(), r.holdout);
+        if last.as_ref() != Some(&key) {
+            md.push_str(&format!(
+                "\n## {}{}\n\n| model | domain input (template/method/pooling) | test AUC | logloss | weighted domain AUC | tail AUC (7 smallest) | unseen AUC | valid AUC |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+                r.recipe,
+                if r.holdout {
+                    format!(", held out: {}", a.holdout_domains.join(", "))
+                } else {
+                    String::new()
+                }
+            ));
+            last = Some(key);
+        }
+        let cols = metric_columns(r);
+        let valid: Vec<Option<f64>> = r.runs.iter().map(|(m, _)| m.valid_auc).collect();
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.model,
+            r.input,
+            cell(&cols[0]),
+            cell(&cols[1]),
+            cell(&cols[2]),
+            cell(&cols[3]),
+            cell(&cols[4]),
+            cell(&valid)
+        ));
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.recipe,
+            r.holdout,
+            r.model,
+            r.input,
+            r.runs.len(),
+            csv_pair(&cols[0]),
+            csv_pair(&cols[1]),
+            csv_pair(&cols[2]),
+            csv_pair(&cols[3]),
+            csv_pair(&cols[4]),
+            opt(mean_std(&valid).map(|x| x.0))
+        ));
+        for (m, dir) in &r.runs {
+            runs_csv.push_str(&format!(
+                "{},{},{},{},{},{},{:.6},{},{},{},{},{},{:.1},{}\n",
+                r.recipe,
+                r.holdout,
+                r.model,
+                r.input,
+                m.seed,
+                opt(m.test.auc),
+                m.test.logloss,
+                opt(m.test.weighted_domain_auc),
+                opt(if m.tail_domains.len() >= 7 {
+                    m.tail_auc
+                } else {
+                    None
+                }),
+                opt(m.unseen_auc),
+                opt(m.valid_auc),
+                m.best_epoch,
+                m.train_seconds,
+                dir.display()
+            ));
+            for d in &m.test.domains {
+                dom_csv.push_str(&format!(
+                    "{},{},{},{},{},{},{},{}\n",
+                    r.recipe,
+                    r.holdout,
+                    r.model,
+                    r.input,
+                    m.seed,
+                    d.domain,
+                    d.rows,
+                    opt(d.auc)
+                ));
+            }
+        }
+    }
+    md.push_str("\n## Embed runs (adapters trained with the probe; one per recipe × template × method)\n\n| recipe | held out | template | method | probe valid AUC | LLM steps | seconds |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+    for e in embeds {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            e.recipe,
+            if e.holdout { "yes" } else { "no" },
+            e.template,
+            e.method,
+            e.probe_valid_auc
+                .map_or("n/a".into(), |v| format!("{v:.4}")),
+            e.llm_steps,
+            e.seconds
+        ));
+    }
+    md.push_str("\n## Plots\n\nSeries: CGC with the domain id, and for each method the LLM configuration with the best mean valid AUC (chosen on valid, not test).\n\n");
+    for recipe in &a.recipes {
+        md.push_str(&format!(
+            "![{recipe}: test AUC per domain](domain_auc_{recipe}.svg)\n\n![{recipe}: learning curves](learning_curves_{recipe}.svg)\n\n"
+        ));
+        if a.holdout_recipe.as_ref() == Some(recipe) {
+            md.push_str(&format!(
+                "![{recipe}: unseen domains](unseen_auc_{recipe}.svg)\n\n"
+            ));
+        }
+    }
+    write_atomic(&out.join("ablation.md"), md.as_bytes())?;
+    write_atomic(&out.join("ablation.csv"), csv.as_bytes())?;
+    write_atomic(&out.join("runs.csv"), runs_csv.as_bytes())?;
+    write_atomic(&out.join("domains.csv"), dom_csv.as_bytes())?;
+    Ok(())
+}
+
+/// The rows a plot shows: the domain-id CGC, and per method the LLM row with
+/// the best mean valid AUC.
+fn plotted<'a>(rows: &'a [Row], recipe: &str, holdout: bool) -> Vec<&'a Row> {
+    let mine: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.recipe == recipe && r.holdout == holdout)
+        .collect();
+    let mut out: Vec<&Row> = mine
+        .iter()
+        .copied()
+        .filter(|r| r.method.is_none() && r.model == "cgc")
+        .collect();
+    for m in [Method::None, Method::Lora, Method::Ptuning] {
+        if let Some(best) = mine
+            .iter()
+            .copied()
+            .filter(|r| r.method == Some(m))
+            .max_by(|a, b| a.mean_valid().total_cmp(&b.mean_valid()))
+        {
+            out.push(best);
+        }
+    }
+    out
+}
+
+/// Mean test AUC per domain over a row's seeds (None where no seed defines it).
+fn domain_means(r: &Row, n: usize) -> Vec<Option<f64>> {
+    (0..n)
+        .map(|d| {
+            let v: Vec<Option<f64>> = r
+                .runs
+                .iter()
+                .map(|(m, _)| m.test.domains.get(d).and_then(|x| x.auc))
+                .collect();
+            mean_std(&v).map(|x| x.0)
+        })
+        .collect()
+}
+
+fn plots(out: &Path, recipe: &str, rows: &[Row]) -> Result<()> {
+    for holdout in [false, true] {
+        let show = plotted(rows, recipe, holdout);
+        let Some(first) = show.first().and_then(|r| r.runs.first()) else {
+            continue;
+        };
+        let doms = &first.0.test.domains;
+        // Domains from the fewest to the most test rows.
+        let mut order: Vec<usize> = (0..doms.len()).collect();
+        order.sort_by_key(|&d| doms[d].rows);
+        if holdout {
+            order.retain(|&d| first.0.unseen_domains.contains(&doms[d].domain));
+        }
+        let names: Vec<String> = order
+            .iter()
+            .map(|&d| format!("{} ({})", doms[d].domain, doms[d].rows))
+            .collect();
+        let series: Vec<Series> = show
+            .iter()
+            .map(|r| {
+                let means = domain_means(r, doms.len());
+                Series {
+                    name: r.label(),
+                    points: order
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, &d)| means[d].map(|a| (i as f64, a)))
+                        .collect(),
+                }
+            })
+            .collect();
+        let (file, title) = if holdout {
+            (
+                format!("unseen_auc_{recipe}.svg"),
+                format!("{recipe}: test AUC of the held-out domains (mean over seeds)"),
+            )
+        } else {
+            (
+                format!("domain_auc_{recipe}.svg"),
+                format!("{recipe}: test AUC per domain (mean over seeds), fewest test rows first"),
+            )
+        };
+        line_chart(
+            &out.join(file),
+            &title,
+            "domain (test rows)",
+            "test AUC",
+            &series,
+            Some(&names),
+        )?;
+        if !holdout {
+            let curves: Vec<Series> = show
+                .iter()
+                .filter_map(|r| {
+                    let (m, dir) = r.runs.first()?;
+                    let h = read_history(dir).ok()?;
+                    Some(learning_curve_series(
+                        &format!("{} (seed {})", r.label(), m.seed),
+                        &h,
+                    ))
+                })
+                .collect();
+            line_chart(
+                &out.join(format!("learning_curves_{recipe}.svg")),
+                &format!("{recipe}: valid AUC by epoch"),
+                "epoch",
+                "valid AUC",
+                &curves,
+                None,
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Stage `pool`: one vector per domain from an embed run's token states, by
+//! Gaussian attention pooling (see [`crate::pool`]).
+//!
+//! `parameterless` computes f(q) with fixed w; `parametric` learns w (and,
+//! optionally, a query offset) with the probe objective of `embed` — a fresh probe,
+//! BCE on the train split, early stopping on valid AUC — on the cached token
+//! states, so no LLM runs in this loop and a run takes seconds. Runs are short,
+//! so an interrupted one starts again; outputs are written atomically.
+
+use crate::config::Config;
+use crate::fsutil::{save_tensors_atomic, write_atomic};
+use crate::nn::params::ParamStore;
+use crate::nn::rng::Rng;
+use crate::pool::{Parametric, Query, parameterless};
+use crate::stages::embed::Probe;
+use crate::stages::prepare::prepare;
+use crate::train::data::Dataset;
+use crate::train::optim::{AdamConfig, DenseAdam, OptimizerKind};
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// w fixed (`scale`, default 1/√h); nothing is trained.
+    Parameterless,
+    /// w learned per dimension (and optionally a query offset) with the probe.
+    Parametric,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Parameterless => "parameterless",
+            PoolMode::Parametric => "parametric",
+        }
+    }
+}
+
+/// `[pool]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// `parameterless` or `parametric`. Default `parametric`.
+    pub mode: PoolMode,
+    /// The query: `last` (last real token's state) or `mean`. Default `last`.
+    pub query: Query,
+    /// Parametric: learn an offset added to the query. Default true.
+    pub learned_query: bool,
+    /// Parameterless: w in every dimension. Default 1/√h.
+    pub scale: Option<f64>,
+    /// Parametric: Adam learning rate of w and the query offset. Default 1e-3.
+    pub lr: f64,
+    /// Parametric: CTR batches whose gradients w.r.t. the pooled matrix are
+    /// averaged per pooling step (the probe steps on every batch). Default 5.
+    pub batches_per_step: usize,
+    /// Parametric: maximum epochs over the train split. Default 10.
+    pub epochs: usize,
+    /// Parametric: early stopping patience on probe valid AUC. Default 2.
+    pub patience: usize,
+    /// Parametric: seed of the probe's initialisation and the shuffling. Default 1.
+    pub seed: u64,
+    /// The embed run whose `token_states.safetensors` are pooled. Default: the run
+    /// that `[embed]` names.
+    pub from: Option<PathBuf>,
+    /// Runs go to `<runs_dir>/<run name>/`. Default `runs`.
+    pub runs_dir: PathBuf,
+    /// Default `pool-<mode>-<embed run>` (+ `-seed<seed>` when parametric).
+    pub run_name: Option<String>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            mode: PoolMode::Parametric,
+            query: Query::Last,
+            learned_query: true,
+            scale: None,
+            lr: 1e-3,
+            batches_per_step: 5,
+            epochs: 10,
+            patience: 2,
+            seed: 1,
+            from: None,
+            runs_dir: "runs".into(),
+            run_name: None,
+        }
+    }
+}
+
+/// One epoch of parametric pooling, a line of `metrics.jsonl`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct PoolEpoch {
+    pub epoch: usize,
+    pub probe_train_loss: f64,
+    pub probe_valid_auc: Option<f64>,
+    pub seconds: f64,
+}
+
+/// `result.json` of a pool run.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct PoolResult {
+    pub mode: String,
+    pub from: String,
+    pub best_epoch: usize,
+    /// Parametric only: probe valid AUC at the best epoch.
+    pub probe_valid_auc: Option<f64>,
+    pub wall_seconds: f64,
+    pub run_dir: String,
+}
+
+impl PoolConfig {
+    /// The embed run to pool.
+    pub fn source(&self, cfg: &Config, recipe: &str) -> PathBuf {
+        self.from.clone().unwrap_or_else(|| {
+            cfg.embed
+                .runs_dir
+                .join(cfg.embed.run_name(recipe, &cfg.data.holdout_domains))
+        })
+    }
+
+    /// The run directory.
+    pub fn run_dir(&self, cfg: &Config, recipe: &str) -> PathBuf {
+        let name = self.run_name.clone().unwrap_or_else(|| {
+            let from = self.source(cfg, recipe);
+            let stem = from
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match self.mode {
+                PoolMode::Parameterless => format!("pool-parameterless-{stem}"),
+                PoolMode::Parametric => format!("pool-parametric-{stem}-seed{}", self.seed),
+            }
+        });
+        self.runs_dir.join(name)
+    }
+}
+
+/// Run the stage.
+pub fn pool(cfg: &Config) -> Result<PoolResult> {
+    let pc = &cfg.pool;
+    let start = Instant::now();
+    let prepared = prepare(cfg, false)?;
+    let mut ds = Dataset::load(&prepared.dir, &[], 0)?;
+    ds.hold_out(&cfg.data.holdout_domains)?;
+    let from = pc.source(cfg, &ds.meta.recipe);
+    let file = from.join("token_states.safetensors");
+    let dev = Device::Cpu;
+    let t = candle_core::safetensors::load(&file, &dev).with_context(|| {
+        format!(
+            "cannot read {} (run `pipeline embed` first, or set pool.from)",
+            file.display()
+        )
+    })?;
+    let get = |k: &str| -> Result<Tensor> {
+        Ok(t.get(k)
+            .with_context(|| format!("{} has no tensor `{k}`", file.display()))?
+            .to_dtype(DType::F32)?)
+    };
+    let (states, mask) = (get("states")?, get("mask")?);
+    let (d, tn, h) = states
+        .dims3()
+        .with_context(|| format!("{}: `states` must be (domains, tokens, h)", file.display()))?;
+    if d != ds.domain_names.len() || mask.dims() != [d, tn] {
+        bail!(
+            "{}: states {:?} and mask {:?} do not fit the {} domains of {}",
+            file.display(),
+            states.dims(),
+            mask.dims(),
+            ds.domain_names.len(),
+            prepared.dir.display()
+        );
+    }
+    let dir = pc.run_dir(cfg, &ds.meta.recipe);
+    if dir.join("result.json").is_file() {
+        bail!(
+            "{} already holds a finished pool run: choose another run name",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(&dir)?;
+    write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    let mut params = HashMap::new();
+    let (dm, best_epoch, best_auc) = match pc.mode {
+        PoolMode::Parameterless => {
+            let s = pc.scale.unwrap_or(1.0 / (h as f64).sqrt());
+            params.insert("w".to_string(), Tensor::full(s as f32, h, &dev)?);
+            (parameterless(&states, &mask, pc.query, Some(s))?, 0, None)
+        }
+        PoolMode::Parametric => train_parametric(cfg, &ds, &states, &mask, &dir, &mut params)?,
+    };
+    let mut de = HashMap::new();
+    de.insert("domain_embeddings".to_string(), dm);
+    save_tensors_atomic(&de, &dir.join("domain_embeddings.safetensors"))?;
+    save_tensors_atomic(&params, &dir.join("pool_params.safetensors"))?;
+    write_atomic(
+        &dir.join("domains.json"),
+        serde_json::to_string_pretty(&ds.domain_names)?.as_bytes(),
+    )?;
+    let r = PoolResult {
+        mode: pc.mode.as_str().into(),
+        from: from.display().to_string(),
+        best_epoch,
+        probe_valid_auc: best_auc,
+        wall_seconds: start.elapsed().as_secs_f64(),
+        run_dir: dir.display().to_string(),
+    };
+    write_atomic(
+        &dir.join("result.json"),
+        serde_json::to_string_pretty(&r)?.as_bytes(),
+    )?;
+    Ok(r)
+}
+
+/// Train [`Parametric`] with a fresh probe; returns the pooled matrix at the best
+/// valid epoch, that epoch and its AUC, and fills `params` with w (and the query
+/// offset) of that epoch.
+fn train_parametric(
+    cfg: &Config,
+    ds: &Dataset,
+    states: &Tensor,
+    mask: &Tensor,
+    dir: &std::path::Path,
+    params: &mut HashMap<String, Tensor>,
+) -> Result<(Tensor, usize, Option<f64>)> {
+    let pc = &cfg.pool;
+    if pc.epochs == 0 || pc.patience == 0 {
+        bail!("pool.epochs and pool.patience must be at least 1");
+    }
+    let h = states.dim(2)?;
+    let base = Rng::new(pc.seed);
+    let mut rng = base.fork(1);
+    let mut ps = ParamStore::new(DType::F32, &Device::Cpu);
+    let layer = Parametric::new(&mut ps, h, pc.query, pc.learned_query)?;
+    let mut dense = DenseAdam::new(&ps)?;
+    let mut probe = Probe::new(ds, h, &cfg.embed, &mut rng)?;
+    let adam = AdamConfig {
+        kind: OptimizerKind::Adam,
+        lr: pc.lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let bs = cfg.embed.batch_size.max(1);
+    let (mut step, mut bad) = (0u64, 0usize);
+    let mut best: Option<(f64, usize, Tensor)> = None;
+    let mut history = Vec::new();
+    for epoch in 1..=pc.epochs {
+        if bad >= pc.patience {
+            break;
+        }
+        let t0 = Instant::now();
+        let mut order: Vec<usize> = (0..ds.train.n).collect();
+        base.fork(100 + epoch as u64).shuffle(&mut order);
+        let (mut sum, mut count) = (0.0, 0usize);
+        for group in order.chunks(bs * pc.batches_per_step.max(1)) {
+            let dm = layer.forward(states, mask)?;
+            let dv = Var::from_tensor(&dm.detach())?;
+            let mut acc: Option<Tensor> = None;
+            let mut k = 0;
+            for batch in group.chunks(bs) {
+                let (l, g) = probe.step(&ds.train, batch, &dv)?;
+                sum += l * batch.len() as f64;
+                count += batch.len();
+                if let Some(g) = g {
+                    acc = Some(match acc {
+                        Some(a) => (a + g)?,
+                        None => g,
+                    });
+                }
+                k += 1;
+            }
+            if let Some(g) = acc {
+                let g = (g / k as f64)?.detach();
+                let grads = (dm * g)?.sum_all()?.backward()?;
+                step += 1;
+                dense.step(&ps, &grads, &adam, step)?;
+            }
+        }
+        let dm = layer.forward(states, mask)?.detach();
+        let valid = probe.evaluate(&ds.valid, &dm, &ds.domain_names)?;
+        let e = PoolEpoch {
+            epoch,
+            probe_train_loss: sum / count.max(1) as f64,
+            probe_valid_auc: valid.auc,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "pool epoch {epoch}: probe loss {:.4}, valid AUC {}, {:.1}s",
+            e.probe_train_loss,
+            valid.auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            e.seconds
+        );
+        history.push(e);
+        let lines: String = history
+            .iter()
+            .map(|h| serde_json::to_string(h).unwrap_or_default() + "\n")
+            .collect();
+        write_atomic(&dir.join("metrics.jsonl"), lines.as_bytes())?;
+        match (valid.auc, &best) {
+            (Some(a), b) if b.as_ref().is_none_or(|(x, _, _)| a > *x) => {
+                best = Some((a, epoch, dm));
+                bad = 0;
+                params.clear();
+                for p in ps.params() {
+                    let name = p.name.trim_start_matches("pool.").to_string();
+                    params.insert(name, p.var.as_tensor().copy()?);
+                }
+            }
+            _ => bad += 1,
+        }
+    }
+    let Some((auc, epoch, dm)) = best else {
+        bail!("no pooling epoch produced a valid AUC (does the valid split hold both classes?)");
+    };
+    Ok((dm, epoch, Some(auc)))
+}
