@@ -205,8 +205,8 @@ fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     std::fs::write(
         &cfg,
         format!(
-            "[data]\nraw_dir = {}\nprepared_dir = {}\nfetch = false\n[embed]\nmodel = {}\ntemplate = {}\nepochs = 1\nbatch_size = 128\nbatches_per_llm_step = 4\nruns_dir = {}\n[train]\nepochs = 2\nbatch_size = 128\nruns_dir = {}\n",
-            p(&raw), p(&tmp.path().join("prepared")), p(&model), p(&t), p(&tmp.path().join("runs")), p(&tmp.path().join("runs"))
+            "[data]\nraw_dir = {}\nprepared_dir = {}\nfetch = false\n[embed]\nmodel = {}\ntemplate = {}\nepochs = 1\nbatch_size = 128\nbatches_per_llm_step = 4\nruns_dir = {}\n[pool]\nepochs = 2\nruns_dir = {}\n[train]\nepochs = 2\nbatch_size = 128\nruns_dir = {}\n",
+            p(&raw), p(&tmp.path().join("prepared")), p(&model), p(&t), p(&tmp.path().join("runs")), p(&tmp.path().join("runs")), p(&tmp.path().join("runs"))
         ),
     )
     .unwrap();
@@ -226,13 +226,15 @@ fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     );
     let report = tmp
         .path()
-        .join("runs/cgc-llm-lora-ml100k-occupation-t-seed1/report.md");
+        .join("runs/cgc-llm-lora-ml100k-occupation-t-parametric-seed1/report.md");
     assert!(report.is_file());
     let o = run();
     assert!(o.status.success());
     let err = String::from_utf8(o.stderr).unwrap();
     assert!(
-        err.contains("embed: reusing") && err.contains("train-cgc: reusing"),
+        err.contains("embed: reusing")
+            && err.contains("pool: reusing")
+            && err.contains("train-cgc: reusing"),
         "{err}"
     );
     // A changed config must not silently reuse the old result.

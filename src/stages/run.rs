@@ -119,6 +119,13 @@ pub fn cgc_llm_name(cfg: &Config) -> String {
     )
 }
 
+fn reusing(o: Origin) -> &'static str {
+    match o {
+        Origin::Reused => "reusing ",
+        Origin::Computed => "",
+    }
+}
+
 pub fn run(cfg: &Config) -> Result<RunSummary> {
     let start = Instant::now();
     let prepared = prepare(cfg, false)?;
@@ -127,15 +134,16 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         prepared.dir.display(),
         prepared.meta.domains.len()
     );
-    let (embedded, _) = ensure_embed(cfg)?;
-    eprintln!("embed: {}", embedded.run_dir);
+    let (embedded, o) = ensure_embed(cfg)?;
+    eprintln!("embed: {}{}", reusing(o), embedded.run_dir);
     let mut pc = cfg.clone();
     pc.pool.from = Some(PathBuf::from(&embedded.run_dir));
-    let (pooled, _) = ensure_pool(&pc)?;
-    eprintln!("pool: {}", pooled.run_dir);
+    let (pooled, o) = ensure_pool(&pc)?;
+    eprintln!("pool: {}{}", reusing(o), pooled.run_dir);
     let mut c = cgc_on(&pc, Path::new(&pooled.run_dir), String::new());
     c.train.run_name = Some(cgc_llm_name(&c));
-    let (cgc, dir, _) = ensure_train(&c)?;
+    let (cgc, dir, o) = ensure_train(&c)?;
+    eprintln!("train-cgc: {}{}", reusing(o), dir.display());
     let report = crate::report::report(&dir)?;
     Ok(RunSummary {
         embed: embedded,

@@ -459,15 +459,19 @@ impl Trainer {
         result
     }
 
-    /// Kernel weights of the seen domains for each held-out domain: a Gaussian
+    /// Kernel weights of the seen domains (those with train rows) for each
+    /// held-out domain: a Gaussian
     /// kernel between the fixed domain embeddings, w = 1/√h in every dimension as
     /// in the pooling. Without LLM embeddings every domain is equally far from
     /// every other (one-hot), so the weights are uniform.
     pub fn unseen_weights(&self) -> Result<Vec<(usize, Vec<(usize, f64)>)>> {
         let n_dom = self.ds.domain_names.len();
-        let seen: Vec<usize> = (0..n_dom)
-            .filter(|d| !self.ds.holdout.contains(d))
-            .collect();
+        // Domains with train rows: the others' experts, gates and towers are untrained.
+        let mut rows = vec![0usize; n_dom];
+        for &d in &self.ds.train.domains {
+            rows[d as usize] += 1;
+        }
+        let seen: Vec<usize> = (0..n_dom).filter(|&d| rows[d] > 0).collect();
         let mat = match &self.fixed {
             Some((m, _)) => Some(m.to_vec2::<f32>()?),
             None => None,

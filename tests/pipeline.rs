@@ -1,0 +1,255 @@
+//! Held-out domains, `pool`, `ablate` and `report` on a small GroupLens fixture
+//! and a tiny random decoder.
+
+mod common;
+
+use llmctr::config::Config;
+use llmctr::models::config::ModelName;
+use llmctr::stages::embed::{Method, embed};
+use llmctr::stages::pool::{PoolMode, pool};
+use llmctr::train::data::Dataset;
+use llmctr::train::trainer::FinalMetrics;
+use std::path::{Path, PathBuf};
+
+/// A prepared fixture (occupations student, homemaker, writer, doctor present),
+/// a tiny decoder and a config that trains fast.
+fn setup(tmp: &Path) -> Config {
+    let raw = tmp.join("raw");
+    common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
+    let model = tmp.join("tiny");
+    common::write_tiny_llama(&model, 3, false);
+    let mut cfg = common::config("ml100k-occupation", &raw, &tmp.join("prepared"));
+    cfg.embed.model = model.display().to_string();
+    cfg.embed.method = Method::None;
+    cfg.embed.template = tmp.join("name.txt");
+    std::fs::write(&cfg.embed.template, "The users \"{domain}\" of {dataset}.").unwrap();
+    cfg.embed.batch_size = 64;
+    cfg.embed.epochs = 2;
+    cfg.embed.runs_dir = tmp.join("runs");
+    cfg.pool.runs_dir = tmp.join("runs");
+    cfg.pool.epochs = 3;
+    cfg.train.runs_dir = tmp.join("runs");
+    cfg.train.epochs = 2;
+    cfg.train.batch_size = 64;
+    cfg
+}
+
+fn domain_rows(s: &llmctr::train::data::SplitData, d: usize) -> usize {
+    s.domains.iter().filter(|&&x| x as usize == d).count()
+}
+
+#[test]
+fn holdout_leaves_no_row_of_the_domain_in_train_or_valid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = setup(tmp.path());
+    let p = llmctr::stages::prepare::prepare(&cfg, false).unwrap();
+    let full = Dataset::load(&p.dir, &[], 0).unwrap();
+    let mut ds = Dataset::load(&p.dir, &[], 0).unwrap();
+    let id = |n: &str| ds.domain_names.iter().position(|d| d == n).unwrap();
+    let (home, doc) = (id("homemaker"), id("doctor"));
+    assert!(domain_rows(&full.train, home) > 0 && domain_rows(&full.valid, home) > 0);
+    ds.hold_out(&["homemaker".into(), "doctor".into()]).unwrap();
+    for s in [&ds.train, &ds.valid] {
+        assert_eq!(domain_rows(s, home) + domain_rows(s, doc), 0);
+        assert_eq!(s.n, s.labels.len());
+        assert!(s.cols.iter().all(|c| c.len() == s.n));
+    }
+    // Everything else is kept, row for row, and test is untouched.
+    for d in 0..ds.domain_names.len() {
+        if d != home && d != doc {
+            assert_eq!(domain_rows(&ds.train, d), domain_rows(&full.train, d));
+            assert_eq!(domain_rows(&ds.valid, d), domain_rows(&full.valid, d));
+        }
+    }
+    let keep: Vec<usize> = (0..full.train.n)
+        .filter(|&r| ![home, doc].contains(&(full.train.domains[r] as usize)))
+        .collect();
+    assert_eq!(
+        ds.train.labels,
+        keep.iter()
+            .map(|&r| full.train.labels[r])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(ds.test.n, full.test.n);
+    let e = ds.hold_out(&["astronaut".into()]).unwrap_err().to_string();
+    assert!(e.contains("astronaut") && e.contains("student"), "{e}");
+}
+
+fn read_metrics(dir: &Path) -> FinalMetrics {
+    serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn unseen_domains_are_scored_by_the_mixture_for_id_and_llm_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = setup(tmp.path());
+    cfg.data.holdout_domains = vec!["homemaker".into(), "doctor".into()];
+    // The one-hot CGC.
+    let m = llmctr::stages::train::train(&cfg, false, None)
+        .unwrap()
+        .unwrap();
+    let dir = cfg
+        .train
+        .runs_dir
+        .join("cgc-ml100k-occupation-holdout-homemaker+doctor-seed1");
+    assert_eq!(m, read_metrics(&dir));
+    let mut held = m.unseen_domains.clone();
+    held.sort();
+    assert_eq!(held, ["doctor", "homemaker"]);
+    assert!(m.unseen_auc.is_some(), "both classes among the unseen rows");
+    // Every test row is scored, the held-out domains' included.
+    let full = Dataset::load(&tmp.path().join("prepared/ml100k-occupation"), &[], 0).unwrap();
+    assert_eq!(m.test.rows, full.test.n);
+    for d in &m.test.domains {
+        if held.contains(&d.domain) {
+            assert!(d.rows > 0 && d.auc.is_some(), "{}", d.domain);
+        }
+    }
+    for f in ["report.md", "learning_curve.svg", "domain_auc.svg"] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("held-out (unseen) domains"), "{report}");
+
+    // LLM embeddings: embed (the probe never sees the held-out rows), pool, CGC.
+    let r = embed(&cfg, false, None).unwrap().unwrap();
+    assert!(
+        r.run_dir
+            .ends_with("embed-none-ml100k-occupation-name-holdout-homemaker+doctor-seed1")
+    );
+    cfg.pool.mode = PoolMode::Parameterless;
+    let pr = pool(&cfg).unwrap();
+    let c = llmctr::stages::run::cgc_on(&cfg, Path::new(&pr.run_dir), "llm".into());
+    let t =
+        llmctr::train::trainer::Trainer::new(&c, &tmp.path().join("prepared/ml100k-occupation"))
+            .unwrap();
+    let w = t.unseen_weights().unwrap();
+    assert_eq!(w.len(), 2);
+    for (_, ws) in &w {
+        assert_eq!(ws.len(), 2, "the two seen domains");
+        let s: f64 = ws.iter().map(|x| x.1).sum();
+        assert!((s - 1.0).abs() < 1e-9);
+    }
+    let m2 = llmctr::stages::train::train(&c, false, None)
+        .unwrap()
+        .unwrap();
+    assert!(m2.unseen_auc.is_some());
+    assert_ne!(
+        m2.unseen_auc, m.unseen_auc,
+        "different models, different scores"
+    );
+}
+
+#[test]
+fn heldout_prompts_may_not_use_train_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = setup(tmp.path());
+    cfg.data.holdout_domains = vec!["doctor".into()];
+    std::fs::write(
+        &cfg.embed.template,
+        "{domain}: {rows} rows, {positive_pct}% liked",
+    )
+    .unwrap();
+    let e = format!("{:#}", embed(&cfg, false, None).unwrap_err());
+    assert!(e.contains("{rows}") && e.contains("doctor"), "{e}");
+}
+
+#[test]
+fn pool_parameterless_equals_the_embed_pooling_and_parametric_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = setup(tmp.path());
+    let r = embed(&cfg, false, None).unwrap().unwrap();
+    let load = |p: PathBuf| {
+        candle_core::safetensors::load(p, &candle_core::Device::Cpu)
+            .unwrap()
+            .remove("domain_embeddings")
+            .unwrap()
+    };
+    let from_embed = load(PathBuf::from(&r.run_dir).join("domain_embeddings.safetensors"));
+    cfg.pool.mode = PoolMode::Parameterless;
+    let p = pool(&cfg).unwrap();
+    let pooled = load(PathBuf::from(&p.run_dir).join("domain_embeddings.safetensors"));
+    let diff = (from_embed - &pooled)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-6, "{diff}");
+    // A finished run is not overwritten.
+    assert!(pool(&cfg).is_err());
+
+    cfg.pool.mode = PoolMode::Parametric;
+    cfg.pool.lr = 1e-2;
+    let p = pool(&cfg).unwrap();
+    assert!(p.probe_valid_auc.is_some() && p.best_epoch >= 1);
+    let dir = PathBuf::from(&p.run_dir);
+    assert!(dir.ends_with("pool-parametric-embed-none-ml100k-occupation-name-seed1-seed1"));
+    let params = candle_core::safetensors::load(
+        dir.join("pool_params.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let w = params["w"].to_vec1::<f32>().unwrap();
+    let init = 1.0 / (w.len() as f32).sqrt();
+    assert!(w.iter().any(|&x| (x - init).abs() > 1e-4), "w was trained");
+    assert!(params.contains_key("query_offset"));
+    let learned = load(dir.join("domain_embeddings.safetensors"));
+    assert_eq!(learned.dims(), pooled.dims());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+            >= 1,
+        true
+    );
+}
+
+#[test]
+fn ablate_writes_tables_and_plots_and_reuses_every_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = setup(tmp.path());
+    let a = &mut cfg.ablate;
+    a.recipes = vec!["ml100k-occupation".into()];
+    a.templates = vec![cfg.embed.template.clone()];
+    a.methods = vec![Method::None];
+    a.seeds = vec![1, 2];
+    a.baselines = vec![ModelName::Cgc];
+    a.holdout_recipe = Some("ml100k-occupation".into());
+    a.holdout_domains = vec!["doctor".into()];
+    a.holdout_template = cfg.embed.template.clone();
+    a.out_dir = tmp.path().join("results");
+    let path = tmp.path().join("ablate.toml");
+    let out = llmctr::stages::ablate::ablate(&cfg, &path).unwrap();
+    let md = std::fs::read_to_string(&out).unwrap();
+    assert!(md.contains("| cgc | id |"), "{md}");
+    assert!(md.contains("| cgc | name/none/parametric |"), "{md}");
+    assert!(md.contains("held out: doctor"), "{md}");
+    let dir = tmp.path().join("results");
+    let runs = std::fs::read_to_string(dir.join("runs.csv")).unwrap();
+    // (1 baseline + 1 method × 2 poolings) × 2 seeds, without and with the hold-out.
+    assert_eq!(runs.lines().count(), 1 + 2 * 3 * 2);
+    let summary = std::fs::read_to_string(dir.join("ablation.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 1 + 2 * 3);
+    for f in [
+        "domains.csv",
+        "domain_auc_ml100k-occupation.svg",
+        "learning_curves_ml100k-occupation.svg",
+        "unseen_auc_ml100k-occupation.svg",
+    ] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let first = std::fs::read_to_string(dir.join("runs.csv")).unwrap();
+    llmctr::stages::ablate::ablate(&cfg, &path).unwrap();
+    let md = std::fs::read_to_string(&out).unwrap();
+    assert!(md.contains(": 0 runs computed"), "{md}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("runs.csv")).unwrap(),
+        first
+    );
+}
