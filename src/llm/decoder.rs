@@ -9,10 +9,10 @@
 use super::adapters::{Adapters, PrefixKv, Target};
 use super::config::{LlamaConfig, RopeLayout};
 use super::frozen::frozen_matmul;
-use crate::nn::ops::softmax;
+use crate::nn::fused::{masked_softmax, swiglu};
 use crate::nn::rng::Rng;
 use anyhow::{Context, Result, bail};
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 
 /// A frozen projection: weight stored transposed, (in, out), and an optional bias.
@@ -62,10 +62,10 @@ pub struct Decoder {
     pub device: Device,
 }
 
-/// RMS norm, x · rsqrt(mean(x²) + eps) · w, from differentiable ops.
+/// RMS norm, x · rsqrt(mean(x²) + eps) · w, w frozen: one fused node with an
+/// analytic backward on CPU (composed ops elsewhere).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+    crate::nn::fused::rms_norm(x, w, eps)
 }
 
 impl Decoder {
@@ -281,19 +281,26 @@ impl Decoder {
             } else {
                 (k, v)
             };
-            let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // (b, nh, t, s)
-            let scores = scores.broadcast_add(&self.causal_mask(t, plen)?)?;
-            let att = softmax(&scores)?.matmul(&v)?; // (b, nh, t, hd)
+            let scores = q.matmul(&k.t()?)?; // (b, nh, t, s)
+            let mask = self.causal_mask(t, plen)?;
+            let probs = masked_softmax(&scores, Some(&mask), 1.0 / (hd as f64).sqrt())?;
+            let att = probs.matmul(&v)?; // (b, nh, t, hd)
             let att = att.transpose(1, 2)?.reshape((b * t, nh * hd))?;
             let o = self.proj(l, Target::O, &layer.o, &att, ad, train, rng)?;
             h = (h + o.reshape((b, t, hsz))?)?;
 
             let x2 = rms_norm(&h, &layer.ffn_norm, self.cfg.rms_norm_eps)?.reshape((b * t, hsz))?;
-            let g = self
-                .proj(l, Target::Gate, &layer.gate, &x2, ad, train, rng)?
-                .silu()?;
+            let g = self.proj(l, Target::Gate, &layer.gate, &x2, ad, train, rng)?;
             let u = self.proj(l, Target::Up, &layer.up, &x2, ad, train, rng)?;
-            let d = self.proj(l, Target::Down, &layer.down, &(g * u)?, ad, train, rng)?;
+            let d = self.proj(
+                l,
+                Target::Down,
+                &layer.down,
+                &swiglu(&g, &u)?,
+                ad,
+                train,
+                rng,
+            )?;
             h = (h + d.reshape((b, t, hsz))?)?;
         }
         Ok(h)

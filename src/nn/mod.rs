@@ -1,6 +1,7 @@
 //! Neural-network basics on candle, all differentiable: seeded randomness, named
 //! parameters, ops with a backward pass, linear layers, and gradient checking.
 
+pub mod fused;
 pub mod gradcheck;
 pub mod linear;
 pub mod ops;

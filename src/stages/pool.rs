@@ -175,6 +175,19 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
             prepared.dir.display()
         );
     }
+    let names_file = from.join("domains.json");
+    if let Ok(bytes) = std::fs::read(&names_file) {
+        let names: Vec<String> = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a list of domain names", names_file.display()))?;
+        if names != ds.domain_names {
+            bail!(
+                "{} lists the domains of another dataset than {} (data.recipe = {:?})",
+                names_file.display(),
+                prepared.dir.display(),
+                cfg.data.recipe
+            );
+        }
+    }
     let dir = pc.run_dir(cfg, &ds.meta.recipe);
     if dir.join("result.json").is_file() {
         bail!(

@@ -1,0 +1,466 @@
+//! Fused CPU kernels with analytic backward passes for the decoder's
+//! element-wise blocks: RMS norm (frozen weight), scaled masked softmax, SwiGLU.
+//!
+//! Composed of candle ops, each block is 5–10 graph nodes, and candle's backward
+//! allocates, zero-fills and adds a gradient buffer for every node. Here each
+//! block is one node whose backward is one pass over the data (rows in parallel
+//! with rayon). Other devices and dtypes fall back to the composed ops (same
+//! values). Tests compare values and gradients with the composed versions.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(d) = s else {
+        candle_core::bail!("{op}: f32 input expected");
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: contiguous input expected");
+    };
+    Ok(&d[a..b])
+}
+
+fn fused_ok(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+}
+
+/// Rows of this many values or more are worth a rayon task.
+const PAR_MIN: usize = 4096;
+
+fn rows_mut<'a>(out: &'a mut [f32], h: usize) -> rayon::slice::ChunksMut<'a, f32> {
+    out.par_chunks_mut(h.max(1))
+}
+
+// ---------------------------------------------------------------- RMS norm
+
+struct RmsNorm {
+    w: Vec<f32>,
+    eps: f32,
+}
+
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+impl CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "fused-rms-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s, l, self.name())?;
+        let h = self.w.len();
+        let mut out = vec![0f32; x.len()];
+        rows_mut(&mut out, h)
+            .zip(x.par_chunks(h))
+            .with_min_len(PAR_MIN / h.max(1) + 1)
+            .for_each(|(o, xr)| {
+                let r = inv_rms(xr, self.eps);
+                for ((o, &x), &w) in o.iter_mut().zip(xr).zip(&self.w) {
+                    *o = x * r * w;
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let b = RmsNormBwd {
+            w: self.w.clone(),
+            eps: self.eps,
+        };
+        Ok(Some(
+            arg.contiguous()?
+                .apply_op2_no_bwd(&grad.contiguous()?, &b)?,
+        ))
+    }
+}
+
+/// dx = r·(w⊙dy) − x·r³·Σ(w⊙dy⊙x)/h, r = 1/√(mean(x²) + eps).
+struct RmsNormBwd {
+    w: Vec<f32>,
+    eps: f32,
+}
+
+impl CustomOp2 for RmsNormBwd {
+    fn name(&self) -> &'static str {
+        "fused-rms-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dy) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        let h = self.w.len();
+        let mut out = vec![0f32; x.len()];
+        rows_mut(&mut out, h)
+            .zip(x.par_chunks(h).zip(dy.par_chunks(h)))
+            .with_min_len(PAR_MIN / h.max(1) + 1)
+            .for_each(|(o, (xr, gr))| {
+                let r = inv_rms(xr, self.eps);
+                let dot: f32 = xr
+                    .iter()
+                    .zip(gr)
+                    .zip(&self.w)
+                    .map(|((x, g), w)| x * g * w)
+                    .sum();
+                let c = r * r * r * dot / h as f32;
+                for (((o, &x), &g), &w) in o.iter_mut().zip(xr).zip(gr).zip(&self.w) {
+                    *o = r * g * w - x * c;
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// RMS norm over the last dimension with a frozen weight `w` (no gradient).
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if !fused_ok(x) {
+        let ms = x.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+        return x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w);
+    }
+    let op = RmsNorm {
+        w: w.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
+        eps: eps as f32,
+    };
+    if x.dim(candle_core::D::Minus1)? != op.w.len() {
+        candle_core::bail!("rms_norm: last dimension differs from the weight's length");
+    }
+    x.contiguous()?.apply_op1(op)
+}
+
+// ---------------------------------------------------------------- softmax
+
+/// softmax(scale · x + mask) over the last dimension; `mask` (rows, s) repeats
+/// over the leading dimensions of x (…, rows, s).
+struct MaskedSoftmax {
+    mask: Option<Vec<f32>>,
+    s: usize,
+    scale: f32,
+}
+
+impl CustomOp1 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "fused-masked-softmax"
+    }
+
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(st, l, self.name())?;
+        let s = self.s;
+        let mrows = self.mask.as_ref().map_or(1, |m| m.len() / s);
+        let mut out = vec![0f32; x.len()];
+        rows_mut(&mut out, s)
+            .zip(x.par_chunks(s))
+            .enumerate()
+            .with_min_len(PAR_MIN / s.max(1) + 1)
+            .for_each(|(i, (o, xr))| {
+                let m = self
+                    .mask
+                    .as_ref()
+                    .map(|m| &m[(i % mrows) * s..(i % mrows + 1) * s]);
+                let mut max = f32::NEG_INFINITY;
+                for (j, (o, &x)) in o.iter_mut().zip(xr).enumerate() {
+                    *o = x * self.scale + m.map_or(0.0, |m| m[j]);
+                    max = max.max(*o);
+                }
+                let mut z = 0f32;
+                for o in o.iter_mut() {
+                    *o = (*o - max).exp();
+                    z += *o;
+                }
+                let inv = 1.0 / z;
+                for o in o.iter_mut() {
+                    *o *= inv;
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let b = SoftmaxBwd {
+            s: self.s,
+            scale: self.scale,
+        };
+        Ok(Some(
+            res.contiguous()?
+                .apply_op2_no_bwd(&grad.contiguous()?, &b)?,
+        ))
+    }
+}
+
+/// dx = scale · y ⊙ (dy − Σ dy⊙y).
+struct SoftmaxBwd {
+    s: usize,
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "fused-softmax-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (y, dy) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        let s = self.s;
+        let mut out = vec![0f32; y.len()];
+        rows_mut(&mut out, s)
+            .zip(y.par_chunks(s).zip(dy.par_chunks(s)))
+            .with_min_len(PAR_MIN / s.max(1) + 1)
+            .for_each(|(o, (yr, gr))| {
+                let dot: f32 = yr.iter().zip(gr).map(|(y, g)| y * g).sum();
+                for ((o, &y), &g) in o.iter_mut().zip(yr).zip(gr) {
+                    *o = self.scale * y * (g - dot);
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// softmax(scale · x + mask) over the last dimension. `mask`: (rows, s), added
+/// to every (…, rows, s) block of x, no gradient; None = no mask.
+pub fn masked_softmax(x: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    if !fused_ok(x) {
+        let mut z = (x * scale)?;
+        if let Some(m) = mask {
+            z = z.broadcast_add(m)?;
+        }
+        return super::ops::softmax(&z);
+    }
+    let s = x.dim(candle_core::D::Minus1)?;
+    let mask = match mask {
+        Some(m) => {
+            let (rows, ms) = m.dims2()?;
+            let xr = x.dim(candle_core::D::Minus2)?;
+            if ms != s || rows != xr {
+                candle_core::bail!(
+                    "masked_softmax: mask {:?} does not fit {:?}",
+                    m.dims(),
+                    x.dims()
+                );
+            }
+            Some(
+                m.to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            )
+        }
+        None => None,
+    };
+    x.contiguous()?.apply_op1(MaskedSoftmax {
+        mask,
+        s,
+        scale: scale as f32,
+    })
+}
+
+// ---------------------------------------------------------------- SwiGLU
+
+fn sigm(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// silu(g) ⊙ u.
+struct SwiGlu;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "fused-swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, u) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        let mut out = vec![0f32; g.len()];
+        out.par_iter_mut()
+            .zip(g.par_iter().zip(u.par_iter()))
+            .with_min_len(PAR_MIN)
+            .for_each(|(o, (&g, &u))| *o = g * sigm(g) * u);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        g: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (g, u, dy) = (g.contiguous()?, u.contiguous()?, grad.contiguous()?);
+        let dg = g.apply_op3_no_bwd(&u, &dy, &SwiGluBwd { wrt_gate: true })?;
+        let du = g.apply_op3_no_bwd(&u, &dy, &SwiGluBwd { wrt_gate: false })?;
+        Ok((Some(dg), Some(du)))
+    }
+}
+
+/// d/dg: dy·u·σ(g)·(1 + g·(1 − σ(g))); d/du: dy·silu(g).
+struct SwiGluBwd {
+    wrt_gate: bool,
+}
+
+impl CustomOp3 for SwiGluBwd {
+    fn name(&self) -> &'static str {
+        "fused-swiglu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = f32s(s1, l1, self.name())?;
+        let u = f32s(s2, l2, self.name())?;
+        let dy = f32s(s3, l3, self.name())?;
+        let mut out = vec![0f32; g.len()];
+        let gate = self.wrt_gate;
+        out.par_iter_mut()
+            .zip(g.par_iter().zip(u.par_iter().zip(dy.par_iter())))
+            .with_min_len(PAR_MIN)
+            .for_each(|(o, (&g, (&u, &d)))| {
+                let s = sigm(g);
+                *o = if gate {
+                    d * u * s * (1.0 + g * (1.0 - s))
+                } else {
+                    d * g * s
+                };
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// silu(g) ⊙ u, the SwiGLU of a Llama MLP.
+pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    if !fused_ok(g) || g.shape() != u.shape() {
+        return g.silu()? * u;
+    }
+    g.contiguous()?.apply_op2(&u.contiguous()?, SwiGlu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{D, Device, Var};
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = crate::nn::rng::Rng::new(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 1.5).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        let s = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        d.to_scalar::<f32>().unwrap() / s.to_scalar::<f32>().unwrap().max(1e-6)
+    }
+
+    /// Values and input gradients of `fused` and `composed` under a random
+    /// linear read-out.
+    fn same(
+        inputs: &[Tensor],
+        fused: impl Fn(&[Tensor]) -> Result<Tensor>,
+        composed: impl Fn(&[Tensor]) -> Result<Tensor>,
+    ) {
+        let vars: Vec<Var> = inputs
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let a = fused(&ts).unwrap();
+        let b = composed(&ts).unwrap();
+        assert!(max_rel(&a, &b) < 1e-5, "values: {}", max_rel(&a, &b));
+        let probe = rand(a.dims(), 99);
+        let ga = (a * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (b * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in &vars {
+            let (x, y) = (
+                ga.get(v.as_tensor()).unwrap(),
+                gb.get(v.as_tensor()).unwrap(),
+            );
+            assert!(max_rel(x, y) < 1e-4, "gradient: {}", max_rel(x, y));
+            assert!(
+                x.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    > 0.0
+            );
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_the_composed_ops() {
+        let w = (rand(&[48], 2).abs().unwrap() + 0.5).unwrap();
+        let composed = |t: &[Tensor]| {
+            let ms = t[0].sqr()?.mean_keepdim(D::Minus1)?;
+            t[0].broadcast_div(&(ms + 1e-5)?.sqrt()?)?.broadcast_mul(&w)
+        };
+        same(
+            &[rand(&[3, 5, 48], 1)],
+            |t| rms_norm(&t[0], &w, 1e-5),
+            composed,
+        );
+    }
+
+    #[test]
+    fn masked_softmax_matches_the_composed_ops() {
+        // A causal mask over (t = 4, s = 6): two prefix positions always visible.
+        let mut m = vec![0f32; 24];
+        for i in 0..4 {
+            for j in 0..6 {
+                if j > i + 2 {
+                    m[i * 6 + j] = -1e9;
+                }
+            }
+        }
+        let mask = Tensor::from_vec(m, (4, 6), &Device::Cpu).unwrap();
+        let composed =
+            |t: &[Tensor]| crate::nn::ops::softmax(&(&t[0] * 0.35)?.broadcast_add(&mask)?);
+        same(
+            &[rand(&[2, 3, 4, 6], 3)],
+            |t| masked_softmax(&t[0], Some(&mask), 0.35),
+            composed,
+        );
+        same(
+            &[rand(&[7, 9], 4)],
+            |t| masked_softmax(&t[0], None, 1.0),
+            |t| crate::nn::ops::softmax(&t[0]),
+        );
+    }
+
+    #[test]
+    fn swiglu_matches_the_composed_ops() {
+        same(
+            &[rand(&[6, 40], 5), rand(&[6, 40], 6)],
+            |t| swiglu(&t[0], &t[1]),
+            |t| t[0].silu()? * &t[1],
+        );
+    }
+}
