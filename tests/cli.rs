@@ -133,3 +133,45 @@ fn model_config_files_state_the_built_in_defaults() {
         assert_eq!(file, built_in, "{}", path.display());
     }
 }
+
+#[test]
+fn every_config_file_parses_and_the_default_run_is_an_ablation_cell() {
+    use llmctr::config::Config;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            Config::load(Some(&p)).unwrap();
+        }
+    }
+    // `pipeline run configs/default.toml` reuses the ablation's stats/lora/parametric
+    // seed-1 runs only if the two files agree on [embed] and [pool].
+    let default = Config::load(Some(&dir.join("default.toml"))).unwrap();
+    let mut ablate = Config::load(Some(&dir.join("ablate.toml"))).unwrap();
+    ablate.embed.template = "prompts/stats.txt".into();
+    ablate.embed.method = llmctr::stages::embed::Method::Lora;
+    ablate.pool.mode = llmctr::stages::pool::PoolMode::Parametric;
+    assert_eq!(default.embed, ablate.embed);
+    assert_eq!(default.pool, ablate.pool);
+}
+
+#[test]
+fn report_explains_what_is_missing_and_new_commands_have_help() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = pipeline().arg("report").arg(tmp.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("metrics.json") && err.contains(&tmp.path().display().to_string()),
+        "{err}"
+    );
+    for cmd in [["pool", "--help"], ["ablate", "--help"]] {
+        let out = pipeline().args(cmd).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("parametric") || text.contains("grid"),
+            "{text}"
+        );
+    }
+}
