@@ -49,7 +49,7 @@ pub fn line_chart(
 ) -> Result<()> {
     let mut svg = String::new();
     {
-        let height = if x_labels.is_some() { 560 } else { 440 };
+        let height = if x_labels.is_some() { 620 } else { 440 };
         let root = SVGBackend::with_string(&mut svg, (900, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (x0, x1) = match x_labels {

@@ -230,10 +230,29 @@ fn ablate_writes_tables_and_plots_and_reuses_every_run() {
     assert!(md.contains("| cgc | id |"), "{md}");
     assert!(md.contains("| cgc | name/none/parametric |"), "{md}");
     assert!(md.contains("held out: doctor"), "{md}");
+    assert!(md.contains("unseen AUC, median kernel"), "{md}");
     let dir = tmp.path().join("results");
     let runs = std::fs::read_to_string(dir.join("runs.csv")).unwrap();
     // (1 baseline + 1 method × 2 poolings) × 2 seeds, without and with the hold-out.
     assert_eq!(runs.lines().count(), 1 + 2 * 3 * 2);
+    // Held-out runs were scored again with the median-heuristic kernel.
+    let header: Vec<&str> = runs.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let held: Vec<Vec<&str>> = runs
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f[col("holdout")] == "true")
+        .collect();
+    assert_eq!(held.len(), 6);
+    for f in &held {
+        let ppl: f64 = f[col("kernel_perplexity")].parse().unwrap();
+        assert!(
+            ppl > 0.99 && ppl <= 3.0 + 1e-9,
+            "perplexity {ppl} over 3 seen domains"
+        );
+        assert!(!f[col("unseen_auc_median_kernel")].is_empty());
+    }
     let summary = std::fs::read_to_string(dir.join("ablation.csv")).unwrap();
     assert_eq!(summary.lines().count(), 1 + 2 * 3);
     for f in [

@@ -28,6 +28,18 @@ pub struct TrainConfig {
     pub runs_dir: PathBuf,
     /// Default `<model>-<recipe>-seed<seed>`.
     pub run_name: Option<String>,
+    /// Bandwidth of the Gaussian kernel that mixes the seen domains for a held-out
+    /// one: `pooling` (w = 1/√h, the pooling's default) or `median` (w = 1/√m, m
+    /// the median squared distance between the seen domains' embeddings). Default
+    /// `pooling`.
+    pub unseen_kernel: UnseenKernel,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnseenKernel {
+    Pooling,
+    Median,
 }
 
 impl Default for TrainConfig {
@@ -43,6 +55,7 @@ impl Default for TrainConfig {
             weight_decay: 1e-5,
             runs_dir: "runs".into(),
             run_name: None,
+            unseen_kernel: UnseenKernel::Pooling,
         }
     }
 }

@@ -460,10 +460,10 @@ impl Trainer {
     }
 
     /// Kernel weights of the seen domains (those with train rows) for each
-    /// held-out domain: a Gaussian
-    /// kernel between the fixed domain embeddings, w = 1/√h in every dimension as
-    /// in the pooling. Without LLM embeddings every domain is equally far from
-    /// every other (one-hot), so the weights are uniform.
+    /// held-out domain: a Gaussian kernel between the fixed domain embeddings,
+    /// softmax_j(−½‖(e_u − e_j)·w‖²) with w from `train.unseen_kernel`. Without LLM
+    /// embeddings every domain is equally far from every other (one-hot), so the
+    /// weights are uniform.
     pub fn unseen_weights(&self) -> Result<Vec<(usize, Vec<(usize, f64)>)>> {
         let n_dom = self.ds.domain_names.len();
         // Domains with train rows: the others' experts, gates and towers are untrained.
@@ -476,6 +476,26 @@ impl Trainer {
             Some((m, _)) => Some(m.to_vec2::<f32>()?),
             None => None,
         };
+        let scale = match (&mat, self.cfg.train.unseen_kernel) {
+            (Some(m), crate::train::config::UnseenKernel::Median) => {
+                let mut d2 = Vec::new();
+                for (a, &i) in seen.iter().enumerate() {
+                    for &j in &seen[a + 1..] {
+                        d2.push(
+                            m[i].iter()
+                                .zip(&m[j])
+                                .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+                                .sum::<f64>(),
+                        );
+                    }
+                }
+                d2.sort_by(f64::total_cmp);
+                d2.get(d2.len() / 2)
+                    .filter(|&&v| v > 0.0)
+                    .map(|&v| 1.0 / v.sqrt())
+            }
+            _ => None,
+        };
         Ok(self
             .ds
             .holdout
@@ -485,13 +505,46 @@ impl Trainer {
                     Some(m) => crate::pool::kernel_weights(
                         &m[u],
                         &seen.iter().map(|&j| m[j].as_slice()).collect::<Vec<_>>(),
-                        None,
+                        scale,
                     ),
                     None => vec![1.0 / seen.len() as f64; seen.len()],
                 };
                 (u, seen.iter().copied().zip(w).collect())
             })
             .collect())
+    }
+
+    /// Load the best epoch's weights of a finished run (to score it again, e.g.
+    /// with another `train.unseen_kernel`: training does not depend on it).
+    pub fn load_best(&mut self) -> Result<()> {
+        let best = self.run_dir.join("best.safetensors");
+        self.load_weights(&best, false)
+    }
+
+    /// AUC over the test rows of the held-out domains, and the mean perplexity
+    /// (effective number of seen domains) of their kernel weights.
+    pub fn unseen_auc(&mut self) -> Result<(Option<f64>, f64)> {
+        let (p, y, d) = self.predict(Which::Test)?;
+        let held = &self.ds.holdout;
+        let (mut up, mut uy) = (Vec::new(), Vec::new());
+        for i in 0..d.len() {
+            if held.contains(&(d[i] as usize)) {
+                up.push(p[i]);
+                uy.push(y[i]);
+            }
+        }
+        let ws = self.unseen_weights()?;
+        let ppl: f64 = ws
+            .iter()
+            .map(|(_, w)| {
+                (-w.iter()
+                    .map(|&(_, a)| if a > 0.0 { a * a.ln() } else { 0.0 })
+                    .sum::<f64>())
+                .exp()
+            })
+            .sum::<f64>()
+            / ws.len().max(1) as f64;
+        Ok((metrics::auc(&up, &uy), ppl))
     }
 
     /// Probabilities of rows of held-out domains: the mixture, weighted by
