@@ -163,27 +163,8 @@ impl Decoder {
 
     /// Rotary embedding of x (b, heads, t, head_dim).
     fn apply_rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let (b, h, t, d) = x.dims4()?;
-        Ok(match self.rope {
-            RopeLayout::HalfSplit => {
-                let cos = Tensor::cat(&[cos, cos], 1)?; // (t, d)
-                let sin = Tensor::cat(&[sin, sin], 1)?;
-                let x1 = x.narrow(3, 0, d / 2)?;
-                let x2 = x.narrow(3, d / 2, d / 2)?;
-                let rot = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
-                (x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?)?
-            }
-            RopeLayout::Interleaved => {
-                let xr = x.reshape((b, h, t, d / 2, 2))?;
-                let xe = xr.narrow(4, 0, 1)?;
-                let xo = xr.narrow(4, 1, 1)?;
-                let cos = cos.unsqueeze(2)?; // (t, d/2, 1)
-                let sin = sin.unsqueeze(2)?;
-                let e = (xe.broadcast_mul(&cos)? - xo.broadcast_mul(&sin)?)?;
-                let o = (xe.broadcast_mul(&sin)? + xo.broadcast_mul(&cos)?)?;
-                Tensor::cat(&[&e, &o], 4)?.reshape((b, h, t, d))?
-            }
-        })
+        let interleaved = self.rope == RopeLayout::Interleaved;
+        Ok(crate::nn::fused::rope(x, cos, sin, interleaved)?)
     }
 
     fn proj(
@@ -266,25 +247,16 @@ impl Decoder {
                 k = Tensor::cat(&[&pk, &k], 2)?;
                 v = Tensor::cat(&[&pv, &v], 2)?;
             }
-            let s = plen + t;
-            // Grouped-query attention: each key/value head serves nh / nkv query heads.
+            // Grouped-query attention: query heads kv·rep .. kv·rep + rep share key/value
+            // head kv. Grouping them as rows, (b, nkv, rep·t, hd), lets every group
+            // use its key/value head as is: no repeated copies of k and v.
             let rep = nh / nkv;
-            let (k, v) = if rep > 1 {
-                (
-                    k.unsqueeze(2)?
-                        .broadcast_as((b, nkv, rep, s, hd))?
-                        .reshape((b, nh, s, hd))?,
-                    v.unsqueeze(2)?
-                        .broadcast_as((b, nkv, rep, s, hd))?
-                        .reshape((b, nh, s, hd))?,
-                )
-            } else {
-                (k, v)
-            };
-            let scores = q.matmul(&k.t()?)?; // (b, nh, t, s)
+            let qg = q.reshape((b, nkv, rep * t, hd))?;
+            let (k, v) = (k.contiguous()?, v.contiguous()?);
+            let scores = qg.matmul(&k.t()?)?; // (b, nkv, rep·t, s)
             let mask = self.causal_mask(t, plen)?;
             let probs = masked_softmax(&scores, Some(&mask), 1.0 / (hd as f64).sqrt())?;
-            let att = probs.matmul(&v)?; // (b, nh, t, hd)
+            let att = probs.matmul(&v)?.reshape((b, nh, t, hd))?; // (b, nh, t, hd)
             let att = att.transpose(1, 2)?.reshape((b * t, nh * hd))?;
             let o = self.proj(l, Target::O, &layer.o, &att, ad, train, rng)?;
             h = (h + o.reshape((b, t, hsz))?)?;

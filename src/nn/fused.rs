@@ -227,12 +227,23 @@ impl CustomOp2 for SoftmaxBwd {
 }
 
 /// softmax(scale · x + mask) over the last dimension. `mask`: (rows, s), added
-/// to every (…, rows, s) block of x, no gradient; None = no mask.
+/// to every block of `rows` consecutive rows of x (…, k·rows, s), no gradient;
+/// None = no mask.
 pub fn masked_softmax(x: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
     if !fused_ok(x) {
         let mut z = (x * scale)?;
         if let Some(m) = mask {
-            z = z.broadcast_add(m)?;
+            let (rows, s) = m.dims2()?;
+            let mut dims = x.dims().to_vec();
+            let n = dims.len();
+            let k = dims[n - 2] / rows.max(1);
+            dims[n - 2] = k;
+            dims.insert(n - 1, rows);
+            // (…, k, rows, s) + mask, then back.
+            z = z
+                .reshape(dims)?
+                .broadcast_add(&m.reshape((1, rows, s))?)?
+                .reshape(x.shape())?;
         }
         return super::ops::softmax(&z);
     }
@@ -241,7 +252,7 @@ pub fn masked_softmax(x: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<T
         Some(m) => {
             let (rows, ms) = m.dims2()?;
             let xr = x.dim(candle_core::D::Minus2)?;
-            if ms != s || rows != xr {
+            if ms != s || rows == 0 || xr % rows != 0 {
                 candle_core::bail!(
                     "masked_softmax: mask {:?} does not fit {:?}",
                     m.dims(),
@@ -260,6 +271,108 @@ pub fn masked_softmax(x: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<T
         mask,
         s,
         scale: scale as f32,
+    })
+}
+
+// ---------------------------------------------------------------- rotary
+
+/// Rotary position embedding of x (…, t, d) with angle tables cos, sin (t, d/2):
+/// pairs (x_i, x_{i+d/2}) (`interleaved` false, Hugging Face) or (x_{2i}, x_{2i+1})
+/// (true, GGUF) are rotated by the angle of position t and frequency i. The map
+/// is a rotation, so its backward is the same op with −sin.
+#[derive(Clone)]
+struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    t: usize,
+    d: usize,
+    interleaved: bool,
+}
+
+impl CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "fused-rope"
+    }
+
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(st, l, self.name())?;
+        let (t, d, half) = (self.t, self.d, self.d / 2);
+        let mut out = vec![0f32; x.len()];
+        rows_mut(&mut out, d)
+            .zip(x.par_chunks(d))
+            .enumerate()
+            .with_min_len(PAR_MIN / d.max(1) + 1)
+            .for_each(|(r, (o, xr))| {
+                let p = r % t;
+                let (c, s) = (
+                    &self.cos[p * half..(p + 1) * half],
+                    &self.sin[p * half..(p + 1) * half],
+                );
+                for i in 0..half {
+                    let (a, b) = if self.interleaved {
+                        (2 * i, 2 * i + 1)
+                    } else {
+                        (i, i + half)
+                    };
+                    o[a] = xr[a] * c[i] - xr[b] * s[i];
+                    o[b] = xr[a] * s[i] + xr[b] * c[i];
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let mut inv = self.clone();
+        inv.sin.iter_mut().for_each(|v| *v = -*v);
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&inv)?))
+    }
+}
+
+/// Rotary embedding of x (…, t, d) with tables cos, sin (t, d/2) (no gradient),
+/// in the `interleaved` (GGUF) or half-split (Hugging Face) layout. Falls back to
+/// composed ops off the CPU or for other dtypes.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let n = dims.len();
+    if n < 2 {
+        candle_core::bail!("rope: x needs (…, t, d)");
+    }
+    let (t, d) = (dims[n - 2], dims[n - 1]);
+    if cos.dims() != [t, d / 2] || sin.dims() != [t, d / 2] || d % 2 != 0 {
+        candle_core::bail!("rope: tables {:?} do not fit {:?}", cos.dims(), dims);
+    }
+    if !fused_ok(x) {
+        return if interleaved {
+            let mut pd = dims.clone();
+            pd[n - 1] = d / 2;
+            pd.push(2);
+            let xr = x.reshape(pd.as_slice())?;
+            let xe = xr.narrow(n, 0, 1)?;
+            let xo = xr.narrow(n, 1, 1)?;
+            let (c, s) = (cos.unsqueeze(2)?, sin.unsqueeze(2)?);
+            let e = (xe.broadcast_mul(&c)? - xo.broadcast_mul(&s)?)?;
+            let o = (xe.broadcast_mul(&s)? + xo.broadcast_mul(&c)?)?;
+            Tensor::cat(&[&e, &o], n)?.reshape(dims.as_slice())
+        } else {
+            let c = Tensor::cat(&[cos, cos], 1)?;
+            let s = Tensor::cat(&[sin, sin], 1)?;
+            let x1 = x.narrow(n - 1, 0, d / 2)?;
+            let x2 = x.narrow(n - 1, d / 2, d / 2)?;
+            let rot = Tensor::cat(&[&x2.neg()?, &x1], n - 1)?;
+            x.broadcast_mul(&c)? + rot.broadcast_mul(&s)?
+        };
+    }
+    let v = |a: &Tensor| -> Result<Vec<f32>> {
+        a.to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    };
+    x.contiguous()?.apply_op1(Rope {
+        cos: v(cos)?,
+        sin: v(sin)?,
+        t,
+        d,
+        interleaved,
     })
 }
 
@@ -448,11 +561,44 @@ mod tests {
             |t| masked_softmax(&t[0], Some(&mask), 0.35),
             composed,
         );
+        // Grouped rows (GQA): the mask repeats over blocks of 4 rows.
+        let tiled = Tensor::cat(&[&mask, &mask], 0).unwrap();
+        same(
+            &[rand(&[2, 3, 8, 6], 7)],
+            |t| masked_softmax(&t[0], Some(&mask), 0.35),
+            |t| crate::nn::ops::softmax(&(&t[0] * 0.35)?.broadcast_add(&tiled)?),
+        );
         same(
             &[rand(&[7, 9], 4)],
             |t| masked_softmax(&t[0], None, 1.0),
             |t| crate::nn::ops::softmax(&t[0]),
         );
+    }
+
+    #[test]
+    fn rope_matches_the_composed_ops_in_both_layouts() {
+        let (t, d) = (5, 8);
+        let ang: Vec<f32> = (0..t * d / 2)
+            .map(|i| (i as f32 * 0.37).sin() * 3.0)
+            .collect();
+        let a = Tensor::from_vec(ang, (t, d / 2), &Device::Cpu).unwrap();
+        let (cos, sin) = (a.cos().unwrap(), a.sin().unwrap());
+        for interleaved in [false, true] {
+            // The composed path is what the fused op falls back to for f64.
+            same(
+                &[rand(&[2, 3, t, d], 8)],
+                |x| rope(&x[0], &cos, &sin, interleaved),
+                |x| {
+                    let y = rope(
+                        &x[0].to_dtype(candle_core::DType::F64)?,
+                        &cos.to_dtype(candle_core::DType::F64)?,
+                        &sin.to_dtype(candle_core::DType::F64)?,
+                        interleaved,
+                    )?;
+                    y.to_dtype(candle_core::DType::F32)
+                },
+            );
+        }
     }
 
     #[test]
