@@ -472,6 +472,9 @@ impl Trainer {
             rows[d as usize] += 1;
         }
         let seen: Vec<usize> = (0..n_dom).filter(|&d| rows[d] > 0).collect();
+        if seen.is_empty() {
+            bail!("no domain has train rows to score the held-out domains with");
+        }
         let mat = match &self.fixed {
             Some((m, _)) => Some(m.to_vec2::<f32>()?),
             None => None,
