@@ -8,19 +8,6 @@ use llmctr::llm::load::load_hf_dir;
 use llmctr::stages::embed::{Method, embed, render_prompts};
 use std::path::{Path, PathBuf};
 
-fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 /// A tiny decoder, a small GroupLens fixture, a template, and a fast embed config.
 fn setup(tmp: &Path, seed: u64, template: &str, method: Method) -> (Config, PathBuf, PathBuf) {
     let model = tmp.join("tiny");
@@ -110,7 +97,7 @@ fn embed_none_lora_ptuning_end_to_end() {
             .unwrap();
         let dm =
             llmctr::pool::parameterless(&states, &p.mask, llmctr::pool::Query::Last, None).unwrap();
-        let diff = max_abs_diff(&dm, &saved);
+        let diff = common::max_abs_diff(&dm, &saved);
         assert!(
             diff < 1e-4,
             "{method:?}: reloaded adapter gives embeddings {diff} away"
@@ -127,7 +114,7 @@ fn embed_none_lora_ptuning_end_to_end() {
             .unwrap();
         let bdm =
             llmctr::pool::parameterless(&base, &p.mask, llmctr::pool::Query::Last, None).unwrap();
-        let moved = max_abs_diff(&bdm, &saved);
+        let moved = common::max_abs_diff(&bdm, &saved);
         assert!(
             moved > 1e-6,
             "{method:?}: the adapters did not move the embeddings"

@@ -15,19 +15,6 @@ fn ids(n: usize, b: usize) -> Tensor {
     Tensor::from_vec(v, (b, n), &Device::Cpu).unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 fn all_targets() -> LoraConfig {
     LoraConfig {
         targets: Target::ALL.to_vec(),
@@ -122,7 +109,11 @@ fn lora_starts_as_the_base_model_and_merges_exactly() {
         .decoder
         .hidden_states(&x, &ad, false, &mut Rng::new(0))
         .unwrap();
-    assert_eq!(max_abs_diff(&base, &same), 0.0, "B = 0: no change at init");
+    assert_eq!(
+        common::max_abs_diff(&base, &same),
+        0.0,
+        "B = 0: no change at init"
+    );
     for m in &ad.lora {
         let v: Vec<f32> = (0..m.b.elem_count())
             .map(|i| ((i % 5) as f32 - 2.0) * 0.05)
@@ -134,16 +125,16 @@ fn lora_starts_as_the_base_model_and_merges_exactly() {
         .decoder
         .hidden_states(&x, &ad, false, &mut Rng::new(0))
         .unwrap();
-    assert!(max_abs_diff(&base, &adapted) > 1e-3);
+    assert!(common::max_abs_diff(&base, &adapted) > 1e-3);
     l.decoder.merge_lora(&ad).unwrap();
     let merged = l
         .decoder
         .hidden_states(&x, &Adapters::none(), false, &mut Rng::new(0))
         .unwrap();
     assert!(
-        max_abs_diff(&adapted, &merged) < 1e-4,
+        common::max_abs_diff(&adapted, &merged) < 1e-4,
         "{}",
-        max_abs_diff(&adapted, &merged)
+        common::max_abs_diff(&adapted, &merged)
     );
 }
 
@@ -219,9 +210,9 @@ fn peft_round_trip_reproduces_the_states() {
             .hidden_states(&x, &back, false, &mut Rng::new(0))
             .unwrap();
         assert!(
-            max_abs_diff(&a, &b) < 1e-5,
+            common::max_abs_diff(&a, &b) < 1e-5,
             "case {i}: {}",
-            max_abs_diff(&a, &b)
+            common::max_abs_diff(&a, &b)
         );
         let c: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap())
@@ -274,7 +265,7 @@ fn prefix_attends_causally_and_shifts_positions() {
         .hidden_states(&b, &ad, false, &mut Rng::new(0))
         .unwrap();
     assert_eq!(
-        max_abs_diff(&ha.narrow(1, 0, 5).unwrap(), &hb.narrow(1, 0, 5).unwrap()),
+        common::max_abs_diff(&ha.narrow(1, 0, 5).unwrap(), &hb.narrow(1, 0, 5).unwrap()),
         0.0,
         "causal"
     );
@@ -283,7 +274,7 @@ fn prefix_attends_causally_and_shifts_positions() {
         .hidden_states(&a, &Adapters::none(), false, &mut Rng::new(0))
         .unwrap();
     assert!(
-        max_abs_diff(&ha.narrow(1, 0, 1).unwrap(), &h0.narrow(1, 0, 1).unwrap()) > 1e-3,
+        common::max_abs_diff(&ha.narrow(1, 0, 1).unwrap(), &h0.narrow(1, 0, 1).unwrap()) > 1e-3,
         "prefix visible"
     );
 }
@@ -322,7 +313,7 @@ fn logits_match_candle_transformers_llama() {
         .unwrap()
         .flatten_all()
         .unwrap();
-    let rel = max_abs_diff(&ours_last, &theirs)
+    let rel = common::max_abs_diff(&ours_last, &theirs)
         / theirs
             .abs()
             .unwrap()
@@ -352,7 +343,11 @@ fn interleaved_and_half_split_rotary_agree_on_the_real_gguf() {
         .decoder
         .hidden_states(&x, &Adapters::none(), false, &mut Rng::new(0))
         .unwrap();
-    assert!(max_abs_diff(&ha, &hb) < 1e-3, "{}", max_abs_diff(&ha, &hb));
+    assert!(
+        common::max_abs_diff(&ha, &hb) < 1e-3,
+        "{}",
+        common::max_abs_diff(&ha, &hb)
+    );
 }
 
 #[test]
@@ -400,7 +395,7 @@ fn smollm2_logits_match_candle_transformers_on_the_same_f32_weights() {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap();
-    let rel = max_abs_diff(&lg, &theirs) / scale;
+    let rel = common::max_abs_diff(&lg, &theirs) / scale;
     assert!(rel < 1e-4, "relative difference {rel}");
 }
 
@@ -439,7 +434,11 @@ fn lora_saved_from_the_gguf_layout_is_peft_layout() {
         .decoder
         .hidden_states(&x, &as_hf, false, &mut Rng::new(0))
         .unwrap();
-    assert!(max_abs_diff(&a, &b) < 1e-3, "{}", max_abs_diff(&a, &b));
+    assert!(
+        common::max_abs_diff(&a, &b) < 1e-3,
+        "{}",
+        common::max_abs_diff(&a, &b)
+    );
     let back = peft::load(tmp.path(), &cfg, &Device::Cpu, RopeLayout::Interleaved).unwrap();
     for (x, y) in ad.lora.iter().zip(&back.lora) {
         assert_eq!((x.layer, x.target), (y.layer, y.target));
@@ -461,9 +460,9 @@ fn lora_saved_from_the_gguf_layout_is_peft_layout() {
         .hidden_states(&x, &back, false, &mut Rng::new(0))
         .unwrap();
     assert!(
-        max_abs_diff(&a, &c) < 1e-5,
+        common::max_abs_diff(&a, &c) < 1e-5,
         "round trip {}",
-        max_abs_diff(&a, &c)
+        common::max_abs_diff(&a, &c)
     );
 }
 

@@ -169,16 +169,7 @@ fn pool_parameterless_equals_the_embed_pooling_and_parametric_trains() {
     cfg.pool.mode = PoolMode::Parameterless;
     let p = pool(&cfg).unwrap();
     let pooled = load(PathBuf::from(&p.run_dir).join("domain_embeddings.safetensors"));
-    let diff = (from_embed - &pooled)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = common::max_abs_diff(&from_embed, &pooled);
     assert!(diff < 1e-6, "{diff}");
     // A finished run is not overwritten.
     assert!(pool(&cfg).is_err());

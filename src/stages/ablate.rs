@@ -102,6 +102,20 @@ impl Row {
             format!("{} + domain id", self.model)
         }
     }
+    /// Train (or reuse) the run `c` names and add it; held-out runs are scored
+    /// again with both kernels.
+    fn train(&mut self, c: &Config, counts: &mut Counts, start: &Instant) -> Result<()> {
+        let (m, dir, o) = ensure_train(c)?;
+        counts.add(o);
+        counts.time(&dir.display().to_string(), m.train_seconds);
+        progress(start, counts, &m, &dir);
+        if self.holdout {
+            self.kernels.push(rescore(c, m.unseen_auc)?);
+        }
+        self.runs.push((m, dir));
+        Ok(())
+    }
+
     fn mean_valid(&self) -> f64 {
         let v: Vec<Option<f64>> = self.runs.iter().map(|(m, _)| m.valid_auc).collect();
         mean_std(&v).map_or(f64::NEG_INFINITY, |(m, _, _)| m)
@@ -191,14 +205,7 @@ pub fn ablate(base: &Config, config_path: &Path) -> Result<PathBuf> {
                     c.model.domain_embeddings = None;
                     c.train.seed = seed;
                     c.train.run_name = None;
-                    let (m, dir, o) = ensure_train(&c)?;
-                    counts.add(o);
-                    counts.time(&dir.display().to_string(), m.train_seconds);
-                    progress(&start, &counts, &m, &dir);
-                    if holdout {
-                        row.kernels.push(rescore(&c, m.unseen_auc)?);
-                    }
-                    row.runs.push((m, dir));
+                    row.train(&c, &mut counts, &start)?;
                 }
                 rows.push(row);
             }
@@ -250,14 +257,7 @@ pub fn ablate(base: &Config, config_path: &Path) -> Result<PathBuf> {
                             let mut c = cgc_on(&pc, Path::new(&pr.run_dir), String::new());
                             c.train.seed = seed;
                             c.train.run_name = Some(cgc_llm_name(&c));
-                            let (m, dir, o) = ensure_train(&c)?;
-                            counts.add(o);
-                            counts.time(&dir.display().to_string(), m.train_seconds);
-                            progress(&start, &counts, &m, &dir);
-                            if holdout {
-                                row.kernels.push(rescore(&c, m.unseen_auc)?);
-                            }
-                            row.runs.push((m, dir));
+                            row.train(&c, &mut counts, &start)?;
                         }
                         rows.push(row);
                     }

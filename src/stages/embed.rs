@@ -230,7 +230,7 @@ impl Probe {
     }
 
     /// One probe step; returns the loss and the gradient w.r.t. `dm`.
-    pub(crate) fn step(
+    fn step(
         &mut self,
         split: &SplitData,
         rows: &[usize],
@@ -317,6 +317,37 @@ impl Probe {
         self.table.moments.m = get("probe_table_m", n)?;
         self.table.moments.v = get("probe_table_v", n)?;
         Ok(())
+    }
+
+    /// Probe steps on `group` in batches of `batch_size`, the domain matrix `dm`
+    /// held fixed; returns the summed loss (weighted by rows) and the mean over
+    /// the batches of the gradient w.r.t. `dm`, to push once through whatever
+    /// made `dm` (the LLM, the pooling).
+    pub(crate) fn steps(
+        &mut self,
+        split: &SplitData,
+        group: &[usize],
+        batch_size: usize,
+        dm: &Tensor,
+    ) -> Result<(f64, Option<Tensor>)> {
+        let dv = Var::from_tensor(&dm.detach())?;
+        let (mut sum, mut acc, mut k) = (0.0, None::<Tensor>, 0usize);
+        for batch in group.chunks(batch_size.max(1)) {
+            let (l, g) = self.step(split, batch, &dv)?;
+            sum += l * batch.len() as f64;
+            if let Some(g) = g {
+                acc = Some(match acc {
+                    Some(a) => (a + g)?,
+                    None => g,
+                });
+            }
+            k += 1;
+        }
+        let mean = match acc {
+            Some(g) => Some((g / k as f64)?.detach()),
+            None => None,
+        };
+        Ok((sum, mean))
     }
 
     pub(crate) fn evaluate(
@@ -582,23 +613,10 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
             let train_llm = e.method != Method::None;
             let (_states, dm) =
                 domain_matrix(&llm, &cache, from, &p, &ad, e.query, train_llm, &mut erng)?;
-            let dv = Var::from_tensor(&dm.detach())?;
-            let mut acc: Option<Tensor> = None;
-            let mut k = 0;
-            for batch in group.chunks(e.batch_size) {
-                let (l, g) = probe.step(&ds.train, batch, &dv)?;
-                sum += l * batch.len() as f64;
-                count += batch.len();
-                if let Some(g) = g {
-                    acc = Some(match acc {
-                        Some(a) => (a + g)?,
-                        None => g,
-                    });
-                }
-                k += 1;
-            }
-            if train_llm && let Some(g) = acc {
-                let g = (g / k as f64)?.detach();
+            let (loss, g) = probe.steps(&ds.train, group, e.batch_size, &dm)?;
+            sum += loss;
+            count += group.len();
+            if train_llm && let Some(g) = g {
                 let grads = (dm * g)?.sum_all()?.backward()?;
                 pr.llm_steps += 1;
                 for ((_, v), mo) in ad.vars().iter().zip(moments.iter_mut()) {

@@ -17,7 +17,7 @@ use crate::stages::prepare::prepare;
 use crate::train::data::Dataset;
 use crate::train::optim::{AdamConfig, DenseAdam, OptimizerKind};
 use anyhow::{Context, Result, bail};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -273,23 +273,10 @@ fn train_parametric(
         let (mut sum, mut count) = (0.0, 0usize);
         for group in order.chunks(bs * pc.batches_per_step.max(1)) {
             let dm = layer.forward(states, mask)?;
-            let dv = Var::from_tensor(&dm.detach())?;
-            let mut acc: Option<Tensor> = None;
-            let mut k = 0;
-            for batch in group.chunks(bs) {
-                let (l, g) = probe.step(&ds.train, batch, &dv)?;
-                sum += l * batch.len() as f64;
-                count += batch.len();
-                if let Some(g) = g {
-                    acc = Some(match acc {
-                        Some(a) => (a + g)?,
-                        None => g,
-                    });
-                }
-                k += 1;
-            }
-            if let Some(g) = acc {
-                let g = (g / k as f64)?.detach();
+            let (loss, g) = probe.steps(&ds.train, group, bs, &dm)?;
+            sum += loss;
+            count += group.len();
+            if let Some(g) = g {
                 let grads = (dm * g)?.sum_all()?.backward()?;
                 step += 1;
                 dense.step(&ps, &grads, &adam, step)?;

@@ -287,3 +287,17 @@ pub fn smollm2() -> PathBuf {
     })
     .clone()
 }
+
+/// The largest absolute difference between two f32 tensors of one shape.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
