@@ -135,8 +135,8 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 
 // ---------------------------------------------------------------- softmax
 
-/// softmax(scale · x + mask) over the last dimension; `mask` (rows, s) repeats
-/// over the leading dimensions of x (…, rows, s).
+/// softmax(scale · x + mask) over the last dimension; `mask` (rows, s) is added
+/// to every block of `rows` consecutive rows of x (…, k·rows, s).
 struct MaskedSoftmax {
     mask: Option<Vec<f32>>,
     s: usize,
