@@ -4,7 +4,8 @@
 //! library so the saved files load there (see [`super::peft`]).
 
 use super::config::LlamaConfig;
-use crate::nn::ops::dropout;
+use super::frozen::Lora;
+use crate::nn::ops::dropout_mask;
 use crate::nn::rng::Rng;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -299,29 +300,33 @@ impl Adapters {
         self.lora_cfg.as_ref().map_or(0.0, |c| c.alpha / c.r as f64)
     }
 
-    /// LoRA's extra term for projection `target` of `layer` on x (n, in), if adapted.
-    pub fn lora_delta(
+    /// LoRA's part of projection `target` of `layer` (None if not adapted), for an
+    /// input of `n` values: the factors, the scale and, when training with dropout,
+    /// the keep-mask drawn from `rng`.
+    pub fn lora_part(
         &self,
         layer: usize,
         target: Target,
-        x: &Tensor,
+        n: usize,
         train: bool,
         rng: &mut Rng,
-    ) -> Result<Option<Tensor>> {
-        let Some(&i) = self.index.get(&(layer, target)) else {
-            return Ok(None);
-        };
+    ) -> Option<Lora<'_>> {
+        let &i = self.index.get(&(layer, target))?;
         let m = &self.lora[i];
         let p = self.lora_cfg.as_ref().map_or(0.0, |c| c.dropout);
-        let x = if train && p > 0.0 {
-            dropout(x, p, rng)?
-        } else {
-            x.clone()
-        };
-        let h = x
-            .matmul(&m.a.as_tensor().t()?)?
-            .matmul(&m.b.as_tensor().t()?)?;
-        Ok(Some((h * self.scale())?))
+        Some(Lora {
+            a: m.a.as_tensor(),
+            b: m.b.as_tensor(),
+            scale: self.scale(),
+            keep: if train { dropout_mask(n, p, rng) } else { None },
+        })
+    }
+
+    /// Does `layer` adapt any of `targets`?
+    pub fn adapts(&self, layer: usize, targets: &[Target]) -> bool {
+        targets
+            .iter()
+            .any(|&t| self.index.contains_key(&(layer, t)))
     }
 
     /// The lowest layer an adapter touches (layers below it can be cached).

@@ -2,14 +2,17 @@
 //! through: grouped-query attention, rotary embeddings in both layouts, RMS norm,
 //! SwiGLU, tied embeddings, Qwen2-style q/k/v biases. Only differentiable ops are
 //! used (candle's fused `rms_norm`, `rope`, `softmax_last_dim`, `sdpa` drop
-//! gradients silently). The base weights are plain tensors, never trained; the
-//! frozen projections run through [`frozen_matmul`], so backward computes only
-//! what the adapters need.
+//! gradients silently). The base weights are plain tensors, never trained. On the
+//! CPU the frozen projections (with their LoRA terms), the frozen MLP, attention,
+//! RMS norm and SwiGLU are single graph nodes with analytic backward passes that
+//! compute only what the adapters need (`frozen.rs`, `crate::nn::attention`,
+//! `crate::nn::fused`); elsewhere they are composed of candle ops.
 
 use super::adapters::{Adapters, PrefixKv, Target};
 use super::config::{LlamaConfig, RopeLayout};
-use super::frozen::frozen_matmul;
-use crate::nn::fused::{masked_softmax, swiglu};
+use super::frozen::{frozen_linear, frozen_mlp};
+use crate::nn::attention::{Dims, attention};
+use crate::nn::fused::swiglu;
 use crate::nn::rng::Rng;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
@@ -28,14 +31,6 @@ impl Proj {
             wt: w.t()?.contiguous()?,
             bias,
         })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = frozen_matmul(x, &self.wt)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
     }
 }
 
@@ -161,12 +156,7 @@ impl Decoder {
         Ok((a.cos()?, a.sin()?))
     }
 
-    /// Rotary embedding of x (b, heads, t, head_dim).
-    fn apply_rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let interleaved = self.rope == RopeLayout::Interleaved;
-        Ok(crate::nn::fused::rope(x, cos, sin, interleaved)?)
-    }
-
+    #[allow(clippy::too_many_arguments)]
     fn proj(
         &self,
         layer: usize,
@@ -177,9 +167,10 @@ impl Decoder {
         train: bool,
         rng: &mut Rng,
     ) -> Result<Tensor> {
-        let y = p.forward(x)?;
-        Ok(match ad.lora_delta(layer, target, x, train, rng)? {
-            Some(d) => (y + d)?,
+        let lora = ad.lora_part(layer, target, x.elem_count(), train, rng);
+        let y = frozen_linear(x, &p.wt, lora)?;
+        Ok(match &p.bias {
+            Some(b) => y.broadcast_add(b)?,
             None => y,
         })
     }
@@ -208,31 +199,64 @@ impl Decoder {
         rng: &mut Rng,
     ) -> Result<Tensor> {
         let (b, t, hsz) = x.dims3()?;
-        let (nh, nkv, hd) = (
-            self.cfg.num_attention_heads,
-            self.cfg.kv_heads(),
-            self.cfg.head_dim(),
-        );
         let p = ad.prefix_len();
         let prefix: PrefixKv = ad.prefix_kv(self.layers.len())?;
         // Real tokens sit after the prefix (Hugging Face positions with past keys).
         let (cos, sin) = self.rope_tables(t, p)?;
-        let mut h = x.clone();
+        let eps = self.cfg.rms_norm_eps;
+        // Tokens as rows, (b·t, h), through every layer.
+        let mut h = x.reshape((b * t, hsz))?;
         for (l, layer) in self.layers.iter().enumerate().take(to).skip(from) {
-            let x2 =
-                rms_norm(&h, &layer.attn_norm, self.cfg.rms_norm_eps)?.reshape((b * t, hsz))?;
+            let x2 = rms_norm(&h, &layer.attn_norm, eps)?;
             let q = self.proj(l, Target::Q, &layer.q, &x2, ad, train, rng)?;
             let k = self.proj(l, Target::K, &layer.k, &x2, ad, train, rng)?;
             let v = self.proj(l, Target::V, &layer.v, &x2, ad, train, rng)?;
-            let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?; // (b, nh, t, hd)
-            let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?; // (b, nkv, t, hd)
-            let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = self.apply_rope(&q, &cos, &sin)?;
-            let mut k = self.apply_rope(&k, &cos, &sin)?;
-            let mut v = v;
-            let mut plen = 0;
-            if let Some((pk, pv)) = &prefix[l] {
-                plen = pk.dim(1)?;
+            let att = self.attention(&q, &k, &v, prefix[l].as_ref(), &cos, &sin, (b, t))?;
+            h = (h + self.proj(l, Target::O, &layer.o, &att, ad, train, rng)?)?;
+
+            let x2 = rms_norm(&h, &layer.ffn_norm, eps)?;
+            let mlp = if ad.adapts(l, &[Target::Gate, Target::Up, Target::Down]) {
+                let g = self.proj(l, Target::Gate, &layer.gate, &x2, ad, train, rng)?;
+                let u = self.proj(l, Target::Up, &layer.up, &x2, ad, train, rng)?;
+                let act = swiglu(&g, &u)?;
+                self.proj(l, Target::Down, &layer.down, &act, ad, train, rng)?
+            } else {
+                frozen_mlp(&x2, &layer.gate.wt, &layer.up.wt, &layer.down.wt)?
+            };
+            h = (h + mlp)?;
+        }
+        Ok(h.reshape((b, t, hsz))?)
+    }
+
+    /// Self-attention of one layer on projections q (b·t, heads·hd) and k, v
+    /// (b·t, kv_heads·hd), with this layer's P-Tuning prefix if any.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        prefix: Option<&(Tensor, Tensor)>,
+        cos: &Tensor,
+        sin: &Tensor,
+        (b, t): (usize, usize),
+    ) -> Result<Tensor> {
+        let (nkv, hd) = (self.cfg.kv_heads(), self.cfg.head_dim());
+        let kvd = nkv * hd;
+        let mut dims = Dims {
+            b,
+            t,
+            plen: 0,
+            heads: self.cfg.num_attention_heads,
+            kv_heads: nkv,
+            head_dim: hd,
+            interleaved: self.rope == RopeLayout::Interleaved,
+        };
+        let (k, v) = match prefix {
+            None => (k.clone(), v.clone()),
+            Some((pk, pv)) => {
+                let plen = pk.dim(1)?;
+                dims.plen = plen;
                 // Prefixes are stored in Hugging Face's (PEFT's) head-dim order; a GGUF
                 // model keeps llama.cpp's permuted Q/K order, so permute the keys alike.
                 let pk = match self.rope {
@@ -242,53 +266,27 @@ impl Decoder {
                         .transpose(2, 3)?
                         .reshape((nkv, plen, hd))?,
                 };
-                let pk = pk.unsqueeze(0)?.broadcast_as((b, nkv, plen, hd))?;
-                let pv = pv.unsqueeze(0)?.broadcast_as((b, nkv, plen, hd))?;
-                k = Tensor::cat(&[&pk, &k], 2)?;
-                v = Tensor::cat(&[&pv, &v], 2)?;
+                // (kv_heads, plen, hd) → each sequence's first plen rows.
+                let with_prefix = |p: &Tensor, x: &Tensor| -> Result<Tensor> {
+                    let rows = p
+                        .transpose(0, 1)?
+                        .reshape((1, plen, kvd))?
+                        .broadcast_as((b, plen, kvd))?;
+                    Ok(Tensor::cat(&[&rows, &x.reshape((b, t, kvd))?], 1)?
+                        .reshape((b * (plen + t), kvd))?)
+                };
+                (with_prefix(&pk, k)?, with_prefix(pv, v)?)
             }
-            // Grouped-query attention: query heads kv·rep .. kv·rep + rep share key/value
-            // head kv. Grouping them as rows, (b, nkv, rep·t, hd), lets every group
-            // use its key/value head as is: no repeated copies of k and v.
-            let rep = nh / nkv;
-            let qg = q.reshape((b, nkv, rep * t, hd))?;
-            let (k, v) = (k.contiguous()?, v.contiguous()?);
-            let scores = qg.matmul(&k.t()?)?; // (b, nkv, rep·t, s)
-            let mask = self.causal_mask(t, plen)?;
-            let probs = masked_softmax(&scores, Some(&mask), 1.0 / (hd as f64).sqrt())?;
-            let att = probs.matmul(&v)?.reshape((b, nh, t, hd))?; // (b, nh, t, hd)
-            let att = att.transpose(1, 2)?.reshape((b * t, nh * hd))?;
-            let o = self.proj(l, Target::O, &layer.o, &att, ad, train, rng)?;
-            h = (h + o.reshape((b, t, hsz))?)?;
-
-            let x2 = rms_norm(&h, &layer.ffn_norm, self.cfg.rms_norm_eps)?.reshape((b * t, hsz))?;
-            let g = self.proj(l, Target::Gate, &layer.gate, &x2, ad, train, rng)?;
-            let u = self.proj(l, Target::Up, &layer.up, &x2, ad, train, rng)?;
-            let d = self.proj(
-                l,
-                Target::Down,
-                &layer.down,
-                &swiglu(&g, &u)?,
-                ad,
-                train,
-                rng,
-            )?;
-            h = (h + d.reshape((b, t, hsz))?)?;
-        }
-        Ok(h)
-    }
-
-    /// (t, plen + t): prefix columns visible, real tokens causal.
-    fn causal_mask(&self, t: usize, plen: usize) -> Result<Tensor> {
-        let mut m = vec![0f32; t * (plen + t)];
-        for i in 0..t {
-            for j in 0..t {
-                if j > i {
-                    m[i * (plen + t) + plen + j] = f32::NEG_INFINITY;
-                }
-            }
-        }
-        Ok(Tensor::from_vec(m, (t, plen + t), &self.device)?)
+        };
+        Ok(attention(
+            q,
+            &k,
+            &v,
+            cos,
+            sin,
+            dims,
+            1.0 / (hd as f64).sqrt(),
+        )?)
     }
 
     pub fn final_norm(&self, h: &Tensor) -> Result<Tensor> {

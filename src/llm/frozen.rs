@@ -1,87 +1,498 @@
-//! A frozen linear map whose backward pass computes only the input's gradient.
+//! The decoder's frozen projections as single graph nodes whose backward passes
+//! compute only what the adapters need.
 //!
 //! candle's matmul backward also computes the gradient of the right-hand operand,
-//! frozen or not (specs/candle-notes.md): for a frozen LLM that is one wasted
-//! matrix product per projection per step, plus a zero tensor the size of the
-//! weight. This custom op keeps the weight outside the graph. On CPU only; other
-//! devices use a plain matmul (same result, the wasted work included).
+//! frozen or not (specs/candle-notes.md), and every composed node costs a zeroed
+//! and summed gradient buffer in backward. Here:
+//! - [`frozen_linear`]: x·Wᵀ, plus LoRA's s·(x⊙keep)·Aᵀ·Bᵀ when the projection is
+//!   adapted, one node with the gradients of x, A and B (never W);
+//! - [`frozen_mlp`]: a whole SwiGLU MLP, down(silu(gate(x)) ⊙ up(x)), for layers
+//!   whose MLP carries no adapter; it keeps gate(x) and up(x) for its backward.
+//!
+//! CPU and f32 only; other devices and dtypes use composed candle ops (same values).
 
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
+use crate::nn::gemm::{Mat, Par, matmul, with_f32};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Mutex;
 
-struct FrozenMatmul {
-    /// (in, out), contiguous.
+fn input<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<(&'a [f32], usize, usize)> {
+    let CpuStorage::F32(d) = s else {
+        candle_core::bail!("{op}: f32 input expected");
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: contiguous input expected");
+    };
+    let (n, k) = l.shape().dims2()?;
+    Ok((&d[a..b], n, k))
+}
+
+fn fused_ok(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+}
+
+fn tensor(v: Vec<f32>, shape: (usize, usize)) -> Result<Tensor> {
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+/// y (n × out) = x (n × in) · wt (in × out), on slices.
+fn project(x: &[f32], n: usize, wt: &[f32], k: usize, out: usize) -> Result<Vec<f32>> {
+    let mut y = vec![0f32; n * out];
+    matmul(
+        (n, out, k),
+        &mut y,
+        out,
+        false,
+        Mat::rows(x, k),
+        Mat::rows(wt, out),
+        Par::Threads,
+    )?;
+    Ok(y)
+}
+
+// ------------------------------------------------------------ frozen linear
+
+/// LoRA's part of a projection: scale s, factors A (r × in) and B (out × r), and
+/// the dropout keep-mask (0 or 1/(1−p) per input value) when training with dropout.
+pub struct Lora<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub scale: f64,
+    pub keep: Option<Vec<f32>>,
+}
+
+struct Frozen {
     wt: Tensor,
 }
 
-impl CustomOp1 for FrozenMatmul {
+impl CustomOp1 for Frozen {
     fn name(&self) -> &'static str {
-        "frozen-matmul"
+        "frozen-linear"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, k) = l.shape().dims2()?;
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("frozen-matmul: f32 input expected");
-        };
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("frozen-matmul: contiguous input expected");
-        };
-        let x = Tensor::from_slice(&data[start..end], (n, k), &Device::Cpu)?;
-        let y = x.matmul(&self.wt)?;
-        let out = y.dim(1)?;
-        Ok((
-            CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
-            Shape::from((n, out)),
-        ))
+        let (x, n, k) = input(s, l, self.name())?;
+        let out = self.wt.dim(1)?;
+        let y = with_f32(&self.wt, |wt| project(x, n, wt, k, out))??;
+        Ok((CpuStorage::F32(y), Shape::from((n, out))))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(grad.matmul(&self.wt.t()?)?))
     }
 }
 
-/// x (n, in) · wt (in, out), with no gradient for `wt`.
-pub fn frozen_matmul(x: &Tensor, wt: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        x.contiguous()?.apply_op1(FrozenMatmul { wt: wt.clone() })
-    } else {
-        x.matmul(wt)
+struct FrozenLora {
+    wt: Tensor,
+    scale: f32,
+    keep: Option<Vec<f32>>,
+}
+
+impl FrozenLora {
+    /// x⊙keep (n × in) and s·(x⊙keep)·Aᵀ (n × r).
+    fn xa(
+        &self,
+        x: &[f32],
+        a: &[f32],
+        n: usize,
+        k: usize,
+        r: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let xk: Vec<f32> = match &self.keep {
+            Some(m) => x.iter().zip(m).map(|(x, m)| x * m).collect(),
+            None => x.to_vec(),
+        };
+        let mut xa = vec![0f32; n * r];
+        matmul(
+            (n, r, k),
+            &mut xa,
+            r,
+            false,
+            Mat::rows(&xk, k),
+            Mat::rows_t(a, k),
+            Par::Threads,
+        )?;
+        xa.iter_mut().for_each(|v| *v *= self.scale);
+        Ok((xk, xa))
     }
+}
+
+impl CustomOp3 for FrozenLora {
+    fn name(&self) -> &'static str {
+        "frozen-linear-lora"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, n, k) = input(s1, l1, self.name())?;
+        let (a, r, _) = input(s2, l2, self.name())?;
+        let (b, out, _) = input(s3, l3, self.name())?;
+        let mut y = with_f32(&self.wt, |wt| project(x, n, wt, k, out))??;
+        let (_, xa) = self.xa(x, a, n, k, r)?;
+        matmul(
+            (n, out, r),
+            &mut y,
+            out,
+            true,
+            Mat::rows(&xa, r),
+            Mat::rows_t(b, r),
+            Par::Threads,
+        )?;
+        Ok((CpuStorage::F32(y), Shape::from((n, out))))
+    }
+
+    fn bwd(
+        &self,
+        x_t: &Tensor,
+        a_t: &Tensor,
+        b_t: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = x_t.dims2()?;
+        let (out, r) = b_t.dims2()?;
+        let (x, a, b, dy) = (
+            with_f32(x_t, <[f32]>::to_vec)?,
+            with_f32(a_t, <[f32]>::to_vec)?,
+            with_f32(b_t, <[f32]>::to_vec)?,
+            with_f32(grad, <[f32]>::to_vec)?,
+        );
+        // s·dy·B (n × r), the gradient reaching x⊙keep·Aᵀ.
+        let mut dyb = vec![0f32; n * r];
+        matmul(
+            (n, r, out),
+            &mut dyb,
+            r,
+            false,
+            Mat::rows(&dy, out),
+            Mat::rows(&b, r),
+            Par::Threads,
+        )?;
+        dyb.iter_mut().for_each(|v| *v *= self.scale);
+        let (xk, xa) = self.xa(&x, &a, n, k, r)?;
+        // dA = (s·dy·B)ᵀ · (x⊙keep).
+        let mut da = vec![0f32; r * k];
+        matmul(
+            (r, k, n),
+            &mut da,
+            k,
+            false,
+            Mat::rows_t(&dyb, r),
+            Mat::rows(&xk, k),
+            Par::Threads,
+        )?;
+        // dB = dyᵀ · s·(x⊙keep)·Aᵀ.
+        let mut db = vec![0f32; out * r];
+        matmul(
+            (out, r, n),
+            &mut db,
+            r,
+            false,
+            Mat::rows_t(&dy, out),
+            Mat::rows(&xa, r),
+            Par::Threads,
+        )?;
+        let dx = if x_t.track_op() {
+            // dy·W + ((s·dy·B)·A)⊙keep.
+            let mut dx = vec![0f32; n * k];
+            matmul(
+                (n, k, r),
+                &mut dx,
+                k,
+                false,
+                Mat::rows(&dyb, r),
+                Mat::rows(&a, k),
+                Par::Threads,
+            )?;
+            if let Some(m) = &self.keep {
+                dx.iter_mut().zip(m).for_each(|(d, m)| *d *= m);
+            }
+            with_f32(&self.wt, |wt| {
+                matmul(
+                    (n, k, out),
+                    &mut dx,
+                    k,
+                    true,
+                    Mat::rows(&dy, out),
+                    Mat::rows_t(wt, out),
+                    Par::Threads,
+                )
+            })??;
+            Some(tensor(dx, (n, k))?)
+        } else {
+            None
+        };
+        Ok((dx, Some(tensor(da, (r, k))?), Some(tensor(db, (out, r))?)))
+    }
+}
+
+/// x (n, in) · wt (in, out), wt frozen (no gradient), plus LoRA's term if given.
+pub fn frozen_linear(x: &Tensor, wt: &Tensor, lora: Option<Lora>) -> Result<Tensor> {
+    let Some(lora) = lora else {
+        return if fused_ok(x) {
+            x.contiguous()?.apply_op1(Frozen { wt: wt.clone() })
+        } else {
+            x.matmul(wt)
+        };
+    };
+    if !fused_ok(x) {
+        let xk = match &lora.keep {
+            Some(m) => (x * Tensor::from_slice(m, x.shape(), x.device())?.to_dtype(x.dtype())?)?,
+            None => x.clone(),
+        };
+        let d = xk.matmul(&lora.a.t()?)?.matmul(&lora.b.t()?)?;
+        return x.matmul(wt)? + (d * lora.scale)?;
+    }
+    if let Some(m) = &lora.keep
+        && m.len() != x.elem_count()
+    {
+        candle_core::bail!("frozen_linear: dropout mask does not fit the input");
+    }
+    let op = FrozenLora {
+        wt: wt.clone(),
+        scale: lora.scale as f32,
+        keep: lora.keep,
+    };
+    x.contiguous()?
+        .apply_op3(&lora.a.contiguous()?, &lora.b.contiguous()?, op)
+}
+
+// ------------------------------------------------------------ frozen MLP
+
+fn sigm(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+struct FrozenMlp {
+    /// (in, inter), (in, inter), (inter, in); contiguous.
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+    /// gate(x) | up(x) per row (n × 2·inter), kept for the backward pass.
+    saved: Mutex<Option<Vec<f32>>>,
+    keep: bool,
+}
+
+impl CustomOp1 for FrozenMlp {
+    fn name(&self) -> &'static str {
+        "frozen-swiglu-mlp"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, n, h) = input(s, l, self.name())?;
+        let inter = self.gate.dim(1)?;
+        let mut gu = vec![0f32; n * 2 * inter];
+        for (w, off) in [(&self.gate, 0), (&self.up, inter)] {
+            with_f32(w, |w| {
+                matmul(
+                    (n, inter, h),
+                    &mut gu[off..],
+                    2 * inter,
+                    false,
+                    Mat::rows(x, h),
+                    Mat::rows(w, inter),
+                    Par::Threads,
+                )
+            })??;
+        }
+        let mut act = vec![0f32; n * inter];
+        act.par_chunks_mut(inter)
+            .zip(gu.par_chunks(2 * inter))
+            .for_each(|(a, gu)| {
+                let (g, u) = gu.split_at(inter);
+                for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                    *a = g * sigm(g) * u;
+                }
+            });
+        let y = with_f32(&self.down, |d| project(&act, n, d, inter, h))??;
+        if self.keep {
+            *self.saved.lock().expect("frozen-mlp lock") = Some(gu);
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, h))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if !x.track_op() {
+            return Ok(None);
+        }
+        let (n, h) = x.dims2()?;
+        let inter = self.gate.dim(1)?;
+        let saved = self.saved.lock().expect("frozen-mlp lock");
+        let Some(gu) = saved.as_ref() else {
+            candle_core::bail!("frozen-mlp: backward without the forward pass's activations");
+        };
+        // d(act) = dy · downᵀ (n × inter).
+        let mut dact = vec![0f32; n * inter];
+        let (dy, down) = (with_f32(grad, <[f32]>::to_vec)?, &self.down);
+        with_f32(down, |d| {
+            matmul(
+                (n, inter, h),
+                &mut dact,
+                inter,
+                false,
+                Mat::rows(&dy, h),
+                Mat::rows_t(d, h),
+                Par::Threads,
+            )
+        })??;
+        // d(gate) = dact·u·σ(g)·(1 + g·(1 − σ(g))), d(up) = dact·silu(g), side by side.
+        let mut dgu = vec![0f32; n * 2 * inter];
+        dgu.par_chunks_mut(2 * inter)
+            .zip(gu.par_chunks(2 * inter).zip(dact.par_chunks(inter)))
+            .for_each(|(d, (gu, da))| {
+                let (g, u) = gu.split_at(inter);
+                let (dg, du) = d.split_at_mut(inter);
+                for i in 0..inter {
+                    let s = sigm(g[i]);
+                    dg[i] = da[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                    du[i] = da[i] * g[i] * s;
+                }
+            });
+        let mut dx = vec![0f32; n * h];
+        for (w, off, acc) in [(&self.gate, 0, false), (&self.up, inter, true)] {
+            with_f32(w, |w| {
+                matmul(
+                    (n, h, inter),
+                    &mut dx,
+                    h,
+                    acc,
+                    Mat {
+                        data: &dgu[off..],
+                        rs: 2 * inter,
+                        cs: 1,
+                    },
+                    Mat::rows_t(w, inter),
+                    Par::Threads,
+                )
+            })??;
+        }
+        Ok(Some(tensor(dx, (n, h))?))
+    }
+}
+
+/// down(silu(x·gate) ⊙ (x·up)) for x (n, in) and frozen weights stored (in, out).
+pub fn frozen_mlp(x: &Tensor, gate: &Tensor, up: &Tensor, down: &Tensor) -> Result<Tensor> {
+    if !fused_ok(x) {
+        let g = x.matmul(gate)?;
+        return (g.silu()? * x.matmul(up)?)?.matmul(down);
+    }
+    x.contiguous()?.apply_op1(FrozenMlp {
+        gate: gate.clone(),
+        up: up.clone(),
+        down: down.clone(),
+        saved: Mutex::new(None),
+        keep: x.track_op(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
+    use crate::nn::rng::Rng;
+    use candle_core::{DType, Var};
 
-    #[test]
-    fn same_values_and_input_gradient_as_matmul() {
-        let d = Device::Cpu;
-        let xs: Vec<f32> = (0..12).map(|i| (i as f32 * 0.3).sin()).collect();
-        let ws: Vec<f32> = (0..15).map(|i| (i as f32 * 0.7).cos()).collect();
-        let wt = Tensor::from_vec(ws, (3, 5), &d).unwrap();
-        let x = Var::from_tensor(&Tensor::from_vec(xs, (4, 3), &d).unwrap()).unwrap();
-        let a = frozen_matmul(x.as_tensor(), &wt).unwrap();
-        let b = x.as_tensor().matmul(&wt).unwrap();
-        assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
-        let ga = a.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let gb = b.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let (ga, gb) = (ga.get(&x).unwrap(), gb.get(&x).unwrap());
-        let diff = (ga - gb)
+    fn rand(shape: (usize, usize), seed: u64) -> Tensor {
+        let mut rng = Rng::new(seed);
+        let v: Vec<f32> = (0..shape.0 * shape.1)
+            .map(|_| rng.normal() as f32 * 0.7)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs()
             .unwrap()
-            .abs()
+            .flatten_all()
             .unwrap()
-            .max_all()
+            .max(0)
             .unwrap()
             .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Max |a − b| / max |b|.
+    fn rel(a: &Tensor, b: &Tensor) -> f32 {
+        max_abs(&(a - b).unwrap()) / max_abs(b).max(1e-9)
+    }
+
+    /// Values and gradients of the fused op equal those of the same function in
+    /// f64 through composed candle ops (the fallback path), under a random read-out.
+    fn check(vars: &[Var], fused: impl Fn(&[Tensor]) -> Result<Tensor>) {
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = fused(&ts).unwrap();
+        let v64: Vec<Var> = ts
+            .iter()
+            .map(|t| Var::from_tensor(&t.to_dtype(DType::F64).unwrap()).unwrap())
+            .collect();
+        let t64: Vec<Tensor> = v64.iter().map(|v| v.as_tensor().clone()).collect();
+        let y64 = fused(&t64).unwrap();
+        assert!(rel(&y, &y64.to_dtype(DType::F32).unwrap()) < 1e-5);
+        let probe = rand(y.dims2().unwrap(), 77);
+        let g = (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g64 = (y64 * probe.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
             .unwrap();
-        assert!(diff < 1e-5, "{diff}");
-        assert!(
-            ga.to_vec2::<f32>()
+        for (v, v64) in vars.iter().zip(&v64) {
+            let a = g.get(v.as_tensor()).expect("a gradient for every input");
+            let b = g64
+                .get(v64.as_tensor())
                 .unwrap()
-                .iter()
-                .flatten()
-                .any(|v| *v != 0.0)
+                .to_dtype(DType::F32)
+                .unwrap();
+            assert!(rel(a, &b) < 1e-5, "gradient: {}", rel(a, &b));
+            assert!(max_abs(a) > 0.0);
+        }
+    }
+
+    #[test]
+    fn frozen_linear_matches_composed_ops_with_and_without_lora_and_dropout() {
+        let (n, k, out, r) = (11, 24, 19, 4);
+        let wt = rand((k, out), 1);
+        let x = Var::from_tensor(&rand((n, k), 2)).unwrap();
+        check(std::slice::from_ref(&x), |t| {
+            frozen_linear(&t[0], &wt.to_dtype(t[0].dtype())?, None)
+        });
+        let a = Var::from_tensor(&rand((r, k), 3)).unwrap();
+        let b = Var::from_tensor(&rand((out, r), 4)).unwrap();
+        let mut rng = Rng::new(5);
+        let keep: Vec<f32> = (0..n * k)
+            .map(|_| if rng.uniform() < 0.3 { 0.0 } else { 1.0 / 0.7 })
+            .collect();
+        for keep in [None, Some(keep)] {
+            check(&[x.clone(), a.clone(), b.clone()], |t| {
+                let lora = Lora {
+                    a: &t[1],
+                    b: &t[2],
+                    scale: 2.5,
+                    keep: keep.clone(),
+                };
+                frozen_linear(&t[0], &wt.to_dtype(t[0].dtype())?, Some(lora))
+            });
+        }
+    }
+
+    #[test]
+    fn frozen_mlp_matches_composed_ops() {
+        let (n, h, inter) = (9, 16, 40);
+        let (g, u, d) = (
+            rand((h, inter), 1),
+            rand((h, inter), 2),
+            rand((inter, h), 3),
         );
+        let x = Var::from_tensor(&rand((n, h), 4)).unwrap();
+        check(&[x], |t| {
+            let dt = t[0].dtype();
+            frozen_mlp(&t[0], &g.to_dtype(dt)?, &u.to_dtype(dt)?, &d.to_dtype(dt)?)
+        });
     }
 }

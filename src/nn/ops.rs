@@ -31,21 +31,30 @@ pub fn bce_with_logits(x: &Tensor, y: &Tensor) -> Result<Tensor> {
 
 /// Inverted dropout with a mask from our seeded generator.
 pub fn dropout(x: &Tensor, p: f64, rng: &mut super::rng::Rng) -> Result<Tensor> {
-    if p <= 0.0 {
+    let Some(keep) = dropout_mask(x.elem_count(), p, rng) else {
         return Ok(x.clone());
-    }
-    let n = x.elem_count();
-    let keep: Vec<f32> = (0..n)
-        .map(|_| {
-            if rng.uniform() >= p {
-                (1.0 / (1.0 - p)) as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    };
     let mask = Tensor::from_vec(keep, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x * mask
+}
+
+/// Inverted-dropout multipliers for `n` values: 0 with probability `p`, else
+/// 1/(1 − p); None when p ≤ 0 (nothing drawn from `rng`).
+pub fn dropout_mask(n: usize, p: f64, rng: &mut super::rng::Rng) -> Option<Vec<f32>> {
+    if p <= 0.0 {
+        return None;
+    }
+    Some(
+        (0..n)
+            .map(|_| {
+                if rng.uniform() >= p {
+                    (1.0 / (1.0 - p)) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

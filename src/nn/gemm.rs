@@ -1,0 +1,180 @@
+//! f32 matrix products on slices, for fused ops that write into part of a buffer,
+//! accumulate into one, or read a transposed operand in place. Runs on the `gemm`
+//! crate that candle's CPU matmul uses (same kernels: AVX-512 where the CPU has it,
+//! AVX2/FMA otherwise, picked at run time).
+
+use candle_core::{CpuStorage, Result, Storage, Tensor};
+
+/// A read-only matrix: element (i, j) is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// Row-major with `cols` columns.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns, read in place.
+    pub fn rows_t(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            rs: 1,
+            cs: cols,
+        }
+    }
+
+    /// Does an (r × c) matrix fit in `data`?
+    fn fits(&self, r: usize, c: usize) -> bool {
+        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
+    }
+}
+
+/// Parallel (rayon, candle's thread count) or on the calling thread (inside a
+/// task that is itself one of many parallel ones).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Par {
+    Threads,
+    Serial,
+}
+
+/// dst (m × n, row stride `dst_rs`) = `acc`·dst + a (m × k) · b (k × n).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    acc: bool,
+    a: Mat,
+    b: Mat,
+    par: Par,
+) -> Result<()> {
+    let dst_fits = m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len();
+    if !dst_fits || !a.fits(m, k) || !b.fits(k, n) || dst_rs < n {
+        candle_core::bail!(
+            "matmul ({m}×{k})·({k}×{n}): operand buffers of {}, {} and {} values do not fit",
+            a.data.len(),
+            b.data.len(),
+            dst.len()
+        );
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !acc {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+            }
+        }
+        return Ok(());
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if par == Par::Threads && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the checks above keep every index the kernel reads or writes inside
+    // the slices (largest offsets (m−1)·rs + (k−1)·cs etc.); `dst` is borrowed
+    // mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            acc,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// Runs `f` on the f32 values of a CPU tensor, in row-major order (a strided
+/// tensor is copied first).
+pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(v)) = &*s else {
+        candle_core::bail!("an f32 CPU tensor was expected, got {:?}", t.dtype());
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("a contiguous tensor was expected");
+    };
+    Ok(f(&v[a..b]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: Mat, b: Mat) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k)
+                    .map(|p| a.data[i * a.rs + p * a.cs] * b.data[p * b.rs + j * b.cs])
+                    .sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn strided_operands_partial_destination_and_accumulation() {
+        let (m, n, k) = (7, 5, 9);
+        let av: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let bv: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        // a read as the transpose of a (k × m) row-major buffer.
+        let a_t: Vec<f32> = (0..k * m).map(|i| av[(i % m) * k + i / m]).collect();
+        let (a, b) = (Mat::rows(&av, k), Mat::rows(&bv, n));
+        let want = naive(m, n, k, a, b);
+        for par in [Par::Threads, Par::Serial] {
+            // Columns 2..2+n of an (m × 8) buffer; column 0, 1 and 7 untouched.
+            let mut dst = vec![5f32; m * 8];
+            matmul(
+                (m, n, k),
+                &mut dst[2..],
+                8,
+                false,
+                Mat::rows_t(&a_t, m),
+                b,
+                par,
+            )
+            .unwrap();
+            matmul((m, n, k), &mut dst[2..], 8, true, a, b, par).unwrap();
+            for i in 0..m {
+                assert_eq!(&dst[i * 8..i * 8 + 2], &[5.0, 5.0]);
+                assert_eq!(dst[i * 8 + 7], 5.0);
+                for j in 0..n {
+                    let d = dst[i * 8 + 2 + j] - 2.0 * want[i * n + j];
+                    assert!(d.abs() < 1e-5, "({i}, {j}): {d}");
+                }
+            }
+        }
+        let mut small = vec![0f32; m * n - 1];
+        assert!(matmul((m, n, k), &mut small, n, false, a, b, Par::Serial).is_err());
+    }
+}
