@@ -11,7 +11,7 @@
 //!
 //! CPU and f32 only; other devices and dtypes use composed candle ops (same values).
 
-use crate::nn::gemm::{Mat, Par, matmul, with_f32};
+use crate::nn::gemm::{Mat, Par, matmul, with_f32, with_f32s};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -158,12 +158,28 @@ impl CustomOp3 for FrozenLora {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, k) = x_t.dims2()?;
         let (out, r) = b_t.dims2()?;
-        let (x, a, b, dy) = (
-            with_f32(x_t, <[f32]>::to_vec)?,
-            with_f32(a_t, <[f32]>::to_vec)?,
-            with_f32(b_t, <[f32]>::to_vec)?,
-            with_f32(grad, <[f32]>::to_vec)?,
-        );
+        let need_dx = x_t.track_op();
+        let (dx, da, db) = with_f32s(&[x_t, a_t, b_t, grad, &self.wt], |s| {
+            self.backward(s, (n, k, out, r), need_dx)
+        })??;
+        Ok((
+            dx.map(|dx| tensor(dx, (n, k))).transpose()?,
+            Some(tensor(da, (r, k))?),
+            Some(tensor(db, (out, r))?),
+        ))
+    }
+}
+
+impl FrozenLora {
+    /// Gradients of x (if `need_dx`), A and B from slices x, A, B, dy, wt.
+    #[allow(clippy::type_complexity)]
+    fn backward(
+        &self,
+        s: &[&[f32]],
+        (n, k, out, r): (usize, usize, usize, usize),
+        need_dx: bool,
+    ) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)> {
+        let (x, a, b, dy, wt) = (s[0], s[1], s[2], s[3], s[4]);
         // s·dy·B (n × r), the gradient reaching x⊙keep·Aᵀ.
         let mut dyb = vec![0f32; n * r];
         matmul(
@@ -171,12 +187,12 @@ impl CustomOp3 for FrozenLora {
             &mut dyb,
             r,
             false,
-            Mat::rows(&dy, out),
-            Mat::rows(&b, r),
+            Mat::rows(dy, out),
+            Mat::rows(b, r),
             Par::Threads,
         )?;
         dyb.iter_mut().for_each(|v| *v *= self.scale);
-        let (xk, xa) = self.xa(&x, &a, n, k, r)?;
+        let (xk, xa) = self.xa(x, a, n, k, r)?;
         // dA = (s·dy·B)ᵀ · (x⊙keep).
         let mut da = vec![0f32; r * k];
         matmul(
@@ -195,11 +211,11 @@ impl CustomOp3 for FrozenLora {
             &mut db,
             r,
             false,
-            Mat::rows_t(&dy, out),
+            Mat::rows_t(dy, out),
             Mat::rows(&xa, r),
             Par::Threads,
         )?;
-        let dx = if x_t.track_op() {
+        let dx = if need_dx {
             // dy·W + ((s·dy·B)·A)⊙keep.
             let mut dx = vec![0f32; n * k];
             matmul(
@@ -208,28 +224,26 @@ impl CustomOp3 for FrozenLora {
                 k,
                 false,
                 Mat::rows(&dyb, r),
-                Mat::rows(&a, k),
+                Mat::rows(a, k),
                 Par::Threads,
             )?;
             if let Some(m) = &self.keep {
                 dx.iter_mut().zip(m).for_each(|(d, m)| *d *= m);
             }
-            with_f32(&self.wt, |wt| {
-                matmul(
-                    (n, k, out),
-                    &mut dx,
-                    k,
-                    true,
-                    Mat::rows(&dy, out),
-                    Mat::rows_t(wt, out),
-                    Par::Threads,
-                )
-            })??;
-            Some(tensor(dx, (n, k))?)
+            matmul(
+                (n, k, out),
+                &mut dx,
+                k,
+                true,
+                Mat::rows(dy, out),
+                Mat::rows_t(wt, out),
+                Par::Threads,
+            )?;
+            Some(dx)
         } else {
             None
         };
-        Ok((dx, Some(tensor(da, (r, k))?), Some(tensor(db, (out, r))?)))
+        Ok((dx, da, db))
     }
 }
 
@@ -330,15 +344,14 @@ impl CustomOp1 for FrozenMlp {
         };
         // d(act) = dy · downᵀ (n × inter).
         let mut dact = vec![0f32; n * inter];
-        let (dy, down) = (with_f32(grad, <[f32]>::to_vec)?, &self.down);
-        with_f32(down, |d| {
+        with_f32s(&[grad, &self.down], |s| {
             matmul(
                 (n, inter, h),
                 &mut dact,
                 inter,
                 false,
-                Mat::rows(&dy, h),
-                Mat::rows_t(d, h),
+                Mat::rows(s[0], h),
+                Mat::rows_t(s[1], h),
                 Par::Threads,
             )
         })??;

@@ -128,6 +128,91 @@ impl Attention {
         }
     }
 
+    /// Gradients of q, k and v (layouts as the inputs) from the output's dy.
+    fn backward(&self, q: &[f32], k: &[f32], v: &[f32], dy: &[f32]) -> Result<[Vec<f32>; 3]> {
+        let d = self.d;
+        let (rep, s, hd, t) = (d.rep(), d.s(), d.head_dim, d.t);
+        let grads: Vec<[Vec<f32>; 3]> = (0..d.b * d.kv_heads)
+            .into_par_iter()
+            .map(|task| {
+                let (bi, g) = (task / d.kv_heads, task % d.kv_heads);
+                let blk = self.block(q, k, bi, g)?;
+                let dout = self.gather_q(dy, bi, g);
+                let vv = self.kv_view(v, bi, g);
+                // dV = Pᵀ·dO, dP = dO·Vᵀ.
+                let mut dv = vec![0f32; s * hd];
+                matmul(
+                    (s, hd, rep * t),
+                    &mut dv,
+                    hd,
+                    false,
+                    Mat::rows_t(&blk.p, s),
+                    Mat::rows(&dout, hd),
+                    Par::Serial,
+                )?;
+                let mut ds = vec![0f32; rep * t * s];
+                matmul(
+                    (rep * t, s, hd),
+                    &mut ds,
+                    s,
+                    false,
+                    Mat::rows(&dout, hd),
+                    Mat {
+                        data: vv.data,
+                        rs: 1,
+                        cs: vv.rs,
+                    },
+                    Par::Serial,
+                )?;
+                // Softmax backward: dS = scale · P ⊙ (dP − Σ_j P·dP).
+                for (dr, pr) in ds.chunks_mut(s).zip(blk.p.chunks(s)) {
+                    let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    for (x, &p) in dr.iter_mut().zip(pr) {
+                        *x = self.scale * p * (*x - dot);
+                    }
+                }
+                let mut dq = vec![0f32; rep * t * hd];
+                matmul(
+                    (rep * t, hd, s),
+                    &mut dq,
+                    hd,
+                    false,
+                    Mat::rows(&ds, s),
+                    Mat::rows(&blk.k, hd),
+                    Par::Serial,
+                )?;
+                let mut dk = vec![0f32; s * hd];
+                matmul(
+                    (s, hd, rep * t),
+                    &mut dk,
+                    hd,
+                    false,
+                    Mat::rows_t(&ds, s),
+                    Mat::rows(&blk.q, hd),
+                    Par::Serial,
+                )?;
+                // Back through the rotations (their inverse is their transpose).
+                for (row, r) in dq.chunks_mut(hd).zip(0..) {
+                    self.rotate(row, r % t, -1.0);
+                }
+                for (j, row) in dk.chunks_mut(hd).enumerate().skip(d.plen) {
+                    self.rotate(row, j - d.plen, -1.0);
+                }
+                Ok([dq, dk, dv])
+            })
+            .collect::<Result<_>>()?;
+        let mut dq = vec![0f32; q.len()];
+        let mut dk = vec![0f32; k.len()];
+        let mut dv = vec![0f32; v.len()];
+        for (task, [bq, bk, bv]) in grads.iter().enumerate() {
+            let (bi, g) = (task / d.kv_heads, task % d.kv_heads);
+            self.scatter_q(bq, &mut dq, bi, g);
+            self.scatter_kv(bk, &mut dk, bi, g);
+            self.scatter_kv(bv, &mut dv, bi, g);
+        }
+        Ok([dq, dk, dv])
+    }
+
     fn block(&self, q: &[f32], k: &[f32], bi: usize, g: usize) -> Result<Block> {
         let Dims {
             t,
@@ -242,88 +327,9 @@ impl CustomOp3 for Attention {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = self.d;
-        let vec = |t: &Tensor| super::gemm::with_f32(t, <[f32]>::to_vec);
-        let (q, k, v, dy) = (vec(q_t)?, vec(k_t)?, vec(v_t)?, vec(grad)?);
-        let (rep, s, hd, t) = (d.rep(), d.s(), d.head_dim, d.t);
-        let grads: Vec<[Vec<f32>; 3]> = (0..d.b * d.kv_heads)
-            .into_par_iter()
-            .map(|task| {
-                let (bi, g) = (task / d.kv_heads, task % d.kv_heads);
-                let blk = self.block(&q, &k, bi, g)?;
-                let dout = self.gather_q(&dy, bi, g);
-                let vv = self.kv_view(&v, bi, g);
-                // dV = Pᵀ·dO, dP = dO·Vᵀ.
-                let mut dv = vec![0f32; s * hd];
-                matmul(
-                    (s, hd, rep * t),
-                    &mut dv,
-                    hd,
-                    false,
-                    Mat::rows_t(&blk.p, s),
-                    Mat::rows(&dout, hd),
-                    Par::Serial,
-                )?;
-                let mut ds = vec![0f32; rep * t * s];
-                matmul(
-                    (rep * t, s, hd),
-                    &mut ds,
-                    s,
-                    false,
-                    Mat::rows(&dout, hd),
-                    Mat {
-                        data: vv.data,
-                        rs: 1,
-                        cs: vv.rs,
-                    },
-                    Par::Serial,
-                )?;
-                // Softmax backward: dS = scale · P ⊙ (dP − Σ_j P·dP).
-                for (dr, pr) in ds.chunks_mut(s).zip(blk.p.chunks(s)) {
-                    let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                    for (x, &p) in dr.iter_mut().zip(pr) {
-                        *x = self.scale * p * (*x - dot);
-                    }
-                }
-                let mut dq = vec![0f32; rep * t * hd];
-                matmul(
-                    (rep * t, hd, s),
-                    &mut dq,
-                    hd,
-                    false,
-                    Mat::rows(&ds, s),
-                    Mat::rows(&blk.k, hd),
-                    Par::Serial,
-                )?;
-                let mut dk = vec![0f32; s * hd];
-                matmul(
-                    (s, hd, rep * t),
-                    &mut dk,
-                    hd,
-                    false,
-                    Mat::rows_t(&ds, s),
-                    Mat::rows(&blk.q, hd),
-                    Par::Serial,
-                )?;
-                // Back through the rotations (their inverse is their transpose).
-                for (row, r) in dq.chunks_mut(hd).zip(0..) {
-                    self.rotate(row, r % t, -1.0);
-                }
-                for (j, row) in dk.chunks_mut(hd).enumerate().skip(d.plen) {
-                    self.rotate(row, j - d.plen, -1.0);
-                }
-                Ok([dq, dk, dv])
-            })
-            .collect::<Result<_>>()?;
-        let mut dq = vec![0f32; q.len()];
-        let mut dk = vec![0f32; k.len()];
-        let mut dv = vec![0f32; v.len()];
-        for (task, [bq, bk, bv]) in grads.iter().enumerate() {
-            let (bi, g) = (task / d.kv_heads, task % d.kv_heads);
-            self.scatter_q(bq, &mut dq, bi, g);
-            self.scatter_kv(bk, &mut dk, bi, g);
-            self.scatter_kv(bv, &mut dv, bi, g);
-        }
+        let [dq, dk, dv] = super::gemm::with_f32s(&[q_t, k_t, v_t, grad], |s| {
+            self.backward(s[0], s[1], s[2], s[3])
+        })??;
         let out = |x: Vec<f32>, like: &Tensor| -> Result<Option<Tensor>> {
             if like.track_op() {
                 Ok(Some(Tensor::from_vec(x, like.shape(), &Device::Cpu)?))

@@ -115,15 +115,25 @@ pub fn matmul(
 /// Runs `f` on the f32 values of a CPU tensor, in row-major order (a strided
 /// tensor is copied first).
 pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let t = t.contiguous()?;
-    let (s, l) = t.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(v)) = &*s else {
-        candle_core::bail!("an f32 CPU tensor was expected, got {:?}", t.dtype());
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("a contiguous tensor was expected");
-    };
-    Ok(f(&v[a..b]))
+    with_f32s(&[t], |s| f(s[0]))
+}
+
+/// [`with_f32`] for several tensors at once, read in place (no copies of
+/// contiguous tensors).
+pub fn with_f32s<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> Result<R> {
+    let ts: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(ts.len());
+    for (t, (s, l)) in ts.iter().zip(&guards) {
+        let Storage::Cpu(CpuStorage::F32(v)) = &**s else {
+            candle_core::bail!("an f32 CPU tensor was expected, got {:?}", t.dtype());
+        };
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("a contiguous tensor was expected");
+        };
+        slices.push(&v[a..b]);
+    }
+    Ok(f(&slices))
 }
 
 #[cfg(test)]
