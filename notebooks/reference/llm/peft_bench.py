@@ -5,11 +5,13 @@ Workload: 21 sequences x 64 tokens (bench_ids.json), one batch, no padding.
   forward : base decoder `model.model(ids).last_hidden_state` under no_grad; tokens/s.
   lora    : LoRA r=8/alpha=16 on q_proj,v_proj; one step = decoder forward ->
             loss = (h.mean(1) @ w).sum() -> backward -> AdamW(lr=1e-3).step -> zero_grad.
+  lora-top: the same LoRA on the top 8 layers only (layers_to_transform=22..29); PEFT still
+            runs all 30 layers forward, autograd stops below layer 22.
   prefix  : P-Tuning v2 (PrefixTuningConfig, 16 virtual tokens, no projection); same step,
             the decoder gets PEFT's prefix cache (`get_prompt`) as past_key_values.
 Each mode runs in its own process (peak RSS = ru_maxrss of that process).
 
-Run from the repo root (one command, all three modes):
+Run from the repo root (one command, all four modes):
     python3 notebooks/reference/llm/peft_bench.py
 Writes notebooks/reference/llm/results/peft_bench.json.
 """
@@ -36,6 +38,7 @@ CACHE_ROOT = os.path.join(HERE, ".cache")  # git-ignored
 
 N_SEQ, SEQ_LEN, STRIDE = 21, 64, 7
 WARMUP, TIMED = 2, 5
+TOP_LAYERS = 8  # lora-top: LoRA on the top 8 layers only (layers_to_transform), as configs/default.toml
 SEED = 0
 
 # Fixed English paragraph; tokenized WITHOUT special tokens, then 21 windows of 64 ids at offsets 0, 7, ..., 140.
@@ -140,9 +143,16 @@ def run_mode(mode, args):
         res.update(seconds=ts, median_s=med, tokens_per_s=ntok / med)
     else:
         torch.manual_seed(SEED)
-        if mode == "lora":
+        if mode in ("lora", "lora-top"):
+            n_layers = model.config.num_hidden_layers
+            top = list(range(n_layers - TOP_LAYERS, n_layers)) if mode == "lora-top" else None
             cfg = peft.LoraConfig(
-                r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], bias="none"
+                r=8,
+                lora_alpha=16,
+                lora_dropout=0.0,
+                target_modules=["q_proj", "v_proj"],
+                bias="none",
+                layers_to_transform=top,
             )
         else:
             cfg = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=16)
@@ -205,7 +215,7 @@ def run_mode(mode, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["all", "forward", "lora", "prefix"], default="all")
+    ap.add_argument("--mode", choices=["all", "forward", "lora", "lora-top", "prefix"], default="all")
     ap.add_argument("--model-dir", default="data/models")
     ap.add_argument("--gguf", default="SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
@@ -255,7 +265,7 @@ def main():
 
     if args.quick:
         args.warmup, args.timed = 1, 3
-    modes = ["forward", "lora", "prefix"] if args.mode == "all" else [args.mode]
+    modes = ["forward", "lora", "lora-top", "prefix"] if args.mode == "all" else [args.mode]
     from common import load_model_cached, loadavg, machine_info, versions
 
     t_all = time.perf_counter()
