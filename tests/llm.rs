@@ -93,6 +93,84 @@ fn every_adapter_variable_gets_a_finite_nonzero_gradient() {
     }
 }
 
+/// The layers as one node (the CPU default) against the per-block graph: same
+/// states and the same gradient for every adapter variable, for LoRA on all seven
+/// projections with dropout, prefixes (direct and projected), q/k/v biases and
+/// both rotary layouts, from layer 0 and from a cached middle layer.
+#[test]
+fn layer_stack_op_matches_the_per_block_graph() {
+    let tmp = tempfile::tempdir().unwrap();
+    for bias in [false, true] {
+        common::write_tiny_llama(tmp.path(), 1, bias);
+        let mut l = load_hf_dir(tmp.path(), &Device::Cpu).unwrap();
+        let cfg = l.decoder.cfg.clone();
+        let mut rng = Rng::new(8);
+        let lora = LoraConfig {
+            dropout: 0.2,
+            ..all_targets()
+        };
+        let prefix = |projection: bool| PrefixConfig {
+            virtual_tokens: 3,
+            projection,
+            projection_hidden: 8,
+            ..Default::default()
+        };
+        let adapters = [
+            Adapters::lora(&lora, &cfg, &Device::Cpu, &mut rng).unwrap(),
+            Adapters::prefix(&prefix(false), &cfg, &Device::Cpu, &mut rng).unwrap(),
+            Adapters::prefix(&prefix(true), &cfg, &Device::Cpu, &mut rng).unwrap(),
+        ];
+        for ad in adapters {
+            for m in &ad.lora {
+                let v: Vec<f32> = (0..m.b.elem_count())
+                    .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
+                    .collect();
+                m.b.set(&Tensor::from_vec(v, m.b.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+            }
+            for rope in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+                l.decoder.rope = rope;
+                for from in [0, 1] {
+                    let run = |stack: bool, dec: &mut llmctr::llm::decoder::Decoder| {
+                        dec.stack_op = stack;
+                        let x = dec.embed_ids(&ids(6, 2)).unwrap();
+                        let mut r = Rng::new(4);
+                        let x = dec.forward_range(&x, 0, from, &ad, false, &mut r).unwrap();
+                        let h = dec.forward_layers(&x, from, &ad, true, &mut r).unwrap();
+                        let w = Tensor::from_vec(
+                            (0..h.elem_count())
+                                .map(|i| ((i as f32) * 0.37).sin())
+                                .collect::<Vec<_>>(),
+                            h.shape(),
+                            &Device::Cpu,
+                        )
+                        .unwrap();
+                        let g = (&h * w).unwrap().sum_all().unwrap().backward().unwrap();
+                        (h, g)
+                    };
+                    let (h1, g1) = run(true, &mut l.decoder);
+                    let (h2, g2) = run(false, &mut l.decoder);
+                    let scale = common::max_abs_diff(&h2, &h2.zeros_like().unwrap());
+                    let d = common::max_abs_diff(&h1, &h2);
+                    assert!(d <= 1e-5 * scale, "states differ by {d} (of {scale})");
+                    for (name, v) in ad.vars() {
+                        if from > 0 && name.contains("layers.0.") {
+                            continue;
+                        }
+                        let (a, b) = (g1.get(v.as_tensor()), g2.get(v.as_tensor()));
+                        let (a, b) = (a.expect(&name), b.expect(&name));
+                        let scale = common::max_abs_diff(b, &b.zeros_like().unwrap());
+                        let d = common::max_abs_diff(a, b);
+                        assert!(scale > 0.0, "{name}: zero gradient");
+                        assert!(d <= 1e-4 * scale, "{name}: gradients differ by {d} (of {scale})");
+                    }
+                }
+            }
+        }
+        l.decoder.stack_op = true;
+    }
+}
+
 #[test]
 fn lora_starts_as_the_base_model_and_merges_exactly() {
     let tmp = tempfile::tempdir().unwrap();

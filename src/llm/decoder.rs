@@ -55,6 +55,9 @@ pub struct Decoder {
     /// None when the output layer is tied to the embeddings.
     pub lm_head: Option<Tensor>,
     pub device: Device,
+    /// Run the layers as one graph node on the CPU (`stack.rs`); false composes
+    /// per-block nodes (what other devices do; tests compare the two).
+    pub stack_op: bool,
 }
 
 /// RMS norm, x · rsqrt(mean(x²) + eps) · w, w frozen: one fused node with an
@@ -127,6 +130,7 @@ impl Decoder {
             norm,
             lm_head,
             device: device.clone(),
+            stack_op: true,
         })
     }
 
@@ -203,6 +207,11 @@ impl Decoder {
         let prefix: PrefixKv = ad.prefix_kv(self.layers.len())?;
         // Real tokens sit after the prefix (Hugging Face positions with past keys).
         let (cos, sin) = self.rope_tables(t, p)?;
+        if self.stack_op
+            && let Some(y) = super::stack::forward(self, x, from, to, ad, train, rng, (&cos, &sin))?
+        {
+            return Ok(y);
+        }
         let eps = self.cfg.rms_norm_eps;
         // Tokens as rows, (b·t, h), through every layer.
         let mut h = x.reshape((b * t, hsz))?;

@@ -1,5 +1,6 @@
 //! The decoder's frozen projections as single graph nodes whose backward passes
-//! compute only what the adapters need.
+//! compute only what the adapters need, and the slice-level kernels behind them
+//! (shared with the whole-stack op of `stack.rs`).
 //!
 //! candle's matmul backward also computes the gradient of the right-hand operand,
 //! frozen or not (specs/candle-notes.md), and every composed node costs a zeroed
@@ -35,19 +36,216 @@ fn tensor(v: Vec<f32>, shape: (usize, usize)) -> Result<Tensor> {
     Tensor::from_vec(v, shape, &Device::Cpu)
 }
 
-/// y (n × out) = x (n × in) · wt (in × out), on slices.
-fn project(x: &[f32], n: usize, wt: &[f32], k: usize, out: usize) -> Result<Vec<f32>> {
-    let mut y = vec![0f32; n * out];
-    matmul(
-        (n, out, k),
-        &mut y,
-        out,
-        false,
-        Mat::rows(x, k),
-        Mat::rows(wt, out),
-        Par::Threads,
-    )?;
-    Ok(y)
+// ------------------------------------------------------------ slice kernels
+
+/// A frozen projection on slices: x (n × k) · wt (k × out), wt row-major.
+#[derive(Clone, Copy)]
+pub(crate) struct Linear<'a> {
+    pub wt: &'a [f32],
+    pub k: usize,
+    pub out: usize,
+}
+
+/// LoRA's factors on slices: A (r × k), B (out × r), scale s, and the dropout
+/// keep-mask (0 or 1/(1−p) per input value, n × k) when training with dropout.
+#[derive(Clone, Copy)]
+pub(crate) struct LoraS<'a> {
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub r: usize,
+    pub scale: f32,
+    pub keep: Option<&'a [f32]>,
+}
+
+impl LoraS<'_> {
+    /// x⊙keep and s·(x⊙keep)·Aᵀ (n × r).
+    fn xa(&self, x: &[f32], n: usize, k: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let xk: Vec<f32> = match self.keep {
+            Some(m) => x.iter().zip(m).map(|(x, m)| x * m).collect(),
+            None => x.to_vec(),
+        };
+        let mut xa = vec![0f32; n * self.r];
+        matmul(
+            (n, self.r, k),
+            &mut xa,
+            self.r,
+            false,
+            Mat::rows(&xk, k),
+            Mat::rows_t(self.a, k),
+            Par::Threads,
+        )?;
+        xa.iter_mut().for_each(|v| *v *= self.scale);
+        Ok((xk, xa))
+    }
+}
+
+impl Linear<'_> {
+    /// y (n × out, row stride `y_rs`) = x·wt [+ s·(x⊙keep)·Aᵀ·Bᵀ].
+    pub fn forward(
+        &self,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        y_rs: usize,
+        lora: Option<&LoraS>,
+    ) -> Result<()> {
+        let (k, out) = (self.k, self.out);
+        matmul(
+            (n, out, k),
+            y,
+            y_rs,
+            false,
+            Mat::rows(x, k),
+            Mat::rows(self.wt, out),
+            Par::Threads,
+        )?;
+        if let Some(l) = lora {
+            let (_, xa) = l.xa(x, n, k)?;
+            matmul(
+                (n, out, l.r),
+                y,
+                y_rs,
+                true,
+                Mat::rows(&xa, l.r),
+                Mat::rows_t(l.b, l.r),
+                Par::Threads,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Backward of [`Linear::forward`] for dy (n × out, row stride `dy_rs`): adds
+    /// (`acc`) or writes dy·wtᵀ + ((s·dy·B)·A)⊙keep into `dx` if given, and
+    /// returns LoRA's (dA, dB).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        x: &[f32],
+        n: usize,
+        dy: &[f32],
+        dy_rs: usize,
+        dx: Option<(&mut [f32], bool)>,
+        lora: Option<&LoraS>,
+    ) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+        let (k, out) = (self.k, self.out);
+        let dy_m = Mat {
+            data: dy,
+            rs: dy_rs,
+            cs: 1,
+        };
+        let mut grads = None;
+        let mut lora_dx = None;
+        if let Some(l) = lora {
+            let r = l.r;
+            // s·dy·B (n × r): the gradient reaching s·(x⊙keep)·Aᵀ.
+            let mut dyb = vec![0f32; n * r];
+            matmul(
+                (n, r, out),
+                &mut dyb,
+                r,
+                false,
+                dy_m,
+                Mat::rows(l.b, r),
+                Par::Threads,
+            )?;
+            dyb.iter_mut().for_each(|v| *v *= l.scale);
+            let (xk, xa) = l.xa(x, n, k)?;
+            // dA = (s·dy·B)ᵀ · (x⊙keep); dB = dyᵀ · s·(x⊙keep)·Aᵀ.
+            let mut da = vec![0f32; r * k];
+            matmul(
+                (r, k, n),
+                &mut da,
+                k,
+                false,
+                Mat::rows_t(&dyb, r),
+                Mat::rows(&xk, k),
+                Par::Threads,
+            )?;
+            let mut db = vec![0f32; out * r];
+            matmul(
+                (out, r, n),
+                &mut db,
+                r,
+                false,
+                Mat {
+                    data: dy,
+                    rs: 1,
+                    cs: dy_rs,
+                },
+                Mat::rows(&xa, r),
+                Par::Threads,
+            )?;
+            grads = Some((da, db));
+            lora_dx = Some((dyb, l));
+        }
+        if let Some((dx, acc)) = dx {
+            matmul(
+                (n, k, out),
+                dx,
+                k,
+                acc,
+                dy_m,
+                Mat::rows_t(self.wt, out),
+                Par::Threads,
+            )?;
+            if let Some((dyb, l)) = lora_dx {
+                let mut t = vec![0f32; n * k];
+                matmul(
+                    (n, k, l.r),
+                    &mut t,
+                    k,
+                    false,
+                    Mat::rows(&dyb, l.r),
+                    Mat::rows(l.a, k),
+                    Par::Threads,
+                )?;
+                match l.keep {
+                    Some(m) => dx
+                        .iter_mut()
+                        .zip(&t)
+                        .zip(m)
+                        .for_each(|((d, t), m)| *d += t * m),
+                    None => dx.iter_mut().zip(&t).for_each(|(d, t)| *d += t),
+                }
+            }
+        }
+        Ok(grads)
+    }
+}
+
+pub(crate) fn sigm(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// silu(g) ⊙ u for rows of gate|up side by side (n × 2·inter) → (n × inter).
+pub(crate) fn swiglu_rows(gu: &[f32], inter: usize) -> Vec<f32> {
+    let mut act = vec![0f32; gu.len() / 2];
+    act.par_chunks_mut(inter)
+        .zip(gu.par_chunks(2 * inter))
+        .for_each(|(a, gu)| {
+            let (g, u) = gu.split_at(inter);
+            for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                *a = g * sigm(g) * u;
+            }
+        });
+    act
+}
+
+/// Backward of [`swiglu_rows`]: d(gate) | d(up) side by side from d(act).
+pub(crate) fn swiglu_rows_bwd(gu: &[f32], dact: &[f32], inter: usize) -> Vec<f32> {
+    let mut dgu = vec![0f32; gu.len()];
+    dgu.par_chunks_mut(2 * inter)
+        .zip(gu.par_chunks(2 * inter).zip(dact.par_chunks(inter)))
+        .for_each(|(d, (gu, da))| {
+            let (g, u) = gu.split_at(inter);
+            let (dg, du) = d.split_at_mut(inter);
+            for i in 0..inter {
+                let s = sigm(g[i]);
+                dg[i] = da[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                du[i] = da[i] * g[i] * s;
+            }
+        });
+    dgu
 }
 
 // ------------------------------------------------------------ frozen linear
@@ -73,7 +271,10 @@ impl CustomOp1 for Frozen {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, n, k) = input(s, l, self.name())?;
         let out = self.wt.dim(1)?;
-        let y = with_f32(&self.wt, |wt| project(x, n, wt, k, out))??;
+        let mut y = vec![0f32; n * out];
+        with_f32(&self.wt, |wt| {
+            Linear { wt, k, out }.forward(x, n, &mut y, out, None)
+        })??;
         Ok((CpuStorage::F32(y), Shape::from((n, out))))
     }
 
@@ -89,31 +290,14 @@ struct FrozenLora {
 }
 
 impl FrozenLora {
-    /// x⊙keep (n × in) and s·(x⊙keep)·Aᵀ (n × r).
-    fn xa(
-        &self,
-        x: &[f32],
-        a: &[f32],
-        n: usize,
-        k: usize,
-        r: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let xk: Vec<f32> = match &self.keep {
-            Some(m) => x.iter().zip(m).map(|(x, m)| x * m).collect(),
-            None => x.to_vec(),
-        };
-        let mut xa = vec![0f32; n * r];
-        matmul(
-            (n, r, k),
-            &mut xa,
+    fn lora<'a>(&'a self, a: &'a [f32], b: &'a [f32], r: usize) -> LoraS<'a> {
+        LoraS {
+            a,
+            b,
             r,
-            false,
-            Mat::rows(&xk, k),
-            Mat::rows_t(a, k),
-            Par::Threads,
-        )?;
-        xa.iter_mut().for_each(|v| *v *= self.scale);
-        Ok((xk, xa))
+            scale: self.scale,
+            keep: self.keep.as_deref(),
+        }
     }
 }
 
@@ -134,17 +318,11 @@ impl CustomOp3 for FrozenLora {
         let (x, n, k) = input(s1, l1, self.name())?;
         let (a, r, _) = input(s2, l2, self.name())?;
         let (b, out, _) = input(s3, l3, self.name())?;
-        let mut y = with_f32(&self.wt, |wt| project(x, n, wt, k, out))??;
-        let (_, xa) = self.xa(x, a, n, k, r)?;
-        matmul(
-            (n, out, r),
-            &mut y,
-            out,
-            true,
-            Mat::rows(&xa, r),
-            Mat::rows_t(b, r),
-            Par::Threads,
-        )?;
+        let mut y = vec![0f32; n * out];
+        let lora = self.lora(a, b, r);
+        with_f32(&self.wt, |wt| {
+            Linear { wt, k, out }.forward(x, n, &mut y, out, Some(&lora))
+        })??;
         Ok((CpuStorage::F32(y), Shape::from((n, out))))
     }
 
@@ -158,92 +336,27 @@ impl CustomOp3 for FrozenLora {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, k) = x_t.dims2()?;
         let (out, r) = b_t.dims2()?;
-        let need_dx = x_t.track_op();
-        let (dx, da, db) = with_f32s(&[x_t, a_t, b_t, grad, &self.wt], |s| {
-            self.backward(s, (n, k, out, r), need_dx)
+        let mut dx = x_t.track_op().then(|| vec![0f32; n * k]);
+        let grads = with_f32s(&[x_t, a_t, b_t, grad, &self.wt], |s| {
+            let lin = Linear { wt: s[4], k, out };
+            let lora = self.lora(s[1], s[2], r);
+            lin.backward(
+                s[0],
+                n,
+                s[3],
+                out,
+                dx.as_mut().map(|d| (&mut d[..], false)),
+                Some(&lora),
+            )
         })??;
+        let Some((da, db)) = grads else {
+            candle_core::bail!("frozen-linear-lora: no LoRA gradients");
+        };
         Ok((
             dx.map(|dx| tensor(dx, (n, k))).transpose()?,
             Some(tensor(da, (r, k))?),
             Some(tensor(db, (out, r))?),
         ))
-    }
-}
-
-impl FrozenLora {
-    /// Gradients of x (if `need_dx`), A and B from slices x, A, B, dy, wt.
-    #[allow(clippy::type_complexity)]
-    fn backward(
-        &self,
-        s: &[&[f32]],
-        (n, k, out, r): (usize, usize, usize, usize),
-        need_dx: bool,
-    ) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)> {
-        let (x, a, b, dy, wt) = (s[0], s[1], s[2], s[3], s[4]);
-        // s·dy·B (n × r), the gradient reaching x⊙keep·Aᵀ.
-        let mut dyb = vec![0f32; n * r];
-        matmul(
-            (n, r, out),
-            &mut dyb,
-            r,
-            false,
-            Mat::rows(dy, out),
-            Mat::rows(b, r),
-            Par::Threads,
-        )?;
-        dyb.iter_mut().for_each(|v| *v *= self.scale);
-        let (xk, xa) = self.xa(x, a, n, k, r)?;
-        // dA = (s·dy·B)ᵀ · (x⊙keep).
-        let mut da = vec![0f32; r * k];
-        matmul(
-            (r, k, n),
-            &mut da,
-            k,
-            false,
-            Mat::rows_t(&dyb, r),
-            Mat::rows(&xk, k),
-            Par::Threads,
-        )?;
-        // dB = dyᵀ · s·(x⊙keep)·Aᵀ.
-        let mut db = vec![0f32; out * r];
-        matmul(
-            (out, r, n),
-            &mut db,
-            r,
-            false,
-            Mat::rows_t(dy, out),
-            Mat::rows(&xa, r),
-            Par::Threads,
-        )?;
-        let dx = if need_dx {
-            // dy·W + ((s·dy·B)·A)⊙keep.
-            let mut dx = vec![0f32; n * k];
-            matmul(
-                (n, k, r),
-                &mut dx,
-                k,
-                false,
-                Mat::rows(&dyb, r),
-                Mat::rows(a, k),
-                Par::Threads,
-            )?;
-            if let Some(m) = &self.keep {
-                dx.iter_mut().zip(m).for_each(|(d, m)| *d *= m);
-            }
-            matmul(
-                (n, k, out),
-                &mut dx,
-                k,
-                true,
-                Mat::rows(dy, out),
-                Mat::rows_t(wt, out),
-                Par::Threads,
-            )?;
-            Some(dx)
-        } else {
-            None
-        };
-        Ok((dx, da, db))
     }
 }
 
@@ -280,10 +393,6 @@ pub fn frozen_linear(x: &Tensor, wt: &Tensor, lora: Option<Lora>) -> Result<Tens
 
 // ------------------------------------------------------------ frozen MLP
 
-fn sigm(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
 struct FrozenMlp {
     /// (in, inter), (in, inter), (inter, in); contiguous.
     gate: Tensor,
@@ -303,29 +412,24 @@ impl CustomOp1 for FrozenMlp {
         let (x, n, h) = input(s, l, self.name())?;
         let inter = self.gate.dim(1)?;
         let mut gu = vec![0f32; n * 2 * inter];
-        for (w, off) in [(&self.gate, 0), (&self.up, inter)] {
-            with_f32(w, |w| {
-                matmul(
-                    (n, inter, h),
-                    &mut gu[off..],
-                    2 * inter,
-                    false,
-                    Mat::rows(x, h),
-                    Mat::rows(w, inter),
-                    Par::Threads,
-                )
-            })??;
-        }
-        let mut act = vec![0f32; n * inter];
-        act.par_chunks_mut(inter)
-            .zip(gu.par_chunks(2 * inter))
-            .for_each(|(a, gu)| {
-                let (g, u) = gu.split_at(inter);
-                for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                    *a = g * sigm(g) * u;
+        let mut y = vec![0f32; n * h];
+        with_f32s(&[&self.gate, &self.up, &self.down], |w| -> Result<()> {
+            for (wt, off) in [(w[0], 0), (w[1], inter)] {
+                Linear {
+                    wt,
+                    k: h,
+                    out: inter,
                 }
-            });
-        let y = with_f32(&self.down, |d| project(&act, n, d, inter, h))??;
+                .forward(x, n, &mut gu[off..], 2 * inter, None)?;
+            }
+            let act = swiglu_rows(&gu, inter);
+            Linear {
+                wt: w[2],
+                k: inter,
+                out: h,
+            }
+            .forward(&act, n, &mut y, h, None)
+        })??;
         if self.keep {
             *self.saved.lock().expect("frozen-mlp lock") = Some(gu);
         }
@@ -342,50 +446,38 @@ impl CustomOp1 for FrozenMlp {
         let Some(gu) = saved.as_ref() else {
             candle_core::bail!("frozen-mlp: backward without the forward pass's activations");
         };
-        // d(act) = dy · downᵀ (n × inter).
-        let mut dact = vec![0f32; n * inter];
-        with_f32s(&[grad, &self.down], |s| {
-            matmul(
-                (n, inter, h),
-                &mut dact,
-                inter,
-                false,
-                Mat::rows(s[0], h),
-                Mat::rows_t(s[1], h),
-                Par::Threads,
-            )
-        })??;
-        // d(gate) = dact·u·σ(g)·(1 + g·(1 − σ(g))), d(up) = dact·silu(g), side by side.
-        let mut dgu = vec![0f32; n * 2 * inter];
-        dgu.par_chunks_mut(2 * inter)
-            .zip(gu.par_chunks(2 * inter).zip(dact.par_chunks(inter)))
-            .for_each(|(d, (gu, da))| {
-                let (g, u) = gu.split_at(inter);
-                let (dg, du) = d.split_at_mut(inter);
-                for i in 0..inter {
-                    let s = sigm(g[i]);
-                    dg[i] = da[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                    du[i] = da[i] * g[i] * s;
-                }
-            });
         let mut dx = vec![0f32; n * h];
-        for (w, off, acc) in [(&self.gate, 0, false), (&self.up, inter, true)] {
-            with_f32(w, |w| {
-                matmul(
-                    (n, h, inter),
-                    &mut dx,
-                    h,
-                    acc,
-                    Mat {
-                        data: &dgu[off..],
-                        rs: 2 * inter,
-                        cs: 1,
-                    },
-                    Mat::rows_t(w, inter),
-                    Par::Threads,
-                )
-            })??;
-        }
+        with_f32s(
+            &[grad, &self.gate, &self.up, &self.down],
+            |s| -> Result<()> {
+                // The inputs of down (act) and of gate/up (x) only matter for LoRA
+                // gradients, and there are none here.
+                let mut dact = vec![0f32; n * inter];
+                let down = Linear {
+                    wt: s[3],
+                    k: inter,
+                    out: h,
+                };
+                down.backward(&[], n, s[0], h, Some((&mut dact[..], false)), None)?;
+                let dgu = swiglu_rows_bwd(gu, &dact, inter);
+                for (wt, off, acc) in [(s[1], 0, false), (s[2], inter, true)] {
+                    let lin = Linear {
+                        wt,
+                        k: h,
+                        out: inter,
+                    };
+                    lin.backward(
+                        &[],
+                        n,
+                        &dgu[off..],
+                        2 * inter,
+                        Some((&mut dx[..], acc)),
+                        None,
+                    )?;
+                }
+                Ok(())
+            },
+        )??;
         Ok(Some(tensor(dx, (n, h))?))
     }
 }

@@ -8,4 +8,5 @@ pub mod frozen;
 pub mod load;
 pub mod peft;
 pub mod prompt;
+pub mod stack;
 pub mod tokenizer;

@@ -31,21 +31,21 @@ pub struct Dims {
 }
 
 impl Dims {
-    fn s(&self) -> usize {
+    pub(crate) fn s(&self) -> usize {
         self.plen + self.t
     }
-    fn rep(&self) -> usize {
+    pub(crate) fn rep(&self) -> usize {
         self.heads / self.kv_heads
     }
-    fn qd(&self) -> usize {
+    pub(crate) fn qd(&self) -> usize {
         self.heads * self.head_dim
     }
-    fn kvd(&self) -> usize {
+    pub(crate) fn kvd(&self) -> usize {
         self.kv_heads * self.head_dim
     }
 }
 
-struct Attention {
+pub(crate) struct Attention {
     d: Dims,
     /// Rotary tables for the real tokens, (t, head_dim/2).
     cos: Vec<f32>,
@@ -63,6 +63,22 @@ struct Block {
 }
 
 impl Attention {
+    /// `cos`, `sin`: rotary tables for the real tokens, (t × head_dim/2) values.
+    pub(crate) fn new(d: Dims, cos: Vec<f32>, sin: Vec<f32>, scale: f64) -> Result<Self> {
+        if d.kv_heads == 0 || !d.heads.is_multiple_of(d.kv_heads) || !d.head_dim.is_multiple_of(2) {
+            candle_core::bail!("fused attention: unsupported head layout {d:?}");
+        }
+        if cos.len() != d.t * d.head_dim / 2 || sin.len() != cos.len() {
+            candle_core::bail!("fused attention: rotary tables do not fit {d:?}");
+        }
+        Ok(Attention {
+            d,
+            cos,
+            sin,
+            scale: scale as f32,
+        })
+    }
+
     /// Rotates one head row in place for real token `pos`; `sign` −1 undoes it.
     fn rotate(&self, row: &mut [f32], pos: usize, sign: f32) {
         let half = self.d.head_dim / 2;
@@ -128,8 +144,43 @@ impl Attention {
         }
     }
 
+    /// The output (b·t × heads·hd) for q, k, v in the op's input layouts.
+    pub(crate) fn forward(&self, q: &[f32], k: &[f32], v: &[f32]) -> Result<Vec<f32>> {
+        let d = self.d;
+        let (rep, s, hd) = (d.rep(), d.s(), d.head_dim);
+        let blocks: Vec<Vec<f32>> = (0..d.b * d.kv_heads)
+            .into_par_iter()
+            .map(|task| {
+                let (bi, g) = (task / d.kv_heads, task % d.kv_heads);
+                let blk = self.block(q, k, bi, g)?;
+                let mut o = vec![0f32; rep * d.t * hd];
+                matmul(
+                    (rep * d.t, hd, s),
+                    &mut o,
+                    hd,
+                    false,
+                    Mat::rows(&blk.p, s),
+                    self.kv_view(v, bi, g),
+                    Par::Serial,
+                )?;
+                Ok(o)
+            })
+            .collect::<Result<_>>()?;
+        let mut out = vec![0f32; d.b * d.t * d.qd()];
+        for (task, o) in blocks.iter().enumerate() {
+            self.scatter_q(o, &mut out, task / d.kv_heads, task % d.kv_heads);
+        }
+        Ok(out)
+    }
+
     /// Gradients of q, k and v (layouts as the inputs) from the output's dy.
-    fn backward(&self, q: &[f32], k: &[f32], v: &[f32], dy: &[f32]) -> Result<[Vec<f32>; 3]> {
+    pub(crate) fn backward(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dy: &[f32],
+    ) -> Result<[Vec<f32>; 3]> {
         let d = self.d;
         let (rep, s, hd, t) = (d.rep(), d.s(), d.head_dim, d.t);
         let grads: Vec<[Vec<f32>; 3]> = (0..d.b * d.kv_heads)
@@ -293,29 +344,7 @@ impl CustomOp3 for Attention {
         let q = slice(s1, l1, d.b * d.t * d.qd(), "queries")?;
         let k = slice(s2, l2, d.b * d.s() * d.kvd(), "keys")?;
         let v = slice(s3, l3, d.b * d.s() * d.kvd(), "values")?;
-        let (rep, s, hd) = (d.rep(), d.s(), d.head_dim);
-        let blocks: Vec<Vec<f32>> = (0..d.b * d.kv_heads)
-            .into_par_iter()
-            .map(|task| {
-                let (bi, g) = (task / d.kv_heads, task % d.kv_heads);
-                let blk = self.block(q, k, bi, g)?;
-                let mut o = vec![0f32; rep * d.t * hd];
-                matmul(
-                    (rep * d.t, hd, s),
-                    &mut o,
-                    hd,
-                    false,
-                    Mat::rows(&blk.p, s),
-                    self.kv_view(v, bi, g),
-                    Par::Serial,
-                )?;
-                Ok(o)
-            })
-            .collect::<Result<_>>()?;
-        let mut out = vec![0f32; d.b * d.t * d.qd()];
-        for (task, o) in blocks.iter().enumerate() {
-            self.scatter_q(o, &mut out, task / d.kv_heads, task % d.kv_heads);
-        }
+        let out = self.forward(q, k, v)?;
         Ok((CpuStorage::F32(out), Shape::from((d.b * d.t, d.qd()))))
     }
 
@@ -355,9 +384,6 @@ pub fn attention(
     d: Dims,
     scale: f64,
 ) -> Result<Tensor> {
-    if d.kv_heads == 0 || d.heads % d.kv_heads != 0 || d.head_dim % 2 != 0 {
-        candle_core::bail!("fused attention: unsupported head layout {d:?}");
-    }
     if cos.dims() != [d.t, d.head_dim / 2] || sin.dims() != cos.dims() {
         candle_core::bail!(
             "fused attention: rotary tables {:?} do not fit {d:?}",
@@ -368,12 +394,7 @@ pub fn attention(
         return attention_composed(q, k, v, cos, sin, d, scale);
     }
     let table = |x: &Tensor| super::gemm::with_f32(x, <[f32]>::to_vec);
-    let op = Attention {
-        d,
-        cos: table(cos)?,
-        sin: table(sin)?,
-        scale: scale as f32,
-    };
+    let op = Attention::new(d, table(cos)?, table(sin)?, scale)?;
     q.contiguous()?
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }

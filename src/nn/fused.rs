@@ -50,17 +50,7 @@ impl CustomOp1 for RmsNorm {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32s(s, l, self.name())?;
-        let h = self.w.len();
-        let mut out = vec![0f32; x.len()];
-        rows_mut(&mut out, h)
-            .zip(x.par_chunks(h))
-            .with_min_len(PAR_MIN / h.max(1) + 1)
-            .for_each(|(o, xr)| {
-                let r = inv_rms(xr, self.eps);
-                for ((o, &x), &w) in o.iter_mut().zip(xr).zip(&self.w) {
-                    *o = x * r * w;
-                }
-            });
+        let out = rms_rows(x, &self.w, self.eps);
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -95,26 +85,44 @@ impl CustomOp2 for RmsNormBwd {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, dy) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
-        let h = self.w.len();
         let mut out = vec![0f32; x.len()];
-        rows_mut(&mut out, h)
-            .zip(x.par_chunks(h).zip(dy.par_chunks(h)))
-            .with_min_len(PAR_MIN / h.max(1) + 1)
-            .for_each(|(o, (xr, gr))| {
-                let r = inv_rms(xr, self.eps);
-                let dot: f32 = xr
-                    .iter()
-                    .zip(gr)
-                    .zip(&self.w)
-                    .map(|((x, g), w)| x * g * w)
-                    .sum();
-                let c = r * r * r * dot / h as f32;
-                for (((o, &x), &g), &w) in o.iter_mut().zip(xr).zip(gr).zip(&self.w) {
-                    *o = r * g * w - x * c;
-                }
-            });
+        rms_rows_bwd(x, &self.w, self.eps, dy, &mut out, false);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+}
+
+/// x · rsqrt(mean(x²) + eps) · w for each row of x (rows of w.len() values).
+pub(crate) fn rms_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let h = w.len();
+    let mut out = vec![0f32; x.len()];
+    rows_mut(&mut out, h)
+        .zip(x.par_chunks(h))
+        .with_min_len(PAR_MIN / h.max(1) + 1)
+        .for_each(|(o, xr)| {
+            let r = inv_rms(xr, eps);
+            for ((o, &x), &w) in o.iter_mut().zip(xr).zip(w) {
+                *o = x * r * w;
+            }
+        });
+    out
+}
+
+/// Backward of [`rms_rows`]: writes, or adds if `acc`, dx = r·(w⊙dy) −
+/// x·r³·Σ(w⊙dy⊙x)/h into `out`.
+pub(crate) fn rms_rows_bwd(x: &[f32], w: &[f32], eps: f32, dy: &[f32], out: &mut [f32], acc: bool) {
+    let h = w.len();
+    rows_mut(out, h)
+        .zip(x.par_chunks(h).zip(dy.par_chunks(h)))
+        .with_min_len(PAR_MIN / h.max(1) + 1)
+        .for_each(|(o, (xr, gr))| {
+            let r = inv_rms(xr, eps);
+            let dot: f32 = xr.iter().zip(gr).zip(w).map(|((x, g), w)| x * g * w).sum();
+            let c = r * r * r * dot / h as f32;
+            for (((o, &x), &g), &w) in o.iter_mut().zip(xr).zip(gr).zip(w) {
+                let d = r * g * w - x * c;
+                *o = if acc { *o + d } else { d };
+            }
+        });
 }
 
 /// RMS norm over the last dimension with a frozen weight `w` (no gradient).
