@@ -162,7 +162,10 @@ fn layer_stack_op_matches_the_per_block_graph() {
                         let scale = common::max_abs_diff(b, &b.zeros_like().unwrap());
                         let d = common::max_abs_diff(a, b);
                         assert!(scale > 0.0, "{name}: zero gradient");
-                        assert!(d <= 1e-4 * scale, "{name}: gradients differ by {d} (of {scale})");
+                        assert!(
+                            d <= 1e-4 * scale,
+                            "{name}: gradients differ by {d} (of {scale})"
+                        );
                     }
                 }
             }
