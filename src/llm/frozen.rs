@@ -12,20 +12,14 @@
 //!
 //! CPU and f32 only; other devices and dtypes use composed candle ops (same values).
 
-use crate::nn::gemm::{Mat, Par, matmul, with_f32, with_f32s};
+use crate::nn::gemm::{Mat, Par, matmul, storage_f32, with_f32, with_f32s};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
 fn input<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<(&'a [f32], usize, usize)> {
-    let CpuStorage::F32(d) = s else {
-        candle_core::bail!("{op}: f32 input expected");
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("{op}: contiguous input expected");
-    };
     let (n, k) = l.shape().dims2()?;
-    Ok((&d[a..b], n, k))
+    Ok((storage_f32(s, l, op)?, n, k))
 }
 
 fn fused_ok(x: &Tensor) -> bool {
@@ -500,6 +494,7 @@ pub fn frozen_mlp(x: &Tensor, gate: &Tensor, up: &Tensor, down: &Tensor) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::gemm::max_abs;
     use crate::nn::rng::Rng;
     use candle_core::{DType, Var};
 
@@ -509,17 +504,6 @@ mod tests {
             .map(|_| rng.normal() as f32 * 0.7)
             .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs(t: &Tensor) -> f32 {
-        t.abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Max |a − b| / max |b|.

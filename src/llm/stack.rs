@@ -21,7 +21,7 @@ use super::decoder::Decoder;
 use super::frozen::{Linear, LoraS, swiglu_rows, swiglu_rows_bwd};
 use crate::nn::attention::{Attention, Dims};
 use crate::nn::fused::{rms_rows, rms_rows_bwd};
-use crate::nn::gemm::with_f32s;
+use crate::nn::gemm::{storage_f32, with_f32s};
 use crate::nn::rng::Rng;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 use std::sync::Mutex;
@@ -339,16 +339,6 @@ impl Stack {
     }
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("decoder stack: f32 {what} expected");
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("decoder stack: contiguous {what} expected");
-    };
-    Ok(&v[a..b])
-}
-
 impl CustomOp2 for Stack {
     fn name(&self) -> &'static str {
         "decoder-stack"
@@ -361,8 +351,8 @@ impl CustomOp2 for Stack {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "hidden states")?;
-        let packed = slice(s2, l2, "adapter parameters")?;
+        let x = storage_f32(s1, l1, "decoder stack: hidden states")?;
+        let packed = storage_f32(s2, l2, "decoder stack: adapter parameters")?;
         let mut h = x.to_vec();
         let mut saved = Vec::new();
         for layer in &self.layers {

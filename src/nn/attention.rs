@@ -314,16 +314,14 @@ impl Attention {
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, n: usize, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("fused attention: f32 {what} expected");
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("fused attention: contiguous {what} expected");
-    };
-    if b - a != n {
-        candle_core::bail!("fused attention: {what} has {} values, {n} expected", b - a);
+    let v = super::gemm::storage_f32(s, l, what)?;
+    if v.len() != n {
+        candle_core::bail!(
+            "fused attention: {what} has {} values, {n} expected",
+            v.len()
+        );
     }
-    Ok(&v[a..b])
+    Ok(v)
 }
 
 impl CustomOp3 for Attention {
@@ -458,6 +456,7 @@ pub fn attention_composed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::gemm::max_abs;
     use crate::nn::rng::Rng;
     use candle_core::{DType, Var};
 
@@ -467,18 +466,6 @@ mod tests {
             .map(|_| rng.normal() as f32)
             .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs(t: &Tensor) -> f32 {
-        let t = t.to_dtype(DType::F32).unwrap();
-        t.abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// The fused op against the composed ops in f64: values and the gradients of

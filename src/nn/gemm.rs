@@ -3,7 +3,7 @@
 //! crate that candle's CPU matmul uses (same kernels: AVX-512 where the CPU has it,
 //! AVX2/FMA otherwise, picked at run time).
 
-use candle_core::{CpuStorage, Result, Storage, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
 /// A read-only matrix: element (i, j) is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
@@ -110,6 +110,26 @@ pub fn matmul(
         );
     }
     Ok(())
+}
+
+/// The f32 values of a contiguous CPU storage, as a custom op receives its
+/// inputs; `what` names the op or input in the error.
+pub fn storage_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{what}: f32 input expected");
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{what}: contiguous input expected");
+    };
+    Ok(&v[a..b])
+}
+
+/// The largest |value| of a tensor (any float dtype), for tests.
+#[cfg(test)]
+pub(crate) fn max_abs(t: &Tensor) -> f32 {
+    t.to_dtype(candle_core::DType::F32)
+        .and_then(|t| t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("max_abs of a float tensor")
 }
 
 /// Runs `f` on the f32 values of a CPU tensor, in row-major order (a strided
