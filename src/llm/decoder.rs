@@ -192,6 +192,25 @@ impl Decoder {
         self.forward_range(x, from, self.layers.len(), ad, train, rng)
     }
 
+    /// Every layer's prefix keys and values, (kv_heads, plen, head_dim) each, with
+    /// the keys in this model's rotary layout: prefixes are stored in Hugging
+    /// Face's (PEFT's) head-dim order, and a GGUF model keeps llama.cpp's permuted
+    /// Q/K order, so its prefix keys are permuted alike.
+    pub fn prefix_kv(&self, ad: &Adapters) -> Result<PrefixKv> {
+        let mut prefix = ad.prefix_kv(self.layers.len())?;
+        if self.rope == RopeLayout::Interleaved {
+            let hd = self.cfg.head_dim();
+            for (pk, _) in prefix.iter_mut().flatten() {
+                let (nkv, plen, _) = pk.dims3()?;
+                *pk = pk
+                    .reshape((nkv, plen, 2, hd / 2))?
+                    .transpose(2, 3)?
+                    .reshape((nkv, plen, hd))?;
+            }
+        }
+        Ok(prefix)
+    }
+
     /// Run layers `from..to` only (to cache the layers below the lowest adapter).
     pub fn forward_range(
         &self,
@@ -204,11 +223,12 @@ impl Decoder {
     ) -> Result<Tensor> {
         let (b, t, hsz) = x.dims3()?;
         let p = ad.prefix_len();
-        let prefix: PrefixKv = ad.prefix_kv(self.layers.len())?;
+        let prefix = self.prefix_kv(ad)?;
         // Real tokens sit after the prefix (Hugging Face positions with past keys).
         let (cos, sin) = self.rope_tables(t, p)?;
         if self.stack_op
-            && let Some(y) = super::stack::forward(self, x, from, to, ad, train, rng, (&cos, &sin))?
+            && let Some(y) =
+                super::stack::forward(self, x, (from, to), ad, &prefix, train, rng, (&cos, &sin))?
         {
             return Ok(y);
         }
@@ -266,15 +286,6 @@ impl Decoder {
             Some((pk, pv)) => {
                 let plen = pk.dim(1)?;
                 dims.plen = plen;
-                // Prefixes are stored in Hugging Face's (PEFT's) head-dim order; a GGUF
-                // model keeps llama.cpp's permuted Q/K order, so permute the keys alike.
-                let pk = match self.rope {
-                    RopeLayout::HalfSplit => pk.clone(),
-                    RopeLayout::Interleaved => pk
-                        .reshape((nkv, plen, 2, hd / 2))?
-                        .transpose(2, 3)?
-                        .reshape((nkv, plen, hd))?,
-                };
                 // (kv_heads, plen, hd) → each sequence's first plen rows.
                 let with_prefix = |p: &Tensor, x: &Tensor| -> Result<Tensor> {
                     let rows = p
@@ -284,7 +295,7 @@ impl Decoder {
                     Ok(Tensor::cat(&[&rows, &x.reshape((b, t, kvd))?], 1)?
                         .reshape((b * (plen + t), kvd))?)
                 };
-                (with_prefix(&pk, k)?, with_prefix(pv, v)?)
+                (with_prefix(pk, k)?, with_prefix(pv, v)?)
             }
         };
         Ok(attention(

@@ -15,7 +15,7 @@
 //! (`Decoder::stack_op = false`, and every device other than the CPU); a test
 //! compares the two, values and gradients.
 
-use super::adapters::{Adapters, Target};
+use super::adapters::{Adapters, PrefixKv, Target};
 use super::config::RopeLayout;
 use super::decoder::Decoder;
 use super::frozen::{Linear, LoraS, swiglu_rows, swiglu_rows_bwd};
@@ -403,7 +403,8 @@ impl CustomOp2 for Stack {
     }
 }
 
-/// Layers `from..to` of `dec` on hidden states x (b, t, h) as one node, or None
+/// Layers `from..to` of `dec` on hidden states x (b, t, h) as one node, with the
+/// prefixes of [`Decoder::prefix_kv`], or None
 /// where the op does not apply (other devices or dtypes): the caller then
 /// composes per-block nodes. Draws LoRA dropout masks from `rng` in the same
 /// order as the per-block path.
@@ -411,9 +412,9 @@ impl CustomOp2 for Stack {
 pub fn forward(
     dec: &Decoder,
     x: &Tensor,
-    from: usize,
-    to: usize,
+    (from, to): (usize, usize),
     ad: &Adapters,
+    prefix: &PrefixKv,
     train: bool,
     rng: &mut Rng,
     tables: (&Tensor, &Tensor),
@@ -424,7 +425,6 @@ pub fn forward(
     let (b, t, hsz) = x.dims3()?;
     let cfg = &dec.cfg;
     let (nkv, hd) = (cfg.kv_heads(), cfg.head_dim());
-    let prefix = ad.prefix_kv(dec.layers.len())?;
     let mut pieces: Vec<Tensor> = Vec::new();
     let mut at = 0usize;
     let mut push = |t: Tensor, pieces: &mut Vec<Tensor>| -> Result<usize> {
@@ -455,19 +455,10 @@ pub fn forward(
         }
         let prefix = match &prefix[l] {
             None => None,
-            Some((pk, pv)) => {
-                let plen = pk.dim(1)?;
-                // Prefixes are stored in Hugging Face's (PEFT's) head-dim order; a
-                // GGUF model keeps llama.cpp's permuted Q/K order, so permute alike.
-                let pk = match dec.rope {
-                    RopeLayout::HalfSplit => pk.clone(),
-                    RopeLayout::Interleaved => pk
-                        .reshape((nkv, plen, 2, hd / 2))?
-                        .transpose(2, 3)?
-                        .reshape((nkv, plen, hd))?,
-                };
-                Some((push(pk, &mut pieces)?, push(pv.clone(), &mut pieces)?))
-            }
+            Some((pk, pv)) => Some((
+                push(pk.clone(), &mut pieces)?,
+                push(pv.clone(), &mut pieces)?,
+            )),
         };
         let bias = [&lw.q.bias, &lw.k.bias, &lw.v.bias].map(|b| b.as_ref().map(to_vec));
         let [bq, bk, bv] = bias;
