@@ -12,9 +12,11 @@
 //!
 //! CPU and f32 only; other devices and dtypes use composed candle ops (same values).
 
-use crate::nn::gemm::{Mat, Par, matmul, storage_f32, with_f32, with_f32s};
+use crate::nn::gemm::{Mat, Par, matmul, products, storage_f32, with_f32, with_f32s};
+use crate::nn::vmath;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 fn input<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<(&'a [f32], usize, usize)> {
@@ -53,10 +55,10 @@ pub(crate) struct LoraS<'a> {
 
 impl LoraS<'_> {
     /// x⊙keep and s·(x⊙keep)·Aᵀ (n × r).
-    fn xa(&self, x: &[f32], n: usize, k: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        let xk: Vec<f32> = match self.keep {
+    fn xa<'x>(&self, x: &'x [f32], n: usize, k: usize) -> Result<(Cow<'x, [f32]>, Vec<f32>)> {
+        let xk: Cow<'x, [f32]> = match self.keep {
             Some(m) => x.iter().zip(m).map(|(x, m)| x * m).collect(),
-            None => x.to_vec(),
+            None => Cow::Borrowed(x),
         };
         let mut xa = vec![0f32; n * self.r];
         matmul(
@@ -93,10 +95,43 @@ impl Linear<'_> {
             Mat::rows(self.wt, out),
             Par::Threads,
         )?;
+        self.add_lora(x, n, y, y_rs, lora)
+    }
+
+    /// [`Linear::forward`] of several projections of the same x, side by side
+    /// in a new (n × Σ out) buffer.
+    pub fn side_by_side(
+        parts: &[(Linear, Option<&LoraS>)],
+        x: &[f32],
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        let products_of: Vec<_> = parts
+            .iter()
+            .map(|(l, _)| (l.out, l.k, Mat::rows(x, l.k), Mat::rows(l.wt, l.out)))
+            .collect();
+        let cols: usize = parts.iter().map(|(l, _)| l.out).sum();
+        let mut y = products(n, &products_of, Par::Threads)?;
+        let mut col = 0;
+        for (l, lora) in parts {
+            l.add_lora(x, n, &mut y[col..], cols, *lora)?;
+            col += l.out;
+        }
+        Ok(y)
+    }
+
+    /// y += s·(x⊙keep)·Aᵀ·Bᵀ if the projection is adapted.
+    fn add_lora(
+        &self,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        y_rs: usize,
+        lora: Option<&LoraS>,
+    ) -> Result<()> {
         if let Some(l) = lora {
-            let (_, xa) = l.xa(x, n, k)?;
+            let (_, xa) = l.xa(x, n, self.k)?;
             matmul(
-                (n, out, l.r),
+                (n, self.out, l.r),
                 y,
                 y_rs,
                 true,
@@ -183,32 +218,24 @@ impl Linear<'_> {
                 Par::Threads,
             )?;
             if let Some((dyb, l)) = lora_dx {
-                let mut t = vec![0f32; n * k];
-                matmul(
-                    (n, k, l.r),
-                    &mut t,
-                    k,
-                    false,
-                    Mat::rows(&dyb, l.r),
-                    Mat::rows(l.a, k),
-                    Par::Threads,
-                )?;
+                let dyba = (n, k, l.r);
+                let (dyb, a) = (Mat::rows(&dyb, l.r), Mat::rows(l.a, k));
                 match l.keep {
-                    Some(m) => dx
-                        .iter_mut()
-                        .zip(&t)
-                        .zip(m)
-                        .for_each(|((d, t), m)| *d += t * m),
-                    None => dx.iter_mut().zip(&t).for_each(|(d, t)| *d += t),
+                    // Without dropout the LoRA term is one more accumulated product.
+                    None => matmul(dyba, dx, k, true, dyb, a, Par::Threads)?,
+                    Some(m) => {
+                        let mut t = vec![0f32; n * k];
+                        matmul(dyba, &mut t, k, false, dyb, a, Par::Threads)?;
+                        dx.iter_mut()
+                            .zip(&t)
+                            .zip(m)
+                            .for_each(|((d, t), m)| *d += t * m);
+                    }
                 }
             }
         }
         Ok(grads)
     }
-}
-
-pub(crate) fn sigm(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 /// silu(g) ⊙ u for rows of gate|up side by side (n × 2·inter) → (n × inter).
@@ -218,28 +245,21 @@ pub(crate) fn swiglu_rows(gu: &[f32], inter: usize) -> Vec<f32> {
         .zip(gu.par_chunks(2 * inter))
         .for_each(|(a, gu)| {
             let (g, u) = gu.split_at(inter);
-            for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                *a = g * sigm(g) * u;
-            }
+            vmath::swiglu(a, g, u);
         });
     act
 }
 
-/// Backward of [`swiglu_rows`]: d(gate) | d(up) side by side from d(act).
-pub(crate) fn swiglu_rows_bwd(gu: &[f32], dact: &[f32], inter: usize) -> Vec<f32> {
-    let mut dgu = vec![0f32; gu.len()];
+/// Backward of [`swiglu_rows`]: d(gate) | d(up) side by side from d(act), into
+/// `dgu` (the size of `gu`).
+pub(crate) fn swiglu_rows_bwd(gu: &[f32], dact: &[f32], inter: usize, dgu: &mut [f32]) {
     dgu.par_chunks_mut(2 * inter)
         .zip(gu.par_chunks(2 * inter).zip(dact.par_chunks(inter)))
         .for_each(|(d, (gu, da))| {
             let (g, u) = gu.split_at(inter);
             let (dg, du) = d.split_at_mut(inter);
-            for i in 0..inter {
-                let s = sigm(g[i]);
-                dg[i] = da[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                du[i] = da[i] * g[i] * s;
-            }
+            vmath::swiglu_bwd(dg, du, g, u, da);
         });
-    dgu
 }
 
 // ------------------------------------------------------------ frozen linear
@@ -405,24 +425,16 @@ impl CustomOp1 for FrozenMlp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, n, h) = input(s, l, self.name())?;
         let inter = self.gate.dim(1)?;
-        let mut gu = vec![0f32; n * 2 * inter];
-        let mut y = vec![0f32; n * h];
-        with_f32s(&[&self.gate, &self.up, &self.down], |w| -> Result<()> {
-            for (wt, off) in [(w[0], 0), (w[1], inter)] {
-                Linear {
-                    wt,
-                    k: h,
-                    out: inter,
-                }
-                .forward(x, n, &mut gu[off..], 2 * inter, None)?;
-            }
+        let (gu, y) = with_f32s(&[&self.gate, &self.up, &self.down], |w| -> Result<_> {
+            let lin = |wt, k, out| Linear { wt, k, out };
+            let gu = Linear::side_by_side(
+                &[(lin(w[0], h, inter), None), (lin(w[1], h, inter), None)],
+                x,
+                n,
+            )?;
             let act = swiglu_rows(&gu, inter);
-            Linear {
-                wt: w[2],
-                k: inter,
-                out: h,
-            }
-            .forward(&act, n, &mut y, h, None)
+            let y = Linear::side_by_side(&[(lin(w[2], inter, h), None)], &act, n)?;
+            Ok((gu, y))
         })??;
         if self.keep {
             *self.saved.lock().expect("frozen-mlp lock") = Some(gu);
@@ -453,7 +465,8 @@ impl CustomOp1 for FrozenMlp {
                     out: h,
                 };
                 down.backward(&[], n, s[0], h, Some((&mut dact[..], false)), None)?;
-                let dgu = swiglu_rows_bwd(gu, &dact, inter);
+                let mut dgu = vec![0f32; gu.len()];
+                swiglu_rows_bwd(gu, &dact, inter, &mut dgu);
                 for (wt, off, acc) in [(s[1], 0, false), (s[2], inter, true)] {
                     let lin = Linear {
                         wt,

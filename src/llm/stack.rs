@@ -9,7 +9,10 @@
 //! slices: the backward pass is the layers' matrix products plus one pass per
 //! norm, SwiGLU and attention block. The forward keeps each layer's activations
 //! (about 30 MB per layer for SmolLM2 on 21 × 64 tokens) and the backward
-//! recomputes what is cheap (attention probabilities, SwiGLU).
+//! recomputes what is cheap (attention probabilities; SwiGLU's output only where
+//! the down projection has a LoRA term that needs it). New activations are
+//! written by the matrix products without a zero-fill first, and the backward's
+//! per-layer gradient buffers are reused from layer to layer.
 //!
 //! The same computation composed of per-block nodes is the decoder's other path
 //! (`Decoder::stack_op = false`, and every device other than the CPU); a test
@@ -57,6 +60,15 @@ struct Saved {
     h_mid: Vec<f32>,
     x2m: Vec<f32>,
     gu: Vec<f32>,
+}
+
+/// Per-layer gradient buffers of the backward pass, reused from layer to layer
+/// (each is overwritten before it is read).
+struct Work {
+    dact: Vec<f32>,
+    dgu: Vec<f32>,
+    dx2: Vec<f32>,
+    datt: Vec<f32>,
 }
 
 struct Stack {
@@ -178,19 +190,12 @@ impl Stack {
         h: Vec<f32>,
     ) -> Result<(Vec<f32>, Saved)> {
         let n = self.att.b * self.att.t;
-        let hsz = layer.attn_norm.len();
         let x2a = rms_rows(&h, &layer.attn_norm, self.eps);
         let mut qkv: Vec<Vec<f32>> = Vec::with_capacity(3);
         for i in [Q, K, V] {
             let out = self.dims[i].1;
-            let mut y = vec![0f32; n * out];
-            self.linear(w, i).forward(
-                &x2a,
-                n,
-                &mut y,
-                out,
-                self.lora(layer, packed, i).as_ref(),
-            )?;
+            let lora = self.lora(layer, packed, i);
+            let mut y = Linear::side_by_side(&[(self.linear(w, i), lora.as_ref())], &x2a, n)?;
             if let Some(bias) = &layer.bias[i] {
                 y.chunks_mut(out)
                     .for_each(|r| r.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
@@ -204,37 +209,23 @@ impl Stack {
         let k = self.with_prefix(k, layer.prefix.map(|(pk, _)| prefix(pk)));
         let v = self.with_prefix(v, layer.prefix.map(|(_, pv)| prefix(pv)));
         let att = self.attention(layer)?.forward(&q, &k, &v)?;
-        let mut h_mid = vec![0f32; n * hsz];
-        self.linear(w, O).forward(
-            &att,
-            n,
-            &mut h_mid,
-            hsz,
-            self.lora(layer, packed, O).as_ref(),
-        )?;
+        let o_lora = self.lora(layer, packed, O);
+        let mut h_mid = Linear::side_by_side(&[(self.linear(w, O), o_lora.as_ref())], &att, n)?;
         h_mid.iter_mut().zip(&h).for_each(|(o, h)| *o += h);
-
         let x2m = rms_rows(&h_mid, &layer.ffn_norm, self.eps);
         let inter = self.dims[GATE].1;
-        let mut gu = vec![0f32; n * 2 * inter];
-        for (i, off) in [(GATE, 0), (UP, inter)] {
-            self.linear(w, i).forward(
-                &x2m,
-                n,
-                &mut gu[off..],
-                2 * inter,
-                self.lora(layer, packed, i).as_ref(),
-            )?;
-        }
-        let act = swiglu_rows(&gu, inter);
-        let mut out = vec![0f32; n * hsz];
-        self.linear(w, DOWN).forward(
-            &act,
+        let (g_lora, u_lora) = (self.lora(layer, packed, GATE), self.lora(layer, packed, UP));
+        let gu = Linear::side_by_side(
+            &[
+                (self.linear(w, GATE), g_lora.as_ref()),
+                (self.linear(w, UP), u_lora.as_ref()),
+            ],
+            &x2m,
             n,
-            &mut out,
-            hsz,
-            self.lora(layer, packed, DOWN).as_ref(),
         )?;
+        let act = swiglu_rows(&gu, inter);
+        let d_lora = self.lora(layer, packed, DOWN);
+        let mut out = Linear::side_by_side(&[(self.linear(w, DOWN), d_lora.as_ref())], &act, n)?;
         out.iter_mut().zip(&h_mid).for_each(|(o, h)| *o += h);
         let saved = Saved {
             h_in: h,
@@ -261,6 +252,7 @@ impl Stack {
         sv: &Saved,
         dh: &mut [f32],
         dpacked: &mut [f32],
+        work: &mut Work,
     ) -> Result<()> {
         let n = self.att.b * self.att.t;
         let hsz = layer.attn_norm.len();
@@ -272,19 +264,28 @@ impl Stack {
             }
         };
         // MLP: dh flows to down, SwiGLU, gate and up, then through the norm.
-        let act = swiglu_rows(&sv.gu, inter);
-        let mut dact = vec![0f32; n * inter];
+        // The down projection's input is needed only for its LoRA gradients.
+        let down_lora = self.lora(layer, packed, DOWN);
+        let act = match down_lora {
+            Some(_) => swiglu_rows(&sv.gu, inter),
+            None => Vec::new(),
+        };
+        let Work {
+            dact,
+            dgu,
+            dx2,
+            datt,
+        } = work;
         let g = self.linear(w, DOWN).backward(
             &act,
             n,
             dh,
             hsz,
             Some((&mut dact[..], false)),
-            self.lora(layer, packed, DOWN).as_ref(),
+            down_lora.as_ref(),
         )?;
         put(DOWN, g);
-        let dgu = swiglu_rows_bwd(&sv.gu, &dact, inter);
-        let mut dx2 = vec![0f32; n * hsz];
+        swiglu_rows_bwd(&sv.gu, dact, inter, dgu);
         for (i, off, acc) in [(GATE, 0, false), (UP, inter, true)] {
             let g = self.linear(w, i).backward(
                 &sv.x2m,
@@ -296,11 +297,9 @@ impl Stack {
             )?;
             put(i, g);
         }
-        rms_rows_bwd(&sv.h_mid, &layer.ffn_norm, self.eps, &dx2, dh, true);
+        rms_rows_bwd(&sv.h_mid, &layer.ffn_norm, self.eps, dx2, dh, true);
 
         // Attention: dh flows to o, attention, q/k/v, then through the norm.
-        let qd = self.dims[O].0;
-        let mut datt = vec![0f32; n * qd];
         let g = self.linear(w, O).backward(
             &sv.att,
             n,
@@ -311,7 +310,7 @@ impl Stack {
         )?;
         put(O, g);
         let attn = self.attention(layer)?;
-        let [dq, dk, dv] = attn.backward(&sv.q, &sv.k, &sv.v, &datt)?;
+        let [dq, dk, dv] = attn.backward(&sv.q, &sv.k, &sv.v, datt)?;
         let plen = if layer.prefix.is_some() {
             self.prefix_len
         } else {
@@ -330,7 +329,7 @@ impl Stack {
             )?;
             put(i, g);
         }
-        rms_rows_bwd(&sv.h_in, &layer.attn_norm, self.eps, &dx2, dh, true);
+        rms_rows_bwd(&sv.h_in, &layer.attn_norm, self.eps, dx2, dh, true);
         if let Some((pk, pv)) = layer.prefix {
             dpacked[pk..pk + dpk.len()].copy_from_slice(&dpk);
             dpacked[pv..pv + dpv.len()].copy_from_slice(&dpv);
@@ -380,11 +379,19 @@ impl CustomOp2 for Stack {
         }
         let mut dh = crate::nn::gemm::with_f32(grad, <[f32]>::to_vec)?;
         let mut dpacked = vec![0f32; packed.elem_count()];
+        let n = self.att.b * self.att.t;
+        let (hsz, inter) = (self.dims[Q].0, self.dims[GATE].1);
+        let mut work = Work {
+            dact: vec![0f32; n * inter],
+            dgu: vec![0f32; n * 2 * inter],
+            dx2: vec![0f32; n * hsz],
+            datt: vec![0f32; n * self.dims[O].0],
+        };
         crate::nn::gemm::with_f32(packed, |p| -> Result<()> {
             for (layer, sv) in self.layers.iter().zip(saved.iter()).rev() {
                 let ws: Vec<&Tensor> = layer.w.iter().collect();
                 with_f32s(&ws, |w| {
-                    self.layer_bwd(layer, w, p, sv, &mut dh, &mut dpacked)
+                    self.layer_bwd(layer, w, p, sv, &mut dh, &mut dpacked, &mut work)
                 })??;
             }
             Ok(())

@@ -10,6 +10,7 @@
 //! probabilities (a small share of the layer's work) instead of storing them.
 
 use super::gemm::{Mat, Par, matmul};
+use super::vmath;
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -217,10 +218,7 @@ impl Attention {
                 )?;
                 // Softmax backward: dS = scale · P ⊙ (dP − Σ_j P·dP).
                 for (dr, pr) in ds.chunks_mut(s).zip(blk.p.chunks(s)) {
-                    let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                    for (x, &p) in dr.iter_mut().zip(pr) {
-                        *x = self.scale * p * (*x - dot);
-                    }
+                    vmath::softmax_bwd(dr, pr, self.scale);
                 }
                 let mut dq = vec![0f32; rep * t * hd];
                 matmul(
@@ -298,15 +296,7 @@ impl Attention {
             // Token i sees the prefix and tokens 0..=i.
             let seen = plen + r % t + 1;
             let (vis, hidden) = row.split_at_mut(seen);
-            let max = vis
-                .iter()
-                .fold(f32::NEG_INFINITY, |m, &v| m.max(v * self.scale));
-            let mut sum = 0f32;
-            for v in vis.iter_mut() {
-                *v = (*v * self.scale - max).exp();
-                sum += *v;
-            }
-            vis.iter_mut().for_each(|v| *v /= sum);
+            vmath::softmax(vis, self.scale);
             hidden.fill(0.0);
         }
         Ok(Block { q: qb, k: kb, p })

@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, S
 use rayon::prelude::*;
 
 use super::gemm::storage_f32 as f32s;
+use super::vmath;
 
 fn fused_ok(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == candle_core::DType::F32
@@ -378,10 +379,6 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result
 
 // ---------------------------------------------------------------- SwiGLU
 
-fn sigm(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
 /// silu(g) ⊙ u.
 struct SwiGlu;
 
@@ -399,10 +396,9 @@ impl CustomOp2 for SwiGlu {
     ) -> Result<(CpuStorage, Shape)> {
         let (g, u) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
         let mut out = vec![0f32; g.len()];
-        out.par_iter_mut()
-            .zip(g.par_iter().zip(u.par_iter()))
-            .with_min_len(PAR_MIN)
-            .for_each(|(o, (&g, &u))| *o = g * sigm(g) * u);
+        out.par_chunks_mut(PAR_MIN)
+            .zip(g.par_chunks(PAR_MIN).zip(u.par_chunks(PAR_MIN)))
+            .for_each(|(o, (g, u))| vmath::swiglu(o, g, u));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -444,16 +440,18 @@ impl CustomOp3 for SwiGluBwd {
         let dy = f32s(s3, l3, self.name())?;
         let mut out = vec![0f32; g.len()];
         let gate = self.wrt_gate;
-        out.par_iter_mut()
-            .zip(g.par_iter().zip(u.par_iter().zip(dy.par_iter())))
-            .with_min_len(PAR_MIN)
-            .for_each(|(o, (&g, (&u, &d)))| {
-                let s = sigm(g);
-                *o = if gate {
-                    d * u * s * (1.0 + g * (1.0 - s))
+        out.par_chunks_mut(PAR_MIN)
+            .zip(
+                g.par_chunks(PAR_MIN)
+                    .zip(u.par_chunks(PAR_MIN).zip(dy.par_chunks(PAR_MIN))),
+            )
+            .for_each(|(o, (g, (u, d)))| {
+                let mut other = vec![0f32; o.len()];
+                if gate {
+                    vmath::swiglu_bwd(o, &mut other, g, u, d);
                 } else {
-                    d * g * s
-                };
+                    vmath::swiglu_bwd(&mut other, o, g, u, d);
+                }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }

@@ -69,29 +69,75 @@ pub fn matmul(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if k == 0 {
-        if !acc {
-            for r in 0..m {
-                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
-            }
+    // SAFETY: the checks above keep every index the kernel reads or writes inside
+    // the slices (largest offsets (m−1)·rs + (k−1)·cs etc.); `dst` is borrowed
+    // mutably, so it aliases neither operand.
+    unsafe { gemm_raw((m, n, k), dst.as_mut_ptr(), dst_rs, acc, a, b, par) };
+    Ok(())
+}
+
+/// [a₁·b₁ | a₂·b₂ | …]: the products (m × kᵢ)·(kᵢ × nᵢ) side by side in a new
+/// row-major (m × Σnᵢ) buffer. Each value is written once by the kernel, so the
+/// buffer is never zero-filled first (for the decoder's large activations that
+/// fill was a measurable share of a training step).
+pub fn products(m: usize, parts: &[(usize, usize, Mat, Mat)], par: Par) -> Result<Vec<f32>> {
+    let cols: usize = parts.iter().map(|p| p.0).sum();
+    for &(n, k, a, b) in parts {
+        if !a.fits(m, k) || !b.fits(k, n) {
+            candle_core::bail!(
+                "product ({m}×{k})·({k}×{n}): operand buffers of {} and {} values do not fit",
+                a.data.len(),
+                b.data.len()
+            );
         }
-        return Ok(());
     }
+    let mut out: Vec<f32> = Vec::with_capacity(m * cols);
+    let base = out.spare_capacity_mut().as_mut_ptr().cast::<f32>();
+    let mut col = 0;
+    for &(n, k, a, b) in parts {
+        if m > 0 && n > 0 {
+            // SAFETY: the operands fit (checked above); the destination block is
+            // rows 0..m, columns col..col+n of the (m × cols) allocation, and the
+            // blocks of the parts are disjoint.
+            unsafe { gemm_raw((m, n, k), base.add(col), cols, false, a, b, par) };
+        }
+        col += n;
+    }
+    // SAFETY: the blocks cover all m × cols values, and the kernel writes every
+    // value of its block when it does not read the destination (k = 0 included:
+    // it then writes zeros).
+    unsafe { out.set_len(m * cols) };
+    Ok(out)
+}
+
+/// The kernel call behind [`matmul`] and [`products`].
+///
+/// # Safety
+/// Every index the kernel touches must be in bounds: a and b must fit their
+/// shapes, dst must hold (m−1)·dst_rs + n values, and dst must alias neither
+/// operand. With `acc` false dst may be uninitialised.
+unsafe fn gemm_raw(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    acc: bool,
+    a: Mat,
+    b: Mat,
+    par: Par,
+) {
     let threads = candle_core::utils::get_num_threads();
     let parallelism = if par == Par::Threads && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the checks above keep every index the kernel reads or writes inside
-    // the slices (largest offsets (m−1)·rs + (k−1)·cs etc.); `dst` is borrowed
-    // mutably, so it aliases neither operand.
+    // SAFETY: the caller's contract (above).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             acc,
@@ -109,7 +155,6 @@ pub fn matmul(
             parallelism,
         );
     }
-    Ok(())
 }
 
 /// The f32 values of a contiguous CPU storage, as a custom op receives its
@@ -206,5 +251,37 @@ mod tests {
         }
         let mut small = vec![0f32; m * n - 1];
         assert!(matmul((m, n, k), &mut small, n, false, a, b, Par::Serial).is_err());
+    }
+
+    #[test]
+    fn products_side_by_side_fill_every_value() {
+        let m = 6;
+        let av: Vec<f32> = (0..m * 9).map(|i| (i as f32 * 0.37).sin()).collect();
+        let bv: Vec<f32> = (0..9 * 5).map(|i| (i as f32 * 0.11).cos()).collect();
+        let cv: Vec<f32> = (0..m * 4).map(|i| (i as f32 * 0.23).cos()).collect();
+        let dv: Vec<f32> = (0..4 * 3).map(|i| (i as f32 * 0.7).sin()).collect();
+        let (a, b) = (Mat::rows(&av, 9), Mat::rows(&bv, 5));
+        let (c, d) = (Mat::rows(&cv, 4), Mat::rows(&dv, 3));
+        // A part with k = 0 must come out as zeros, not as whatever was in memory.
+        let parts = [(5, 9, a, b), (2, 0, a, b), (3, 4, c, d)];
+        for par in [Par::Threads, Par::Serial] {
+            // Freed garbage of the same size, which the allocator is likely to reuse.
+            drop(std::hint::black_box(vec![7f32; m * 10]));
+            let y = products(m, &parts, par).unwrap();
+            assert_eq!(y.len(), m * 10);
+            let (ab, cd) = (naive(m, 5, 9, a, b), naive(m, 3, 4, c, d));
+            for i in 0..m {
+                let row = &y[i * 10..(i + 1) * 10];
+                for j in 0..5 {
+                    assert!((row[j] - ab[i * 5 + j]).abs() < 1e-5);
+                }
+                assert_eq!(&row[5..7], &[0.0, 0.0]);
+                for j in 0..3 {
+                    assert!((row[7 + j] - cd[i * 3 + j]).abs() < 1e-5);
+                }
+            }
+        }
+        assert!(products(m, &[(5, 10, a, b)], Par::Serial).is_err());
+        assert!(products(0, &parts, Par::Serial).unwrap().is_empty());
     }
 }

@@ -9,3 +9,4 @@ pub mod linear;
 pub mod ops;
 pub mod params;
 pub mod rng;
+pub mod vmath;
