@@ -180,6 +180,27 @@ mod tests {
     }
 
     #[test]
+    fn vector_code_gives_the_scalar_bits() {
+        // The dispatched (here: widest) form must round exactly like the scalar
+        // formula: no fused multiply-add, no reordering.
+        let n = 1000;
+        let g: Vec<f32> = (0..n).map(|i| (i as f32 * 0.61).sin() * 12.0).collect();
+        let u: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).cos() * 3.0).collect();
+        let da: Vec<f32> = (0..n).map(|i| (i as f32 * 0.13).sin()).collect();
+        let mut act = vec![0f32; n];
+        swiglu(&mut act, &g, &u);
+        let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
+        swiglu_bwd(&mut dg, &mut du, &g, &u, &da);
+        for i in 0..n {
+            let s = std::hint::black_box(sigmoid(g[i]));
+            assert_eq!(act[i].to_bits(), (g[i] * s * u[i]).to_bits(), "act {i}");
+            let want = da[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+            assert_eq!(dg[i].to_bits(), want.to_bits(), "dg {i}");
+            assert_eq!(du[i].to_bits(), (da[i] * g[i] * s).to_bits(), "du {i}");
+        }
+    }
+
+    #[test]
     fn rows_match_the_formulas() {
         let n = 37; // not a multiple of 16: exercises the tails
         let g: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin() * 6.0).collect();
