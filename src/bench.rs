@@ -248,6 +248,10 @@ pub struct LlmBenchArgs {
     /// cached, as `pipeline embed` does); 0 skips.
     #[arg(long, default_value_t = 8)]
     pub top_layers: usize,
+    /// Where the LLM runs: cpu, cuda or cuda:N (CUDA needs a build with
+    /// --features cuda; each timed run ends with a device synchronisation).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Internal: measure one thing (`forward`, `lora`, `ptuning`, `lora-top`,
     /// `ptuning-top`) and print one JSON line.
     #[arg(long, hide = true)]
@@ -266,8 +270,8 @@ fn llm_one(args: &LlmBenchArgs, what: &str) -> Result<LlmFigure> {
     use crate::llm::adapters::{Adapters, LoraConfig, PrefixConfig};
     use crate::nn::rng::Rng;
     use crate::train::optim::{AdamConfig, Moments, OptimizerKind, adam_step};
-    use candle_core::{Device, Tensor};
-    let dev = Device::Cpu;
+    use candle_core::Tensor;
+    let dev = crate::llm::load::parse_device(&args.device)?;
     let l = crate::llm::load::load(&args.model, &dev)?;
     let v: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&args.ids).with_context(|| format!("cannot read {}", args.ids.display()))?,
@@ -358,13 +362,17 @@ fn llm_one(args: &LlmBenchArgs, what: &str) -> Result<LlmFigure> {
         }
         Ok(())
     };
+    // GPU work is queued: a run is timed until the device has finished it (a no-op
+    // on the CPU).
     for _ in 0..args.warmup {
         run(&mut rng)?;
+        dev.synchronize()?;
     }
     let mut secs = Vec::new();
     for _ in 0..args.runs.max(1) {
         let s = Instant::now();
         run(&mut rng)?;
+        dev.synchronize()?;
         secs.push(s.elapsed().as_secs_f64());
     }
     let med = median(&mut secs);
@@ -381,8 +389,15 @@ pub fn llm(args: &LlmBenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&llm_one(args, w)?)?);
         return Ok(());
     }
+    // A bad or unavailable device fails here, once, not in every child.
+    crate::llm::load::parse_device(&args.device)?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset (all cores)".into());
-    println!("machine: {}; RAYON_NUM_THREADS={threads}", machine());
+    let on = if args.device == "cpu" {
+        String::new()
+    } else {
+        format!("; LLM on {}", args.device)
+    };
+    println!("machine: {}; RAYON_NUM_THREADS={threads}{on}", machine());
     println!(
         "build: {}; model {}; input {}; {} warm-up + median of {} runs; LoRA r=8 α=16 on q,v; P-Tuning v2 16 virtual tokens",
         if cfg!(debug_assertions) {
@@ -420,6 +435,7 @@ pub fn llm(args: &LlmBenchArgs) -> Result<()> {
                 &args.runs.to_string(),
             ])
             .args(["--top-layers", &args.top_layers.to_string()])
+            .args(["--device", &args.device])
             .stderr(std::process::Stdio::inherit())
             .output()?;
         if !out.status.success() {

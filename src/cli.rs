@@ -176,6 +176,10 @@ pub struct EmbedArgs {
     /// Maximum epochs (overrides embed.epochs).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Where the LLM runs: cpu, cuda or cuda:N (overrides embed.device; CUDA needs a
+    /// build with --features cuda).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Seed (overrides embed.seed).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -517,6 +521,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             if let Some(n) = args.epochs {
                 e.epochs = n;
+            }
+            if let Some(d) = &args.device {
+                e.device = d.clone();
             }
             if let Some(s) = args.seed {
                 e.seed = s;

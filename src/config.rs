@@ -132,6 +132,8 @@ impl Config {
         let d = Config::default();
         let mut c = self.clone();
         c.ablate = d.ablate;
+        // Where the LLM ran does not change what a run means (an execution setting).
+        c.embed.device = d.embed.device.clone();
         match stage {
             Stage::Embed => {
                 c.model = d.model;
@@ -199,6 +201,16 @@ mod tests {
         assert!(e.contains("recipee"), "{e}");
         assert!(e.contains("x.toml"), "{e}");
         assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn embed_device_is_read_and_does_not_block_reuse() {
+        let c = Config::parse("[embed]\ndevice = \"cuda:1\"\n").unwrap();
+        assert_eq!(c.embed.device, "cuda:1");
+        assert_eq!(Config::default().embed.device, "cpu");
+        for stage in [Stage::Embed, Stage::Pool, Stage::Train] {
+            assert_eq!(c.relevant(stage), Config::default().relevant(stage));
+        }
     }
 
     #[test]

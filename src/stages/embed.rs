@@ -15,7 +15,7 @@
 use crate::config::Config;
 use crate::fsutil::{save_tensors_atomic, write_atomic};
 use crate::llm::adapters::{Adapters, LoraConfig, PrefixConfig};
-use crate::llm::load::{Loaded, load};
+use crate::llm::load::{Loaded, load, parse_device};
 use crate::llm::{peft, prompt};
 use crate::metrics;
 use crate::models::embedding::{EmbeddingTable, Layout, UpdateMode};
@@ -88,6 +88,11 @@ pub struct EmbedConfig {
     pub seed: u64,
     /// Longest prompt in tokens (longer ones are an error). Default 512.
     pub max_prompt_tokens: usize,
+    /// Where the LLM (weights, adapters, forward and backward) runs: `cpu`, `cuda`
+    /// (GPU 0) or `cuda:N`; the probe stays on the CPU. CUDA needs a build with
+    /// `--features cuda`. An execution setting: runs made on another device are
+    /// reused. Default `cpu`.
+    pub device: String,
     /// Runs go to `<runs_dir>/<run name>/`. Default `runs`.
     pub runs_dir: PathBuf,
     /// Default `embed-<method>-<recipe>-<template>-seed<seed>`.
@@ -137,6 +142,7 @@ impl Default for EmbedConfig {
             patience: 2,
             seed: 1,
             max_prompt_tokens: 512,
+            device: "cpu".into(),
             runs_dir: "runs".into(),
             run_name: None,
         }
@@ -505,10 +511,12 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         bail!("embed.epochs, embed.patience and embed.batch_size must be at least 1");
     }
     let start = Instant::now();
+    // The LLM's device; the probe, checkpoints and outputs stay on the CPU.
+    let device = parse_device(&e.device).context("embed.device")?;
+    let cpu = Device::Cpu;
     let prepared = prepare(cfg, false)?;
     let mut ds = Dataset::load(&prepared.dir, &[], 0)?;
     ds.hold_out(&cfg.data.holdout_domains)?;
-    let device = Device::Cpu;
     let llm = load(&e.model, &device)?;
     let checksum_before = llm.decoder.checksum()?;
     let p = render_prompts(
@@ -583,14 +591,14 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     let mut best_states: Option<Tensor> = None;
     if resume && dir.join("checkpoint.json").is_file() {
         pr = serde_json::from_slice(&std::fs::read(dir.join("checkpoint.json"))?)?;
-        let t = candle_core::safetensors::load(dir.join("checkpoint.safetensors"), &device)?;
+        let t = candle_core::safetensors::load(dir.join("checkpoint.safetensors"), &cpu)?;
         for (((name, v), mo), _) in ad.vars().iter().zip(moments.iter_mut()).zip(0..) {
             let get = |k: String| -> Result<Tensor> {
                 t.get(&k)
                     .cloned()
                     .with_context(|| format!("checkpoint lacks {k}"))
             };
-            v.set(&get(format!("adapter/{name}"))?)?;
+            v.set(&get(format!("adapter/{name}"))?.to_device(&device)?)?;
             mo.m = get(format!("adapter_m/{name}"))?.to_vec1::<f32>()?;
             mo.v = get(format!("adapter_v/{name}"))?.to_vec1::<f32>()?;
         }
@@ -613,11 +621,12 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
             let train_llm = e.method != Method::None;
             let (_states, dm) =
                 domain_matrix(&llm, &cache, from, &p, &ad, e.query, train_llm, &mut erng)?;
-            let (loss, g) = probe.steps(&ds.train, group, e.batch_size, &dm)?;
+            // The (D, h) domain matrix crosses to the probe's CPU and its gradient back.
+            let (loss, g) = probe.steps(&ds.train, group, e.batch_size, &dm.to_device(&cpu)?)?;
             sum += loss;
             count += group.len();
             if train_llm && let Some(g) = g {
-                let grads = (dm * g)?.sum_all()?.backward()?;
+                let grads = (dm * g.to_device(&device)?)?.sum_all()?.backward()?;
                 pr.llm_steps += 1;
                 for ((_, v), mo) in ad.vars().iter().zip(moments.iter_mut()) {
                     let Some(gr) = grads.get(v.as_tensor()) else {
@@ -636,6 +645,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
             }
         }
         let (states, dm) = domain_matrix(&llm, &cache, from, &p, &ad, e.query, false, &mut erng)?;
+        let (states, dm) = (states.to_device(&cpu)?, dm.to_device(&cpu)?);
         let valid = probe.evaluate(&ds.valid, &dm, &names)?;
         let em = EmbedEpoch {
             epoch,
@@ -681,14 +691,14 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         // Checkpoint: adapters and their moments, the probe, the best embeddings.
         let mut ck: HashMap<String, Tensor> = HashMap::new();
         for ((name, v), mo) in ad.vars().iter().zip(&moments) {
-            ck.insert(format!("adapter/{name}"), v.as_tensor().clone());
+            ck.insert(format!("adapter/{name}"), v.as_tensor().to_device(&cpu)?);
             ck.insert(
                 format!("adapter_m/{name}"),
-                Tensor::from_slice(&mo.m, mo.m.len(), &device)?,
+                Tensor::from_slice(&mo.m, mo.m.len(), &cpu)?,
             );
             ck.insert(
                 format!("adapter_v/{name}"),
-                Tensor::from_slice(&mo.v, mo.v.len(), &device)?,
+                Tensor::from_slice(&mo.v, mo.v.len(), &cpu)?,
             );
         }
         probe.save_into(&mut ck)?;
@@ -721,7 +731,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     };
     let mut out = HashMap::new();
     out.insert("states".to_string(), states);
-    out.insert("mask".to_string(), p.mask.clone());
+    out.insert("mask".to_string(), p.mask.to_device(&cpu)?);
     save_tensors_atomic(&out, &dir.join("token_states.safetensors"))?;
     let mut de = HashMap::new();
     de.insert("domain_embeddings".to_string(), dm);
