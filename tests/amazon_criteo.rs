@@ -97,16 +97,16 @@ fn amazon_two_categories() {
 
 /// A Criteo-format line: label, 13 integers, 26 categories.
 fn criteo_line(i: u64) -> String {
-    let mut f = vec![u8::from(i % 3 == 0).to_string()];
+    let mut f = vec![u8::from(i.is_multiple_of(3)).to_string()];
     for j in 0..13u64 {
-        f.push(if (i + j) % 7 == 0 {
+        f.push(if (i + j).is_multiple_of(7) {
             String::new()
         } else {
             ((i * (j + 1)) % 40).to_string()
         });
     }
     for j in 0..26u64 {
-        f.push(if (i + j) % 11 == 0 {
+        f.push(if (i + j).is_multiple_of(11) {
             String::new()
         } else {
             format!("{:08x}", (i * 31 + j) % (3 + j))

@@ -191,13 +191,12 @@ fn pool_parameterless_equals_the_embed_pooling_and_parametric_trains() {
     assert!(params.contains_key("query_offset"));
     let learned = load(dir.join("domain_embeddings.safetensors"));
     assert_eq!(learned.dims(), pooled.dims());
-    assert_eq!(
+    assert!(
         std::fs::read_to_string(dir.join("metrics.jsonl"))
             .unwrap()
             .lines()
             .count()
-            >= 1,
-        true
+            >= 1
     );
 }
 

@@ -487,6 +487,7 @@ fn adapter_for(cfg: &EmbedConfig, llm: &Loaded, rng: &mut Rng) -> Result<Adapter
 }
 
 /// Token states (after the final norm) and pooled domain vectors for the prompts.
+#[allow(clippy::too_many_arguments)]
 fn domain_matrix(
     llm: &Loaded,
     cache: &Tensor,

@@ -67,6 +67,9 @@ struct Progress {
     seconds: f64,
 }
 
+/// A held-out domain and the kernel weight of each seen domain, (domain, weight).
+pub type UnseenWeights = (usize, Vec<(usize, f64)>);
+
 pub struct Trainer {
     pub cfg: Config,
     pub ds: Dataset,
@@ -464,7 +467,7 @@ impl Trainer {
     /// softmax_j(−½‖(e_u − e_j)·w‖²) with w from `train.unseen_kernel`. Without LLM
     /// embeddings every domain is equally far from every other (one-hot), so the
     /// weights are uniform.
-    pub fn unseen_weights(&self) -> Result<Vec<(usize, Vec<(usize, f64)>)>> {
+    pub fn unseen_weights(&self) -> Result<Vec<UnseenWeights>> {
         let n_dom = self.ds.domain_names.len();
         // Domains with train rows: the others' experts, gates and towers are untrained.
         let mut rows = vec![0usize; n_dom];
