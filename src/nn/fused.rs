@@ -410,16 +410,17 @@ impl CustomOp2 for SwiGlu {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (g, u, dy) = (g.contiguous()?, u.contiguous()?, grad.contiguous()?);
-        let dg = g.apply_op3_no_bwd(&u, &dy, &SwiGluBwd { wrt_gate: true })?;
-        let du = g.apply_op3_no_bwd(&u, &dy, &SwiGluBwd { wrt_gate: false })?;
+        // Both gradients in one pass: rows 0 and 1 of a (2, n) tensor.
+        let both = g.apply_op3_no_bwd(&u, &dy, &SwiGluBwd)?;
+        let dg = both.get(0)?.reshape(g.shape())?;
+        let du = both.get(1)?.reshape(g.shape())?;
         Ok((Some(dg), Some(du)))
     }
 }
 
-/// d/dg: dy·u·σ(g)·(1 + g·(1 − σ(g))); d/du: dy·silu(g).
-struct SwiGluBwd {
-    wrt_gate: bool,
-}
+/// d/dg: dy·u·σ(g)·(1 + g·(1 − σ(g))) and d/du: dy·silu(g), as the rows of a
+/// (2, n) tensor.
+struct SwiGluBwd;
 
 impl CustomOp3 for SwiGluBwd {
     fn name(&self) -> &'static str {
@@ -438,22 +439,17 @@ impl CustomOp3 for SwiGluBwd {
         let g = f32s(s1, l1, self.name())?;
         let u = f32s(s2, l2, self.name())?;
         let dy = f32s(s3, l3, self.name())?;
-        let mut out = vec![0f32; g.len()];
-        let gate = self.wrt_gate;
-        out.par_chunks_mut(PAR_MIN)
+        let n = g.len();
+        let mut out = vec![0f32; 2 * n];
+        let (dg, du) = out.split_at_mut(n);
+        dg.par_chunks_mut(PAR_MIN)
+            .zip(du.par_chunks_mut(PAR_MIN))
             .zip(
                 g.par_chunks(PAR_MIN)
                     .zip(u.par_chunks(PAR_MIN).zip(dy.par_chunks(PAR_MIN))),
             )
-            .for_each(|(o, (g, (u, d)))| {
-                let mut other = vec![0f32; o.len()];
-                if gate {
-                    vmath::swiglu_bwd(o, &mut other, g, u, d);
-                } else {
-                    vmath::swiglu_bwd(&mut other, o, g, u, d);
-                }
-            });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+            .for_each(|((dg, du), (g, (u, d)))| vmath::swiglu_bwd(dg, du, g, u, d));
+        Ok((CpuStorage::F32(out), Shape::from((2, n))))
     }
 }
 
