@@ -34,8 +34,15 @@ impl<'a> Mat<'a> {
 
     /// Does an (r × c) matrix fit in `data`?
     fn fits(&self, r: usize, c: usize) -> bool {
-        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
+        r == 0 || c == 0 || last(r, self.rs, c, self.cs).is_some_and(|i| i < self.data.len())
     }
+}
+
+/// The offset of element (r−1, c−1), (r−1)·rs + (c−1)·cs, or None if it overflows.
+fn last(r: usize, rs: usize, c: usize, cs: usize) -> Option<usize> {
+    (r - 1)
+        .checked_mul(rs)?
+        .checked_add((c - 1).checked_mul(cs)?)
 }
 
 /// Parallel (rayon, candle's thread count) or on the calling thread (inside a
@@ -57,7 +64,7 @@ pub fn matmul(
     b: Mat,
     par: Par,
 ) -> Result<()> {
-    let dst_fits = m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len();
+    let dst_fits = m == 0 || n == 0 || last(m, dst_rs, n, 1).is_some_and(|i| i < dst.len());
     if !dst_fits || !a.fits(m, k) || !b.fits(k, n) || dst_rs < n {
         candle_core::bail!(
             "matmul ({m}×{k})·({k}×{n}): operand buffers of {}, {} and {} values do not fit",
@@ -81,7 +88,9 @@ pub fn matmul(
 /// buffer is never zero-filled first (for the decoder's large activations that
 /// fill was a measurable share of a training step).
 pub fn products(m: usize, parts: &[(usize, usize, Mat, Mat)], par: Par) -> Result<Vec<f32>> {
-    let cols: usize = parts.iter().map(|p| p.0).sum();
+    let Some(cols) = parts.iter().try_fold(0usize, |c, p| c.checked_add(p.0)) else {
+        candle_core::bail!("product: column count overflows");
+    };
     for &(n, k, a, b) in parts {
         if !a.fits(m, k) || !b.fits(k, n) {
             candle_core::bail!(
@@ -91,8 +100,18 @@ pub fn products(m: usize, parts: &[(usize, usize, Mat, Mat)], par: Par) -> Resul
             );
         }
     }
-    let mut out: Vec<f32> = Vec::with_capacity(m * cols);
-    let base = out.spare_capacity_mut().as_mut_ptr().cast::<f32>();
+    let Some(len) = m.checked_mul(cols) else {
+        candle_core::bail!("product of {m} rows × {cols} columns overflows");
+    };
+    // The crate's matrix-vector paths (one row, one column or a depth ≤ 2) form
+    // a slice over the destination, so those get an initialised (zeroed) one; the
+    // large products the decoder makes are written without it.
+    let tiny = m == 1 || parts.iter().any(|&(n, k, ..)| n == 1 || k <= 2);
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if tiny {
+        out.resize(len, 0.0);
+    }
+    let base = out.as_mut_ptr();
     let mut col = 0;
     for &(n, k, a, b) in parts {
         if m > 0 && n > 0 {
@@ -106,7 +125,7 @@ pub fn products(m: usize, parts: &[(usize, usize, Mat, Mat)], par: Par) -> Resul
     // SAFETY: the blocks cover all m × cols values, and the kernel writes every
     // value of its block when it does not read the destination (k = 0 included:
     // it then writes zeros).
-    unsafe { out.set_len(m * cols) };
+    unsafe { out.set_len(len) };
     Ok(out)
 }
 
@@ -262,26 +281,32 @@ mod tests {
         let dv: Vec<f32> = (0..4 * 3).map(|i| (i as f32 * 0.7).sin()).collect();
         let (a, b) = (Mat::rows(&av, 9), Mat::rows(&bv, 5));
         let (c, d) = (Mat::rows(&cv, 4), Mat::rows(&dv, 3));
-        // A part with k = 0 must come out as zeros, not as whatever was in memory.
-        let parts = [(5, 9, a, b), (2, 0, a, b), (3, 4, c, d)];
-        for par in [Par::Threads, Par::Serial] {
-            // Freed garbage of the same size, which the allocator is likely to reuse.
-            drop(std::hint::black_box(vec![7f32; m * 10]));
-            let y = products(m, &parts, par).unwrap();
-            assert_eq!(y.len(), m * 10);
-            let (ab, cd) = (naive(m, 5, 9, a, b), naive(m, 3, 4, c, d));
-            for i in 0..m {
-                let row = &y[i * 10..(i + 1) * 10];
-                for j in 0..5 {
-                    assert!((row[j] - ab[i * 5 + j]).abs() < 1e-5);
-                }
-                assert_eq!(&row[5..7], &[0.0, 0.0]);
-                for j in 0..3 {
-                    assert!((row[7 + j] - cd[i * 3 + j]).abs() < 1e-5);
+        // A part with k = 0 must come out as zeros, not as whatever was in memory
+        // (that one takes the zero-filled path; without it, the unfilled one).
+        let with_empty = [(5, 9, a, b), (2, 0, a, b), (3, 4, c, d)];
+        let without = [(5, 9, a, b), (3, 4, c, d)];
+        let (ab, cd) = (naive(m, 5, 9, a, b), naive(m, 3, 4, c, d));
+        for (parts, empty) in [(&with_empty[..], 2), (&without[..], 0)] {
+            let cols = 8 + empty;
+            for par in [Par::Threads, Par::Serial] {
+                // Freed garbage of the same size, which the allocator is likely to reuse.
+                drop(std::hint::black_box(vec![7f32; m * cols]));
+                let y = products(m, parts, par).unwrap();
+                assert_eq!(y.len(), m * cols);
+                for i in 0..m {
+                    let row = &y[i * cols..(i + 1) * cols];
+                    for j in 0..5 {
+                        assert!((row[j] - ab[i * 5 + j]).abs() < 1e-5);
+                    }
+                    assert!(row[5..5 + empty].iter().all(|&v| v == 0.0));
+                    for j in 0..3 {
+                        assert!((row[5 + empty + j] - cd[i * 3 + j]).abs() < 1e-5);
+                    }
                 }
             }
         }
         assert!(products(m, &[(5, 10, a, b)], Par::Serial).is_err());
-        assert!(products(0, &parts, Par::Serial).unwrap().is_empty());
+        assert!(products(0, &with_empty, Par::Serial).unwrap().is_empty());
+        assert!(products(usize::MAX, &[(2, 0, a, b)], Par::Serial).is_err());
     }
 }

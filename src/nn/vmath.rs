@@ -17,11 +17,14 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 const ROUND: f32 = 12_582_912.0;
 const LANES: usize = 16;
 
-/// eˣ; below −87.3 it returns 2⁻¹²⁶ (≈1.2e−38) and above 88.7 +∞; NaN stays NaN.
+/// eˣ, including the subnormal range; +∞ above ln(f32::MAX) ≈ 88.72, 0 below
+/// −103.9; NaN stays NaN.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let x = if x < -87.33 { -87.33 } else { x };
-    let x = if x > 88.72 { 88.72 } else { x };
+    // Clamped so that n below stays in [−150, 128]; beyond, the result is 0 or ∞
+    // either way.
+    let x = if x < -104.0 { -104.0 } else { x };
+    let x = if x > 88.8 { 88.8 } else { x };
     let t = x * LOG2E + ROUND;
     let n = t - ROUND;
     let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
@@ -33,7 +36,11 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((ni + 127) << 23) as u32)
+    // 2ⁿ as two normal powers of two, 2^⌊n/2⌋ · 2^(n − ⌊n/2⌋), so that n = 128
+    // (overflow) and n < −126 (subnormal results) round correctly.
+    let n1 = ni >> 1;
+    let pow = |k: i32| f32::from_bits(((k + 127) << 23) as u32);
+    e * pow(n1) * pow(ni - n1)
 }
 
 /// 1 / (1 + e⁻ˣ).
@@ -166,15 +173,24 @@ mod tests {
     fn exp_within_two_ulp_and_limits() {
         let mut worst = 0f64;
         let mut x = -87.0f32;
-        while x < 88.0 {
+        while x < 88.7 {
             worst = worst.max(ulps(exp(x), (x as f64).exp()));
             x += 0.001_37;
         }
         assert!(worst <= 2.0, "worst error {worst} ulp");
+        // Subnormal results: within one step of the smallest subnormal.
+        let mut x = -103.0f32;
+        while x < -87.0 {
+            let err = (exp(x) as f64 - (x as f64).exp()).abs();
+            assert!(err <= 1.5e-45, "exp({x}): error {err}");
+            x += 0.01;
+        }
         assert_eq!(exp(0.0), 1.0);
-        let tiny = exp(f32::NEG_INFINITY);
-        assert!(tiny > 0.0 && tiny < 1.3e-38);
-        assert!(exp(100.0).is_infinite());
+        // ln(f32::MAX) = 88.7228…: finite just below, +∞ above.
+        assert!(exp(88.72).is_finite() && exp(88.72) > 3.3e38);
+        assert!(exp(88.73).is_infinite() && exp(1e30).is_infinite());
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(-200.0), 0.0);
         assert!(exp(f32::NAN).is_nan());
         assert!((sigmoid(-200.0)).abs() < 1e-30 && sigmoid(200.0) == 1.0);
     }
