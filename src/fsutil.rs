@@ -65,6 +65,7 @@ pub struct StagingDir {
 
 impl StagingDir {
     pub fn new(target: &Path) -> Result<Self> {
+        clear_leftovers(target)?;
         let staging = tmp_sibling(target, "partial");
         if staging.exists() {
             fs::remove_dir_all(&staging)
@@ -115,6 +116,57 @@ impl Drop for StagingDir {
             let _ = fs::remove_dir_all(&self.staging);
         }
     }
+}
+
+/// Remove what a killed process left beside `target` ([`tmp_sibling`] names
+/// whose process is gone): half-built staging directories and temporary files.
+/// A moved-aside old target is put back when the new one never arrived (the
+/// process died between the two renames of [`StagingDir::commit`]), else removed.
+fn clear_leftovers(target: &Path) -> Result<()> {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return Ok(());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((what, tail)) = rest.split_once('-') else {
+            continue;
+        };
+        let pid = tail.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        if pid.is_none_or(process_alive) {
+            continue;
+        }
+        let path = entry.path();
+        let result = match what {
+            "old" if !target.exists() => fs::rename(&path, target),
+            "old" | "partial" => fs::remove_dir_all(&path),
+            "tmp" => fs::remove_file(&path),
+            _ => continue,
+        };
+        result.with_context(|| format!("cannot clear the leftover {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether a process with this id exists (signal 0 checks without sending).
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only reports whether `pid` exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// SHA-256 of a file's bytes, hex.
@@ -189,6 +241,48 @@ mod tests {
         assert!(!target.join("old").exists());
         assert!(target.join("new").exists());
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn leftovers_of_a_dead_process_are_cleared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("criteo");
+        // Ids above the kernel's pid_max (4194304 at most) belong to no process.
+        let dead = 999_999_999;
+        fs::create_dir_all(tmp.path().join(format!(".criteo.partial-{dead}-0/train"))).unwrap();
+        fs::write(tmp.path().join(format!(".criteo.tmp-{dead}-3")), b"x").unwrap();
+        let old = tmp.path().join(format!(".criteo.old-{dead}-1"));
+        fs::create_dir_all(&old).unwrap();
+        fs::write(old.join("meta.json"), b"old").unwrap();
+        // A live process's staging (this one's) and other names stay.
+        let live = tmp
+            .path()
+            .join(format!(".criteo.partial-{}-999999", std::process::id()));
+        fs::create_dir_all(&live).unwrap();
+        fs::write(tmp.path().join(".criteo.notes"), b"keep").unwrap();
+        let s = StagingDir::new(&target).unwrap();
+        // The old target whose replacement never arrived is back in place.
+        assert_eq!(fs::read(target.join("meta.json")).unwrap(), b"old");
+        let mut left: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mine = s.path().file_name().unwrap().to_string_lossy().into_owned();
+        let mut want = vec![
+            ".criteo.notes".to_string(),
+            live.file_name().unwrap().to_string_lossy().into_owned(),
+            "criteo".to_string(),
+            mine,
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        s.commit().unwrap();
+        // With the target present, a dead process's moved-aside copy is removed.
+        fs::create_dir_all(&old).unwrap();
+        drop(StagingDir::new(&target).unwrap());
+        assert!(!old.exists());
+        assert!(target.is_dir());
     }
 
     #[test]

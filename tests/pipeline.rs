@@ -262,3 +262,102 @@ fn ablate_writes_tables_and_plots_and_reuses_every_run() {
         first
     );
 }
+
+/// `pipeline run` hashes what each stage read: an unchanged re-run reuses every
+/// stage; an edit to the prompt template, the raw ratings, the model's bytes or
+/// the pooled domain embeddings recomputes exactly the stages that read it
+/// (directly or through an upstream result), keeping each stale run aside.
+#[test]
+fn run_recomputes_exactly_the_stages_whose_inputs_changed() {
+    use Origin::{Computed as C, Reused as R};
+    use llmctr::stages::run::{Origin, run};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = setup(tmp.path());
+    cfg.embed.epochs = 1;
+    cfg.pool.epochs = 1;
+    cfg.train.epochs = 1;
+    cfg.model.cgc.specific_experts = 1;
+    let first = run(&cfg).unwrap();
+    assert_eq!(first.origins, [C, C, C]);
+    assert_eq!(run(&cfg).unwrap().origins, [R, R, R], "nothing changed");
+    let embed_dir = PathBuf::from(&first.embed.run_dir);
+    let stale = |dir: &Path, n: usize| {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        dir.with_file_name(format!("{name}.stale-{n}")).is_dir()
+    };
+
+    // The template's text (same path, same config).
+    let t = std::fs::read_to_string(&cfg.embed.template).unwrap();
+    std::fs::write(&cfg.embed.template, format!("{t} Edited.")).unwrap();
+    assert_eq!(run(&cfg).unwrap().origins, [C, C, C], "template edited");
+    assert!(stale(&embed_dir, 1));
+    let prompts = std::fs::read_to_string(embed_dir.join("prompts.json")).unwrap();
+    assert!(prompts.contains("Edited."), "{prompts}");
+
+    // The model's weights, rewritten with other values under the same path.
+    common::write_tiny_llama(&tmp.path().join("tiny"), 4, false);
+    assert_eq!(run(&cfg).unwrap().origins, [C, C, C], "model replaced");
+    assert!(stale(&embed_dir, 2));
+
+    // The pooled domain embeddings, edited by hand: only train-cgc reads them.
+    let pooled = PathBuf::from(&first.pool.run_dir).join("domain_embeddings.safetensors");
+    let mut t = candle_core::safetensors::load(&pooled, &candle_core::Device::Cpu).unwrap();
+    let m = t.remove("domain_embeddings").unwrap();
+    t.insert("domain_embeddings".into(), (m * 2.0).unwrap());
+    candle_core::safetensors::save(&t, &pooled).unwrap();
+    assert_eq!(
+        run(&cfg).unwrap().origins,
+        [R, R, C],
+        "pooled matrix edited"
+    );
+    assert!(stale(&first.cgc_dir, 3));
+
+    // One rating in the raw data: prepare recomputes, and so does every stage.
+    let raw = cfg.data.raw_dir.join("ml-100k/u.data");
+    let text = std::fs::read_to_string(&raw).unwrap();
+    let (line, rest) = text.split_once('\n').unwrap();
+    let f: Vec<&str> = line.split('\t').collect();
+    let rating = if f[2] == "5" { "1" } else { "5" };
+    std::fs::write(
+        &raw,
+        format!("{}\t{}\t{rating}\t{}\n{rest}", f[0], f[1], f[3]),
+    )
+    .unwrap();
+    assert_eq!(run(&cfg).unwrap().origins, [C, C, C], "a rating changed");
+    assert!(stale(&embed_dir, 3));
+    assert_eq!(run(&cfg).unwrap().origins, [R, R, R], "and now nothing did");
+}
+
+/// A run interrupted and then resumed after one of its inputs changed is refused,
+/// naming the input, at every stage that resumes.
+#[test]
+fn resuming_after_an_input_changed_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = setup(tmp.path());
+    cfg.embed.epochs = 3;
+    cfg.embed.patience = 3;
+    assert!(embed(&cfg, false, Some(1)).unwrap().is_none());
+    std::fs::write(&cfg.embed.template, "Users who are {domain}.").unwrap();
+    let e = format!("{:#}", embed(&cfg, true, None).unwrap_err());
+    assert!(
+        e.contains("prompt template") && e.contains("name.txt"),
+        "{e}"
+    );
+
+    cfg.train.epochs = 3;
+    cfg.train.patience = 3;
+    let train = llmctr::stages::train::train;
+    assert!(train(&cfg, false, Some(1)).unwrap().is_none());
+    let raw = cfg.data.raw_dir.join("ml-100k/u.data");
+    let text = std::fs::read_to_string(&raw).unwrap();
+    std::fs::write(
+        &raw,
+        text.lines().skip(1).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    let e = format!("{:#}", train(&cfg, true, None).unwrap_err());
+    assert!(
+        e.contains("prepared data") && e.contains("cannot be resumed"),
+        "{e}"
+    );
+}

@@ -124,8 +124,18 @@ fn kill_9_midway_then_resume() {
     while !ckpt.is_file() && t0.elapsed().as_secs() < 120 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    assert!(ckpt.is_file(), "no checkpoint within 120 s");
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
+    // The kill must have landed mid-run: the process died of SIGKILL, and the
+    // run had not finished (30 epochs, patience 30, killed after the first).
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "{status}: the run ended before the kill"
+    );
+    assert!(!tmp.path().join("runs/killed/metrics.json").exists());
     let o = Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .args(["train", "--resume", "--config"])
         .arg(&file)
@@ -145,10 +155,25 @@ fn kill_9_midway_then_resume() {
 #[test]
 fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = cfg(tmp.path(), ModelName::Dnn, "nan");
+    let c = cfg(tmp.path(), ModelName::Dnn, "nan");
     assert!(train(&c, false, Some(1)).unwrap().is_none());
     let before = std::fs::read(tmp.path().join("runs/nan/checkpoint.json")).unwrap();
-    c.train.lr = 1e30;
+    let mut other = c.clone();
+    other.train.lr = 1e30;
+    let e = format!("{:#}", train(&other, true, None).unwrap_err());
+    assert!(
+        e.contains("different config"),
+        "resumed with other settings: {e}"
+    );
+    // A blow-up (a resume may not change the settings, so it is planted in the
+    // checkpoint's weights).
+    let weights = tmp.path().join("runs/nan/checkpoint.safetensors");
+    let t = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    let broken: std::collections::HashMap<String, candle_core::Tensor> = t
+        .into_iter()
+        .map(|(k, v)| (k, (v * f64::NAN).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&broken, &weights).unwrap();
     let file = tmp.path().join("nan.toml");
     std::fs::write(&file, c.to_toml()).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_pipeline"))
@@ -190,4 +215,81 @@ fn out_of_range_ids_in_a_shard_are_an_error_naming_the_place() {
         e.contains("part-00000.safetensors") && e.contains("row 3") && e.contains("`domain`"),
         "{e}"
     );
+}
+
+/// Every column of a shard, one row short or one row long, and a label outside
+/// {0, 1}, or multi-hot offsets that go down, are refused on load with the shard's
+/// path and the column — never a panic, never a silent reading.
+#[test]
+fn malformed_shards_are_refused_naming_the_file_and_column() {
+    use llmctr::data::shard::{ColumnData, read_shard, shard_bytes};
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path(), ModelName::Cgc, "bad");
+    let prepared = llmctr::stages::prepare::prepare(&c, false).unwrap();
+    let shard = prepared.dir.join("valid/part-00000.safetensors");
+    let good = read_shard(&shard).unwrap();
+    let mut variants: Vec<(String, std::collections::BTreeMap<String, ColumnData>)> = Vec::new();
+    for name in good.keys() {
+        for longer in [false, true] {
+            let mut cols = good.clone();
+            match cols.get_mut(name).unwrap() {
+                ColumnData::U32(v) if longer => v.push(0),
+                ColumnData::U32(v) => drop(v.pop()),
+                ColumnData::U8(v) if longer => v.push(0),
+                ColumnData::U8(v) => drop(v.pop()),
+                ColumnData::I64(v) if longer => v.push(0),
+                ColumnData::I64(v) => drop(v.pop()),
+            }
+            variants.push((name.clone(), cols));
+        }
+    }
+    let mut label = good.clone();
+    if let Some(ColumnData::U8(v)) = label.get_mut("label") {
+        v[4] = 2;
+    }
+    variants.push(("label".into(), label));
+    let mut offsets = good.clone();
+    if let Some(ColumnData::U32(v)) = offsets.get_mut("genres.offsets") {
+        v.swap(1, 2);
+    }
+    variants.push(("genres.offsets".into(), offsets));
+    assert!(variants.len() > 20, "{} columns", good.len());
+    for (column, cols) in variants {
+        std::fs::write(&shard, shard_bytes(&cols).unwrap()).unwrap();
+        let e = match llmctr::train::trainer::Trainer::new(&c, &prepared.dir) {
+            Ok(_) => panic!("a shard with a broken `{column}` was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.contains("valid/part-00000.safetensors"), "{column}: {e}");
+        // `.values` columns have no row count of their own: their offsets are named.
+        let named = column.replace(".values", ".offsets");
+        assert!(e.contains(&format!("`{named}`")), "{column}: {e}");
+    }
+}
+
+/// The parameter counts the README compares with the PyTorch reference are the
+/// same models': the count the reference recorded in its benchmark output
+/// (notebooks/reference/results) equals ours on MovieLens-100k by occupation.
+#[test]
+fn parameter_counts_equal_the_pytorch_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for model in [ModelName::Cgc, ModelName::Mmoe] {
+        let mut c = common::config("ml100k-occupation", &common::real_raw_dir(), tmp.path());
+        c.model.name = model;
+        let prepared = llmctr::stages::prepare::prepare(&c, false).unwrap();
+        let t = llmctr::train::trainer::Trainer::new(&c, &prepared.dir).unwrap();
+        let file = root.join(format!(
+            "notebooks/reference/results/bench_{}_ml100k-occupation.json",
+            model.as_str()
+        ));
+        let reference: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(
+            Some(t.param_count() as u64),
+            reference["bench"]["n_params"].as_u64(),
+            "{model:?} against {}",
+            file.display()
+        );
+    }
 }

@@ -100,7 +100,54 @@ pub fn read_shard(path: &Path) -> Result<BTreeMap<String, ColumnData>> {
         };
         out.insert(name, col);
     }
+    check_shard(&out).with_context(|| format!("{} is not a valid shard", path.display()))?;
     Ok(out)
+}
+
+/// A shard's columns must describe one table: a `label` column of 0/1 and a
+/// `domain` column, every plain column as long as `label`, and each multi-hot
+/// feature's offsets (one more than the rows, rising, ending at the values' length).
+fn check_shard(cols: &BTreeMap<String, ColumnData>) -> Result<()> {
+    let labels = match cols.get("label") {
+        Some(ColumnData::U8(v)) => v,
+        Some(c) => bail!("column `label` has dtype {:?}, expected U8", c.dtype()),
+        None => bail!("no `label` column"),
+    };
+    if let Some(r) = labels.iter().position(|&y| y > 1) {
+        bail!("column `label`: row {}: {} is not 0 or 1", r + 1, labels[r]);
+    }
+    if !matches!(cols.get("domain"), Some(ColumnData::U32(_))) {
+        bail!("no U32 `domain` column");
+    }
+    let n = labels.len();
+    for (name, c) in cols {
+        if let Some(field) = name.strip_suffix(".offsets") {
+            let off = c
+                .as_u32()
+                .with_context(|| format!("column `{name}` must be U32"))?;
+            let values = cols
+                .get(&format!("{field}.values"))
+                .with_context(|| format!("column `{name}` has no `{field}.values`"))?
+                .len();
+            if off.len() != n + 1 || off.first() != Some(&0) || off.last() != Some(&(values as u32))
+            {
+                bail!(
+                    "column `{name}` must hold {} offsets from 0 to {values} (the length of `{field}.values`), it holds {}",
+                    n + 1,
+                    off.len()
+                );
+            }
+            if let Some(r) = off.windows(2).position(|w| w[0] > w[1]) {
+                bail!("column `{name}`: row {}: offsets go down", r + 1);
+            }
+        } else if !name.ends_with(".values") && c.len() != n {
+            bail!(
+                "column `{name}` has {} rows, `label` has {n}: columns must be equally long",
+                c.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// File name of shard `i` inside a split directory.

@@ -2,7 +2,10 @@
 //! for Multi-Domain CTR Prediction", CIKM 2021):
 //! - partitioned normalisation: each domain normalised with its own batch
 //!   statistics in training and its own running statistics at test, scaled by
-//!   (γ ⊙ γ_d) and shifted by (β + β_d);
+//!   (γ ⊙ γ_d) and shifted by (β + β_d). The domain's own input slot (id or
+//!   fixed embedding), a constant within a domain, is left out: its batch
+//!   variance is zero, so normalising would erase it in training and blow up a
+//!   domain scored with another domain's statistics (an unseen domain);
 //! - star-topology FCN: layer weights W ⊙ W_d and biases b + b_d, shared ⊙ domain;
 //! - an auxiliary network on the domain embedding whose logit is added.
 
@@ -29,6 +32,8 @@ pub struct Star {
     /// Running mean and variance per domain (not trained; saved in checkpoints).
     running: RefCell<Vec<(Vec<f32>, Vec<f32>)>>,
     momentum: f64,
+    /// Width of the normalised part of the input (every slot but the domain's).
+    normed: usize,
     layers: Vec<StarLayer>,
     aux: Option<Mlp>,
 }
@@ -44,13 +49,14 @@ impl Star {
     ) -> Result<Self> {
         let c = &cfg.star;
         let w = spec.width();
-        let gamma = ps.fill("star.pn.gamma", &[w], 1.0)?;
-        let beta = ps.fill("star.pn.beta", &[w], 0.0)?;
+        let normed = w - if spec.has_domain { spec.dim } else { 0 };
+        let gamma = ps.fill("star.pn.gamma", &[normed], 1.0)?;
+        let beta = ps.fill("star.pn.beta", &[normed], 0.0)?;
         let mut gamma_d = Vec::new();
         let mut beta_d = Vec::new();
         for d in 0..spec.domains {
-            gamma_d.push(ps.fill(format!("star.d{d}.pn.gamma"), &[w], 1.0)?);
-            beta_d.push(ps.fill(format!("star.d{d}.pn.beta"), &[w], 0.0)?);
+            gamma_d.push(ps.fill(format!("star.d{d}.pn.gamma"), &[normed], 1.0)?);
+            beta_d.push(ps.fill(format!("star.d{d}.pn.beta"), &[normed], 0.0)?);
         }
         let mut layers = Vec::new();
         let mut d_in = w;
@@ -88,8 +94,9 @@ impl Star {
             beta,
             gamma_d,
             beta_d,
-            running: RefCell::new(vec![(vec![0.0; w], vec![1.0; w]); spec.domains]),
+            running: RefCell::new(vec![(vec![0.0; normed], vec![1.0; normed]); spec.domains]),
             momentum: c.pn_momentum,
+            normed,
             layers,
             aux,
         })
@@ -134,9 +141,17 @@ impl Star {
 impl CtrModel for Star {
     fn forward(&self, inp: &Inputs, train: bool, rng: &mut Rng) -> Result<Output> {
         let mut parts = Vec::with_capacity(inp.segments.len());
+        let width = inp.x.dim(1)?;
         for s in &inp.segments {
-            let mut h =
-                self.partitioned_norm(&inp.x.narrow(0, s.start, s.len)?, s.domain, train)?;
+            let x = inp.x.narrow(0, s.start, s.len)?;
+            // The domain slot is the last one (see [`Inputs`]); it skips the norm.
+            let normed = self.partitioned_norm(&x.narrow(1, 0, self.normed)?, s.domain, train)?;
+            let mut h = if self.normed < width {
+                let dom = x.narrow(1, self.normed, width - self.normed)?;
+                Tensor::cat(&[&normed, &dom], 1)?
+            } else {
+                normed
+            };
             let last = self.layers.len() - 1;
             for (i, l) in self.layers.iter().enumerate() {
                 let w = (&l.shared.w * &l.w[s.domain])?;
@@ -182,8 +197,94 @@ impl CtrModel for Star {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::models::Segment;
+    use candle_core::{DType, Device};
+
     #[test]
     fn gradients() {
         super::super::testutil::gradcheck(super::super::config::ModelName::Star);
+    }
+
+    /// The domain slot reaches the network as it is: after training-mode steps
+    /// have shrunk domain 0's running variance of that slot to ~0, scoring rows
+    /// with another domain vector under domain 0's statistics (an unseen domain)
+    /// moves the logits by a bounded amount, not by one divided by √ε.
+    #[test]
+    fn the_domain_slot_is_not_normalised() {
+        let dev = Device::Cpu;
+        let mut cfg = ModelConfig::default();
+        cfg.star.pn_momentum = 0.9;
+        let spec = InputSpec {
+            slots: 2,
+            dim: 3,
+            domains: 2,
+            has_domain: true,
+        };
+        let mut ps = ParamStore::new(DType::F32, &dev);
+        let mut rng = Rng::new(1);
+        let star = Star::new(&cfg, &spec, &mut ps, &mut rng).unwrap();
+        let inputs = |feat: &Tensor, dom: &[f32]| {
+            let n = feat.dim(0).unwrap();
+            let d = Tensor::from_slice(dom, (1, 3), &dev)
+                .unwrap()
+                .broadcast_as((n, 3))
+                .unwrap()
+                .contiguous()
+                .unwrap();
+            let x = Tensor::cat(&[feat, &d], 1).unwrap();
+            Inputs {
+                fields: x.reshape((n, 2, 3)).unwrap(),
+                x,
+                first_order: None,
+                domain: Some(d),
+                item: None,
+                history: None,
+                segments: vec![Segment {
+                    domain: 0,
+                    start: 0,
+                    len: n,
+                }],
+            }
+        };
+        let feat = Tensor::randn(0f32, 1.0, (64, 3), &dev).unwrap();
+        for _ in 0..20 {
+            star.forward(&inputs(&feat, &[0.5, -0.5, 0.25]), true, &mut rng)
+                .unwrap();
+        }
+        let mut logits = |dom: &[f32]| {
+            star.forward(&inputs(&feat, dom), false, &mut rng)
+                .unwrap()
+                .logits
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let seen = logits(&[0.5, -0.5, 0.25]);
+        let moved = logits(&[1.5, -0.5, 0.25]);
+        let change = |v: &[f32]| {
+            v.iter()
+                .zip(&seen)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max)
+        };
+        // For scale: the same unit shift applied to a (normalised) feature column.
+        let feat_moved = {
+            let shift = Tensor::new(&[[1f32, 0.0, 0.0]], &dev).unwrap();
+            let f = feat.broadcast_add(&shift).unwrap();
+            star.forward(&inputs(&f, &[0.5, -0.5, 0.25]), false, &mut rng)
+                .unwrap()
+                .logits
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (by_domain, by_feature) = (change(&moved), change(&feat_moved));
+        assert!(
+            by_domain.is_finite() && by_domain > 1e-6,
+            "the slot must matter"
+        );
+        assert!(
+            by_domain < 20.0 * by_feature,
+            "a unit shift of the domain slot moved the logits by {by_domain}, of a feature by {by_feature}"
+        );
     }
 }

@@ -60,21 +60,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
                     cfg.train.runs_dir = d.clone();
                 }
                 // A finished run is reused; an interrupted one is resumed.
-                let dir = cfg
-                    .train
-                    .runs_dir
-                    .join(format!("{}-{recipe}-seed{seed}", model.as_str()));
-                let done = dir.join("metrics.json");
-                let m: FinalMetrics = if done.is_file() {
-                    crate::config::check_reusable(&dir, &cfg, crate::config::Stage::Train)?;
-                    serde_json::from_slice(&std::fs::read(&done)?)?
-                } else {
-                    let resume = dir.join("checkpoint.json").is_file();
-                    match crate::stages::train::train(&cfg, resume, None)? {
-                        Some(m) => m,
-                        None => anyhow::bail!("run {} stopped early", dir.display()),
-                    }
-                };
+                let (m, _, _) = crate::stages::run::ensure_train(&cfg)?;
                 eprintln!(
                     "{recipe} {} seed {seed}: test AUC {}",
                     model.as_str(),

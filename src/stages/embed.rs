@@ -12,7 +12,8 @@
 //! is accumulated over `batches_per_llm_step` CTR batches before one backward
 //! pass through the LLM.
 
-use crate::config::Config;
+use crate::config::{Config, Stage, check_reusable};
+use crate::fingerprint::Inputs;
 use crate::fsutil::{save_tensors_atomic, write_atomic};
 use crate::llm::adapters::{Adapters, LoraConfig, PrefixConfig};
 use crate::llm::load::{Loaded, load, parse_device};
@@ -504,6 +505,14 @@ fn domain_matrix(
     Ok((states, dm))
 }
 
+/// What an embed run reads: the prepared dataset, the prompt template, the model.
+pub fn inputs(cfg: &Config, prepared: &Path) -> Result<Inputs> {
+    Inputs::default()
+        .prepared(prepared)?
+        .file("prompt template", &cfg.embed.template)?
+        .model(&cfg.embed.model)
+}
+
 /// Run the stage; `resume` continues an interrupted run from its last epoch;
 /// `stop_after` stops (resumably) once that many epochs are done.
 pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Option<EmbedResult>> {
@@ -535,14 +544,20 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
             dir.display()
         );
     }
-    if dir.join("checkpoint.json").is_file() && !resume {
-        bail!(
-            "{} holds an unfinished embed run: pass --resume to continue it, or choose another run name",
-            dir.display()
-        );
+    let inputs = inputs(cfg, &prepared.dir)?;
+    if dir.join("checkpoint.json").is_file() {
+        if !resume {
+            bail!(
+                "{} holds an unfinished embed run: pass --resume to continue it, or choose another run name",
+                dir.display()
+            );
+        }
+        check_reusable(&dir, cfg, Stage::Embed)?;
+        inputs.require_same(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
     write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    inputs.save(&dir)?;
     let prompts_json: Vec<_> = ds
         .meta
         .domains

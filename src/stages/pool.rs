@@ -8,6 +8,7 @@
 //! so an interrupted one starts again; outputs are written atomically.
 
 use crate::config::Config;
+use crate::fingerprint::Inputs;
 use crate::fsutil::{save_tensors_atomic, write_atomic};
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
@@ -20,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -140,6 +141,13 @@ impl PoolConfig {
     }
 }
 
+/// What a pool run reads: the prepared dataset and the embed run's token states.
+pub fn inputs(prepared: &Path, from: &Path) -> Result<Inputs> {
+    Inputs::default()
+        .prepared(prepared)?
+        .file("token states", &from.join("token_states.safetensors"))
+}
+
 /// Run the stage.
 pub fn pool(cfg: &Config) -> Result<PoolResult> {
     let pc = &cfg.pool;
@@ -195,8 +203,10 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
             dir.display()
         );
     }
+    let inputs = inputs(&prepared.dir, &from)?;
     std::fs::create_dir_all(&dir)?;
     write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    inputs.save(&dir)?;
     let mut params = HashMap::new();
     let (dm, best_epoch, best_auc) = match pc.mode {
         PoolMode::Parameterless => {

@@ -6,6 +6,7 @@
 
 use crate::config::{Config, Stage, check_reusable};
 use crate::data::fetch::{AssetName, fetch};
+use crate::fingerprint::{Freshness, Inputs, set_aside};
 use crate::models::config::{DomainInput, ModelName};
 use crate::stages::embed::{EmbedResult, embed};
 use crate::stages::pool::{PoolResult, pool};
@@ -22,6 +23,8 @@ pub struct RunSummary {
     pub cgc_dir: PathBuf,
     pub report: PathBuf,
     pub seconds: f64,
+    /// Whether embed, pool and train-cgc were computed now or reused.
+    pub origins: [Origin; 3],
 }
 
 /// Whether a stage was computed now or reused from disk.
@@ -36,7 +39,31 @@ fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T> {
         .with_context(|| format!("cannot parse {}", p.display()))
 }
 
-/// The embed run `cfg` names, reused when finished with the same settings.
+/// Make `dir` fit to stand in for a run of `cfg`: a finished or interrupted run
+/// made with other settings is an error; one made from inputs that have changed
+/// since (`inputs`, hashed only when there is such a run) is set aside, to be
+/// recomputed.
+fn settle(
+    dir: &Path,
+    cfg: &Config,
+    stage: Stage,
+    inputs: impl FnOnce() -> Result<Inputs>,
+) -> Result<()> {
+    let started = ["result.json", "metrics.json", "checkpoint.json"]
+        .iter()
+        .any(|f| dir.join(f).is_file());
+    if !started {
+        return Ok(());
+    }
+    check_reusable(dir, cfg, stage)?;
+    if let Freshness::Changed(what) = inputs()?.compare(dir)? {
+        set_aside(dir, &what)?;
+    }
+    Ok(())
+}
+
+/// The embed run `cfg` names, reused when finished with the same settings and
+/// inputs, resumed when interrupted.
 pub fn ensure_embed(cfg: &Config) -> Result<(EmbedResult, Origin)> {
     let e = &cfg.embed;
     let default_model = crate::stages::embed::EmbedConfig::default().model;
@@ -48,11 +75,14 @@ pub fn ensure_embed(cfg: &Config) -> Result<(EmbedResult, Origin)> {
         )
         .context("fetching SmolLM2-135M-Instruct (or set embed.model to a local checkpoint)")?;
     }
+    let prepared = prepare(cfg, false)?;
     let dir = e
         .runs_dir
-        .join(e.run_name(&cfg.data.recipe, &cfg.data.holdout_domains));
+        .join(e.run_name(&prepared.meta.recipe, &cfg.data.holdout_domains));
+    settle(&dir, cfg, Stage::Embed, || {
+        crate::stages::embed::inputs(cfg, &prepared.dir)
+    })?;
     if dir.join("result.json").is_file() {
-        check_reusable(&dir, cfg, Stage::Embed)?;
         return Ok((read_json(&dir.join("result.json"))?, Origin::Reused));
     }
     let resume = dir.join("checkpoint.json").is_file();
@@ -60,33 +90,30 @@ pub fn ensure_embed(cfg: &Config) -> Result<(EmbedResult, Origin)> {
     Ok((r, Origin::Computed))
 }
 
-/// The pool run `cfg` names, reused when finished with the same settings.
+/// The pool run `cfg` names, reused when finished with the same settings and inputs.
 pub fn ensure_pool(cfg: &Config) -> Result<(PoolResult, Origin)> {
-    let dir = cfg.pool.run_dir(cfg, &cfg.data.recipe);
+    let prepared = prepare(cfg, false)?;
+    let recipe = &prepared.meta.recipe;
+    let dir = cfg.pool.run_dir(cfg, recipe);
+    settle(&dir, cfg, Stage::Pool, || {
+        crate::stages::pool::inputs(&prepared.dir, &cfg.pool.source(cfg, recipe))
+    })?;
     if dir.join("result.json").is_file() {
-        check_reusable(&dir, cfg, Stage::Pool)?;
         return Ok((read_json(&dir.join("result.json"))?, Origin::Reused));
     }
     Ok((pool(cfg)?, Origin::Computed))
 }
 
 /// The training run `cfg` names (train.run_name or the model's default name),
-/// reused when finished with the same settings, resumed when interrupted.
+/// reused when finished with the same settings and inputs, resumed when interrupted.
 pub fn ensure_train(cfg: &Config) -> Result<(FinalMetrics, PathBuf, Origin)> {
-    let t = &cfg.train;
-    let name = t.run_name.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}{}-seed{}",
-            cfg.model.name.as_str(),
-            cfg.data.recipe,
-            holdout_suffix(&cfg.data.holdout_domains),
-            t.seed
-        )
-    });
-    let dir = t.runs_dir.join(name);
+    let prepared = prepare(cfg, false)?;
+    let dir = crate::train::trainer::run_dir(cfg, &prepared.meta.recipe);
+    settle(&dir, cfg, Stage::Train, || {
+        crate::train::trainer::inputs(cfg, &prepared.dir)
+    })?;
     let done = dir.join("metrics.json");
     if done.is_file() {
-        check_reusable(&dir, cfg, Stage::Train)?;
         return Ok((read_json(&done)?, dir, Origin::Reused));
     }
     let resume = dir.join("checkpoint.json").is_file();
@@ -134,16 +161,16 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         prepared.dir.display(),
         prepared.meta.domains.len()
     );
-    let (embedded, o) = ensure_embed(cfg)?;
-    eprintln!("embed: {}{}", reusing(o), embedded.run_dir);
+    let (embedded, oe) = ensure_embed(cfg)?;
+    eprintln!("embed: {}{}", reusing(oe), embedded.run_dir);
     let mut pc = cfg.clone();
     pc.pool.from = Some(PathBuf::from(&embedded.run_dir));
-    let (pooled, o) = ensure_pool(&pc)?;
-    eprintln!("pool: {}{}", reusing(o), pooled.run_dir);
+    let (pooled, op) = ensure_pool(&pc)?;
+    eprintln!("pool: {}{}", reusing(op), pooled.run_dir);
     let mut c = cgc_on(&pc, Path::new(&pooled.run_dir), String::new());
     c.train.run_name = Some(cgc_llm_name(&c));
-    let (cgc, dir, o) = ensure_train(&c)?;
-    eprintln!("train-cgc: {}{}", reusing(o), dir.display());
+    let (cgc, dir, ot) = ensure_train(&c)?;
+    eprintln!("train-cgc: {}{}", reusing(ot), dir.display());
     let report = crate::report::report(&dir)?;
     Ok(RunSummary {
         embed: embedded,
@@ -152,5 +179,6 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         cgc_dir: dir,
         report,
         seconds: start.elapsed().as_secs_f64(),
+        origins: [oe, op, ot],
     })
 }

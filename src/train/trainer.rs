@@ -8,7 +8,8 @@
 
 use super::data::{Dataset, SplitData};
 use super::optim::{AdamConfig, DenseAdam};
-use crate::config::Config;
+use crate::config::{Config, Stage, check_reusable};
+use crate::fingerprint;
 use crate::fsutil::write_atomic;
 use crate::metrics::{self, Report};
 use crate::models::config::DomainInput;
@@ -184,17 +185,8 @@ impl Trainer {
         if m.name.needs_history() && item_slot.is_none() {
             bail!("DIN needs item_id among model.features");
         }
-        let run_name = t.run_name.clone().unwrap_or_else(|| {
-            format!(
-                "{}-{}{}-seed{}",
-                m.name.as_str(),
-                ds.meta.recipe,
-                holdout_suffix(&cfg.data.holdout_domains),
-                t.seed
-            )
-        });
         Ok(Trainer {
-            run_dir: t.runs_dir.join(run_name),
+            run_dir: run_dir(cfg, &ds.meta.recipe),
             adam: AdamConfig {
                 kind: t.optimizer,
                 lr: t.lr,
@@ -601,7 +593,10 @@ impl Trainer {
     /// Train (or continue, with `resume`) to the end; write all outputs.
     pub fn run(&mut self, resume: bool, stop_after: Option<usize>) -> Result<Option<FinalMetrics>> {
         let ckpt = self.run_dir.join("checkpoint.json");
+        let inputs = inputs(&self.cfg, &self.ds.dir)?;
         if resume && ckpt.is_file() {
+            check_reusable(&self.run_dir, &self.cfg, Stage::Train)?;
+            inputs.require_same(&self.run_dir)?;
             self.load_checkpoint()?;
             eprintln!(
                 "resuming {} after epoch {}",
@@ -619,6 +614,7 @@ impl Trainer {
             &self.run_dir.join("config.toml"),
             self.cfg.to_toml().as_bytes(),
         )?;
+        inputs.save(&self.run_dir)?;
         let t = self.cfg.train.clone();
         let base = Rng::new(t.seed);
         let mut done_now = 0;
@@ -905,6 +901,31 @@ fn progress_bar(steps: u64, epoch: usize, epochs: usize) -> indicatif::ProgressB
 }
 
 /// `-holdout-a+b` for held-out domains `a`, `b`; empty without.
+/// The directory of the training run `cfg` names: `train.run_name`, or
+/// `<model>-<recipe>[-holdout-<domains>]-seed<seed>`, under `train.runs_dir`.
+pub fn run_dir(cfg: &Config, recipe: &str) -> PathBuf {
+    let t = &cfg.train;
+    let name = t.run_name.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{recipe}{}-seed{}",
+            cfg.model.name.as_str(),
+            holdout_suffix(&cfg.data.holdout_domains),
+            t.seed
+        )
+    });
+    t.runs_dir.join(name)
+}
+
+/// What a training run reads: the prepared dataset and, for a fixed domain
+/// input, the domain-embedding file.
+pub fn inputs(cfg: &Config, prepared: &Path) -> Result<fingerprint::Inputs> {
+    let i = fingerprint::Inputs::default().prepared(prepared)?;
+    match (&cfg.model.domain_input, &cfg.model.domain_embeddings) {
+        (DomainInput::Fixed, Some(f)) => i.file("domain embeddings", f),
+        _ => Ok(i),
+    }
+}
+
 pub fn holdout_suffix(names: &[String]) -> String {
     if names.is_empty() {
         String::new()
