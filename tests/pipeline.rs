@@ -361,3 +361,40 @@ fn resuming_after_an_input_changed_is_refused() {
         "{e}"
     );
 }
+
+/// `pipeline compare` with held-out domains names its runs as `train` does, so a
+/// second call reuses them instead of failing on a run it mistook for another.
+#[test]
+fn compare_with_held_out_domains_reuses_its_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = setup(tmp.path());
+    cfg.data.holdout_domains = vec!["homemaker".into()];
+    cfg.train.epochs = 1;
+    let file = tmp.path().join("c.toml");
+    std::fs::write(&file, cfg.to_toml()).unwrap();
+    let compare = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .args([
+                "compare",
+                "--models",
+                "dnn",
+                "--recipes",
+                "ml100k-occupation",
+            ])
+            .args(["--seeds", "1", "--config"])
+            .arg(&file)
+            .arg("--out")
+            .arg(tmp.path().join("table"))
+            .output()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let o = compare();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let run = cfg
+        .train
+        .runs_dir
+        .join("dnn-ml100k-occupation-holdout-homemaker-seed1");
+    assert!(run.join("metrics.json").is_file());
+}
