@@ -59,17 +59,8 @@ impl Inputs {
 
     /// A prepared dataset: its `meta.json` and every shard it lists.
     pub fn prepared(self, dir: &Path) -> Result<Self> {
+        let meta = Meta::read(dir)?;
         let meta_path = dir.join("meta.json");
-        let meta: Meta = serde_json::from_slice(
-            &std::fs::read(&meta_path)
-                .with_context(|| format!("cannot read {}", meta_path.display()))?,
-        )
-        .with_context(|| {
-            format!(
-                "{} is not a prepared dataset's meta.json",
-                meta_path.display()
-            )
-        })?;
         let mut files = vec![meta_path];
         for (split, s) in [
             ("train", &meta.splits.train),

@@ -118,6 +118,20 @@ pub struct Liked {
 }
 
 impl Meta {
+    /// The `meta.json` of the prepared dataset in `dir`.
+    pub fn read(dir: &std::path::Path) -> anyhow::Result<Meta> {
+        use anyhow::Context;
+        let path = dir.join("meta.json");
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read {} (run `pipeline data prepare` first)",
+                path.display()
+            )
+        })?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a prepared dataset's meta.json", path.display()))
+    }
+
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
         s.push('\n');

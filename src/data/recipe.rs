@@ -63,6 +63,26 @@ impl FromStr for Recipe {
     }
 }
 
+impl Recipe {
+    /// The feature fields the domains are made from (`criteo_field`: Criteo's
+    /// configured domain column). Amazon's domains are its category files, which
+    /// no feature encodes.
+    pub fn domain_fields(&self, criteo_field: &str) -> Vec<String> {
+        match self {
+            Recipe::MovieLens { domains, .. } => vec![
+                match domains {
+                    DomainKind::Age3 => "age",
+                    DomainKind::Occupation => "occupation",
+                    DomainKind::Gender => "gender",
+                }
+                .to_string(),
+            ],
+            Recipe::Amazon { .. } => Vec::new(),
+            Recipe::Criteo => vec![criteo_field.to_string()],
+        }
+    }
+}
+
 impl fmt::Display for Recipe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -19,10 +19,11 @@ pub enum ModelName {
     Ple,
     Star,
     Din,
+    Pepnet,
 }
 
 impl ModelName {
-    pub const ALL: [ModelName; 8] = [
+    pub const ALL: [ModelName; 9] = [
         ModelName::Dnn,
         ModelName::Deepfm,
         ModelName::SharedBottom,
@@ -31,6 +32,7 @@ impl ModelName {
         ModelName::Ple,
         ModelName::Star,
         ModelName::Din,
+        ModelName::Pepnet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,8 +45,21 @@ impl ModelName {
             ModelName::Ple => "ple",
             ModelName::Star => "star",
             ModelName::Din => "din",
+            ModelName::Pepnet => "pepnet",
         }
     }
+}
+
+/// Whether the field(s) a recipe's domains are made from (occupation, age,
+/// gender, Criteo's domain column) stay among the model's features.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainFields {
+    /// Kept: every arm then has a free vector per domain already.
+    Keep,
+    /// Dropped: the domain reaches the model only through `domain_input`, so
+    /// arms that compare domain inputs differ in that alone.
+    Drop,
 }
 
 /// How the domain enters a model.
@@ -69,6 +84,8 @@ pub struct ModelConfig {
     pub embedding_init_std: f64,
     /// Feature fields; empty = every categorical field of the dataset. Default empty.
     pub features: Vec<String>,
+    /// `keep` or `drop` the domain-defining field(s) from the features. Default `keep`.
+    pub domain_fields: DomainFields,
     /// `none`, `id` or `fixed`. Default `id`.
     pub domain_input: DomainInput,
     /// For `fixed`: a safetensors file holding a (domains × h) matrix.
@@ -91,6 +108,7 @@ pub struct ModelConfig {
     pub ple: PleConfig,
     pub star: StarConfig,
     pub din: DinConfig,
+    pub pepnet: PepnetConfig,
 }
 
 impl Default for ModelConfig {
@@ -100,6 +118,7 @@ impl Default for ModelConfig {
             embedding_dim: 16,
             embedding_init_std: 1e-4,
             features: Vec::new(),
+            domain_fields: DomainFields::Keep,
             domain_input: DomainInput::Id,
             domain_embeddings: None,
             domain_embeddings_tensor: "domain_embeddings".into(),
@@ -118,6 +137,7 @@ impl Default for ModelConfig {
             },
             star: StarConfig::default(),
             din: DinConfig::default(),
+            pepnet: PepnetConfig::default(),
         }
     }
 }
@@ -242,6 +262,24 @@ impl Default for DinConfig {
             history: 20,
             attention: vec![80, 40],
             hidden: vec![200, 80],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PepnetConfig {
+    /// Hidden layers of the shared DNN, each with a PPNet gate. Default [256, 128].
+    pub hidden: Vec<usize>,
+    /// Hidden width of each gate unit (EPNet and PPNet). Default 64.
+    pub gate_hidden: usize,
+}
+
+impl Default for PepnetConfig {
+    fn default() -> Self {
+        PepnetConfig {
+            hidden: vec![256, 128],
+            gate_hidden: 64,
         }
     }
 }

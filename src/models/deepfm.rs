@@ -53,6 +53,11 @@ impl CtrModel for DeepFm {
         let logits = ((first + fm_interaction(&inp.fields)?)? + deep)?.broadcast_add(&self.bias)?;
         Ok(Output { logits, aux: None })
     }
+
+    /// One network for every domain (the domain, if any, is one of the fields).
+    fn per_domain(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

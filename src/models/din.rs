@@ -67,6 +67,11 @@ impl CtrModel for Din {
             aux: None,
         })
     }
+
+    /// One network for every domain (the domain, if any, is one of the fields).
+    fn per_domain(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,11 @@ impl CtrModel for Dnn {
         let logits = self.mlp.forward(&inp.x, train, rng)?.squeeze(1)?;
         Ok(Output { logits, aux: None })
     }
+
+    /// One network for every domain (the domain, if any, is one of the fields).
+    fn per_domain(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! experts, gate and tower on that domain's rows only — never every domain's
 //! experts on every sample.
 
+pub mod conditioning;
 pub mod config;
 pub mod deepfm;
 pub mod din;
@@ -11,6 +12,7 @@ pub mod embedding;
 pub mod experts;
 pub mod gates;
 pub mod mmoe;
+pub mod pepnet;
 pub mod ple;
 pub mod shared_bottom;
 pub mod star;
@@ -74,6 +76,14 @@ pub trait CtrModel {
     fn load_state(&self, _state: &[(String, Vec<f32>)]) -> Result<()> {
         Ok(())
     }
+    /// Whether the model has networks of each domain's own (experts, gates,
+    /// towers, normalisation): a domain absent from training then has none, and
+    /// is scored by a mixture of the seen domains' networks. A model whose
+    /// networks are shared by all domains scores it directly, from its own
+    /// domain input.
+    fn per_domain(&self) -> bool {
+        true
+    }
 }
 
 impl ModelName {
@@ -101,6 +111,7 @@ pub fn build(
         ModelName::Ple => Box::new(ple::Ple::new("ple", &cfg.ple, cfg, spec, ps, rng)?),
         ModelName::Star => Box::new(star::Star::new(cfg, spec, ps, rng)?),
         ModelName::Din => Box::new(din::Din::new(cfg, spec, ps, rng)?),
+        ModelName::Pepnet => Box::new(pepnet::Pepnet::new(cfg, spec, ps, rng)?),
     })
 }
 
@@ -199,7 +210,18 @@ pub(crate) mod testutil {
         cfg.din.attention = vec![4];
         cfg.din.hidden = vec![5];
         cfg.ple.levels = 2;
+        cfg.pepnet.hidden = vec![5, 4];
+        cfg.pepnet.gate_hidden = 3;
         let model = build(&cfg, &spec, &mut ps, &mut Rng::new(9)).unwrap();
+        // Checked away from the initial point, where some layers start at zero
+        // (gate units' output layers) and leave what feeds them without gradient.
+        let mut noise = Rng::new(11);
+        for p in ps.params() {
+            let v: Vec<f64> = p.var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let v: Vec<f64> = v.into_iter().map(|x| x + 0.1 * noise.normal()).collect();
+            let t = Tensor::from_vec(v, p.var.shape(), &Device::Cpu).unwrap();
+            p.var.set(&t).unwrap();
+        }
         let inp = batch(&spec, 10, 4);
         let w: Vec<f64> = (0..10).map(|i| (i as f64 * 0.37 + 0.5).sin()).collect();
         let w = Tensor::from_vec(w, 10, &candle_core::Device::Cpu).unwrap();

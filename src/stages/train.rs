@@ -15,10 +15,12 @@ pub fn train(
     let prepared = prepare(cfg, false)?;
     let mut t = Trainer::new(cfg, &prepared.dir)?;
     eprintln!(
-        "{} on {}: {} parameters, run dir {}",
+        "{} on {}: {} parameters, features {}, domain input {:?}, run dir {}",
         cfg.model.name.as_str(),
         prepared.meta.recipe,
         t.param_count(),
+        t.ds.features.join(", "),
+        cfg.model.domain_input,
         t.run_dir.display()
     );
     t.run(resume, stop_after)

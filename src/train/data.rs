@@ -79,19 +79,7 @@ impl Dataset {
     /// Load `dir` (a `data prepare` output). `features` empty = every categorical
     /// field; `history_len` > 0 builds DIN histories from the train split.
     pub fn load(dir: &Path, features: &[String], history_len: usize) -> Result<Dataset> {
-        let meta_path = dir.join("meta.json");
-        let meta: Meta = serde_json::from_slice(&std::fs::read(&meta_path).with_context(|| {
-            format!(
-                "cannot read {} (run `pipeline data prepare` first)",
-                meta_path.display()
-            )
-        })?)
-        .with_context(|| {
-            format!(
-                "{} is not a prepared dataset's meta.json",
-                meta_path.display()
-            )
-        })?;
+        let meta = Meta::read(dir)?;
         let cats: Vec<&str> = meta
             .fields
             .iter()

@@ -12,7 +12,7 @@ use crate::config::{Config, Stage, check_reusable};
 use crate::fingerprint;
 use crate::fsutil::write_atomic;
 use crate::metrics::{self, Report};
-use crate::models::config::DomainInput;
+use crate::models::config::{DomainFields, DomainInput};
 use crate::models::embedding::{EmbeddingTable, Layout};
 use crate::models::{self, CtrModel, InputSpec, Inputs, Segment};
 use crate::nn::linear::Linear;
@@ -117,7 +117,8 @@ impl Trainer {
         } else {
             0
         };
-        let mut ds = Dataset::load(dataset_dir, &m.features, history)?;
+        let features = features(cfg, dataset_dir)?;
+        let mut ds = Dataset::load(dataset_dir, &features, history)?;
         ds.hold_out(&cfg.data.holdout_domains)?;
         let device = Device::Cpu;
         let mut rng = Rng::new(t.seed);
@@ -425,14 +426,19 @@ impl Trainer {
     }
 
     /// Probabilities, labels and domains of a split, in grouped order. Rows of a
-    /// held-out domain are scored by [`Trainer::unseen_probs`].
+    /// held-out domain are scored by [`Trainer::unseen_probs`] when the model has
+    /// per-domain networks, else directly from their own domain input.
     pub fn predict(&mut self, which: Which) -> Result<(Vec<f32>, Vec<f32>, Vec<u32>)> {
         let split = std::mem::take(self.split_mut(which));
         let result = (|| {
             let mut probs = Vec::with_capacity(split.n);
             let mut labels = Vec::with_capacity(split.n);
             let mut domains = Vec::with_capacity(split.n);
-            let held = self.ds.holdout.clone();
+            let held = if self.model.per_domain() {
+                self.ds.holdout.clone()
+            } else {
+                Vec::new()
+            };
             let (unseen, seen): (Vec<usize>, Vec<usize>) =
                 (0..split.n).partition(|&r| held.contains(&(split.domains[r] as usize)));
             let mut rng = Rng::new(0);
@@ -901,6 +907,31 @@ fn progress_bar(steps: u64, epoch: usize, epochs: usize) -> indicatif::ProgressB
 }
 
 /// `-holdout-a+b` for held-out domains `a`, `b`; empty without.
+/// The feature fields `cfg` asks for (`model.features`, empty = all), less the
+/// domain-defining ones when `model.domain_fields = "drop"`.
+fn features(cfg: &Config, dataset_dir: &Path) -> Result<Vec<String>> {
+    let m = &cfg.model;
+    if m.domain_fields == DomainFields::Keep {
+        return Ok(m.features.clone());
+    }
+    let meta = crate::data::meta::Meta::read(dataset_dir)?;
+    let recipe: crate::data::recipe::Recipe = meta
+        .recipe
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let drop = recipe.domain_fields(&cfg.data.criteo.domain_field);
+    let all: Vec<String> = if m.features.is_empty() {
+        meta.fields
+            .iter()
+            .filter(|f| f.kind == crate::data::meta::FieldKind::Categorical)
+            .map(|f| f.name.clone())
+            .collect()
+    } else {
+        m.features.clone()
+    };
+    Ok(all.into_iter().filter(|f| !drop.contains(f)).collect())
+}
+
 /// The directory of the training run `cfg` names: `train.run_name`, or
 /// `<model>-<recipe>[-holdout-<domains>]-seed<seed>`, under `train.runs_dir`.
 pub fn run_dir(cfg: &Config, recipe: &str) -> PathBuf {
