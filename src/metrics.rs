@@ -46,6 +46,25 @@ pub fn logloss(probs: &[f32], labels: &[f32]) -> f64 {
     s / probs.len().max(1) as f64
 }
 
+/// Group AUC: the AUC of each group's rows (a user's, for GAUC), over the groups
+/// with both classes, weighted by their rows. None when no group has both.
+pub fn gauc(scores: &[f32], labels: &[f32], groups: &[u32]) -> Option<f64> {
+    let mut by: std::collections::BTreeMap<u32, (Vec<f32>, Vec<f32>)> = Default::default();
+    for ((&p, &y), &g) in scores.iter().zip(labels).zip(groups) {
+        let e = by.entry(g).or_default();
+        e.0.push(p);
+        e.1.push(y);
+    }
+    let (mut num, mut den) = (0.0, 0.0);
+    for (p, y) in by.values() {
+        if let Some(a) = auc(p, y) {
+            num += a * p.len() as f64;
+            den += p.len() as f64;
+        }
+    }
+    (den > 0.0).then(|| num / den)
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DomainAuc {
     pub domain: String,
@@ -107,6 +126,19 @@ mod tests {
         assert!((a - 0.875).abs() < 1e-12);
         assert_eq!(auc(&[0.2, 0.3], &[1., 1.]), None);
         assert!((auc(&[0.5; 6], &[0., 1., 0., 1., 1., 0.]).unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gauc_by_hand() {
+        // User 1: (0.9+, 0.2−, 0.5−) → AUC 1, 3 rows; user 2: (0.3+, 0.6−) → 0,
+        // 2 rows; user 3: one class → left out. (1·3 + 0·2) / 5.
+        let g = gauc(
+            &[0.9, 0.2, 0.5, 0.3, 0.6, 0.7],
+            &[1., 0., 0., 1., 0., 1.],
+            &[1, 1, 1, 2, 2, 3],
+        );
+        assert_eq!(g, Some(0.6));
+        assert_eq!(gauc(&[0.1, 0.2], &[1., 1.], &[1, 2]), None);
     }
 
     #[test]

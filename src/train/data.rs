@@ -14,6 +14,8 @@ pub struct SplitData {
     pub cols: Vec<Vec<u32>>,
     pub labels: Vec<f32>,
     pub domains: Vec<u32>,
+    /// Each row's `user_id` (for GAUC), empty when the dataset has none.
+    pub users: Vec<u32>,
     /// Row-major (n × history_len) item ids, most recent first, 0 = padding.
     pub history: Option<Vec<u32>>,
 }
@@ -26,6 +28,9 @@ impl SplitData {
         self.cols = self.cols.iter().map(pick).collect();
         self.labels = rows.iter().map(|&r| self.labels[r]).collect();
         self.domains = pick(&self.domains);
+        if !self.users.is_empty() {
+            self.users = pick(&self.users);
+        }
         if let Some(h) = &self.history {
             let l = h.len() / self.n.max(1);
             self.history = Some(
@@ -145,6 +150,9 @@ impl Dataset {
                 let dom = u32_col(&cols, "domain", &file)?;
                 check_range(dom, meta.domains.len() as u32, "domain", &file)?;
                 s.domains.extend_from_slice(dom);
+                if let Some(u) = cols.get("user_id").and_then(|c| c.as_u32()) {
+                    s.users.extend_from_slice(u);
+                }
                 if need_hist {
                     ui.0.extend_from_slice(u32_col(&cols, "user_id", &file)?);
                     ui.1.extend_from_slice(u32_col(&cols, "item_id", &file)?);

@@ -46,6 +46,10 @@ pub struct FinalMetrics {
     pub epochs_run: usize,
     pub valid_auc: Option<f64>,
     pub test: Report,
+    /// User-weighted AUC over the test rows: the AUC of each user's rows, for
+    /// users with both classes, weighted by their rows (`null` without `user_id`).
+    #[serde(default)]
+    pub test_gauc: Option<f64>,
     /// Mean AUC of the 7 domains with the fewest rows (defined AUCs only).
     pub tail_auc: Option<f64>,
     pub tail_domains: Vec<String>,
@@ -55,6 +59,57 @@ pub struct FinalMetrics {
     #[serde(default)]
     pub unseen_domains: Vec<String>,
     pub train_seconds: f64,
+}
+
+/// A split's scores in the trainer's (domain-grouped) order: each one's split
+/// row, probability, label, domain and, when the dataset has `user_id`, user.
+pub struct Predictions {
+    pub rows: Vec<usize>,
+    pub probs: Vec<f32>,
+    pub labels: Vec<f32>,
+    pub domains: Vec<u32>,
+    pub users: Option<Vec<u32>>,
+}
+
+impl Predictions {
+    /// Save as safetensors, sorted by row: `row` (U32), `domain` (U32), `label`
+    /// (U8), `score` (F32) — enough to recompute any metric or paired test.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+        order.sort_by_key(|&i| self.rows[i]);
+        let dev = &Device::Cpu;
+        let n = order.len();
+        let u32s = |v: Vec<u32>| Tensor::from_vec(v, n, dev);
+        let mut t = HashMap::new();
+        t.insert(
+            "row".to_string(),
+            u32s(order.iter().map(|&i| self.rows[i] as u32).collect())?,
+        );
+        t.insert(
+            "domain".to_string(),
+            u32s(order.iter().map(|&i| self.domains[i]).collect())?,
+        );
+        t.insert(
+            "label".to_string(),
+            Tensor::from_vec(
+                order
+                    .iter()
+                    .map(|&i| self.labels[i] as u8)
+                    .collect::<Vec<u8>>(),
+                n,
+                dev,
+            )?,
+        );
+        t.insert(
+            "score".to_string(),
+            Tensor::from_vec(
+                order.iter().map(|&i| self.probs[i]).collect::<Vec<f32>>(),
+                n,
+                dev,
+            )?,
+        );
+        crate::fsutil::save_tensors_atomic(&t, path)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
@@ -97,6 +152,8 @@ struct Prepared {
     inputs: Inputs,
     labels: Tensor,
     domains: Vec<u32>,
+    /// The split's row of each prepared row (grouped by domain).
+    rows: Vec<usize>,
     unique: Vec<u32>,
     var: candle_core::Var,
     first_var: Option<candle_core::Var>,
@@ -352,6 +409,7 @@ impl Trainer {
             },
             labels: Tensor::from_vec(labels, n, &self.device)?,
             domains,
+            rows: ordered,
             unique: g.unique,
             var,
             first_var,
@@ -428,9 +486,10 @@ impl Trainer {
     /// Probabilities, labels and domains of a split, in grouped order. Rows of a
     /// held-out domain are scored by [`Trainer::unseen_probs`] when the model has
     /// per-domain networks, else directly from their own domain input.
-    pub fn predict(&mut self, which: Which) -> Result<(Vec<f32>, Vec<f32>, Vec<u32>)> {
+    pub fn predict(&mut self, which: Which) -> Result<Predictions> {
         let split = std::mem::take(self.split_mut(which));
         let result = (|| {
+            let mut rows = Vec::with_capacity(split.n);
             let mut probs = Vec::with_capacity(split.n);
             let mut labels = Vec::with_capacity(split.n);
             let mut domains = Vec::with_capacity(split.n);
@@ -448,13 +507,23 @@ impl Trainer {
                 probs.extend(sigmoid(&out.logits)?.to_vec1::<f32>()?);
                 labels.extend(p.labels.to_vec1::<f32>()?);
                 domains.extend(p.domains);
+                rows.extend(p.rows);
             }
             if !unseen.is_empty() {
                 probs.extend(self.unseen_probs(&split, &unseen)?);
                 labels.extend(unseen.iter().map(|&r| split.labels[r]));
                 domains.extend(unseen.iter().map(|&r| split.domains[r]));
+                rows.extend(&unseen);
             }
-            Ok((probs, labels, domains))
+            let users =
+                (!split.users.is_empty()).then(|| rows.iter().map(|&r| split.users[r]).collect());
+            Ok(Predictions {
+                rows,
+                probs,
+                labels,
+                domains,
+                users,
+            })
         })();
         *self.split_mut(which) = split;
         result
@@ -528,7 +597,12 @@ impl Trainer {
     /// AUC over the test rows of the held-out domains, and the mean perplexity
     /// (effective number of seen domains) of their kernel weights.
     pub fn unseen_auc(&mut self) -> Result<(Option<f64>, f64)> {
-        let (p, y, d) = self.predict(Which::Test)?;
+        let Predictions {
+            probs: p,
+            labels: y,
+            domains: d,
+            ..
+        } = self.predict(Which::Test)?;
         let held = &self.ds.holdout;
         let (mut up, mut uy) = (Vec::new(), Vec::new());
         for i in 0..d.len() {
@@ -592,8 +666,13 @@ impl Trainer {
     }
 
     pub fn evaluate(&mut self, which: Which) -> Result<Report> {
-        let (p, y, d) = self.predict(which)?;
-        Ok(metrics::report(&p, &y, &d, &self.ds.domain_names))
+        let p = self.predict(which)?;
+        Ok(metrics::report(
+            &p.probs,
+            &p.labels,
+            &p.domains,
+            &self.ds.domain_names,
+        ))
     }
 
     /// Train (or continue, with `resume`) to the end; write all outputs.
@@ -699,8 +778,11 @@ impl Trainer {
             );
         }
         self.load_weights(&best, false)?;
-        let (p, y, d) = self.predict(Which::Test)?;
-        let test = metrics::report(&p, &y, &d, &self.ds.domain_names);
+        let pred = self.predict(Which::Test)?;
+        pred.save(&self.run_dir.join("predictions_test.safetensors"))?;
+        let (p, y, d) = (&pred.probs, &pred.labels, &pred.domains);
+        let test = metrics::report(p, y, d, &self.ds.domain_names);
+        let test_gauc = pred.users.as_ref().and_then(|u| metrics::gauc(p, y, u));
         let (mut up, mut uy) = (Vec::new(), Vec::new());
         for i in 0..d.len() {
             if self.ds.holdout.contains(&(d[i] as usize)) {
@@ -722,6 +804,7 @@ impl Trainer {
             epochs_run: self.progress.epochs_done,
             valid_auc: self.progress.best_auc,
             test,
+            test_gauc,
             tail_auc: (!tail.is_empty()).then(|| tail.iter().sum::<f64>() / tail.len() as f64),
             tail_domains: tail_ids
                 .iter()
