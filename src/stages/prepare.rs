@@ -241,7 +241,7 @@ impl Inputs {
             Recipe::Amazon { categories } => {
                 Inputs::Amazon(amazon::locate(&raw.join("amazon"), categories)?)
             }
-            Recipe::Criteo => Inputs::Criteo(cfg.data.criteo_file()),
+            Recipe::Criteo => Inputs::Criteo(criteo::locate(raw, cfg.data.criteo.file.as_deref())?),
         })
     }
 
