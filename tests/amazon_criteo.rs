@@ -236,10 +236,21 @@ fn replaced_input_with_same_size_and_mtime_is_rehashed() {
         (r#""overall": 5.0"#, r#""overall": 1.0"#, false),
         (r#""overall": 1.0"#, r#""overall": 5.0"#, true),
     ] {
-        // Past the time in which a second change could keep the ctime, so the
-        // stamp's hash is trusted from now on.
+        // Past the time in which a second change could keep the ctime: the rerun
+        // hashes the inputs once more and keeps those hashes, which the next run
+        // then trusts (stamp.json stays as it is).
         std::thread::sleep(std::time::Duration::from_millis(2100));
+        let stamp = tmp
+            .path()
+            .join("out")
+            .join(&cfg.data.recipe)
+            .join("stamp.json");
+        let racy = std::fs::read(&stamp).unwrap();
         assert!(prepare(&cfg, false).unwrap().reused);
+        let trusted = std::fs::read(&stamp).unwrap();
+        assert_ne!(racy, trusted, "hashes taken again not kept");
+        assert!(prepare(&cfg, false).unwrap().reused);
+        assert_eq!(std::fs::read(&stamp).unwrap(), trusted, "hashes not reused");
 
         let old = std::fs::read_to_string(&file).unwrap();
         let meta = std::fs::metadata(&file).unwrap();

@@ -1158,8 +1158,11 @@ fn unknown_recipe_name() {
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// Makes a valid fixture.
+type Make = fn() -> Fixture;
+
 /// Every recipe's valid fixture.
-fn fixtures() -> [(&'static str, fn() -> Fixture); 4] {
+fn fixtures() -> [(&'static str, Make); 4] {
     [
         ("ml100k", Fixture::ml100k),
         ("ml1m", Fixture::ml1m),
@@ -1175,7 +1178,7 @@ fn takes_gz(file: &str) -> bool {
 
 /// Each input file of the fixture made by `make`: as it is, and gzipped where the
 /// recipe takes that. Calls `check(fixture, file)` on a fresh fixture for each.
-fn for_each_input(make: fn() -> Fixture, mut check: impl FnMut(Fixture, &str)) {
+fn for_each_input(make: Make, mut check: impl FnMut(Fixture, &str)) {
     for file in make().files.keys() {
         for gz in [false, true] {
             if gz && !takes_gz(file) {
@@ -1285,7 +1288,7 @@ fn a_cut_input_is_an_error_naming_it() {
 #[test]
 fn plain_and_gzipped_copies_of_one_input_are_ambiguous() {
     for (make, file) in [
-        (Fixture::amazon as fn() -> Fixture, MI),
+        (Fixture::amazon as Make, MI),
         (Fixture::amazon, MI_META),
         (Fixture::amazon, DM),
         (Fixture::criteo, CRITEO),
@@ -1337,7 +1340,7 @@ fn assert_repeats(err: &str, file: &str, count: usize, first: &str, again: &str)
 #[test]
 fn movielens_repeated_pairs_are_errors_naming_both_lines() {
     for (make, file, sep) in [
-        (Fixture::ml100k as fn() -> Fixture, U_DATA, "\t"),
+        (Fixture::ml100k as Make, U_DATA, "\t"),
         (Fixture::ml1m, RATINGS, "::"),
     ] {
         let base = &file[file.find('/').unwrap() + 1..];

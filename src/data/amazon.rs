@@ -264,7 +264,7 @@ pub fn load(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
 
 /// The warning for review lines that repeat an earlier (reviewerID, asin) pair:
 /// the 2018 5-core files have such lines, and they are kept (one row per line).
-pub fn repeat_warning<K>(file: &Path, repeats: &Repeats<K>) -> Option<String> {
+fn repeat_warning<K>(file: &Path, repeats: &Repeats<K>) -> Option<String> {
     if repeats.count == 0 {
         return None;
     }
