@@ -216,3 +216,75 @@ fn criteo_gzip_input_gives_the_same_dataset() {
     }
     assert_eq!(out[0], out[1]);
 }
+
+/// An input replaced by a copy of the same size whose mtime was set back (`cp -p`,
+/// `rsync -t`, `touch -r`), in place or by renaming, is hashed again: the cached
+/// hash is keyed on the inode and the ctime as well.
+#[test]
+fn replaced_input_with_same_size_and_mtime_is_rehashed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw");
+    write_amazon(&raw.join("amazon"));
+    let cfg = config(
+        "amazon-Digital_Music+Musical_Instruments",
+        &raw,
+        &tmp.path().join("out"),
+    );
+    let file = raw.join("amazon/Digital_Music_5.json");
+    let mut previous = prepare(&cfg, false).unwrap().meta.to_json();
+    for (from, to, rename) in [
+        (r#""overall": 5.0"#, r#""overall": 1.0"#, false),
+        (r#""overall": 1.0"#, r#""overall": 5.0"#, true),
+    ] {
+        // Past the time in which a second change could keep the ctime: the rerun
+        // hashes the inputs once more and keeps those hashes, which the next run
+        // then trusts (stamp.json stays as it is).
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let stamp = tmp
+            .path()
+            .join("out")
+            .join(&cfg.data.recipe)
+            .join("stamp.json");
+        let racy = std::fs::read(&stamp).unwrap();
+        assert!(prepare(&cfg, false).unwrap().reused);
+        let trusted = std::fs::read(&stamp).unwrap();
+        assert_ne!(racy, trusted, "hashes taken again not kept");
+        assert!(prepare(&cfg, false).unwrap().reused);
+        assert_eq!(std::fs::read(&stamp).unwrap(), trusted, "hashes not reused");
+
+        let old = std::fs::read_to_string(&file).unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        let new = old.replace(from, to);
+        assert!(new != old && new.len() == old.len());
+        let target = if rename {
+            file.with_extension("tmp")
+        } else {
+            file.clone()
+        };
+        std::fs::write(&target, &new).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&target)
+            .unwrap()
+            .set_modified(meta.modified().unwrap())
+            .unwrap();
+        if rename {
+            std::fs::rename(&target, &file).unwrap();
+        }
+        let now = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            (now.len(), now.modified().unwrap()),
+            (meta.len(), meta.modified().unwrap())
+        );
+
+        let p = prepare(&cfg, false).unwrap();
+        assert!(
+            !p.reused,
+            "replaced {} (rename: {rename}) not noticed",
+            file.display()
+        );
+        let json = p.meta.to_json();
+        assert_ne!(json, previous);
+        previous = json;
+    }
+}

@@ -10,6 +10,10 @@
 //!
 //! The valid fixtures themselves prepare successfully (one test per recipe).
 
+mod common;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
 use llmctr::config::{Config, SourceKind};
 use llmctr::stages::prepare::{Prepared, prepare};
 use std::collections::BTreeMap;
@@ -27,7 +31,10 @@ use tempfile::TempDir;
 struct Fixture {
     tmp: TempDir,
     cfg: Config,
+    /// Files ending in `.gz` are written gzip-compressed.
     files: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Files to cut to their first n bytes (as written, compressed or not).
+    cut: BTreeMap<String, usize>,
 }
 
 fn lines<S: AsRef<str>>(v: &[S]) -> Vec<Vec<u8>> {
@@ -57,7 +64,12 @@ impl Fixture {
         cfg.data.prepared_dir = tmp.path().join("prepared");
         cfg.data.models_dir = tmp.path().join("models");
         cfg.data.fetch = false;
-        Fixture { tmp, cfg, files }
+        Fixture {
+            tmp,
+            cfg,
+            files,
+            cut: BTreeMap::new(),
+        }
     }
 
     /// GroupLens MovieLens-100k: `u.user`, `u.item` (Latin-1, one title with é,
@@ -238,16 +250,38 @@ impl Fixture {
         self
     }
 
+    /// Rename `file` to `file.gz` (written compressed); the new name.
+    fn gzip(&mut self, file: &str) -> String {
+        let lines = self.files.remove(file).expect("no such file");
+        let gz = format!("{file}.gz");
+        self.files.insert(gz.clone(), lines);
+        gz
+    }
+
+    /// A file's bytes as written.
+    fn bytes(&self, rel: &str) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for l in &self.files[rel] {
+            bytes.extend_from_slice(l);
+            bytes.push(b'\n');
+        }
+        if rel.ends_with(".gz") {
+            use std::io::Write;
+            let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+            enc.write_all(&bytes).unwrap();
+            bytes = enc.finish().unwrap();
+        }
+        if let Some(&n) = self.cut.get(rel) {
+            bytes.truncate(n);
+        }
+        bytes
+    }
+
     fn write(&self) {
-        for (rel, ls) in &self.files {
+        for rel in self.files.keys() {
             let p = self.raw().join(rel);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
-            let mut bytes = Vec::new();
-            for l in ls {
-                bytes.extend_from_slice(l);
-                bytes.push(b'\n');
-            }
-            fs::write(&p, bytes).unwrap();
+            fs::write(&p, self.bytes(rel)).unwrap();
         }
     }
 
@@ -1113,4 +1147,451 @@ fn unknown_recipe_name() {
         &e,
         &["unknown recipe", "ml100k-zipcode", "ml100k-occupation"],
     );
+}
+
+// ---------------------------------------------------------------------------
+// Properties over every text input of every recipe: a byte-order mark and CRLF
+// line ends change nothing; an empty file (or one of only a byte-order mark and
+// blank lines) is an error naming it; a cut file is an error naming it; a plain
+// and a gzipped copy side by side are ambiguous.
+// ---------------------------------------------------------------------------
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Makes a valid fixture.
+type Make = fn() -> Fixture;
+
+/// Every recipe's valid fixture.
+fn fixtures() -> [(&'static str, Make); 4] {
+    [
+        ("ml100k", Fixture::ml100k),
+        ("ml1m", Fixture::ml1m),
+        ("amazon", Fixture::amazon),
+        ("criteo", Fixture::criteo),
+    ]
+}
+
+/// Whether the recipe also finds `<file>.gz` in place of `<file>`.
+fn takes_gz(file: &str) -> bool {
+    file.starts_with("amazon/") || file.starts_with("criteo/")
+}
+
+/// Each input file of the fixture made by `make`: as it is, and gzipped where the
+/// recipe takes that. Calls `check(fixture, file)` on a fresh fixture for each.
+fn for_each_input(make: Make, mut check: impl FnMut(Fixture, &str)) {
+    for file in make().files.keys() {
+        for gz in [false, true] {
+            if gz && !takes_gz(file) {
+                continue;
+            }
+            let mut fx = make();
+            let name = if gz { fx.gzip(file) } else { file.clone() };
+            check(fx, &name);
+        }
+    }
+}
+
+fn dataset_or_error(fx: &Fixture, what: &str) -> Vec<(String, Vec<u8>)> {
+    match fx.run() {
+        Ok(p) => common::dataset_files(&p.dir),
+        Err(e) => panic!("{what}: {e:#}"),
+    }
+}
+
+#[test]
+fn bom_and_crlf_give_the_same_dataset_for_every_input() {
+    for (name, make) in fixtures() {
+        let want = dataset_or_error(&make(), name);
+        for (bom, crlf) in [(true, false), (false, true), (true, true)] {
+            let edit = |fx: &mut Fixture, file: &str| {
+                let lines = fx.file_mut(file);
+                if crlf {
+                    lines.iter_mut().for_each(|l| l.push(b'\r'));
+                }
+                if bom {
+                    lines[0].splice(0..0, BOM.iter().copied());
+                }
+            };
+            for_each_input(make, |mut fx, file| {
+                edit(&mut fx, file);
+                let what = format!("{file} with bom={bom} crlf={crlf}");
+                assert!(dataset_or_error(&fx, &what) == want, "{what}: other output");
+            });
+            let mut fx = make();
+            let files: Vec<String> = fx.files.keys().cloned().collect();
+            files.iter().for_each(|f| edit(&mut fx, f));
+            let what = format!("{name}: every file with bom={bom} crlf={crlf}");
+            assert!(dataset_or_error(&fx, &what) == want, "{what}: other output");
+        }
+    }
+}
+
+#[test]
+fn an_empty_input_is_an_error_naming_it() {
+    let empties: [Vec<Vec<u8>>; 5] = [
+        vec![],
+        vec![BOM.to_vec()],
+        vec![b"".to_vec(), b"".to_vec()],
+        vec![b"  ".to_vec(), b"\t".to_vec(), b"".to_vec()],
+        vec![[BOM, b"\r"].concat(), b"\r".to_vec()],
+    ];
+    for (_, make) in fixtures() {
+        for content in &empties {
+            for_each_input(make, |mut fx, file| {
+                *fx.file_mut(file) = content.clone();
+                let e = fx.fails();
+                let path = fx.raw().join(file);
+                assert_has(&e, &[&format!("{}: no data lines", path.display())]);
+            });
+        }
+    }
+}
+
+#[test]
+fn a_cut_input_is_an_error_naming_it() {
+    for (_, make) in fixtures() {
+        for_each_input(make, |fx, file| {
+            if !takes_gz(file) {
+                // A MovieLens line cut inside its last field can still be valid.
+                return;
+            }
+            let len = fx.bytes(file).len();
+            let cuts = if file.ends_with(".gz") {
+                // In the header, in the compressed data, in the trailer.
+                vec![5, len / 2, len - 4]
+            } else {
+                // Half of the last line.
+                let last = fx.files[file].last().unwrap().len();
+                vec![len - 1 - last / 2]
+            };
+            for cut in cuts {
+                let mut fx = Fixture {
+                    tmp: tempfile::tempdir().unwrap(),
+                    cfg: fx.cfg.clone(),
+                    files: fx.files.clone(),
+                    cut: BTreeMap::from([(file.to_string(), cut)]),
+                };
+                fx.cfg.data.raw_dir = fx.tmp.path().join("raw");
+                fx.cfg.data.prepared_dir = fx.tmp.path().join("prepared");
+                let e = fx.fails();
+                let base = Path::new(file).file_name().unwrap().to_string_lossy();
+                if file.ends_with(".gz") {
+                    assert_has(&e, &[&base]);
+                } else {
+                    assert_place(&e, &base, fx.files[file].len(), None);
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn plain_and_gzipped_copies_of_one_input_are_ambiguous() {
+    for (make, file) in [
+        (Fixture::amazon as Make, MI),
+        (Fixture::amazon, MI_META),
+        (Fixture::amazon, DM),
+        (Fixture::criteo, CRITEO),
+    ] {
+        let mut fx = make();
+        let copy = fx.files[file].clone();
+        fx.files.insert(format!("{file}.gz"), copy);
+        let e = fx.fails();
+        let plain = fx.raw().join(file);
+        assert_has(
+            &e,
+            &[
+                "ambiguous",
+                &plain.display().to_string(),
+                &format!("{}.gz", plain.display()),
+            ],
+        );
+    }
+    // A configured Criteo file is not ambiguous.
+    let mut fx = Fixture::criteo();
+    let copy = fx.files[CRITEO].clone();
+    fx.files.insert(format!("{CRITEO}.gz"), copy);
+    fx.cfg.data.criteo.file = Some(fx.raw().join(CRITEO));
+    fx.succeeds();
+}
+
+// ---------------------------------------------------------------------------
+// Repeated (user, item) pairs: an error for MovieLens, kept with a warning for
+// Amazon.
+// ---------------------------------------------------------------------------
+
+#[track_caller]
+fn assert_repeats(err: &str, file: &str, count: usize, first: &str, again: &str) {
+    assert_place(
+        err,
+        file,
+        again.rsplit(' ').next().unwrap().parse().unwrap(),
+        None,
+    );
+    assert_has(
+        err,
+        &[
+            &format!("{count} repeated"),
+            &format!("is on {first} and again on {again}"),
+        ],
+    );
+}
+
+#[test]
+fn movielens_repeated_pairs_are_errors_naming_both_lines() {
+    for (make, file, sep) in [
+        (Fixture::ml100k as Make, U_DATA, "\t"),
+        (Fixture::ml1m, RATINGS, "::"),
+    ] {
+        let base = &file[file.find('/').unwrap() + 1..];
+        let n = make().files[file].len();
+        // One line repeated at the end.
+        for k in [1, n / 2, n] {
+            let mut fx = make();
+            let line = fx.files[file][k - 1].clone();
+            fx.file_mut(file).push(line);
+            let e = fx.fails();
+            assert_repeats(
+                &e,
+                base,
+                1,
+                &format!("line {k}"),
+                &format!("line {}", n + 1),
+            );
+        }
+        // The whole file twice.
+        let mut fx = make();
+        let all = fx.files[file].clone();
+        fx.file_mut(file).extend(all);
+        let e = fx.fails();
+        assert_repeats(&e, base, n, "line 1", &format!("line {}", n + 1));
+        // The same pair with another rating and time, before the original.
+        let mut fx = make();
+        let orig = fx.line(file, 10);
+        let f: Vec<&str> = orig.split(sep).collect();
+        let rating: u32 = f[2].parse().unwrap();
+        let other = [f[0], f[1], &(rating % 5 + 1).to_string(), "1"].join(sep);
+        fx.insert(file, 3, other);
+        let e = fx.fails();
+        assert_repeats(&e, base, 1, "line 3", "line 11");
+    }
+}
+
+/// A parquet file of `rows` rows with the given columns (integers or UTF-8 text).
+fn write_parquet(path: &Path, columns: &[(&str, Column)]) {
+    use parquet::basic::{ConvertedType, Repetition, Type as Physical};
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::types::Type;
+    use std::sync::Arc;
+    let fields = columns
+        .iter()
+        .map(|(name, col)| {
+            let t = match col {
+                Column::Int(_) => Type::primitive_type_builder(name, Physical::INT64),
+                Column::Text(_) => Type::primitive_type_builder(name, Physical::BYTE_ARRAY)
+                    .with_converted_type(ConvertedType::UTF8),
+            };
+            Arc::new(t.with_repetition(Repetition::REQUIRED).build().unwrap())
+        })
+        .collect();
+    let schema = Type::group_type_builder("schema")
+        .with_fields(fields)
+        .build()
+        .unwrap();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let props = Arc::new(WriterProperties::builder().build());
+    let file = fs::File::create(path).unwrap();
+    let mut w = SerializedFileWriter::new(file, Arc::new(schema), props).unwrap();
+    if columns.first().is_some_and(|(_, c)| c.len() > 0) {
+        let mut rg = w.next_row_group().unwrap();
+        for (_, col) in columns {
+            let mut c = rg.next_column().unwrap().unwrap();
+            match col {
+                Column::Int(v) => {
+                    c.typed::<Int64Type>().write_batch(v, None, None).unwrap();
+                }
+                Column::Text(v) => {
+                    let v: Vec<ByteArray> = v.iter().map(|s| ByteArray::from(s.as_str())).collect();
+                    c.typed::<ByteArrayType>()
+                        .write_batch(&v, None, None)
+                        .unwrap();
+                }
+            }
+            c.close().unwrap();
+        }
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+}
+
+enum Column {
+    Int(Vec<i64>),
+    Text(Vec<String>),
+}
+
+impl Column {
+    fn len(&self) -> usize {
+        match self {
+            Column::Int(v) => v.len(),
+            Column::Text(v) => v.len(),
+        }
+    }
+}
+
+/// The columns of a GroupLens 100k file as the parquet copy names and types them.
+fn parquet_columns(file: &str, lines: &[Vec<u8>]) -> Vec<(&'static str, Column)> {
+    use llmctr::data::movielens::GENRES;
+    // u.item is Latin-1; the others are ASCII.
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            let text: String = l.iter().map(|&b| char::from(b)).collect();
+            let sep = if file == U_DATA { '\t' } else { '|' };
+            text.split(sep).map(str::to_string).collect()
+        })
+        .collect();
+    let int = |j: usize| Column::Int(rows.iter().map(|r| r[j].parse().unwrap()).collect());
+    let text = |j: usize| Column::Text(rows.iter().map(|r| r[j].clone()).collect());
+    match file {
+        U_USER => vec![
+            ("user_id", int(0)),
+            ("age", int(1)),
+            ("gender", text(2)),
+            ("occupation", text(3)),
+            ("zip_code", text(4)),
+        ],
+        U_ITEM => {
+            let mut cols = vec![
+                ("movie_id", int(0)),
+                ("movie_title", text(1)),
+                ("release_date", text(2)),
+            ];
+            cols.extend(
+                GENRES
+                    .iter()
+                    .enumerate()
+                    .map(|(g, name)| (*name, int(5 + g))),
+            );
+            cols
+        }
+        _ => vec![
+            ("user_id", int(0)),
+            ("movie_id", int(1)),
+            ("rating", int(2)),
+            ("timestamp", int(3)),
+        ],
+    }
+}
+
+/// The ml100k fixture as the parquet copy, with `edit` applied to the lines of
+/// each GroupLens file before conversion.
+fn parquet_fixture(edit: impl Fn(&str, &mut Vec<Vec<u8>>)) -> Fixture {
+    use llmctr::data::movielens::PARQUET_FILES;
+    let mut fx = Fixture::ml100k();
+    fx.cfg.data.source = SourceKind::Parquet;
+    for (file, name) in [U_DATA, U_USER, U_ITEM].iter().zip(PARQUET_FILES) {
+        let mut lines = fx.files.remove(*file).unwrap();
+        edit(file, &mut lines);
+        let path = fx.raw().join("ml-100k").join(name);
+        write_parquet(&path, &parquet_columns(file, &lines));
+    }
+    fx
+}
+
+#[test]
+fn parquet_copy_empty_tables_and_repeated_pairs_are_errors() {
+    use llmctr::data::movielens::PARQUET_FILES;
+    // The conversion is faithful: the same dataset as the GroupLens files.
+    let want = dataset_or_error(&Fixture::ml100k(), "GroupLens");
+    assert!(dataset_or_error(&parquet_fixture(|_, _| {}), "parquet") == want);
+    for (file, name) in [U_DATA, U_USER, U_ITEM].iter().zip(PARQUET_FILES) {
+        let fx = parquet_fixture(|f, lines| {
+            if f == *file {
+                lines.clear();
+            }
+        });
+        let e = fx.fails();
+        assert_has(&e, &[name, "no rows"]);
+    }
+    let n = ml_ratings().len();
+    for (repeat, first, again) in [(vec![1], 1, n + 1), (vec![7, 2], 7, n + 1)] {
+        let fx = parquet_fixture(|f, lines| {
+            if f == U_DATA {
+                for &k in &repeat {
+                    let line = lines[k - 1].clone();
+                    lines.push(line);
+                }
+            }
+        });
+        let e = fx.fails();
+        assert_has(
+            &e,
+            &[
+                &format!(
+                    "{}: row {again}: {} repeated",
+                    PARQUET_FILES[0],
+                    repeat.len()
+                ),
+                &format!("is on row {first} and again on row {again}"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn amazon_repeated_review_lines_are_kept_with_a_warning() {
+    for repeat in [vec![], vec![2], vec![1, 5, 5, 7, 2, 3, 12]] {
+        let mut fx = Fixture::amazon();
+        let n = fx.files[MI].len();
+        for &k in &repeat {
+            let line = fx.files[MI][k - 1].clone();
+            fx.file_mut(MI).push(line);
+        }
+        fx.write();
+        let cfg_file = fx.tmp.path().join("run.toml");
+        fs::write(&cfg_file, fx.cfg.to_toml()).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .args(["data", "prepare", "--config"])
+            .arg(&cfg_file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let warning = stderr.lines().find(|l| l.starts_with("warning:"));
+        if repeat.is_empty() {
+            assert_eq!(warning, None);
+        } else {
+            let w = warning.unwrap_or_else(|| panic!("no warning: {stderr}"));
+            let path = fx.raw().join(MI);
+            let mut parts = vec![
+                format!("{}:", path.display()),
+                format!("{} lines repeat", repeat.len()),
+                "kept".to_string(),
+            ];
+            for (j, k) in repeat.iter().enumerate().take(5) {
+                parts.push(format!("line {} (first on line {k})", n + 1 + j));
+            }
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            assert_has(w, &parts);
+            assert_eq!(w.contains("..."), repeat.len() > 5, "{w}");
+        }
+        let meta: serde_json::Value = serde_json::from_slice(
+            &fs::read(
+                fx.cfg
+                    .data
+                    .prepared_dir
+                    .join(&fx.cfg.data.recipe)
+                    .join("meta.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let rows: u64 = ["train", "valid", "test"]
+            .iter()
+            .map(|s| meta["splits"][s]["rows"].as_u64().unwrap())
+            .sum();
+        assert_eq!(rows as usize, 24 + repeat.len(), "one row per review line");
+    }
 }

@@ -305,3 +305,69 @@ fn ml1m_recipes_from_grouplens_files() {
         "Latin-1 decoded: {titles:?}"
     );
 }
+
+/// `u.item` / `movies.dat` converted to UTF-8 (with or without a byte-order mark)
+/// give the same dataset as the Latin-1 originals: titles are not mojibake.
+#[test]
+fn utf8_and_latin1_item_files_give_the_same_titles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let latin1 = |s: &str| -> Vec<u8> {
+        s.chars()
+            .map(|c| u8::try_from(u32::from(c)).unwrap())
+            .collect()
+    };
+    for (recipe, dir, file) in [
+        ("ml100k-gender", "ml-100k", "u.item"),
+        ("ml1m-gender", "ml-1m", "movies.dat"),
+    ] {
+        let mut outputs = Vec::new();
+        for (k, encode) in ["latin1", "utf8", "bom+utf8"].iter().enumerate() {
+            let raw = tmp.path().join(format!("{dir}-{k}"));
+            if dir == "ml-100k" {
+                write_small_ml100k(&raw.join(dir), 20, 12);
+            } else {
+                write_ml1m(&raw.join(dir));
+            }
+            let path = raw.join(dir).join(file);
+            // The writers' files are Latin-1; every title gets "Misérables".
+            let text: String = std::fs::read(&path)
+                .unwrap()
+                .iter()
+                .map(|&b| char::from(b))
+                .collect::<String>()
+                .replace("Film ", "Les Misérables ")
+                .replace("Toy Story", "Les Misérables 1")
+                .replace("Jumanji", "Les Misérables 2");
+            assert!(text.contains("Misérables"));
+            let bytes = match *encode {
+                "latin1" => latin1(&text),
+                "utf8" => text.into_bytes(),
+                _ => [b"\xEF\xBB\xBF".to_vec(), text.into_bytes()].concat(),
+            };
+            std::fs::write(&path, bytes).unwrap();
+            let p = prepare(
+                &config(recipe, &raw, &tmp.path().join(format!("out-{k}"))),
+                false,
+            )
+            .unwrap();
+            let titles: Vec<String> = p
+                .meta
+                .domains
+                .iter()
+                .flat_map(|d| d.train_stats.example_titles.clone())
+                .collect();
+            assert!(
+                titles.iter().any(|t| t.contains("Misérables"))
+                    && titles
+                        .iter()
+                        .all(|t| !t.contains('Ã') && !t.contains('\u{fffd}')),
+                "{file} as {encode}: {titles:?}"
+            );
+            outputs.push(dataset_files(&p.dir));
+        }
+        assert!(
+            outputs.iter().all(|o| *o == outputs[0]),
+            "{file}: encodings differ"
+        );
+    }
+}

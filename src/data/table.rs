@@ -10,11 +10,14 @@
 //!   number values by first appearance in the ordered train split;
 //! - statistics: train split only.
 
+use super::error::Place;
 use super::meta::{DomainStats, FieldKind, FieldMeta, Liked, SplitCounts};
 use super::shard::ColumnData;
 use super::split::{Split, fnv1a64};
 use anyhow::{Result, bail};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
 
 const MISSING: u32 = u32::MAX;
 
@@ -378,6 +381,47 @@ fn row_codes(col: &Column, r: usize) -> &[u32] {
     match col.def.kind {
         FieldKind::Categorical => std::slice::from_ref(&col.codes[r]),
         FieldKind::MultiHot => &col.codes[col.offsets[r] as usize..col.offsets[r + 1] as usize],
+    }
+}
+
+/// Rows whose key (a (user, item) pair) an earlier row already has.
+pub struct Repeats<K> {
+    first: HashMap<K, Place>,
+    /// Rows that repeat an earlier row's key.
+    pub count: u64,
+    /// The first few repeats, in input order: (key, place of the first row with
+    /// the key, place of the repeat).
+    pub examples: Vec<(K, Place, Place)>,
+}
+
+impl<K: Hash + Eq> Default for Repeats<K> {
+    fn default() -> Self {
+        Repeats {
+            first: HashMap::new(),
+            count: 0,
+            examples: Vec::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Repeats<K> {
+    /// How many repeats [`Repeats::examples`] keeps.
+    pub const EXAMPLES: usize = 5;
+
+    /// Note a row's key and place.
+    pub fn see(&mut self, key: K, place: Place) {
+        match self.first.entry(key) {
+            Entry::Vacant(e) => {
+                e.insert(place);
+            }
+            Entry::Occupied(e) => {
+                self.count += 1;
+                if self.examples.len() < Self::EXAMPLES {
+                    self.examples
+                        .push((e.key().clone(), e.get().clone(), place));
+                }
+            }
+        }
     }
 }
 

@@ -40,24 +40,77 @@ struct Stamp {
     inputs: Vec<InputStamp>,
 }
 
-/// An input file's content hash, with the size and modification time it had when
-/// hashed: an unchanged (size, mtime) reuses the hash, as git's index does.
-#[derive(Serialize, Deserialize, Clone)]
+/// An input file's content hash, with what `stat` said of the file when it was
+/// hashed: an unchanged (size, mtime, inode, ctime) reuses the hash, as git's index
+/// does. The mtime alone can be set back (`cp -p`, `rsync -t`, `touch -r`); the
+/// ctime cannot, and replacing a file by renaming changes its inode. As in git, a
+/// file changed shortly before it was hashed is hashed again: a second change within
+/// the file system's timestamp granularity would leave the ctime as it was.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
 struct InputStamp {
     file: String,
     size: u64,
     mtime_ns: u128,
+    /// Absent from stamps written before they were recorded: never matches.
+    #[serde(default)]
+    inode: u64,
+    #[serde(default)]
+    ctime: i64,
+    #[serde(default)]
+    ctime_nsec: i64,
+    /// When the hash was taken (ns since the epoch).
+    #[serde(default)]
+    hashed_ns: i128,
     sha256: String,
 }
 
-fn stat(path: &Path) -> Result<(u64, u128)> {
-    let m = std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
-    let mtime = m
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    Ok((m.len(), mtime))
+/// A file whose ctime is less than this before its hash was taken is hashed again.
+const RACY_NS: i128 = 2_000_000_000;
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+impl InputStamp {
+    /// The stamp of `path` as it is now, with the hash of `known` when that was
+    /// taken of the same file in the same state, else a fresh hash.
+    fn take(path: &Path, known: Option<&Stamp>) -> Result<InputStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m =
+            std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+        let mut now = InputStamp {
+            file: path.display().to_string(),
+            size: m.len(),
+            mtime_ns: m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos()),
+            inode: m.ino(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+            hashed_ns: 0,
+            sha256: String::new(),
+        };
+        let ctime_ns = i128::from(now.ctime) * 1_000_000_000 + i128::from(now.ctime_nsec);
+        let same = |i: &&InputStamp| i.state() == now.state() && ctime_ns + RACY_NS < i.hashed_ns;
+        (now.sha256, now.hashed_ns) = match known.and_then(|k| k.inputs.iter().find(same)) {
+            Some(i) => (i.sha256.clone(), i.hashed_ns),
+            None => {
+                let at = now_ns();
+                (sha256_file(path)?, at)
+            }
+        };
+        Ok(now)
+    }
+
+    /// Everything but the hash.
+    fn state(&self) -> (&str, u64, u128, u64, i64, i64) {
+        let s = self;
+        (&s.file, s.size, s.mtime_ns, s.inode, s.ctime, s.ctime_nsec)
+    }
 }
 
 fn read_stamp(out: &Path) -> Option<Stamp> {
@@ -75,23 +128,7 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
     let mut hashed = Vec::new();
     for f in inputs.files() {
         require(&f, inputs.hint())?;
-        let file = f.display().to_string();
-        let (size, mtime_ns) = stat(&f)?;
-        let known = previous.as_ref().and_then(|p| {
-            p.inputs
-                .iter()
-                .find(|i| i.file == file && i.size == size && i.mtime_ns == mtime_ns)
-        });
-        let sha256 = match known {
-            Some(i) => i.sha256.clone(),
-            None => sha256_file(&f)?,
-        };
-        hashed.push(InputStamp {
-            file,
-            size,
-            mtime_ns,
-            sha256,
-        });
+        hashed.push(InputStamp::take(&f, previous.as_ref())?);
     }
     let settings = match &recipe {
         Recipe::Criteo => toml::to_string(&cfg.data.criteo)?,
@@ -105,6 +142,18 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
     let fingerprint = sha256_bytes(fp.as_bytes());
 
     if !force && let Some(meta) = up_to_date(&out, previous.as_ref(), &fingerprint) {
+        // Hashes taken again (a file touched, or hashed too soon after a change)
+        // are kept, so the next run can reuse them.
+        if previous.as_ref().is_some_and(|p| p.inputs != hashed) {
+            let stamp = Stamp {
+                fingerprint,
+                inputs: hashed,
+            };
+            write_atomic(
+                &out.join("stamp.json"),
+                serde_json::to_string_pretty(&stamp)?.as_bytes(),
+            )?;
+        }
         return Ok(Prepared {
             dir: out,
             meta,
@@ -241,7 +290,7 @@ impl Inputs {
             Recipe::Amazon { categories } => {
                 Inputs::Amazon(amazon::locate(&raw.join("amazon"), categories)?)
             }
-            Recipe::Criteo => Inputs::Criteo(cfg.data.criteo_file()),
+            Recipe::Criteo => Inputs::Criteo(criteo::locate(raw, cfg.data.criteo.file.as_deref())?),
         })
     }
 
