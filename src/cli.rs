@@ -3,7 +3,7 @@
 use crate::config::{Config, SourceKind};
 use crate::data::fetch::{self, AssetName};
 use crate::stages::prepare;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -205,7 +205,7 @@ pub struct EmbedArgs {
 pub struct CompareArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Models to train (default: all eight).
+    /// Models to train (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub models: Vec<crate::models::config::ModelName>,
     /// Recipes (default: ml100k-age3,ml100k-occupation).
@@ -349,6 +349,7 @@ impl TrainArgs {
         if !self.holdout_domains.is_empty() {
             cfg.data.holdout_domains = self.holdout_domains.clone();
         }
+        validate_with_flags(&cfg)?;
         Ok(cfg)
     }
 }
@@ -373,8 +374,15 @@ impl PrepareArgs {
         if self.no_fetch {
             d.fetch = false;
         }
+        validate_with_flags(&cfg)?;
         Ok(cfg)
     }
+}
+
+/// Validate the settings again once the command-line flags are applied.
+fn validate_with_flags(cfg: &Config) -> Result<()> {
+    cfg.validate()
+        .context("with the command-line flags applied")
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -403,6 +411,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(p) = args.models_dir {
                 cfg.data.models_dir = p;
             }
+            validate_with_flags(&cfg)?;
             let assets = if args.assets.is_empty() {
                 vec![AssetName::All]
             } else {
@@ -425,7 +434,19 @@ pub fn run(cli: Cli) -> Result<()> {
             print_final(m.as_ref());
             Ok(())
         }
-        Command::Compare(args) => crate::stages::compare::compare(&args),
+        Command::Compare(args) => {
+            // compare() reads the file again and sets only these per run.
+            let mut cfg = Config::load(args.config.config.as_deref())?;
+            if let Some(d) = &args.runs_dir {
+                cfg.train.runs_dir = d.clone();
+            }
+            for r in &args.recipes {
+                cfg.data.recipe = r.clone();
+                validate_with_flags(&cfg)?;
+            }
+            validate_with_flags(&cfg)?;
+            crate::stages::compare::compare(&args)
+        }
         Command::Run(args) => {
             let cfg = Config::load(Some(&args.config))?;
             let s = crate::stages::run::run(&cfg)?;
@@ -477,6 +498,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if !args.holdout_domains.is_empty() {
                 cfg.data.holdout_domains = args.holdout_domains.clone();
             }
+            validate_with_flags(&cfg)?;
             let r = crate::stages::pool::pool(&cfg)?;
             println!(
                 "pool {} of {}: {}{} in {:.1} s",
@@ -540,6 +562,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if !args.holdout_domains.is_empty() {
                 cfg.data.holdout_domains = args.holdout_domains.clone();
             }
+            validate_with_flags(&cfg)?;
             let Some(r) = crate::stages::embed::embed(&cfg, args.resume, args.stop_after_epochs)?
             else {
                 println!("stopped; continue with --resume");

@@ -1,10 +1,16 @@
 //! Run configuration: TOML files in `configs/`, deserialised into typed structs.
 //! Every key has a documented default; an unknown key or a wrong type is an error
 //! naming the key and the file; command-line flags override the file; every run
-//! writes the fully resolved config next to its outputs.
+//! writes the fully resolved config next to its outputs. [`Config::validate`]
+//! checks every setting's range once, after the file is read and again after the
+//! flags are applied; [`check_finite`] refuses numeric input files holding NaN or
+//! infinities.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -22,7 +28,7 @@ pub struct Config {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Recipe name from specs/data.md. Default `ml100k-occupation`.
+    /// Recipe name from docs/data.md. Default `ml100k-occupation`.
     pub recipe: String,
     /// Raw inputs: `<raw_dir>/ml-100k`, `<raw_dir>/ml-1m`, `<raw_dir>/amazon`,
     /// `<raw_dir>/criteo`. Default `data/raw`.
@@ -96,13 +102,33 @@ impl Default for CriteoConfig {
 
 impl Config {
     /// Load a config file; `None` gives the defaults.
+    /// Load a config file; `None` gives the defaults. The settings are validated.
     pub fn load(path: Option<&Path>) -> Result<Config> {
         let Some(path) = path else {
-            return Ok(Config::default());
+            let c = Config::default();
+            c.validate()?;
+            return Ok(c);
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+        let c = Self::parse(&text).with_context(|| format!("in config file {}", path.display()))?;
+        c.validate()
+            .with_context(|| format!("in config file {}", path.display()))?;
+        Ok(c)
+    }
+
+    /// Check every setting of every section: numbers finite and in range, counts
+    /// at least 1 where zero means nothing, folders that are not files, names that
+    /// parse. Each problem is `<section.key> = <value>: <what is allowed>`.
+    pub fn validate(&self) -> Result<()> {
+        let mut c = Checks::default();
+        self.data.validate(&mut c);
+        self.model.validate(&mut c);
+        self.train.validate(&mut c);
+        self.embed.validate(&mut c);
+        self.pool.validate(&mut c);
+        validate_ablate(&self.ablate, &mut c);
+        c.finish()
     }
 
     pub fn parse(text: &str) -> Result<Config> {
@@ -172,13 +198,200 @@ pub fn check_reusable(dir: &Path, cfg: &Config, stage: Stage) -> Result<()> {
     Ok(())
 }
 
-impl DataConfig {
-    pub fn criteo_file(&self) -> PathBuf {
-        self.criteo
-            .file
-            .clone()
-            .unwrap_or_else(|| self.raw_dir.join("criteo").join("train.txt"))
+/// Collects the problems of a config's settings, each naming its dotted key.
+#[derive(Default)]
+pub struct Checks {
+    problems: Vec<String>,
+}
+
+impl Checks {
+    /// Record `<key> = <value>: <allowed>`.
+    pub fn bad(&mut self, key: &str, value: impl Display, allowed: impl Display) {
+        self.problems.push(format!("{key} = {value}: {allowed}"));
     }
+
+    /// A finite number > 0.
+    pub fn positive(&mut self, key: &str, v: f64) {
+        if !(v.is_finite() && v > 0.0) {
+            self.bad(key, v, "must be a finite number > 0");
+        }
+    }
+
+    /// A finite number ≥ 0.
+    pub fn non_negative(&mut self, key: &str, v: f64) {
+        if !(v.is_finite() && v >= 0.0) {
+            self.bad(key, v, "must be a finite number ≥ 0");
+        }
+    }
+
+    /// A probability in [0, 1).
+    pub fn fraction(&mut self, key: &str, v: f64) {
+        if !(0.0..1.0).contains(&v) {
+            self.bad(key, v, "must be in [0, 1)");
+        }
+    }
+
+    /// A count where zero means nothing.
+    pub fn at_least_one(&mut self, key: &str, v: usize) {
+        if v == 0 {
+            self.bad(key, v, "must be at least 1");
+        }
+    }
+
+    /// Layer widths: every entry at least 1 (and at least one entry if `nonempty`).
+    pub fn widths(&mut self, key: &str, v: &[usize], nonempty: bool) {
+        if nonempty && v.is_empty() {
+            self.bad(key, "[]", "needs at least one layer");
+        }
+        if let Some(i) = v.iter().position(|&w| w == 0) {
+            self.bad(
+                key,
+                format!("{v:?}"),
+                format!("entry {i} is 0; widths must be at least 1"),
+            );
+        }
+    }
+
+    /// A folder to read or write: it may be missing, but not a file.
+    pub fn dir(&mut self, key: &str, p: &Path) {
+        if p.exists() && !p.is_dir() {
+            self.bad(
+                key,
+                format!("{:?}", p.display().to_string()),
+                "is a file, not a folder",
+            );
+        }
+    }
+
+    /// A file to read: a folder there is an error (a missing file is reported where it is read).
+    pub fn file(&mut self, key: &str, p: &Path) {
+        if p.is_dir() {
+            self.bad(
+                key,
+                format!("{:?}", p.display().to_string()),
+                "is a folder, not a file",
+            );
+        }
+    }
+
+    /// A run name: one non-empty path component.
+    pub fn run_name(&mut self, key: &str, name: Option<&str>) {
+        if let Some(n) = name
+            && (n.trim().is_empty() || n == "." || n == ".." || n.contains(['/', '\\']))
+        {
+            self.bad(
+                key,
+                format!("{n:?}"),
+                "must be one non-empty folder name (no `/`)",
+            );
+        }
+    }
+
+    /// A recipe name.
+    pub fn recipe(&mut self, key: &str, name: &str) {
+        if let Err(e) = name.parse::<crate::data::recipe::Recipe>() {
+            self.bad(key, format!("{name:?}"), e);
+        }
+    }
+
+    /// All problems found, one per line, or Ok.
+    pub fn finish(self) -> Result<()> {
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        bail!("invalid settings:\n  {}", self.problems.join("\n  "))
+    }
+}
+
+impl DataConfig {
+    fn validate(&self, c: &mut Checks) {
+        c.recipe("data.recipe", &self.recipe);
+        c.dir("data.raw_dir", &self.raw_dir);
+        c.dir("data.prepared_dir", &self.prepared_dir);
+        c.dir("data.models_dir", &self.models_dir);
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in self.holdout_domains.iter().enumerate() {
+            if d.trim().is_empty() {
+                c.bad(
+                    &format!("data.holdout_domains[{i}]"),
+                    format!("{d:?}"),
+                    "must name a domain",
+                );
+            } else if !seen.insert(d) {
+                c.bad(
+                    &format!("data.holdout_domains[{i}]"),
+                    format!("{d:?}"),
+                    "is named twice",
+                );
+            }
+        }
+        let k = &self.criteo;
+        if let Some(f) = &k.file {
+            c.file("data.criteo.file", f);
+        }
+        let is_column = (1..=13)
+            .map(|i| format!("I{i}"))
+            .chain((1..=26).map(|i| format!("C{i}")))
+            .any(|n| n == k.domain_field);
+        if !is_column {
+            c.bad(
+                "data.criteo.domain_field",
+                format!("{:?}", k.domain_field),
+                "must be a Criteo column, I1-I13 or C1-C26",
+            );
+        }
+        c.at_least_one("data.criteo.top_domains", k.top_domains);
+        c.at_least_one("data.criteo.shard_rows", k.shard_rows);
+    }
+}
+
+fn validate_ablate(a: &crate::stages::ablate::AblateConfig, c: &mut Checks) {
+    for (i, r) in a.recipes.iter().enumerate() {
+        c.recipe(&format!("ablate.recipes[{i}]"), r);
+    }
+    for (i, t) in a.templates.iter().enumerate() {
+        c.file(&format!("ablate.templates[{i}]"), t);
+    }
+    if let Some(r) = &a.holdout_recipe {
+        c.recipe("ablate.holdout_recipe", r);
+    }
+    c.file("ablate.holdout_template", &a.holdout_template);
+    c.dir("ablate.out_dir", &a.out_dir);
+}
+
+/// Refuse a tensor read from `file` (named `name` there) that holds NaN or an
+/// infinity, naming the first such value's index.
+pub fn check_finite(t: &Tensor, file: &Path, name: &str) -> Result<()> {
+    let v = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let Some(i) = v.iter().position(|x| !x.is_finite()) else {
+        return Ok(());
+    };
+    // The flat index as one index per dimension.
+    let mut idx = vec![0; t.rank()];
+    let mut rest = i;
+    for (k, &d) in t.dims().iter().enumerate().rev() {
+        idx[k] = rest % d.max(1);
+        rest /= d.max(1);
+    }
+    bail!(
+        "{}: tensor `{name}` {:?} holds {} at index {idx:?}; every value must be a finite number",
+        file.display(),
+        t.dims(),
+        v[i]
+    )
+}
+
+/// A safetensors file's tensors; an unreadable or truncated file is an error naming it.
+pub fn load_safetensors(file: &Path) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load(file, &candle_core::Device::Cpu).with_context(|| {
+        format!(
+            "cannot read {} (missing, truncated or not a safetensors file)",
+            file.display()
+        )
+    })
 }
 
 #[cfg(test)]

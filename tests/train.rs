@@ -267,7 +267,7 @@ fn malformed_shards_are_refused_naming_the_file_and_column() {
     }
 }
 
-/// The parameter counts the README compares with the PyTorch reference are the
+/// The parameter counts docs/models.md compares with the PyTorch reference are the
 /// same models': the count the reference recorded in its benchmark output
 /// (notebooks/reference/results) equals ours on MovieLens-100k by occupation.
 #[test]

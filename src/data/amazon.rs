@@ -1,4 +1,4 @@
-//! Amazon Reviews 2018 recipe (`amazon-<cat1>+<cat2>+...`) of `specs/data.md`:
+//! Amazon Reviews 2018 recipe (`amazon-<cat1>+<cat2>+...`) of `docs/data.md`:
 //! per-category 5-core JSON-lines files (`reviewerID`, `asin`, `overall`,
 //! `unixReviewTime`), optional `meta_<Category>.json` (`asin`, `title`, `category`,
 //! `brand`). Each category file is one domain, numbered in the order given.

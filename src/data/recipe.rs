@@ -1,4 +1,4 @@
-//! Recipe names of `specs/data.md`, parsed.
+//! Recipe names of `docs/data.md`, parsed.
 
 use super::movielens::{DomainKind, Version};
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The language-independent split of `specs/data.md`: FNV-1a 64 of a row key,
+//! The language-independent split of `docs/data.md`: FNV-1a 64 of a row key,
 //! bucket = hash mod 10 (0–7 train, 8 valid, 9 test). No random generator, so
 //! any implementation in any language gets the same rows in the same split.
 
@@ -56,7 +56,7 @@ mod tests {
 
     #[test]
     fn check_value_of_the_spec() {
-        // specs/data.md: key "196:242" → h = 11112527882080221541 → bucket 1 (train).
+        // docs/data.md: key "196:242" → h = 11112527882080221541 → bucket 1 (train).
         let h = fnv1a64(b"196:242");
         assert_eq!(h, 11_112_527_882_080_221_541);
         assert_eq!(h % 10, 1);

@@ -1,7 +1,7 @@
 //! In-memory assembly of a prepared dataset (MovieLens, Amazon): rows are pushed
 //! with raw string values, then split, ordered, id-encoded and summarised.
 //!
-//! Rules (identical for every in-memory recipe, documented in the README):
+//! Rules (identical for every in-memory recipe, specified in docs/data.md):
 //! - split: FNV-1a of the row key (see [`split`](super::split));
 //! - row order within a split: by timestamp, then key hash, then input order — so the
 //!   output does not depend on the order of rows in the input files;

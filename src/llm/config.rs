@@ -69,12 +69,63 @@ impl LlamaConfig {
         self.attention_bias || self.model_type.as_deref() == Some("qwen2")
     }
 
+    /// The shape of every weight the decoder reads, by Hugging Face name.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, v, i) = (self.hidden_size, self.vocab_size, self.intermediate_size);
+        let q = self.num_attention_heads * self.head_dim();
+        let kv = self.kv_heads() * self.head_dim();
+        let mut out = vec![
+            ("model.embed_tokens.weight".to_string(), vec![v, h]),
+            ("model.norm.weight".to_string(), vec![h]),
+        ];
+        if !self.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), vec![v, h]));
+        }
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let mut put = |name: &str, shape: Vec<usize>| out.push((format!("{p}.{name}"), shape));
+            put("self_attn.q_proj.weight", vec![q, h]);
+            put("self_attn.k_proj.weight", vec![kv, h]);
+            put("self_attn.v_proj.weight", vec![kv, h]);
+            put("self_attn.o_proj.weight", vec![h, q]);
+            if self.qkv_bias() {
+                put("self_attn.q_proj.bias", vec![q]);
+                put("self_attn.k_proj.bias", vec![kv]);
+                put("self_attn.v_proj.bias", vec![kv]);
+            }
+            put("mlp.gate_proj.weight", vec![i, h]);
+            put("mlp.up_proj.weight", vec![i, h]);
+            put("mlp.down_proj.weight", vec![h, i]);
+            put("input_layernorm.weight", vec![h]);
+            put("post_attention_layernorm.weight", vec![h]);
+        }
+        out
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
+        for (key, v) in [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("vocab_size", self.vocab_size),
+        ] {
+            if v == 0 {
+                anyhow::bail!("config: {key} = 0 must be at least 1");
+            }
+        }
+        for (key, v) in [
+            ("rms_norm_eps", self.rms_norm_eps),
+            ("rope_theta", self.rope_theta),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                anyhow::bail!("config: {key} = {v} must be a finite number > 0");
+            }
+        }
         let (h, kv) = (self.num_attention_heads, self.kv_heads());
         if h == 0 || kv == 0 || h % kv != 0 {
             anyhow::bail!("config: {h} attention heads is not a multiple of {kv} key/value heads");
         }
-        if !self.head_dim().is_multiple_of(2) {
+        if self.head_dim() == 0 || !self.head_dim().is_multiple_of(2) {
             anyhow::bail!(
                 "config: head dim {} must be even for rotary embeddings",
                 self.head_dim()

@@ -3,7 +3,7 @@
 //! (shared with the whole-stack op of `stack.rs`).
 //!
 //! candle's matmul backward also computes the gradient of the right-hand operand,
-//! frozen or not (specs/candle-notes.md), and every composed node costs a zeroed
+//! frozen or not (candle 0.11), and every composed node costs a zeroed
 //! and summed gradient buffer in backward. Here:
 //! - [`frozen_linear`]: x·Wᵀ, plus LoRA's s·(x⊙keep)·Aᵀ·Bᵀ when the projection is
 //!   adapted, one node with the gradients of x, A and B (never W);

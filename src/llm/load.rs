@@ -140,8 +140,12 @@ pub fn gguf_tensors(
 ) -> Result<(LlamaConfig, HashMap<String, Tensor>, Tok)> {
     let mut f =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let ct = gguf_file::Content::read(&mut f)
-        .with_context(|| format!("{} is not a GGUF file", path.display()))?;
+    let ct = gguf_file::Content::read(&mut f).with_context(|| {
+        format!(
+            "{}: cannot read the GGUF header (truncated, or not a GGUF file)",
+            path.display()
+        )
+    })?;
     let arch = ct
         .metadata
         .get("general.architecture")
@@ -155,7 +159,7 @@ pub fn gguf_tensors(
         .tensor_infos
         .get("token_embd.weight")
         .context("GGUF has no token_embd.weight")?;
-    let vocab = embd_info.shape.dims()[0];
+    let vocab = embd_info.shape.dims().first().copied().unwrap_or(0);
     let tied = !ct.tensor_infos.contains_key("output.weight");
     let cfg = LlamaConfig {
         hidden_size: md_u32(&ct, &a("embedding_length"))? as usize,
@@ -174,14 +178,53 @@ pub fn gguf_tensors(
         bos_token_id: None,
         eos_token_id: None,
     };
+    cfg.validate()
+        .with_context(|| format!("{}: GGUF metadata", path.display()))?;
     let names: Vec<(String, String)> = ct
         .tensor_infos
         .keys()
         .filter_map(|k| hf_name(k).map(|h| (k.clone(), h)))
         .collect();
+    // Shapes and sizes are checked before any data is read.
+    let gguf_name: HashMap<&str, &str> = names
+        .iter()
+        .map(|(g, h)| (h.as_str(), g.as_str()))
+        .collect();
+    let dims: HashMap<String, Vec<usize>> = names
+        .iter()
+        .map(|(g, h)| (h.clone(), ct.tensor_infos[g].shape.dims().to_vec()))
+        .collect();
+    check_shapes(&cfg, &dims, &|h| {
+        let g = gguf_name.get(h).copied().unwrap_or(h);
+        format!("{}: tensor `{g}` ({h})", path.display())
+    })
+    .with_context(|| format!("{} does not match its own metadata", path.display()))?;
+    let file_len = f
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    // The first tensor (in file order) that the file does not hold whole.
+    let mut by_offset: Vec<&String> = names.iter().map(|(g, _)| g).collect();
+    by_offset.sort_by_key(|g| ct.tensor_infos[*g].offset);
+    for g in by_offset {
+        let info = &ct.tensor_infos[g];
+        let (block, size) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
+        let bytes = (info.shape.elem_count() / block.max(1) * size) as u64;
+        let end = ct.tensor_data_offset + info.offset + bytes;
+        if end > file_len {
+            bail!(
+                "{}: tensor `{g}` {:?} needs bytes up to {end}, the file has {file_len}: the file is truncated",
+                path.display(),
+                info.shape.dims()
+            );
+        }
+    }
     let mut tensors = HashMap::new();
     for (g, h) in names {
-        let mut t = ct.tensor(&mut f, &g, device)?.dequantize(device)?;
+        let mut t = ct
+            .tensor(&mut f, &g, device)
+            .and_then(|q| q.dequantize(device))
+            .with_context(|| format!("{}: cannot read tensor `{g}`", path.display()))?;
         if rope == RopeLayout::HalfSplit {
             if g.ends_with("attn_q.weight") {
                 t = unpermute(&t, heads)?;
@@ -191,8 +234,53 @@ pub fn gguf_tensors(
         }
         tensors.insert(h, t);
     }
-    let tokenizer = Tok::from_gguf(&ct)?;
+    let tokenizer =
+        Tok::from_gguf(&ct).with_context(|| format!("{}: tokenizer", path.display()))?;
+    check_vocab(
+        &tokenizer,
+        &format!("{}: tokenizer.ggml.tokens", path.display()),
+        vocab,
+        &format!("{}: tensor `token_embd.weight`", path.display()),
+    )?;
     Ok((cfg, tensors, tokenizer))
+}
+
+/// Every weight the decoder reads is there with the shape `cfg` implies; `origin`
+/// names where a weight comes from (file, name there) for the error.
+fn check_shapes(
+    cfg: &LlamaConfig,
+    dims: &HashMap<String, Vec<usize>>,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    for (name, shape) in cfg.tensor_shapes() {
+        match dims.get(&name) {
+            None => bail!("no tensor `{name}`, which the config needs with shape {shape:?}"),
+            Some(d) if *d != shape => bail!(
+                "{}: shape {d:?}, expected {shape:?} (hidden {}, {} heads × {} over {} key/value heads, intermediate {}, vocabulary {})",
+                origin(&name),
+                cfg.hidden_size,
+                cfg.num_attention_heads,
+                cfg.head_dim(),
+                cfg.kv_heads(),
+                cfg.intermediate_size,
+                cfg.vocab_size
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The tokenizer's ids all have a row in the embedding matrix (`rows` rows).
+fn check_vocab(tok: &Tok, tok_origin: &str, rows: usize, embed_origin: &str) -> Result<()> {
+    let n = tok.id_count();
+    if n > rows {
+        bail!(
+            "{tok_origin}: the tokenizer has ids up to {}, but the embedding matrix ({embed_origin}) has only {rows} rows",
+            n - 1
+        );
+    }
+    Ok(())
 }
 
 /// GGUF tensor name → Hugging Face name.
@@ -231,6 +319,8 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
         &std::fs::read(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?,
     )
     .with_context(|| format!("{} is not a Llama-family config", cfg_path.display()))?;
+    cfg.validate()
+        .with_context(|| format!("in {}", cfg_path.display()))?;
     let mut files: Vec<PathBuf> = Vec::new();
     let single = dir.join("model.safetensors");
     let index = dir.join("model.safetensors.index.json");
@@ -256,14 +346,43 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
         );
     }
     let mut tensors = HashMap::new();
+    let mut file_of: HashMap<String, PathBuf> = HashMap::new();
     for f in &files {
-        tensors.extend(
-            candle_core::safetensors::load(f, device)
-                .with_context(|| format!("cannot read {}", f.display()))?,
-        );
+        let t = crate::config::load_safetensors(f)?;
+        file_of.extend(t.keys().map(|k| (k.clone(), f.clone())));
+        tensors.extend(t);
     }
+    let dims: HashMap<String, Vec<usize>> = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+        .collect();
+    check_shapes(&cfg, &dims, &|name| {
+        let f = file_of.get(name).map_or(dir, |p| p.as_path());
+        format!("{}: tensor `{name}`", f.display())
+    })
+    .with_context(|| {
+        format!(
+            "{} does not fit {}",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            cfg_path.display()
+        )
+    })?;
     let tok = dir.join("tokenizer.json");
     let tokenizer = Tok::from_file(&tok)?;
+    let embed = "model.embed_tokens.weight";
+    check_vocab(
+        &tokenizer,
+        &tok.display().to_string(),
+        cfg.vocab_size,
+        &format!(
+            "{}: tensor `{embed}`",
+            file_of.get(embed).map_or(dir, |p| p.as_path()).display()
+        ),
+    )?;
     Ok(Loaded {
         decoder: Decoder::from_tensors(cfg, RopeLayout::HalfSplit, tensors, device)?,
         tokenizer,

@@ -126,10 +126,17 @@ pub fn load(
     let cfg_path = dir.join("adapter_config.json");
     let c: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?,
-    )?;
+    )
+    .with_context(|| format!("{} is not JSON", cfg_path.display()))?;
     let st = dir.join("adapter_model.safetensors");
-    let t = candle_core::safetensors::load(&st, device)
-        .with_context(|| format!("cannot read {}", st.display()))?;
+    let t = crate::config::load_safetensors(&st)?;
+    for (name, x) in &t {
+        crate::config::check_finite(x, &st, name)?;
+    }
+    let t: HashMap<String, Tensor> = t
+        .into_iter()
+        .map(|(k, x)| Ok((k, x.to_device(device)?)))
+        .collect::<Result<_>>()?;
     match c.get("peft_type").and_then(|v| v.as_str()) {
         Some("LORA") => {
             for flag in ["use_rslora", "use_dora", "fan_in_fan_out"] {
@@ -140,10 +147,13 @@ pub fn load(
                     );
                 }
             }
-            let r = c["r"].as_u64().context("adapter_config: r")? as usize;
+            let r = c["r"]
+                .as_u64()
+                .with_context(|| format!("{}: `r` is not a number", cfg_path.display()))?
+                as usize;
             let alpha = c["lora_alpha"]
                 .as_f64()
-                .context("adapter_config: lora_alpha")?;
+                .with_context(|| format!("{}: `lora_alpha` is not a number", cfg_path.display()))?;
             let mut mods = Vec::new();
             let mut targets = Vec::new();
             let mut layers = Vec::new();
@@ -158,7 +168,7 @@ pub fn load(
                 let li = parts
                     .iter()
                     .position(|p| *p == "layers")
-                    .context("LoRA name without a layer")?;
+                    .with_context(|| format!("{}: tensor {name} names no layer", st.display()))?;
                 let layer: usize = parts
                     .get(li + 1)
                     .and_then(|p| p.parse().ok())
@@ -173,9 +183,11 @@ pub fn load(
                     );
                 }
                 let target = Target::from_module(parts.last().copied().unwrap_or(""))
-                    .with_context(|| format!("unknown LoRA module in {name}"))?;
+                    .with_context(|| {
+                        format!("{}: tensor {name} adapts an unknown module", st.display())
+                    })?;
                 let (d_in, d_out) = target.dims(model);
-                if a.dims2()? != (r, d_in) || b.dims2()? != (d_out, r) {
+                if a.dims() != [r, d_in] || b.dims() != [d_out, r] {
                     bail!(
                         "{}: {name} is {:?} / lora_B {:?}, expected ({r}, {d_in}) / ({d_out}, {r})",
                         st.display(),
@@ -216,9 +228,12 @@ pub fn load(
             let emb = t
                 .get("prompt_embeddings")
                 .with_context(|| format!("{} lacks prompt_embeddings", st.display()))?;
-            let n = c["num_virtual_tokens"]
-                .as_u64()
-                .context("num_virtual_tokens")? as usize;
+            let n = c["num_virtual_tokens"].as_u64().with_context(|| {
+                format!(
+                    "{}: `num_virtual_tokens` is not a number",
+                    cfg_path.display()
+                )
+            })? as usize;
             let layers: Vec<usize> = match c.get("llmctr_layers").and_then(|v| v.as_array()) {
                 Some(a) => a
                     .iter()
@@ -234,7 +249,7 @@ pub fn load(
                 None => (0..model.num_hidden_layers).collect(),
             };
             let kv = model.kv_heads() * model.head_dim();
-            if emb.dims2()? != (n, layers.len() * 2 * kv) {
+            if emb.dims() != [n, layers.len() * 2 * kv] {
                 bail!(
                     "{}: prompt_embeddings is {:?}, expected ({n}, {})",
                     st.display(),

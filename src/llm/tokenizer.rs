@@ -88,6 +88,16 @@ impl Tok {
         Ok(Tok { inner: tok })
     }
 
+    /// One more than the largest token id (added tokens included): the rows an
+    /// embedding matrix needs.
+    pub fn id_count(&self) -> usize {
+        self.inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&m| m as usize + 1)
+    }
+
     /// Ids of `text`, no special tokens added (special tokens written in the text
     /// are recognised).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {

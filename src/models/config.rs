@@ -5,6 +5,7 @@
 
 use super::embedding::UpdateMode;
 use super::gates::GateConfig;
+use crate::config::Checks;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -139,6 +140,69 @@ impl Default for ModelConfig {
             din: DinConfig::default(),
             pepnet: PepnetConfig::default(),
         }
+    }
+}
+
+impl ModelConfig {
+    /// Ranges of every `[model]` key (see [`crate::config::Config::validate`]).
+    pub(crate) fn validate(&self, c: &mut Checks) {
+        c.at_least_one("model.embedding_dim", self.embedding_dim);
+        c.non_negative("model.embedding_init_std", self.embedding_init_std);
+        if let Some(p) = &self.domain_embeddings {
+            c.file("model.domain_embeddings", p);
+        }
+        if self.domain_embeddings_tensor.is_empty() {
+            c.bad(
+                "model.domain_embeddings_tensor",
+                "\"\"",
+                "must name a tensor",
+            );
+        }
+        c.fraction("model.dropout", self.dropout);
+        let g = &self.gate;
+        c.at_least_one("model.gate.k", g.k);
+        c.non_negative("model.gate.balance_weight", g.balance_weight);
+        c.positive("model.gate.gamma", g.gamma);
+        c.widths("model.dnn.hidden", &self.dnn.hidden, false);
+        c.widths("model.deepfm.hidden", &self.deepfm.hidden, false);
+        c.widths(
+            "model.shared_bottom.bottom",
+            &self.shared_bottom.bottom,
+            false,
+        );
+        c.widths(
+            "model.shared_bottom.tower",
+            &self.shared_bottom.tower,
+            false,
+        );
+        c.at_least_one("model.mmoe.experts", self.mmoe.experts);
+        c.widths("model.mmoe.expert_hidden", &self.mmoe.expert_hidden, true);
+        c.widths("model.mmoe.tower", &self.mmoe.tower, false);
+        for (name, p) in [("cgc", &self.cgc), ("ple", &self.ple)] {
+            c.at_least_one(&format!("model.{name}.levels"), p.levels);
+            c.at_least_one(
+                &format!("model.{name}.specific_experts"),
+                p.specific_experts,
+            );
+            c.at_least_one(&format!("model.{name}.shared_experts"), p.shared_experts);
+            c.widths(
+                &format!("model.{name}.expert_hidden"),
+                &p.expert_hidden,
+                true,
+            );
+            c.widths(&format!("model.{name}.tower"), &p.tower, false);
+        }
+        c.widths("model.pepnet.hidden", &self.pepnet.hidden, false);
+        c.at_least_one("model.pepnet.gate_hidden", self.pepnet.gate_hidden);
+        let s = &self.star;
+        c.widths("model.star.hidden", &s.hidden, false);
+        c.widths("model.star.aux_hidden", &s.aux_hidden, false);
+        if !(s.pn_momentum > 0.0 && s.pn_momentum <= 1.0) {
+            c.bad("model.star.pn_momentum", s.pn_momentum, "must be in (0, 1]");
+        }
+        c.at_least_one("model.din.history", self.din.history);
+        c.widths("model.din.attention", &self.din.attention, false);
+        c.widths("model.din.hidden", &self.din.hidden, false);
     }
 }
 

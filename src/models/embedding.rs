@@ -1,7 +1,7 @@
 //! Field embeddings in one combined table, with row-sparse updates.
 //!
 //! candle's embedding gradient is dense: a zero tensor the size of the whole table
-//! every step (specs/candle-notes.md). Here a batch gathers only the rows it uses
+//! every step (candle 0.11). Here a batch gathers only the rows it uses
 //! into a small `Var`, the model reads from that, and the optimiser updates those
 //! rows in place — O(batch), not O(vocabulary). In `dense` mode every row takes
 //! an Adam step each batch (zero gradient for untouched rows), which is exactly

@@ -1,6 +1,7 @@
 //! Differentiable building blocks. candle's fused ops (`softmax_last_dim`,
 //! `rms_norm`, ...) have no backward pass and silently drop gradients
-//! (see specs/candle-notes.md), so everything here is composed of ops that do.
+//! (`grads.get(var)` is then None, with no error), so everything here is composed
+//! of ops that do.
 
 use candle_core::{D, Result, Tensor};
 

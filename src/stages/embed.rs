@@ -12,7 +12,7 @@
 //! is accumulated over `batches_per_llm_step` CTR batches before one backward
 //! pass through the LLM.
 
-use crate::config::{Config, Stage, check_reusable};
+use crate::config::{Config, Stage, check_finite, check_reusable, load_safetensors};
 use crate::fingerprint::Inputs;
 use crate::fsutil::{save_tensors_atomic, write_atomic};
 use crate::llm::adapters::{Adapters, LoraConfig, PrefixConfig};
@@ -101,6 +101,48 @@ pub struct EmbedConfig {
 }
 
 impl EmbedConfig {
+    /// Ranges of every `[embed]` key, LoRA and P-Tuning included (see
+    /// [`crate::config::Config::validate`]).
+    pub(crate) fn validate(&self, c: &mut crate::config::Checks) {
+        if self.model.trim().is_empty() {
+            c.bad(
+                "embed.model",
+                "\"\"",
+                "must be a .gguf file, a checkpoint folder or a Hub id",
+            );
+        }
+        c.file("embed.template", &self.template);
+        let l = &self.lora;
+        c.at_least_one("embed.lora.r", l.r);
+        c.positive("embed.lora.alpha", l.alpha);
+        c.fraction("embed.lora.dropout", l.dropout);
+        if l.targets.is_empty() {
+            c.bad(
+                "embed.lora.targets",
+                "[]",
+                "name at least one projection (q, k, v, o, gate, up, down)",
+            );
+        }
+        let p = &self.ptuning;
+        c.at_least_one("embed.ptuning.virtual_tokens", p.virtual_tokens);
+        c.at_least_one("embed.ptuning.projection_hidden", p.projection_hidden);
+        c.non_negative("embed.ptuning.init_std", p.init_std);
+        c.at_least_one("embed.probe_dim", self.probe_dim);
+        c.widths("embed.probe_hidden", &self.probe_hidden, false);
+        c.positive("embed.lr", self.lr);
+        c.positive("embed.probe_lr", self.probe_lr);
+        c.at_least_one("embed.batch_size", self.batch_size);
+        c.at_least_one("embed.batches_per_llm_step", self.batches_per_llm_step);
+        c.at_least_one("embed.epochs", self.epochs);
+        c.at_least_one("embed.patience", self.patience);
+        c.at_least_one("embed.max_prompt_tokens", self.max_prompt_tokens);
+        if let Err(e) = crate::llm::load::DeviceSpec::parse(&self.device) {
+            c.bad("embed.device", format!("{:?}", self.device), e);
+        }
+        c.dir("embed.runs_dir", &self.runs_dir);
+        c.run_name("embed.run_name", self.run_name.as_deref());
+    }
+
     /// The template's file stem (`stats` for prompts/stats.txt).
     pub fn template_stem(&self) -> String {
         self.template
@@ -299,14 +341,20 @@ impl Probe {
 
     fn load_from(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         let get = |k: &str, len: usize| -> Result<Vec<f32>> {
-            let v = t
+            let x = t
                 .get(k)
-                .with_context(|| format!("checkpoint lacks {k}"))?
-                .to_vec1::<f32>()?;
-            if v.len() != len {
+                .with_context(|| format!("checkpoint has no tensor `{k}`"))?;
+            if x.dims() != [len] {
                 bail!(
-                    "checkpoint's {k} has {} values, this config needs {len} (was the probe changed?)",
-                    v.len()
+                    "tensor `{k}` is {:?}, this config needs [{len}] (was the probe changed?)",
+                    x.dims()
+                );
+            }
+            let v = x.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                bail!(
+                    "tensor `{k}` holds {} at index [{i}]; every value must be a finite number",
+                    v[i]
                 );
             }
             Ok(v)
@@ -396,6 +444,17 @@ pub fn render_prompts(
 ) -> Result<Prompts> {
     let text = std::fs::read_to_string(template)
         .with_context(|| format!("cannot read prompt template {}", template.display()))?;
+    if text.trim().is_empty() {
+        bail!(
+            "prompt template {} is empty{}: write the prompt there (see prompts/README.md)",
+            template.display(),
+            if text.is_empty() {
+                ""
+            } else {
+                " (only whitespace)"
+            }
+        );
+    }
     if !holdout.is_empty() {
         for key in prompt::placeholders(&text) {
             if !UNSEEN_PLACEHOLDERS.contains(&key.as_str()) {
@@ -414,7 +473,8 @@ pub fn render_prompts(
         let ids = llm.tokenizer.encode(&t)?;
         if ids.is_empty() || ids.len() > max {
             bail!(
-                "prompt of domain {:?} has {} tokens (allowed 1..={max})",
+                "prompt template {}: the prompt of domain {:?} has {} tokens; embed.max_prompt_tokens = {max} allows 1..={max}",
+                template.display(),
                 d.name,
                 ids.len()
             );
@@ -517,9 +577,7 @@ pub fn inputs(cfg: &Config, prepared: &Path) -> Result<Inputs> {
 /// `stop_after` stops (resumably) once that many epochs are done.
 pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Option<EmbedResult>> {
     let e = &cfg.embed;
-    if e.epochs == 0 || e.patience == 0 || e.batch_size == 0 {
-        bail!("embed.epochs, embed.patience and embed.batch_size must be at least 1");
-    }
+    cfg.validate()?;
     let start = Instant::now();
     // The LLM's device; the probe, checkpoints and outputs stay on the CPU.
     let device = parse_device(&e.device).context("embed.device")?;
@@ -606,22 +664,42 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     let mut best_dm: Option<Tensor> = None;
     let mut best_states: Option<Tensor> = None;
     if resume && dir.join("checkpoint.json").is_file() {
-        pr = serde_json::from_slice(&std::fs::read(dir.join("checkpoint.json"))?)?;
-        let t = candle_core::safetensors::load(dir.join("checkpoint.safetensors"), &cpu)?;
-        for (((name, v), mo), _) in ad.vars().iter().zip(moments.iter_mut()).zip(0..) {
-            let get = |k: String| -> Result<Tensor> {
-                t.get(&k)
-                    .cloned()
-                    .with_context(|| format!("checkpoint lacks {k}"))
-            };
-            v.set(&get(format!("adapter/{name}"))?.to_device(&device)?)?;
-            mo.m = get(format!("adapter_m/{name}"))?.to_vec1::<f32>()?;
-            mo.v = get(format!("adapter_v/{name}"))?.to_vec1::<f32>()?;
+        let ck_json = dir.join("checkpoint.json");
+        pr = serde_json::from_slice(&std::fs::read(&ck_json)?)
+            .with_context(|| format!("{} is not an embed checkpoint", ck_json.display()))?;
+        let ck_file = dir.join("checkpoint.safetensors");
+        let t = load_safetensors(&ck_file)?;
+        // Every tensor named, of the shape this config makes, and finite.
+        let get = |k: &str, shape: &[usize]| -> Result<Tensor> {
+            let x = t
+                .get(k)
+                .with_context(|| format!("{} has no tensor `{k}`", ck_file.display()))?;
+            if x.dims() != shape {
+                bail!(
+                    "{}: tensor `{k}` is {:?}, this config needs {shape:?} (was the config changed?)",
+                    ck_file.display(),
+                    x.dims()
+                );
+            }
+            check_finite(x, &ck_file, k)?;
+            Ok(x.to_dtype(DType::F32)?)
+        };
+        for ((name, v), mo) in ad.vars().iter().zip(moments.iter_mut()) {
+            let n = v.elem_count();
+            v.set(&get(&format!("adapter/{name}"), v.dims())?.to_device(&device)?)?;
+            mo.m = get(&format!("adapter_m/{name}"), &[n])?.to_vec1::<f32>()?;
+            mo.v = get(&format!("adapter_v/{name}"), &[n])?.to_vec1::<f32>()?;
         }
-        probe.load_from(&t)?;
+        probe
+            .load_from(&t)
+            .with_context(|| format!("in {}", ck_file.display()))?;
         probe.step = pr.probe_step;
-        best_dm = t.get("best_domain_embeddings").cloned();
-        best_states = t.get("best_states").cloned();
+        if t.contains_key("best_domain_embeddings") {
+            let d = ds.domain_names.len();
+            let dm = get("best_domain_embeddings", &[d, h])?;
+            best_states = Some(get("best_states", &[d, p.ids.dim(1)?, h])?);
+            best_dm = Some(dm);
+        }
         eprintln!("resuming {} after epoch {}", dir.display(), pr.epochs_done);
     }
     let names = ds.domain_names.clone();

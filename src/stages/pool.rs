@@ -7,7 +7,7 @@
 //! states, so no LLM runs in this loop and a run takes seconds. Runs are short,
 //! so an interrupted one starts again; outputs are written atomically.
 
-use crate::config::Config;
+use crate::config::{Config, check_finite, load_safetensors};
 use crate::fingerprint::Inputs;
 use crate::fsutil::{save_tensors_atomic, write_atomic};
 use crate::nn::params::ParamStore;
@@ -115,6 +115,22 @@ pub struct PoolResult {
 }
 
 impl PoolConfig {
+    /// Ranges of every `[pool]` key (see [`crate::config::Config::validate`]).
+    pub(crate) fn validate(&self, c: &mut crate::config::Checks) {
+        if let Some(s) = self.scale {
+            c.positive("pool.scale", s);
+        }
+        c.positive("pool.lr", self.lr);
+        c.at_least_one("pool.batches_per_step", self.batches_per_step);
+        c.at_least_one("pool.epochs", self.epochs);
+        c.at_least_one("pool.patience", self.patience);
+        if let Some(f) = &self.from {
+            c.dir("pool.from", f);
+        }
+        c.dir("pool.runs_dir", &self.runs_dir);
+        c.run_name("pool.run_name", self.run_name.as_deref());
+    }
+
     /// The embed run to pool.
     pub fn source(&self, cfg: &Config, recipe: &str) -> PathBuf {
         self.from.clone().unwrap_or_else(|| {
@@ -151,6 +167,7 @@ pub fn inputs(prepared: &Path, from: &Path) -> Result<Inputs> {
 /// Run the stage.
 pub fn pool(cfg: &Config) -> Result<PoolResult> {
     let pc = &cfg.pool;
+    cfg.validate()?;
     let start = Instant::now();
     let prepared = prepare(cfg, false)?;
     let mut ds = Dataset::load(&prepared.dir, &[], 0)?;
@@ -158,30 +175,57 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
     let from = pc.source(cfg, &ds.meta.recipe);
     let file = from.join("token_states.safetensors");
     let dev = Device::Cpu;
-    let t = candle_core::safetensors::load(&file, &dev).with_context(|| {
-        format!(
-            "cannot read {} (run `pipeline embed` first, or set pool.from)",
+    if !file.is_file() {
+        bail!(
+            "cannot read {}: no such file (run `pipeline embed` first, or set pool.from)",
             file.display()
-        )
-    })?;
+        );
+    }
+    let t = load_safetensors(&file)?;
     let get = |k: &str| -> Result<Tensor> {
-        Ok(t.get(k)
+        let x = t
+            .get(k)
             .with_context(|| format!("{} has no tensor `{k}`", file.display()))?
-            .to_dtype(DType::F32)?)
+            .to_dtype(DType::F32)?;
+        check_finite(&x, &file, k)?;
+        Ok(x)
     };
     let (states, mask) = (get("states")?, get("mask")?);
-    let (d, tn, h) = states
-        .dims3()
-        .with_context(|| format!("{}: `states` must be (domains, tokens, h)", file.display()))?;
+    let (d, tn, h) = states.dims3().with_context(|| {
+        format!(
+            "{}: tensor `states` is {:?}, expected (domains, tokens, h)",
+            file.display(),
+            states.dims()
+        )
+    })?;
     if d != ds.domain_names.len() || mask.dims() != [d, tn] {
         bail!(
-            "{}: states {:?} and mask {:?} do not fit the {} domains of {}",
+            "{}: tensors `states` {:?} and `mask` {:?} do not fit the {} domains of {}: expected ({}, tokens, h) and ({}, tokens)",
             file.display(),
             states.dims(),
             mask.dims(),
             ds.domain_names.len(),
-            prepared.dir.display()
+            prepared.dir.display(),
+            ds.domain_names.len(),
+            ds.domain_names.len()
         );
+    }
+    // The mask is 1 on real tokens, 0 on padding, and every prompt has a real token.
+    for (i, row) in mask.to_vec2::<f32>()?.iter().enumerate() {
+        if let Some(j) = row.iter().position(|&m| m != 0.0 && m != 1.0) {
+            bail!(
+                "{}: tensor `mask` holds {} at index [{i}, {j}]; a mask is 0 or 1",
+                file.display(),
+                row[j]
+            );
+        }
+        if !row.contains(&1.0) {
+            bail!(
+                "{}: tensor `mask` row {i} (domain {:?}) has no real token",
+                file.display(),
+                ds.domain_names[i]
+            );
+        }
     }
     let names_file = from.join("domains.json");
     if let Ok(bytes) = std::fs::read(&names_file) {
@@ -251,9 +295,6 @@ fn train_parametric(
     params: &mut HashMap<String, Tensor>,
 ) -> Result<(Tensor, usize, Option<f64>)> {
     let pc = &cfg.pool;
-    if pc.epochs == 0 || pc.patience == 0 {
-        bail!("pool.epochs and pool.patience must be at least 1");
-    }
     let h = states.dim(2)?;
     let base = Rng::new(pc.seed);
     let mut rng = base.fork(1);

@@ -42,6 +42,20 @@ pub enum UnseenKernel {
     Median,
 }
 
+impl TrainConfig {
+    /// Ranges of every `[train]` key (see [`crate::config::Config::validate`]).
+    pub(crate) fn validate(&self, c: &mut crate::config::Checks) {
+        c.at_least_one("train.batch_size", self.batch_size);
+        c.at_least_one("train.eval_batch_size", self.eval_batch_size);
+        c.at_least_one("train.epochs", self.epochs);
+        c.at_least_one("train.patience", self.patience);
+        c.positive("train.lr", self.lr);
+        c.non_negative("train.weight_decay", self.weight_decay);
+        c.dir("train.runs_dir", &self.runs_dir);
+        c.run_name("train.run_name", self.run_name.as_deref());
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {

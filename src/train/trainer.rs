@@ -164,11 +164,7 @@ impl Trainer {
     pub fn new(cfg: &Config, dataset_dir: &Path) -> Result<Trainer> {
         let m = &cfg.model;
         let t = &cfg.train;
-        if t.epochs == 0 || t.patience == 0 || t.batch_size == 0 || t.eval_batch_size == 0 {
-            bail!(
-                "train.epochs, train.patience, train.batch_size and train.eval_batch_size must be at least 1"
-            );
-        }
+        cfg.validate()?;
         let history = if m.name.needs_history() {
             m.din.history
         } else {
@@ -203,28 +199,28 @@ impl Trainer {
                     .domain_embeddings
                     .as_ref()
                     .context("model.domain_input = \"fixed\" needs model.domain_embeddings (a safetensors file)")?;
-                let all = candle_core::safetensors::load(path, &device)
-                    .with_context(|| format!("cannot read domain embeddings {}", path.display()))?;
+                let all = crate::config::load_safetensors(path)
+                    .context("model.domain_embeddings: cannot read the domain embeddings")?;
+                let name = &m.domain_embeddings_tensor;
                 let mat = all
-                    .get(&m.domain_embeddings_tensor)
+                    .get(name)
                     .with_context(|| {
                         format!(
-                            "{} has no tensor `{}`",
-                            path.display(),
-                            m.domain_embeddings_tensor
+                            "{} has no tensor `{name}` (model.domain_embeddings_tensor)",
+                            path.display()
                         )
                     })?
                     .to_dtype(DType::F32)?;
-                let (d, h) = mat.dims2().with_context(|| {
-                    format!("{}: domain embeddings must be 2-D", path.display())
-                })?;
-                if d != ds.domain_names.len() {
-                    bail!(
-                        "{}: {d} domain embeddings for {} domains",
+                let domains = ds.domain_names.len();
+                let h = match *mat.dims() {
+                    [d, h] if d == domains && h > 0 => h,
+                    _ => bail!(
+                        "{}: tensor `{name}` is {:?}, expected ({domains}, h): one row per domain",
                         path.display(),
-                        ds.domain_names.len()
-                    );
-                }
+                        mat.dims()
+                    ),
+                };
+                crate::config::check_finite(&mat, path, name)?;
                 let proj = Linear::new(&mut ps, "domain_proj", h, m.embedding_dim, &mut rng)?;
                 Some((mat, proj))
             }
