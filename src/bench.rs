@@ -55,7 +55,7 @@ fn machine() -> String {
 
 #[derive(Args, Debug)]
 pub struct TrainBenchArgs {
-    /// Models (default: all eight).
+    /// Models (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub models: Vec<crate::models::config::ModelName>,
     /// Recipe to measure on.
