@@ -101,7 +101,6 @@ impl Default for CriteoConfig {
 }
 
 impl Config {
-    /// Load a config file; `None` gives the defaults.
     /// Load a config file; `None` gives the defaults. The settings are validated.
     pub fn load(path: Option<&Path>) -> Result<Config> {
         let Some(path) = path else {

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The file in a run directory that records its inputs.
 pub const FILE: &str = "inputs.json";
@@ -37,7 +38,7 @@ pub enum Freshness {
 impl Inputs {
     /// A file, by its content.
     pub fn file(mut self, role: &str, path: &Path) -> Result<Self> {
-        let sha256 = sha256_file(path).with_context(|| format!("hashing the {role}"))?;
+        let sha256 = hash(path).with_context(|| format!("hashing the {role}"))?;
         self.insert(role, path, sha256);
         Ok(self)
     }
@@ -46,7 +47,7 @@ impl Inputs {
     pub fn files(mut self, role: &str, shown: &Path, files: &[PathBuf]) -> Result<Self> {
         let mut all = String::new();
         for f in files {
-            let h = sha256_file(f).with_context(|| format!("hashing the {role}"))?;
+            let h = hash(f).with_context(|| format!("hashing the {role}"))?;
             let name = f
                 .file_name()
                 .map(|n| n.to_string_lossy())
@@ -73,23 +74,18 @@ impl Inputs {
     }
 
     /// The files an LLM is loaded from: a `.gguf` file, or a checkpoint folder's
-    /// (or a cached Hub snapshot's) JSON, safetensors and tokenizer files.
+    /// (or a cached Hub snapshot's) `config.json`, `tokenizer.json`, weight index
+    /// and weights.
     pub fn model(self, spec: &str) -> Result<Self> {
-        let dir = model_dir(spec)?;
-        match dir {
+        match model_dir(spec)? {
             None => self.file("model", Path::new(spec)),
             Some(dir) => {
-                let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                    .with_context(|| format!("cannot list {}", dir.display()))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        p.is_file()
-                            && p.extension().is_some_and(|e| {
-                                e == "json" || e == "safetensors" || e == "model" || e == "txt"
-                            })
-                    })
-                    .collect();
-                files.sort();
+                let mut files = vec![dir.join("config.json"), dir.join("tokenizer.json")];
+                let index = dir.join("model.safetensors.index.json");
+                if index.is_file() && !dir.join("model.safetensors").is_file() {
+                    files.push(index);
+                }
+                files.extend(crate::llm::load::weight_files(&dir)?);
                 self.files("model", &dir, &files)
             }
         }
@@ -161,6 +157,33 @@ impl Inputs {
         }
         Ok(())
     }
+}
+
+/// SHA-256 of a file, remembered for the rest of the process while the file's
+/// size, modification time, ctime and inode stay the same: `ablate` and `compare`
+/// check the same prepared shards and model for every run they reuse.
+fn hash(path: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    type Key = (PathBuf, u64, i64, i64, i64, i64, u64);
+    static SEEN: Mutex<BTreeMap<Key, String>> = Mutex::new(BTreeMap::new());
+    let m = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let key = (
+        path.to_path_buf(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.ino(),
+    );
+    if let Some(h) = SEEN.lock().ok().and_then(|s| s.get(&key).cloned()) {
+        return Ok(h);
+    }
+    let h = sha256_file(path)?;
+    if let Ok(mut s) = SEEN.lock() {
+        s.insert(key, h.clone());
+    }
+    Ok(h)
 }
 
 fn short(sha: &str) -> &str {

@@ -47,10 +47,15 @@ pub fn logloss(probs: &[f32], labels: &[f32]) -> f64 {
 }
 
 /// Group AUC: the AUC of each group's rows (a user's, for GAUC), over the groups
-/// with both classes, weighted by their rows. None when no group has both.
+/// with both classes, weighted by their rows. Group 0 is an id unseen in
+/// training (every cold user at once), not a group, and is left out. None when
+/// no group has both classes.
 pub fn gauc(scores: &[f32], labels: &[f32], groups: &[u32]) -> Option<f64> {
     let mut by: std::collections::BTreeMap<u32, (Vec<f32>, Vec<f32>)> = Default::default();
     for ((&p, &y), &g) in scores.iter().zip(labels).zip(groups) {
+        if g == 0 {
+            continue;
+        }
         let e = by.entry(g).or_default();
         e.0.push(p);
         e.1.push(y);
@@ -131,11 +136,12 @@ mod tests {
     #[test]
     fn gauc_by_hand() {
         // User 1: (0.9+, 0.2−, 0.5−) → AUC 1, 3 rows; user 2: (0.3+, 0.6−) → 0,
-        // 2 rows; user 3: one class → left out. (1·3 + 0·2) / 5.
+        // 2 rows; user 3: one class → left out; id 0 (unseen users) left out.
+        // (1·3 + 0·2) / 5.
         let g = gauc(
-            &[0.9, 0.2, 0.5, 0.3, 0.6, 0.7],
-            &[1., 0., 0., 1., 0., 1.],
-            &[1, 1, 1, 2, 2, 3],
+            &[0.9, 0.2, 0.5, 0.3, 0.6, 0.7, 0.1, 0.8],
+            &[1., 0., 0., 1., 0., 1., 1., 0.],
+            &[1, 1, 1, 2, 2, 3, 0, 0],
         );
         assert_eq!(g, Some(0.6));
         assert_eq!(gauc(&[0.1, 0.2], &[1., 1.], &[1, 2]), None);

@@ -30,8 +30,9 @@ fn fixture(tmp: &Path) -> llmctr::config::Config {
     let mut c = common::config("ml100k-occupation", &tmp.join("raw"), &tmp.join("prepared"));
     c.data.holdout_domains = vec!["writer".into()];
     c.model.domain_fields = DomainFields::Drop;
-    // The item is the only feature: a writer's user id is unseen (id 0), and a
-    // model could learn the artists' behaviour as the default of an untrained user.
+    // The item is the only feature: a writer's user id never trains (their rows
+    // are held out), and a model could learn the artists' behaviour as what an
+    // untrained user embedding means.
     c.model.features = vec!["item_id".into(), "occupation".into()];
     c.train.runs_dir = tmp.join("runs");
     c.train.batch_size = 128;
@@ -122,6 +123,19 @@ fn dropping_the_domain_fields_removes_them_from_the_features() {
         "{:?}",
         t.ds.features
     );
+    // Nothing left after the drop is an error, not a silent "every field".
+    c.model.features = vec!["occupation".into()];
+    let e = format!(
+        "{:#}",
+        llmctr::train::trainer::Trainer::new(&c, &p.dir)
+            .err()
+            .unwrap()
+    );
+    assert!(
+        e.contains("model.domain_fields") && e.contains("occupation"),
+        "{e}"
+    );
+    c.model.features.clear();
     c.model.domain_fields = DomainFields::Keep;
     let t = llmctr::train::trainer::Trainer::new(&c, &p.dir).unwrap();
     assert!(t.ds.features.iter().any(|f| f == "occupation"));

@@ -397,4 +397,10 @@ fn compare_with_held_out_domains_reuses_its_runs() {
         .runs_dir
         .join("dnn-ml100k-occupation-holdout-homemaker-seed1");
     assert!(run.join("metrics.json").is_file());
+    // Reused, not recomputed: nothing was set aside.
+    let names: Vec<String> = std::fs::read_dir(&cfg.train.runs_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains(".stale-")), "{names:?}");
 }

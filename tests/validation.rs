@@ -164,7 +164,7 @@ fn the_defaults_and_every_config_file_are_valid() {
     Config::default().validate().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
     let mut n = 0;
-    for dir in [root.clone(), root.join("models")] {
+    for dir in [root.clone(), root.join("models"), root.join("experiments")] {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "toml") {

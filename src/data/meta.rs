@@ -132,6 +132,15 @@ impl Meta {
             .with_context(|| format!("{} is not a prepared dataset's meta.json", path.display()))
     }
 
+    /// The names of the categorical fields, in column order: the default features.
+    pub fn categorical_fields(&self) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter(|f| f.kind == FieldKind::Categorical)
+            .map(|f| f.name.clone())
+            .collect()
+    }
+
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
         s.push('\n');

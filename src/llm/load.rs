@@ -210,7 +210,11 @@ pub fn gguf_tensors(
         let info = &ct.tensor_infos[g];
         let (block, size) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
         let bytes = (info.shape.elem_count() / block.max(1) * size) as u64;
-        let end = ct.tensor_data_offset + info.offset + bytes;
+        let end = ct
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .and_then(|e| e.checked_add(bytes))
+            .unwrap_or(u64::MAX);
         if end > file_len {
             bail!(
                 "{}: tensor `{g}` {:?} needs bytes up to {end}, the file has {file_len}: the file is truncated",
@@ -312,6 +316,37 @@ fn hf_name(g: &str) -> Option<String> {
     })
 }
 
+/// The weight files of a checkpoint folder: `model.safetensors`, or the shards
+/// that `model.safetensors.index.json` lists.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    if !index.is_file() {
+        bail!(
+            "{} has neither model.safetensors nor model.safetensors.index.json",
+            dir.display()
+        );
+    }
+    let idx: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&index).with_context(|| format!("cannot read {}", index.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", index.display()))?;
+    let map = idx
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .with_context(|| format!("{} has no weight_map", index.display()))?;
+    let mut shards: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    shards.sort();
+    shards.dedup();
+    Ok(shards.into_iter().map(|s| dir.join(s)).collect())
+}
+
 /// A Hugging Face checkpoint folder.
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
     let cfg_path = dir.join("config.json");
@@ -321,30 +356,7 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
     .with_context(|| format!("{} is not a Llama-family config", cfg_path.display()))?;
     cfg.validate()
         .with_context(|| format!("in {}", cfg_path.display()))?;
-    let mut files: Vec<PathBuf> = Vec::new();
-    let single = dir.join("model.safetensors");
-    let index = dir.join("model.safetensors.index.json");
-    if single.is_file() {
-        files.push(single);
-    } else if index.is_file() {
-        let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(&index)?)?;
-        let map = idx
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .context("index has no weight_map")?;
-        let mut shards: Vec<String> = map
-            .values()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect();
-        shards.sort();
-        shards.dedup();
-        files.extend(shards.into_iter().map(|s| dir.join(s)));
-    } else {
-        bail!(
-            "{} has neither model.safetensors nor model.safetensors.index.json",
-            dir.display()
-        );
-    }
+    let files = weight_files(dir)?;
     let mut tensors = HashMap::new();
     let mut file_of: HashMap<String, PathBuf> = HashMap::new();
     for f in &files {

@@ -85,17 +85,12 @@ impl Dataset {
     /// field; `history_len` > 0 builds DIN histories from the train split.
     pub fn load(dir: &Path, features: &[String], history_len: usize) -> Result<Dataset> {
         let meta = Meta::read(dir)?;
-        let cats: Vec<&str> = meta
-            .fields
-            .iter()
-            .filter(|f| f.kind == FieldKind::Categorical)
-            .map(|f| f.name.as_str())
-            .collect();
+        let cats = meta.categorical_fields();
         let features: Vec<String> = if features.is_empty() {
-            cats.iter().map(|s| s.to_string()).collect()
+            cats.clone()
         } else {
             for f in features {
-                if !cats.contains(&f.as_str()) {
+                if !cats.contains(f) {
                     bail!(
                         "model.features: {f:?} is not a categorical field of {} (it has: {})",
                         dir.display(),
@@ -116,7 +111,8 @@ impl Dataset {
             })
             .collect();
         let need_hist = history_len > 0;
-        if need_hist && !(cats.contains(&"user_id") && cats.contains(&"item_id")) {
+        let has = |name: &str| cats.iter().any(|c| c == name);
+        if need_hist && !(has("user_id") && has("item_id")) {
             bail!(
                 "DIN needs user_id and item_id fields; {} has neither",
                 dir.display()
@@ -163,6 +159,10 @@ impl Dataset {
                 }
             }
             s.n = s.labels.len();
+            if s.users.len() != s.n {
+                // Some shard lacks `user_id`: no per-user metric for this split.
+                s.users.clear();
+            }
             if s.n as u64 != sm.rows {
                 bail!(
                     "{}: meta.json says {} {name} rows, the shards hold {}",

@@ -591,7 +591,8 @@ impl Trainer {
     }
 
     /// AUC over the test rows of the held-out domains, and the mean perplexity
-    /// (effective number of seen domains) of their kernel weights.
+    /// (effective number of seen domains) of their kernel weights — NaN for a
+    /// model that scores held-out domains directly and never uses the kernel.
     pub fn unseen_auc(&mut self) -> Result<(Option<f64>, f64)> {
         let Predictions {
             probs: p,
@@ -606,6 +607,9 @@ impl Trainer {
                 up.push(p[i]);
                 uy.push(y[i]);
             }
+        }
+        if !self.model.per_domain() {
+            return Ok((metrics::auc(&up, &uy), f64::NAN));
         }
         let ws = self.unseen_weights()?;
         let ppl: f64 = ws
@@ -985,7 +989,6 @@ fn progress_bar(steps: u64, epoch: usize, epochs: usize) -> indicatif::ProgressB
     pb
 }
 
-/// `-holdout-a+b` for held-out domains `a`, `b`; empty without.
 /// The feature fields `cfg` asks for (`model.features`, empty = all), less the
 /// domain-defining ones when `model.domain_fields = "drop"`.
 fn features(cfg: &Config, dataset_dir: &Path) -> Result<Vec<String>> {
@@ -999,16 +1002,20 @@ fn features(cfg: &Config, dataset_dir: &Path) -> Result<Vec<String>> {
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
     let drop = recipe.domain_fields(&cfg.data.criteo.domain_field);
-    let all: Vec<String> = if m.features.is_empty() {
-        meta.fields
-            .iter()
-            .filter(|f| f.kind == crate::data::meta::FieldKind::Categorical)
-            .map(|f| f.name.clone())
-            .collect()
+    let all = if m.features.is_empty() {
+        meta.categorical_fields()
     } else {
         m.features.clone()
     };
-    Ok(all.into_iter().filter(|f| !drop.contains(f)).collect())
+    let kept: Vec<String> = all.into_iter().filter(|f| !drop.contains(f)).collect();
+    if kept.is_empty() {
+        bail!(
+            "model.domain_fields = \"drop\" leaves no feature of model.features ({}) once {} is dropped",
+            m.features.join(", "),
+            drop.join(", ")
+        );
+    }
+    Ok(kept)
 }
 
 /// The directory of the training run `cfg` names: `train.run_name`, or
@@ -1036,6 +1043,7 @@ pub fn inputs(cfg: &Config, prepared: &Path) -> Result<fingerprint::Inputs> {
     }
 }
 
+/// `-holdout-a+b` for held-out domains `a`, `b`; empty without.
 pub fn holdout_suffix(names: &[String]) -> String {
     if names.is_empty() {
         String::new()
