@@ -66,6 +66,12 @@ pub enum Command {
     /// (Markdown + CSV): mean ± std of test AUC, logloss, weighted domain AUC and
     /// the AUC of the 7 smallest domains.
     Compare(CompareArgs),
+    /// Leave-one-domain-out: hold out each domain (or each of k folds of domains)
+    /// in turn and score it as an unseen domain, for the arms none / id / embedding
+    /// of the configured model (the domain-defining field dropped in every arm);
+    /// per-domain test AUC and logloss, pooled AUC per fold, and paired
+    /// differences against `none` with sign counts and permutation p-values.
+    Lodo(LodoArgs),
     /// Benchmarks that print measured figures (run them from a release build).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -220,6 +226,31 @@ pub struct CompareArgs {
     /// Runs folder (overrides train.runs_dir).
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LodoArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Folds over the domains: 0 holds out each domain alone; k puts domain i in
+    /// fold i mod k.
+    #[arg(long, default_value_t = 0)]
+    pub folds: usize,
+    /// Seeds.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub seeds: Vec<u64>,
+    /// Arms: none (no domain input), id (trainable id embedding), embedding (the
+    /// fixed matrix of model.domain_embeddings).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "none,id,embedding"
+    )]
+    pub arms: Vec<crate::stages::lodo::Arm>,
+    /// Output stem: writes <out>.md and <out>.csv.
+    #[arg(long, default_value = "results/lodo")]
+    pub out: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -446,6 +477,19 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             validate_with_flags(&cfg)?;
             crate::stages::compare::compare(&args)
+        }
+        Command::Lodo(args) => {
+            let cfg = Config::load(args.config.config.as_deref())?;
+            let plan = crate::stages::lodo::LodoPlan {
+                folds: args.folds,
+                seeds: args.seeds.clone(),
+                arms: args.arms.clone(),
+                out: args.out.clone(),
+            };
+            let md = crate::stages::lodo::lodo(&cfg, &plan)?;
+            println!("{}", std::fs::read_to_string(&md)?);
+            println!("wrote {}", md.display());
+            Ok(())
         }
         Command::Run(args) => {
             let cfg = Config::load(Some(&args.config))?;

@@ -140,3 +140,49 @@ fn dropping_the_domain_fields_removes_them_from_the_features() {
     let t = llmctr::train::trainer::Trainer::new(&c, &p.dir).unwrap();
     assert!(t.ds.features.iter().any(|f| f == "occupation"));
 }
+
+/// `pipeline lodo` on the same task, three folds of occupations (artist alone;
+/// doctor with writer). The artists and the writers share an embedding and a
+/// taste, so with the embedding arm each is scored from the other when held out;
+/// without a domain input it cannot be. The table names every domain and the
+/// paired differences.
+#[test]
+fn lodo_scores_each_held_out_domain_and_tests_the_arms_against_the_floor() {
+    use llmctr::stages::lodo::{Arm, LodoPlan, lodo};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = fixture(tmp.path());
+    c.data.holdout_domains.clear();
+    c.model.name = ModelName::Pepnet;
+    let plan = LodoPlan {
+        folds: 3,
+        seeds: vec![1],
+        arms: vec![Arm::None, Arm::Embedding],
+        out: tmp.path().join("lodo"),
+    };
+    let md = std::fs::read_to_string(lodo(&c, &plan).unwrap()).unwrap();
+    let row = |name: &str| -> Vec<String> {
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{md}"));
+        line.split('|').map(|s| s.trim().to_string()).collect()
+    };
+    // | name | rows | none AUC | none logloss | embedding AUC | embedding logloss |
+    let auc = |name: &str, col: usize| -> f64 { row(name)[col].parse().unwrap() };
+    assert!(auc("artist", 5) > 0.95, "{md}");
+    assert!(auc("artist", 3) < 0.8, "{md}");
+    // Held out with the doctors, the writers are scored from the artists, who are
+    // then the only domain trained: that needs no domain input at all.
+    assert!(auc("writer", 5) > 0.95, "{md}");
+    assert_eq!(
+        row("homemaker")[3],
+        "n/a",
+        "a domain without rows has no AUC"
+    );
+    assert!(md.contains("| `embedding` |") && md.contains("/"), "{md}");
+    assert!(tmp.path().join("lodo.csv").is_file());
+    // A second call reuses every run.
+    let again = std::fs::read_to_string(lodo(&c, &plan).unwrap()).unwrap();
+    let body = |s: &str| s.lines().skip(3).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&md), body(&again));
+}

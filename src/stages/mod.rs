@@ -3,6 +3,7 @@
 pub mod ablate;
 pub mod compare;
 pub mod embed;
+pub mod lodo;
 pub mod pool;
 pub mod prepare;
 pub mod run;

@@ -1,7 +1,7 @@
 //! A prepared dataset in memory, as the trainer reads it: the chosen feature
 //! columns, labels and domains of each split, and (for DIN) each row's history.
 
-use crate::data::meta::{FieldKind, Meta};
+use crate::data::meta::Meta;
 use crate::data::shard::{ColumnData, read_shard};
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;

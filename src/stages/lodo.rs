@@ -1,0 +1,304 @@
+//! Stage `lodo`: leave-one-domain-out. The domains of a recipe are split into
+//! folds (every domain alone, or k folds); each fold's domains are held out of
+//! training (`data.holdout_domains`) and scored on test as unseen domains, for
+//! each arm and seed:
+//!
+//! - `none`: no domain input (the floor);
+//! - `id`: a trainable domain-id embedding — the held-out domain's row never
+//!   trains, so this arm shows what an id can (not) do for an unseen domain;
+//! - `embedding`: the fixed domain embeddings of `model.domain_embeddings`.
+//!
+//! Every arm drops the domain-defining field(s) from the features
+//! (`model.domain_fields = "drop"`), so the arms differ in the domain input alone.
+//! Per held-out domain: test AUC and logloss (a domain embedding that knows a
+//! domain's base rate shows in calibration, not in the AUC within the domain),
+//! averaged over seeds; per fold: the AUC pooled over its held-out domains; and
+//! the paired difference of each arm against the floor over domains, with the
+//! sign count and a two-sided sign-flip permutation p-value. Runs are reused
+//! when finished (`pipeline run`'s rules), so an interrupted study continues.
+
+use crate::config::Config;
+use crate::fsutil::write_atomic;
+use crate::metrics;
+use crate::models::config::{DomainFields, DomainInput};
+use crate::nn::rng::Rng;
+use crate::stages::run::ensure_train;
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What `pipeline lodo` is asked for.
+pub struct LodoPlan {
+    /// 0: every domain alone; k: k folds (domain i in fold i mod k).
+    pub folds: usize,
+    pub seeds: Vec<u64>,
+    pub arms: Vec<Arm>,
+    /// Output stem: `<out>.md`, `<out>.csv`.
+    pub out: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arm {
+    None,
+    Id,
+    Embedding,
+}
+
+impl Arm {
+    fn as_str(self) -> &'static str {
+        match self {
+            Arm::None => "none",
+            Arm::Id => "id",
+            Arm::Embedding => "embedding",
+        }
+    }
+}
+
+/// One held-out domain's test metrics in one run.
+#[derive(Clone, Copy, Debug)]
+struct Cell {
+    auc: Option<f64>,
+    logloss: f64,
+}
+
+/// The held-out domains' test rows of a finished run, from its
+/// `predictions_test.safetensors`: per domain, then pooled over them.
+fn held_out_metrics(run: &Path, held: &[usize]) -> Result<(BTreeMap<usize, Cell>, Option<f64>)> {
+    let file = run.join("predictions_test.safetensors");
+    let t = crate::config::load_safetensors(&file)?;
+    let get = |k: &str| {
+        t.get(k)
+            .with_context(|| format!("{} has no tensor `{k}`", file.display()))
+    };
+    let dom = get("domain")?.to_vec1::<u32>()?;
+    let lab: Vec<f32> = get("label")?
+        .to_vec1::<u8>()?
+        .into_iter()
+        .map(f32::from)
+        .collect();
+    let score = get("score")?.to_vec1::<f32>()?;
+    let (mut all_p, mut all_y) = (Vec::new(), Vec::new());
+    let mut per = BTreeMap::new();
+    for &d in held {
+        let idx: Vec<usize> = (0..dom.len()).filter(|&i| dom[i] as usize == d).collect();
+        let p: Vec<f32> = idx.iter().map(|&i| score[i]).collect();
+        let y: Vec<f32> = idx.iter().map(|&i| lab[i]).collect();
+        if !idx.is_empty() {
+            per.insert(
+                d,
+                Cell {
+                    auc: metrics::auc(&p, &y),
+                    logloss: metrics::logloss(&p, &y),
+                },
+            );
+        }
+        all_p.extend(p);
+        all_y.extend(y);
+    }
+    Ok((per, metrics::auc(&all_p, &all_y)))
+}
+
+/// Paired differences `d`: the sign count (positive, negative) and the
+/// two-sided p-value of a sign-flip permutation test of their mean (`draws`
+/// random sign patterns, seeded; the observed pattern counts as one).
+pub fn sign_flip_test(d: &[f64], draws: usize, seed: u64) -> (usize, usize, Option<f64>) {
+    let pos = d.iter().filter(|&&x| x > 0.0).count();
+    let neg = d.iter().filter(|&&x| x < 0.0).count();
+    if d.is_empty() {
+        return (pos, neg, None);
+    }
+    let observed = d.iter().sum::<f64>().abs();
+    let mut rng = Rng::new(seed);
+    let mut hits = 1usize;
+    for _ in 0..draws {
+        let s: f64 = d
+            .iter()
+            .map(|&x| if rng.uniform() < 0.5 { -x } else { x })
+            .sum();
+        if s.abs() >= observed - 1e-12 {
+            hits += 1;
+        }
+    }
+    (pos, neg, Some(hits as f64 / (draws + 1) as f64))
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn fmt(x: Option<f64>) -> String {
+    x.map_or("n/a".into(), |v| format!("{v:.4}"))
+}
+
+/// Run the study; returns the Markdown table's path.
+pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
+    let start = Instant::now();
+    let prepared = crate::stages::prepare::prepare(base, false)?;
+    let names: Vec<String> = prepared
+        .meta
+        .domains
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
+    let d = names.len();
+    let k = if plan.folds == 0 {
+        d
+    } else {
+        plan.folds.min(d)
+    };
+    if k < 2 {
+        bail!("lodo needs at least 2 folds (the recipe has {d} domains)");
+    }
+    if plan.arms.contains(&Arm::Embedding) && base.model.domain_embeddings.is_none() {
+        bail!("the `embedding` arm needs model.domain_embeddings (a safetensors file)");
+    }
+    let folds: Vec<Vec<usize>> = (0..k)
+        .map(|f| (0..d).filter(|i| i % k == f).collect())
+        .collect();
+    // (arm, domain) → per-seed cells; (arm, fold) → per-seed pooled AUC.
+    let mut cells: BTreeMap<(usize, usize), Vec<Cell>> = BTreeMap::new();
+    let mut pooled: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+    let runs = plan.arms.len() * k * plan.seeds.len();
+    let mut done = 0;
+    for (fi, fold) in folds.iter().enumerate() {
+        for &seed in &plan.seeds {
+            for (ai, &arm) in plan.arms.iter().enumerate() {
+                let mut c = base.clone();
+                c.data.holdout_domains = fold.iter().map(|&i| names[i].clone()).collect();
+                c.model.domain_fields = DomainFields::Drop;
+                c.model.domain_input = match arm {
+                    Arm::None => DomainInput::None,
+                    Arm::Id => DomainInput::Id,
+                    Arm::Embedding => DomainInput::Fixed,
+                };
+                c.train.seed = seed;
+                c.train.run_name = Some(format!(
+                    "lodo-{}-{}-{}-k{k}-fold{fi}-seed{seed}",
+                    c.model.name.as_str(),
+                    arm.as_str(),
+                    prepared.meta.recipe
+                ));
+                let (_, dir, _) = ensure_train(&c)?;
+                let (per, all) = held_out_metrics(&dir, fold)?;
+                for (dom, cell) in per {
+                    cells.entry((ai, dom)).or_default().push(cell);
+                }
+                if let Some(a) = all {
+                    pooled.entry((ai, fi)).or_default().push(a);
+                }
+                done += 1;
+                eprintln!(
+                    "[lodo {done}/{runs}, {:.0} s] fold {fi} seed {seed} {}: unseen AUC {}",
+                    start.elapsed().as_secs_f64(),
+                    arm.as_str(),
+                    fmt(all)
+                );
+            }
+        }
+    }
+    let per_arm = |ai: usize, dom: usize| -> (Option<f64>, Option<f64>) {
+        let v = cells.get(&(ai, dom)).map(Vec::as_slice).unwrap_or(&[]);
+        let aucs: Vec<f64> = v.iter().filter_map(|c| c.auc).collect();
+        let lls: Vec<f64> = v.iter().map(|c| c.logloss).collect();
+        (mean(&aucs), mean(&lls))
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let arms: Vec<&str> = plan.arms.iter().map(|a| a.as_str()).collect();
+    let mut md = format!(
+        "# Leave-one-domain-out: {} on {}\n\n{} folds ({}), seeds {:?}, arms {}; the \
+         domain-defining field dropped in every arm. {runs} runs in {seconds:.0} s.\n\
+         Per held-out domain: test AUC / logloss, mean over seeds.\n\n| domain | test rows |",
+        base.model.name.as_str(),
+        prepared.meta.recipe,
+        k,
+        if k == d {
+            "each domain alone"
+        } else {
+            "domain i in fold i mod k"
+        },
+        plan.seeds,
+        arms.join(", ")
+    );
+    let mut csv = String::from("domain,test_rows");
+    for a in &arms {
+        md.push_str(&format!(" {a} AUC | {a} logloss |"));
+        csv.push_str(&format!(",{a}_auc,{a}_logloss"));
+    }
+    md.push_str("\n| --- | --- |");
+    md.push_str(&" --- | --- |".repeat(arms.len()));
+    md.push('\n');
+    csv.push('\n');
+    for (dom, name) in names.iter().enumerate() {
+        let rows = prepared.meta.domains[dom].rows.test;
+        md.push_str(&format!("| {name} | {rows} |"));
+        csv.push_str(&format!("{name},{rows}"));
+        for ai in 0..arms.len() {
+            let (a, l) = per_arm(ai, dom);
+            md.push_str(&format!(" {} | {} |", fmt(a), fmt(l)));
+            csv.push_str(&format!(
+                ",{},{}",
+                a.map_or(String::new(), |v| format!("{v:.6}")),
+                l.map_or(String::new(), |v| format!("{v:.6}"))
+            ));
+        }
+        md.push('\n');
+        csv.push('\n');
+    }
+    md.push_str("\n## Means and paired differences against `none`\n\n");
+    md.push_str(
+        "Over the held-out domains with a defined value in both arms; p: two-sided \
+         sign-flip permutation test of the mean difference (20,000 draws).\n\n\
+         | arm | mean AUC | mean pooled AUC per fold | mean logloss | ΔAUC vs none (+/−, p) | Δlogloss vs none (+/−, p) |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let floor = plan.arms.iter().position(|&a| a == Arm::None);
+    for (ai, a) in arms.iter().enumerate() {
+        let aucs: Vec<f64> = (0..d).filter_map(|dom| per_arm(ai, dom).0).collect();
+        let lls: Vec<f64> = (0..d).filter_map(|dom| per_arm(ai, dom).1).collect();
+        let pool: Vec<f64> = (0..k)
+            .filter_map(|f| mean(pooled.get(&(ai, f)).map(Vec::as_slice).unwrap_or(&[])))
+            .collect();
+        let diff = |pick: &dyn Fn((Option<f64>, Option<f64>)) -> Option<f64>| -> String {
+            let Some(f) = floor.filter(|&f| f != ai) else {
+                return "—".into();
+            };
+            let dv: Vec<f64> = (0..d)
+                .filter_map(|dom| Some(pick(per_arm(ai, dom))? - pick(per_arm(f, dom))?))
+                .collect();
+            let (p, n, pv) = sign_flip_test(&dv, 20_000, 7);
+            format!("{} ({p}/{n}, p {})", fmt(mean(&dv)), fmt(pv))
+        };
+        md.push_str(&format!(
+            "| `{a}` | {} | {} | {} | {} | {} |\n",
+            fmt(mean(&aucs)),
+            fmt(mean(&pool)),
+            fmt(mean(&lls)),
+            diff(&|x| x.0),
+            diff(&|x| x.1)
+        ));
+    }
+    let md_path = plan.out.with_extension("md");
+    write_atomic(&md_path, md.as_bytes())?;
+    write_atomic(&plan.out.with_extension("csv"), csv.as_bytes())?;
+    Ok(md_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_flip_p_values() {
+        // Eight equal positive differences: only the all-positive and all-negative
+        // patterns reach the observed |sum|, so p ≈ 2/256.
+        let (p, n, pv) = sign_flip_test(&[0.1; 8], 20_000, 1);
+        assert_eq!((p, n), (8, 0));
+        let pv = pv.unwrap();
+        assert!((pv - 2.0 / 256.0).abs() < 0.003, "{pv}");
+        // Symmetric differences: every pattern reaches |sum| = 0 or more.
+        let (_, _, pv) = sign_flip_test(&[0.1, -0.1, 0.2, -0.2], 5_000, 1);
+        assert_eq!(pv, Some(1.0));
+        assert_eq!(sign_flip_test(&[], 10, 1).2, None);
+    }
+}
