@@ -68,9 +68,10 @@ pub fn adam_step(w: &mut [f32], g: Option<&[f32]>, mo: &mut Moments, cfg: &AdamC
 /// Subnormal values (below f32::MIN_POSITIVE in magnitude) become zero. The
 /// moments of a weight without gradient (a dead ReLU unit, an unused id) and the
 /// weight itself under decay shrink geometrically into the subnormal range, where
-/// every arithmetic operation on them takes a slow path on x86: a fifth of a DNN's
-/// moments, and some of its weights, were subnormal after 20 epochs, and epochs
-/// grew several times slower. Their contribution is below f32 resolution anyway.
+/// every arithmetic operation on them takes a slow path on x86: after 21 epochs of
+/// the ml100k DNN, 23% of its second layer's first moments and 3.5% of that
+/// layer's weights were subnormal, and epochs had grown about 4× slower. Their
+/// contribution is below f32 resolution anyway.
 #[inline]
 fn flush(x: f32) -> f32 {
     if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x }
