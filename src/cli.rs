@@ -240,12 +240,13 @@ pub struct LodoArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub seeds: Vec<u64>,
     /// Arms: none (no domain input), id (trainable id embedding), embedding (the
-    /// fixed matrix of model.domain_embeddings).
+    /// fixed matrix of model.domain_embeddings), random (its control: a fixed
+    /// random vector per domain with the embedding's per-dimension mean and spread).
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "none,id,embedding"
+        default_value = "none,id,embedding,random"
     )]
     pub arms: Vec<crate::stages::lodo::Arm>,
     /// Output stem: writes <out>.md and <out>.csv.

@@ -84,10 +84,21 @@ fn a_conditioned_head_scores_an_unseen_domain_from_its_embedding() {
     let (pep, pep_all) = run(ModelName::Pepnet, DomainInput::Fixed);
     let (cgc_id, _) = run(ModelName::Cgc, DomainInput::Id);
     let (pep_none, _) = run(ModelName::Pepnet, DomainInput::None);
+    let (m2m, _) = run(ModelName::M2m, DomainInput::Fixed);
+    // CGC on fixed embeddings takes its conditioned form (model.cgc.conditioning
+    // = "auto"): the writers go through the shared experts, the shared gate and
+    // the tower generated from their embedding.
+    let (cgc_cond, _) = run(ModelName::Cgc, DomainInput::Fixed);
     eprintln!(
-        "unseen AUC: pepnet/embedding {pep:.3} (all {pep_all:.3}), cgc/id {cgc_id:.3}, pepnet/none {pep_none:.3}"
+        "unseen AUC: pepnet/embedding {pep:.3} (all {pep_all:.3}), m2m/embedding {m2m:.3}, \
+         cgc_cond/embedding {cgc_cond:.3}, cgc/id {cgc_id:.3}, pepnet/none {pep_none:.3}"
     );
     assert!(pep > 0.95, "pepnet on the embedding: unseen AUC {pep}");
+    assert!(m2m > 0.95, "m2m on the embedding: unseen AUC {m2m}");
+    assert!(
+        cgc_cond > 0.95,
+        "conditioned CGC on the embedding: unseen AUC {cgc_cond}"
+    );
     // Without the embedding the writers' rows look like artists' and doctors' alike:
     // chance, give or take the noise of 40 items.
     assert!(cgc_id < 0.8, "classic CGC on the id: unseen AUC {cgc_id}");
@@ -156,7 +167,7 @@ fn lodo_scores_each_held_out_domain_and_tests_the_arms_against_the_floor() {
     let plan = LodoPlan {
         folds: 3,
         seeds: vec![1],
-        arms: vec![Arm::None, Arm::Embedding],
+        arms: vec![Arm::None, Arm::Embedding, Arm::Random],
         out: tmp.path().join("lodo"),
     };
     let md = std::fs::read_to_string(lodo(&c, &plan).unwrap()).unwrap();
@@ -180,6 +191,23 @@ fn lodo_scores_each_held_out_domain_and_tests_the_arms_against_the_floor() {
         "a domain without rows has no AUC"
     );
     assert!(md.contains("| `embedding` |") && md.contains("/"), "{md}");
+    // The random control has its row and is a reference of its own.
+    assert!(md.contains("| `random` |"), "{md}");
+    assert!(md.contains("ΔAUC vs random"), "{md}");
+    // | name | rows | none × 2 | embedding × 2 | random AUC | random logloss |
+    assert!(row("artist")[7].parse::<f64>().is_ok(), "{md}");
+    // The control has the embedding file's shape, not its rows.
+    let ctl = llmctr::stages::lodo::random_control(
+        c.model.domain_embeddings.as_ref().unwrap(),
+        "domain_embeddings",
+        &c.train.runs_dir,
+    )
+    .unwrap();
+    let t = candle_core::safetensors::load(&ctl, &candle_core::Device::Cpu).unwrap();
+    let r = t["domain_embeddings"].to_vec2::<f32>().unwrap();
+    assert_eq!((r.len(), r[0].len()), (21, 2));
+    assert_ne!(r[0], r[1]);
+    assert!(r.iter().all(|v| v != &[1.0, 0.0] && v != &[-1.0, -1.0]));
     assert!(tmp.path().join("lodo.csv").is_file());
     // A second call reuses every run.
     let again = std::fs::read_to_string(lodo(&c, &plan).unwrap()).unwrap();

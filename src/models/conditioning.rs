@@ -9,7 +9,14 @@
 //!   Prior Information", KDD 2023): 2·σ(MLP(c)), one scale per unit of the gated
 //!   layer, exactly 1 at initialisation (its output layer starts at zero), so a
 //!   gated network starts as the ungated one.
+//! - [`GeneratedMlp`]: the meta unit of M2M (Zhang et al., "Leaving No One Behind:
+//!   A Multi-Scenario Multi-Task Meta Learning Approach for Advertiser Modeling",
+//!   WSDM 2022), in low rank: each layer's weights are W₀ + A(e_d)·B(e_d), with
+//!   A(e_d) (in × r) and B(e_d) (r × out) linear in e_d, and its bias b₀ + C·e_d.
+//!   One set of parameters serves every domain; B and C start at zero, so the
+//!   network starts as the shared W₀ one.
 
+use super::Segment;
 use crate::nn::linear::{Linear, Mlp};
 use crate::nn::ops::sigmoid;
 use crate::nn::params::ParamStore;
@@ -56,10 +63,213 @@ impl GateUnit {
     }
 }
 
+/// A linear layer whose weights are generated from the domain vector:
+/// y = x·(W₀ + A(e)·B(e)) + b₀ + C·e, per domain.
+pub struct GeneratedLinear {
+    base: Linear,
+    /// e → A (in · r), e → B (r · out), e → Δb (out); no biases.
+    gen_a: Tensor,
+    gen_b: Tensor,
+    gen_bias: Tensor,
+    d_in: usize,
+    d_out: usize,
+    rank: usize,
+}
+
+impl GeneratedLinear {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        cond: usize,
+        d_in: usize,
+        d_out: usize,
+        rank: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let base = Linear::new(ps, name, d_in, d_out, rng)?;
+        let bound = 1.0 / (cond as f64).sqrt();
+        Ok(GeneratedLinear {
+            base,
+            gen_a: ps.uniform(format!("{name}.gen_a"), &[cond, d_in * rank], bound, rng)?,
+            gen_b: ps.fill(format!("{name}.gen_b"), &[cond, rank * d_out], 0.0)?,
+            gen_bias: ps.fill(format!("{name}.gen_bias"), &[cond, d_out], 0.0)?,
+            d_in,
+            d_out,
+            rank,
+        })
+    }
+
+    /// x (n, in), e (1, cond) for one domain's rows → (n, out).
+    fn forward_one(&self, x: &Tensor, e: &Tensor) -> Result<Tensor> {
+        // Scaled so that A·B has the variance of one weight of W₀ per unit of
+        // B, whatever the rank.
+        let a = e
+            .matmul(&self.gen_a)?
+            .reshape((self.d_in, self.rank))?
+            .affine(1.0 / (self.rank as f64).sqrt(), 0.0)?;
+        let b = e.matmul(&self.gen_b)?.reshape((self.rank, self.d_out))?;
+        let w = (&self.base.w + a.matmul(&b)?)?;
+        let bias = (&self.base.b + e.matmul(&self.gen_bias)?.squeeze(0)?)?;
+        x.matmul(&w)?.broadcast_add(&bias)
+    }
+
+    /// x (n, in) with rows grouped by `segments`; `e` (n, cond) the domain vector
+    /// of each row (constant within a segment), or none: the shared layer.
+    pub fn forward(&self, x: &Tensor, e: Option<&Tensor>, segments: &[Segment]) -> Result<Tensor> {
+        let Some(e) = e else {
+            return self.base.forward(x);
+        };
+        super::per_domain(segments, x, |s, x_d| {
+            self.forward_one(x_d, &e.narrow(0, s.start, 1)?)
+        })
+    }
+}
+
+/// Linear → ReLU for each hidden size, then one output unit, every layer a
+/// [`GeneratedLinear`]: a tower generated from the domain vector.
+pub struct GeneratedMlp {
+    layers: Vec<GeneratedLinear>,
+    out: GeneratedLinear,
+    dropout: f64,
+}
+
+impl GeneratedMlp {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        cond: usize,
+        d_in: usize,
+        hidden: &[usize],
+        rank: usize,
+        dropout: f64,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let mut layers = Vec::new();
+        let mut d = d_in;
+        for (i, &h) in hidden.iter().enumerate() {
+            layers.push(GeneratedLinear::new(
+                ps,
+                &format!("{name}.{i}"),
+                cond,
+                d,
+                h,
+                rank,
+                rng,
+            )?);
+            d = h;
+        }
+        let out = GeneratedLinear::new(ps, &format!("{name}.out"), cond, d, 1, rank, rng)?;
+        Ok(GeneratedMlp {
+            layers,
+            out,
+            dropout,
+        })
+    }
+
+    /// (n, in) → (n, 1).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        e: Option<&Tensor>,
+        segments: &[Segment],
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
+        let mut h = x.clone();
+        for l in &self.layers {
+            h = l.forward(&h, e, segments)?.relu()?;
+            if train && self.dropout > 0.0 {
+                h = crate::nn::ops::dropout(&h, self.dropout, rng)?;
+            }
+        }
+        self.out.forward(&h, e, segments)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
+
+    fn segments() -> Vec<Segment> {
+        vec![
+            Segment {
+                domain: 0,
+                start: 0,
+                len: 2,
+            },
+            Segment {
+                domain: 2,
+                start: 2,
+                len: 4,
+            },
+        ]
+    }
+
+    /// Rows 0–1 carry one domain vector, rows 2–5 another.
+    fn domain_rows(dev: &Device) -> Tensor {
+        let a = Tensor::new(&[[0.3f64, -1.0, 0.5]], dev).unwrap();
+        let b = Tensor::new(&[[-0.7f64, 0.2, 1.1]], dev).unwrap();
+        Tensor::cat(
+            &[
+                a.broadcast_as((2, 3)).unwrap(),
+                b.broadcast_as((4, 3)).unwrap(),
+            ],
+            0,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_generated_tower_starts_as_its_shared_tower_and_has_exact_gradients() {
+        let dev = Device::Cpu;
+        let mut ps = ParamStore::new(DType::F64, &dev);
+        let mut rng = Rng::new(5);
+        let t = GeneratedMlp::new(&mut ps, "t", 3, 4, &[5], 2, 0.0, &mut rng).unwrap();
+        let x = Tensor::randn(0f64, 1.0, (6, 4), &dev).unwrap();
+        let e = domain_rows(&dev);
+        let seg = segments();
+        let with = t.forward(&x, Some(&e), &seg, false, &mut rng).unwrap();
+        let without = t.forward(&x, None, &seg, false, &mut rng).unwrap();
+        let diff = (with - without).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f64>().unwrap(), 0.0);
+        for p in ps.params() {
+            let v = Tensor::randn(0f64, 0.5, p.var.shape(), &dev).unwrap();
+            p.var.set(&v).unwrap();
+        }
+        // Away from the initial point the two domains get different weights.
+        let y = t.forward(&x, Some(&e), &seg, false, &mut rng).unwrap();
+        let x_same =
+            Tensor::cat(&[x.narrow(0, 0, 2).unwrap(), x.narrow(0, 0, 2).unwrap()], 0).unwrap();
+        let e_two =
+            Tensor::cat(&[e.narrow(0, 0, 2).unwrap(), e.narrow(0, 2, 2).unwrap()], 0).unwrap();
+        let two = [
+            Segment {
+                domain: 0,
+                start: 0,
+                len: 2,
+            },
+            Segment {
+                domain: 2,
+                start: 2,
+                len: 2,
+            },
+        ];
+        let y2 = t
+            .forward(&x_same, Some(&e_two), &two, false, &mut rng)
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
+        assert!((y2[0][0] - y2[2][0]).abs() > 1e-6, "{y2:?}");
+        assert_eq!(y.dims(), &[6, 1]);
+        let w = Tensor::randn(0f64, 1.0, (6, 1), &dev).unwrap();
+        let f = || (t.forward(&x, Some(&e), &seg, false, &mut Rng::new(0))? * &w)?.sum_all();
+        let (err, dead) = crate::nn::gradcheck::check(&ps, 6, 1e-6, &f).unwrap();
+        assert!(dead.is_empty(), "{dead:?}");
+        assert!(err < 1e-6, "relative error {err}");
+    }
 
     #[test]
     fn the_gate_is_identity_at_initialisation_and_has_exact_gradients() {

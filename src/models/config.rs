@@ -21,10 +21,11 @@ pub enum ModelName {
     Star,
     Din,
     Pepnet,
+    M2m,
 }
 
 impl ModelName {
-    pub const ALL: [ModelName; 9] = [
+    pub const ALL: [ModelName; 10] = [
         ModelName::Dnn,
         ModelName::Deepfm,
         ModelName::SharedBottom,
@@ -34,6 +35,7 @@ impl ModelName {
         ModelName::Star,
         ModelName::Din,
         ModelName::Pepnet,
+        ModelName::M2m,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +49,7 @@ impl ModelName {
             ModelName::Star => "star",
             ModelName::Din => "din",
             ModelName::Pepnet => "pepnet",
+            ModelName::M2m => "m2m",
         }
     }
 }
@@ -110,6 +113,7 @@ pub struct ModelConfig {
     pub star: StarConfig,
     pub din: DinConfig,
     pub pepnet: PepnetConfig,
+    pub m2m: M2mConfig,
 }
 
 impl Default for ModelConfig {
@@ -139,11 +143,31 @@ impl Default for ModelConfig {
             star: StarConfig::default(),
             din: DinConfig::default(),
             pepnet: PepnetConfig::default(),
+            m2m: M2mConfig::default(),
         }
     }
 }
 
 impl ModelConfig {
+    /// The model's name in run names and reports: `cgc` and `ple` in their
+    /// domain-conditioned form are `cgc_cond` and `ple_cond`.
+    pub fn label(&self) -> &'static str {
+        match self.name {
+            ModelName::Cgc if self.conditioned(&self.cgc) => "cgc_cond",
+            ModelName::Ple if self.conditioned(&self.ple) => "ple_cond",
+            n => n.as_str(),
+        }
+    }
+
+    /// Whether CGC/PLE with settings `p` take their domain-conditioned form.
+    pub fn conditioned(&self, p: &PleConfig) -> bool {
+        match p.conditioning {
+            Conditioning::Auto => self.domain_input == DomainInput::Fixed,
+            Conditioning::None => false,
+            Conditioning::Domain => true,
+        }
+    }
+
     /// Ranges of every `[model]` key (see [`crate::config::Config::validate`]).
     pub(crate) fn validate(&self, c: &mut Checks) {
         c.at_least_one("model.embedding_dim", self.embedding_dim);
@@ -191,7 +215,13 @@ impl ModelConfig {
                 true,
             );
             c.widths(&format!("model.{name}.tower"), &p.tower, false);
+            c.fraction(&format!("model.{name}.shared_only"), p.shared_only);
+            c.at_least_one(&format!("model.{name}.rank"), p.rank);
         }
+        c.at_least_one("model.m2m.experts", self.m2m.experts);
+        c.widths("model.m2m.expert_hidden", &self.m2m.expert_hidden, true);
+        c.widths("model.m2m.tower", &self.m2m.tower, false);
+        c.at_least_one("model.m2m.rank", self.m2m.rank);
         c.widths("model.pepnet.hidden", &self.pepnet.hidden, false);
         c.at_least_one("model.pepnet.gate_hidden", self.pepnet.gate_hidden);
         let s = &self.star;
@@ -272,8 +302,17 @@ pub struct PleConfig {
     pub shared_experts: usize,
     /// Expert hidden layers. Default [16].
     pub expert_hidden: Vec<usize>,
-    /// Per-domain tower hidden layers. Default [8].
+    /// Tower hidden layers (per domain, or the one generated tower). Default [8].
     pub tower: Vec<usize>,
+    /// `auto` (default: `domain` on fixed LLM embeddings, else `none`), `none`
+    /// (classic) or `domain` (shared gate and generated tower).
+    pub conditioning: Conditioning,
+    /// `domain` only: the rate at which, in training, a domain's rows go through
+    /// the shared experts alone (as an unseen domain's do, having no specific
+    /// experts trained). Default 0.2.
+    pub shared_only: f64,
+    /// `domain` only: rank of the generated tower's weight updates. Default 4.
+    pub rank: usize,
 }
 
 impl Default for PleConfig {
@@ -284,6 +323,45 @@ impl Default for PleConfig {
             shared_experts: 1,
             expert_hidden: vec![16],
             tower: vec![8],
+            conditioning: Conditioning::Auto,
+            shared_only: 0.2,
+            rank: 4,
+        }
+    }
+}
+
+/// How CGC/PLE see the domain: `none` (classic: a gate and a tower per domain),
+/// `domain` (one gate over [x; e_d] and one tower generated from e_d, shared by
+/// every domain; the specific experts stay per domain), or `auto`: `domain` on
+/// fixed (LLM) domain embeddings, `none` on the id or without a domain input.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Conditioning {
+    Auto,
+    None,
+    Domain,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct M2mConfig {
+    /// Shared experts. Default 4.
+    pub experts: usize,
+    /// Each expert's hidden layers. Default [128].
+    pub expert_hidden: Vec<usize>,
+    /// The generated tower's hidden layers. Default [64].
+    pub tower: Vec<usize>,
+    /// Rank of each generated weight update A(e_d)·B(e_d). Default 4.
+    pub rank: usize,
+}
+
+impl Default for M2mConfig {
+    fn default() -> Self {
+        M2mConfig {
+            experts: 4,
+            expert_hidden: vec![128],
+            tower: vec![64],
+            rank: 4,
         }
     }
 }

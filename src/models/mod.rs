@@ -11,6 +11,7 @@ pub mod dnn;
 pub mod embedding;
 pub mod experts;
 pub mod gates;
+pub mod m2m;
 pub mod mmoe;
 pub mod pepnet;
 pub mod ple;
@@ -59,6 +60,9 @@ pub struct InputSpec {
     pub dim: usize,
     pub domains: usize,
     pub has_domain: bool,
+    /// Domains held out of training (no rows in the train split): a model with
+    /// networks of each domain's own must not use theirs, which never trained.
+    pub held_out: Vec<usize>,
 }
 
 impl InputSpec {
@@ -112,6 +116,7 @@ pub fn build(
         ModelName::Star => Box::new(star::Star::new(cfg, spec, ps, rng)?),
         ModelName::Din => Box::new(din::Din::new(cfg, spec, ps, rng)?),
         ModelName::Pepnet => Box::new(pepnet::Pepnet::new(cfg, spec, ps, rng)?),
+        ModelName::M2m => Box::new(m2m::M2m::new(cfg, spec, ps, rng)?),
     })
 }
 
@@ -192,11 +197,17 @@ pub(crate) mod testutil {
 
     /// Every parameter gets a finite non-zero gradient and matches finite differences.
     pub fn gradcheck(name: ModelName) {
+        gradcheck_with(name, false)
+    }
+
+    /// With `conditioned`, CGC and PLE in their domain-conditioned form.
+    pub fn gradcheck_with(name: ModelName, conditioned: bool) {
         let spec = InputSpec {
             slots: 4,
             dim: 3,
             domains: 4,
             has_domain: true,
+            held_out: if conditioned { vec![1] } else { Vec::new() },
         };
         let mut ps = ParamStore::new(DType::F64, &Device::Cpu);
         let mut cfg = ModelConfig {
@@ -212,6 +223,20 @@ pub(crate) mod testutil {
         cfg.ple.levels = 2;
         cfg.pepnet.hidden = vec![5, 4];
         cfg.pepnet.gate_hidden = 3;
+        cfg.m2m.experts = 2;
+        cfg.m2m.expert_hidden = vec![4];
+        cfg.m2m.tower = vec![3];
+        cfg.m2m.rank = 2;
+        if conditioned {
+            cfg.cgc.conditioning = config::Conditioning::Domain;
+            cfg.cgc.tower = vec![3];
+            cfg.cgc.rank = 2;
+            cfg.ple.conditioning = config::Conditioning::Domain;
+            // Checked on a fixed path: domain 1 is held out (the shared experts
+            // alone), the others use their own specific experts.
+            cfg.cgc.shared_only = 0.0;
+            cfg.ple.shared_only = 0.0;
+        }
         let model = build(&cfg, &spec, &mut ps, &mut Rng::new(9)).unwrap();
         // Checked away from the initial point, where some layers start at zero
         // (gate units' output layers) and leave what feeds them without gradient.
@@ -235,7 +260,11 @@ pub(crate) mod testutil {
         };
         let (err, dead) = crate::nn::gradcheck::check(&ps, 6, 1e-6, &f).unwrap();
         // Parameters of domain 2 (absent from the batch) get no gradient, by design.
-        let dead: Vec<String> = dead.into_iter().filter(|n| !n.contains(".d2.")).collect();
+        // So do a held-out domain's (1, when conditioned) specific experts.
+        let dead: Vec<String> = dead
+            .into_iter()
+            .filter(|n| !(n.contains(".d2.") || conditioned && n.contains(".d1.")))
+            .collect();
         assert!(dead.is_empty(), "{name:?}: no gradient for {dead:?}");
         assert!(err < 1e-4, "{name:?}: relative error {err}");
     }

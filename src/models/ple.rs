@@ -10,7 +10,17 @@
 //! a sample never runs other domains' experts, that shared gate mixes the sample's
 //! own domain's specific experts and the shared experts (the paper's shared gate
 //! mixes every domain's experts).
+//!
+//! Conditioned (`conditioning = "domain"`, or `"auto"` on fixed LLM embeddings) the domain reaches the shared parameters: each
+//! level has one gate over [x; e_d] (x holds the domain slot) for all domains,
+//! and one tower generated from e_d ([`GeneratedMlp`]) replaces the per-domain
+//! towers; the specific experts stay per domain. A domain held out of training
+//! has no trained specific experts, so its rows go through the shared experts
+//! alone, with the gate's weights on them renormalised; in training a domain's
+//! rows take that path at the rate `shared_only`, so the shared path learns to
+//! stand alone.
 
+use super::conditioning::GeneratedMlp;
 use super::config::{ModelConfig, PleConfig};
 use super::experts::Experts;
 use super::gates::Gate;
@@ -18,19 +28,46 @@ use super::{CtrModel, InputSpec, Inputs, Output, add_aux};
 use crate::nn::linear::Mlp;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
-use candle_core::{Result, Tensor};
+use candle_core::{D, Result, Tensor};
 
 struct Level {
     shared: Experts,
     specific: Vec<Experts>,
+    /// One gate per domain, or (conditioned) one for all.
     gates: Vec<Gate>,
     /// The shared path's gate (all levels but the last).
     shared_gate: Option<Gate>,
 }
 
+enum Towers {
+    PerDomain(Vec<Mlp>),
+    Generated(GeneratedMlp),
+}
+
 pub struct Ple {
     levels: Vec<Level>,
-    towers: Vec<Mlp>,
+    towers: Towers,
+    /// Conditioned: the rate of shared-only segments in training.
+    shared_only: Option<f64>,
+    held_out: Vec<usize>,
+}
+
+/// Mix with the gate's weights on the last `shared` experts only, renormalised:
+/// the path of a domain without (trained) specific experts.
+fn mix_shared(
+    gate: &Gate,
+    x: &Tensor,
+    shared: &Tensor,
+    train: bool,
+    rng: &mut Rng,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let g = gate.forward(x, train, rng)?;
+    let k = shared.dim(1)?;
+    let all = g.weights.dim(1)?;
+    let w = g.weights.narrow(1, all - k, k)?;
+    let w = w.broadcast_div(&(w.sum_keepdim(1)? + 1e-12)?)?;
+    let h = shared.broadcast_mul(&w.unsqueeze(D::Minus1)?)?.sum(1)?;
+    Ok((h, g.aux))
 }
 
 impl Ple {
@@ -47,6 +84,7 @@ impl Ple {
                 "{name}: needs at least one level, one shared and one specific expert"
             );
         }
+        let conditioned = cfg.conditioned(c);
         let mut levels = Vec::new();
         let mut d_in = spec.width();
         let n_exp = c.specific_experts + c.shared_experts;
@@ -73,10 +111,25 @@ impl Ple {
                     cfg.dropout,
                     rng,
                 )?);
+                if !conditioned {
+                    gates.push(Gate::new(
+                        ps,
+                        &format!("{p}.d{d}.gate"),
+                        d_in,
+                        n_exp,
+                        &cfg.gate,
+                        rng,
+                    )?);
+                }
+            }
+            if conditioned {
+                // Above the first level the gate reads the level's input and
+                // the domain vector.
+                let width = if l == 0 { d_in } else { d_in + spec.dim };
                 gates.push(Gate::new(
                     ps,
-                    &format!("{p}.d{d}.gate"),
-                    d_in,
+                    &format!("{p}.gate"),
+                    width,
                     n_exp,
                     &cfg.gate,
                     rng,
@@ -102,20 +155,40 @@ impl Ple {
                 shared_gate,
             });
         }
-        let towers = (0..spec.domains)
-            .map(|d| {
-                Mlp::new(
-                    ps,
-                    &format!("{name}.d{d}.tower"),
-                    d_in,
-                    &c.tower,
-                    Some(1),
-                    cfg.dropout,
-                    rng,
-                )
-            })
-            .collect::<Result<_>>()?;
-        Ok(Ple { levels, towers })
+        let towers = if conditioned {
+            Towers::Generated(GeneratedMlp::new(
+                ps,
+                &format!("{name}.tower"),
+                spec.dim,
+                d_in,
+                &c.tower,
+                c.rank,
+                cfg.dropout,
+                rng,
+            )?)
+        } else {
+            Towers::PerDomain(
+                (0..spec.domains)
+                    .map(|d| {
+                        Mlp::new(
+                            ps,
+                            &format!("{name}.d{d}.tower"),
+                            d_in,
+                            &c.tower,
+                            Some(1),
+                            cfg.dropout,
+                            rng,
+                        )
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        };
+        Ok(Ple {
+            levels,
+            towers,
+            shared_only: conditioned.then_some(c.shared_only),
+            held_out: spec.held_out.clone(),
+        })
     }
 }
 
@@ -124,19 +197,54 @@ impl CtrModel for Ple {
         let mut own = inp.x.clone();
         let mut shared_in = inp.x.clone();
         let mut aux = None;
-        for level in &self.levels {
+        // Conditioned: which segments take the shared experts alone (held out of
+        // training, or drawn at the rate `shared_only` in training), decided once
+        // for every level.
+        let alone: Vec<bool> = inp
+            .segments
+            .iter()
+            .map(|s| match self.shared_only {
+                None => false,
+                Some(rate) => self.held_out.contains(&s.domain) || (train && rng.uniform() < rate),
+            })
+            .collect();
+        for (li, level) in self.levels.iter().enumerate() {
             let sh = level.shared.forward(&shared_in, train, rng)?; // (n, S_sh, h)
             let mut own_parts = Vec::with_capacity(inp.segments.len());
             let mut shared_parts = Vec::new();
-            for s in &inp.segments {
+            for (s, &alone) in inp.segments.iter().zip(&alone) {
                 let x_d = own.narrow(0, s.start, s.len)?;
-                let spec = level.specific[s.domain].forward(&x_d, train, rng)?; // (len, S_sp, h)
-                let ex = Tensor::cat(&[spec, sh.narrow(0, s.start, s.len)?], 1)?;
-                let (h, a) = level.gates[s.domain].mix(&x_d, &ex, train, rng)?;
-                aux = add_aux(aux, a)?;
-                own_parts.push(h);
+                let sh_d = sh.narrow(0, s.start, s.len)?;
+                let (gate, gate_in) = if self.shared_only.is_some() {
+                    let g_in = match (&inp.domain, li) {
+                        (Some(e), l) if l > 0 => {
+                            Tensor::cat(&[&x_d, &e.narrow(0, s.start, s.len)?], 1)?
+                        }
+                        _ => x_d.clone(),
+                    };
+                    (&level.gates[0], g_in)
+                } else {
+                    (&level.gates[s.domain], x_d.clone())
+                };
+                let ex = if alone {
+                    let (h, a) = mix_shared(gate, &gate_in, &sh_d, train, rng)?;
+                    aux = add_aux(aux, a)?;
+                    own_parts.push(h);
+                    None
+                } else {
+                    let spec = level.specific[s.domain].forward(&x_d, train, rng)?; // (len, S_sp, h)
+                    let ex = Tensor::cat(&[spec, sh_d.clone()], 1)?;
+                    let (h, a) = gate.mix(&gate_in, &ex, train, rng)?;
+                    aux = add_aux(aux, a)?;
+                    own_parts.push(h);
+                    Some(ex)
+                };
                 if let Some(g) = &level.shared_gate {
-                    let (h, a) = g.mix(&shared_in.narrow(0, s.start, s.len)?, &ex, train, rng)?;
+                    let sx = shared_in.narrow(0, s.start, s.len)?;
+                    let (h, a) = match ex {
+                        Some(ex) => g.mix(&sx, &ex, train, rng)?,
+                        None => mix_shared(g, &sx, &sh_d, train, rng)?,
+                    };
                     aux = add_aux(aux, a)?;
                     shared_parts.push(h);
                 }
@@ -146,18 +254,30 @@ impl CtrModel for Ple {
                 shared_in = Tensor::cat(&shared_parts, 0)?;
             }
         }
-        let mut parts = Vec::with_capacity(inp.segments.len());
-        for s in &inp.segments {
-            parts.push(self.towers[s.domain].forward(
-                &own.narrow(0, s.start, s.len)?,
-                train,
-                rng,
-            )?);
-        }
+        let logits = match &self.towers {
+            Towers::PerDomain(towers) => {
+                let mut parts = Vec::with_capacity(inp.segments.len());
+                for s in &inp.segments {
+                    parts.push(towers[s.domain].forward(
+                        &own.narrow(0, s.start, s.len)?,
+                        train,
+                        rng,
+                    )?);
+                }
+                Tensor::cat(&parts, 0)?
+            }
+            Towers::Generated(t) => {
+                t.forward(&own, inp.domain.as_ref(), &inp.segments, train, rng)?
+            }
+        };
         Ok(Output {
-            logits: Tensor::cat(&parts, 0)?.squeeze(1)?,
+            logits: logits.squeeze(1)?,
             aux,
         })
+    }
+
+    fn per_domain(&self) -> bool {
+        self.shared_only.is_none()
     }
 }
 
@@ -174,5 +294,11 @@ mod tests {
     #[test]
     fn ple_gradients() {
         gradcheck(ModelName::Ple);
+    }
+
+    #[test]
+    fn conditioned_gradients() {
+        super::super::testutil::gradcheck_with(ModelName::Cgc, true);
+        super::super::testutil::gradcheck_with(ModelName::Ple, true);
     }
 }

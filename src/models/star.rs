@@ -220,6 +220,7 @@ mod tests {
             dim: 3,
             domains: 2,
             has_domain: true,
+            held_out: Vec::new(),
         };
         let mut ps = ParamStore::new(DType::F32, &dev);
         let mut rng = Rng::new(1);

@@ -15,7 +15,7 @@ use crate::report::{Series, learning_curve_series, line_chart, read_history};
 use crate::stages::compare::mean_std;
 use crate::stages::embed::Method;
 use crate::stages::pool::PoolMode;
-use crate::stages::run::{Origin, cgc_llm_name, cgc_on, ensure_embed, ensure_pool, ensure_train};
+use crate::stages::run::{Origin, ensure_embed, ensure_pool, ensure_train, llm_head, llm_run_name};
 use crate::train::config::UnseenKernel;
 use crate::train::trainer::FinalMetrics;
 use anyhow::{Result, bail};
@@ -254,9 +254,9 @@ pub fn ablate(base: &Config, config_path: &Path) -> Result<PathBuf> {
                             let (pr, o) = ensure_pool(&pc)?;
                             counts.add(o);
                             counts.time(&pr.run_dir, pr.wall_seconds);
-                            let mut c = cgc_on(&pc, Path::new(&pr.run_dir), String::new());
+                            let mut c = llm_head(&pc, Path::new(&pr.run_dir), String::new());
                             c.train.seed = seed;
-                            c.train.run_name = Some(cgc_llm_name(&c));
+                            c.train.run_name = Some(llm_run_name(&c));
                             row.train(&c, &mut counts, &start)?;
                         }
                         rows.push(row);

@@ -6,15 +6,20 @@
 //! - `none`: no domain input (the floor);
 //! - `id`: a trainable domain-id embedding — the held-out domain's row never
 //!   trains, so this arm shows what an id can (not) do for an unseen domain;
-//! - `embedding`: the fixed domain embeddings of `model.domain_embeddings`.
+//! - `embedding`: the fixed domain embeddings of `model.domain_embeddings`;
+//! - `random`: the control for `embedding` — a fixed random vector per domain,
+//!   drawn (seeded) with the per-dimension mean and spread of the embedding
+//!   file, so a gain of `embedding` over `random` is knowledge of the domain, not
+//!   the mere presence of a distinct fixed vector per domain.
 //!
 //! Every arm drops the domain-defining field(s) from the features
 //! (`model.domain_fields = "drop"`), so the arms differ in the domain input alone.
 //! Per held-out domain: test AUC and logloss (a domain embedding that knows a
 //! domain's base rate shows in calibration, not in the AUC within the domain),
 //! averaged over seeds; per fold: the AUC pooled over its held-out domains; and
-//! the paired difference of each arm against the floor over domains, with the
-//! sign count and a two-sided sign-flip permutation p-value. Runs are reused
+//! the paired difference of each arm against the floor (and against `random`)
+//! over domains, with the sign count and a two-sided sign-flip permutation
+//! p-value. Runs are reused
 //! when finished (`pipeline run`'s rules), so an interrupted study continues.
 
 use crate::config::Config;
@@ -43,6 +48,7 @@ pub enum Arm {
     None,
     Id,
     Embedding,
+    Random,
 }
 
 impl Arm {
@@ -51,6 +57,7 @@ impl Arm {
             Arm::None => "none",
             Arm::Id => "id",
             Arm::Embedding => "embedding",
+            Arm::Random => "random",
         }
     }
 }
@@ -150,9 +157,21 @@ pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
     if k < 2 {
         bail!("lodo needs at least 2 folds (the recipe has {d} domains)");
     }
-    if plan.arms.contains(&Arm::Embedding) && base.model.domain_embeddings.is_none() {
-        bail!("the `embedding` arm needs model.domain_embeddings (a safetensors file)");
+    if (plan.arms.contains(&Arm::Embedding) || plan.arms.contains(&Arm::Random))
+        && base.model.domain_embeddings.is_none()
+    {
+        bail!(
+            "the `embedding` and `random` arms need model.domain_embeddings (a safetensors file)"
+        );
     }
+    let random = match &base.model.domain_embeddings {
+        Some(f) if plan.arms.contains(&Arm::Random) => Some(random_control(
+            f,
+            &base.model.domain_embeddings_tensor,
+            &base.train.runs_dir,
+        )?),
+        _ => None,
+    };
     let folds: Vec<Vec<usize>> = (0..k)
         .map(|f| (0..d).filter(|i| i % k == f).collect())
         .collect();
@@ -170,12 +189,16 @@ pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
                 c.model.domain_input = match arm {
                     Arm::None => DomainInput::None,
                     Arm::Id => DomainInput::Id,
-                    Arm::Embedding => DomainInput::Fixed,
+                    Arm::Embedding | Arm::Random => DomainInput::Fixed,
                 };
+                if arm == Arm::Random {
+                    c.model.domain_embeddings = random.clone();
+                    c.model.domain_embeddings_tensor = "domain_embeddings".into();
+                }
                 c.train.seed = seed;
                 c.train.run_name = Some(format!(
                     "lodo-{}-{}-{}-k{k}-fold{fi}-seed{seed}",
-                    c.model.name.as_str(),
+                    c.model.label(),
                     arm.as_str(),
                     prepared.meta.recipe
                 ));
@@ -209,7 +232,7 @@ pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
         "# Leave-one-domain-out: {} on {}\n\n{} folds ({}), seeds {:?}, arms {}; the \
          domain-defining field dropped in every arm. {runs} runs in {seconds:.0} s.\n\
          Per held-out domain: test AUC / logloss, mean over seeds.\n\n| domain | test rows |",
-        base.model.name.as_str(),
+        base.model.label(),
         prepared.meta.recipe,
         k,
         if k == d {
@@ -245,24 +268,40 @@ pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
         md.push('\n');
         csv.push('\n');
     }
-    md.push_str("\n## Means and paired differences against `none`\n\n");
+    let refs: Vec<(usize, &str)> = [Arm::None, Arm::Random]
+        .iter()
+        .filter_map(|r| Some((plan.arms.iter().position(|a| a == r)?, r.as_str())))
+        .collect();
+    md.push_str(&format!(
+        "\n## Means and paired differences against {}\n\n",
+        refs.iter()
+            .map(|r| format!("`{}`", r.1))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    ));
     md.push_str(
         "Over the held-out domains with a defined value in both arms; p: two-sided \
          sign-flip permutation test of the mean difference (20,000 draws).\n\n\
-         | arm | mean AUC | mean pooled AUC per fold | mean logloss | ΔAUC vs none (+/−, p) | Δlogloss vs none (+/−, p) |\n\
-         | --- | --- | --- | --- | --- | --- |\n",
+         | arm | mean AUC | mean pooled AUC per fold | mean logloss |",
     );
-    let floor = plan.arms.iter().position(|&a| a == Arm::None);
+    for (_, r) in &refs {
+        md.push_str(&format!(
+            " ΔAUC vs {r} (+/−, p) | Δlogloss vs {r} (+/−, p) |"
+        ));
+    }
+    md.push_str("\n| --- | --- | --- | --- |");
+    md.push_str(&" --- | --- |".repeat(refs.len()));
+    md.push('\n');
     for (ai, a) in arms.iter().enumerate() {
         let aucs: Vec<f64> = (0..d).filter_map(|dom| per_arm(ai, dom).0).collect();
         let lls: Vec<f64> = (0..d).filter_map(|dom| per_arm(ai, dom).1).collect();
         let pool: Vec<f64> = (0..k)
             .filter_map(|f| mean(pooled.get(&(ai, f)).map(Vec::as_slice).unwrap_or(&[])))
             .collect();
-        let diff = |pick: &dyn Fn((Option<f64>, Option<f64>)) -> Option<f64>| -> String {
-            let Some(f) = floor.filter(|&f| f != ai) else {
+        let diff = |f: usize, pick: &dyn Fn((Option<f64>, Option<f64>)) -> Option<f64>| -> String {
+            if f == ai {
                 return "—".into();
-            };
+            }
             let dv: Vec<f64> = (0..d)
                 .filter_map(|dom| Some(pick(per_arm(ai, dom))? - pick(per_arm(f, dom))?))
                 .collect();
@@ -270,18 +309,64 @@ pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
             format!("{} ({p}/{n}, p {})", fmt(mean(&dv)), fmt(pv))
         };
         md.push_str(&format!(
-            "| `{a}` | {} | {} | {} | {} | {} |\n",
+            "| `{a}` | {} | {} | {} |",
             fmt(mean(&aucs)),
             fmt(mean(&pool)),
             fmt(mean(&lls)),
-            diff(&|x| x.0),
-            diff(&|x| x.1)
         ));
+        for &(f, _) in &refs {
+            md.push_str(&format!(" {} | {} |", diff(f, &|x| x.0), diff(f, &|x| x.1)));
+        }
+        md.push('\n');
     }
     let md_path = plan.out.with_extension("md");
     write_atomic(&md_path, md.as_bytes())?;
     write_atomic(&plan.out.with_extension("csv"), csv.as_bytes())?;
     Ok(md_path)
+}
+
+/// The `random` arm's domain embeddings: one vector per domain, each dimension
+/// drawn from a normal with that dimension's mean and standard deviation over
+/// the domains of `file` (seeded, so the same file gives the same control).
+/// Written to `<runs_dir>/lodo-random-<stem>.safetensors`, returned.
+pub fn random_control(file: &Path, tensor: &str, runs_dir: &Path) -> Result<PathBuf> {
+    let all = crate::config::load_safetensors(file)?;
+    let m = all
+        .get(tensor)
+        .with_context(|| format!("{} has no tensor `{tensor}`", file.display()))?
+        .to_dtype(candle_core::DType::F32)?;
+    let (d, h) = m
+        .dims2()
+        .with_context(|| format!("{}: `{tensor}` must be (domains, h)", file.display()))?;
+    let v = m.to_vec2::<f32>()?;
+    let mut rng = Rng::new(0x5eed_d0e5);
+    let mut out = vec![0f32; d * h];
+    for j in 0..h {
+        let col: Vec<f64> = v.iter().map(|r| f64::from(r[j])).collect();
+        let mu = col.iter().sum::<f64>() / d as f64;
+        let sd = (col.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / d as f64).sqrt();
+        for i in 0..d {
+            out[i * h + j] = (mu + sd * rng.normal()) as f32;
+        }
+    }
+    let t = candle_core::Tensor::from_vec(out, (d, h), &candle_core::Device::Cpu)?;
+    let stem = file
+        .with_extension("")
+        .to_string_lossy()
+        .replace(['/', '\\', '.'], "_");
+    let path = runs_dir.join(format!(
+        "lodo-random-{}.safetensors",
+        stem.trim_matches('_')
+    ));
+    std::fs::create_dir_all(runs_dir)
+        .with_context(|| format!("cannot create {}", runs_dir.display()))?;
+    let bytes = safetensors::serialize([("domain_embeddings", &t)], None)
+        .context("serialising the random control")?;
+    // Rewritten only when different, so an unchanged control keeps its stamp.
+    if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+        write_atomic(&path, &bytes)?;
+    }
+    Ok(path)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use crate::config::{Config, Stage, check_reusable};
 use crate::data::fetch::{AssetName, fetch};
 use crate::fingerprint::{Freshness, Inputs, set_aside};
-use crate::models::config::{DomainInput, ModelName};
+use crate::models::config::DomainInput;
 use crate::stages::embed::{EmbedResult, embed};
 use crate::stages::pool::{PoolResult, pool};
 use crate::stages::prepare::prepare;
@@ -122,10 +122,10 @@ pub fn ensure_train(cfg: &Config) -> Result<(FinalMetrics, PathBuf, Origin)> {
     Ok((m, dir, Origin::Computed))
 }
 
-/// `cfg` set up to train CGC on the fixed domain embeddings of a pool run.
-pub fn cgc_on(cfg: &Config, pooled: &Path, run_name: String) -> Config {
+/// `cfg` set up to train its model (`model.name`; CGC by default, in its
+/// domain-conditioned form) on the fixed domain embeddings of a pool run.
+pub fn llm_head(cfg: &Config, pooled: &Path, run_name: String) -> Config {
     let mut c = cfg.clone();
-    c.model.name = ModelName::Cgc;
     c.model.domain_input = DomainInput::Fixed;
     c.model.domain_embeddings = Some(pooled.join("domain_embeddings.safetensors"));
     c.model.domain_embeddings_tensor = "domain_embeddings".into();
@@ -133,10 +133,11 @@ pub fn cgc_on(cfg: &Config, pooled: &Path, run_name: String) -> Config {
     c
 }
 
-/// The name of a CGC run on LLM embeddings.
-pub fn cgc_llm_name(cfg: &Config) -> String {
+/// The name of a model's run on LLM embeddings: `<model>-llm-<method>-…`.
+pub fn llm_run_name(cfg: &Config) -> String {
     format!(
-        "cgc-llm-{}-{}-{}-{}{}-seed{}",
+        "{}-llm-{}-{}-{}-{}{}-seed{}",
+        cfg.model.label(),
         cfg.embed.method.as_str(),
         cfg.data.recipe,
         cfg.embed.template_stem(),
@@ -167,8 +168,8 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
     pc.pool.from = Some(PathBuf::from(&embedded.run_dir));
     let (pooled, op) = ensure_pool(&pc)?;
     eprintln!("pool: {}{}", reusing(op), pooled.run_dir);
-    let mut c = cgc_on(&pc, Path::new(&pooled.run_dir), String::new());
-    c.train.run_name = Some(cgc_llm_name(&c));
+    let mut c = llm_head(&pc, Path::new(&pooled.run_dir), String::new());
+    c.train.run_name = Some(llm_run_name(&c));
     let (cgc, dir, ot) = ensure_train(&c)?;
     eprintln!("train-cgc: {}{}", reusing(ot), dir.display());
     let report = crate::report::report(&dir)?;

@@ -16,7 +16,7 @@ pub fn train(
     let mut t = Trainer::new(cfg, &prepared.dir)?;
     eprintln!(
         "{} on {}: {} parameters, features {}, domain input {:?}, run dir {}",
-        cfg.model.name.as_str(),
+        cfg.model.label(),
         prepared.meta.recipe,
         t.param_count(),
         t.ds.features.join(", "),

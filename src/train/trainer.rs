@@ -232,6 +232,7 @@ impl Trainer {
             dim: m.embedding_dim,
             domains: ds.domain_names.len(),
             has_domain: domain_slot || fixed.is_some(),
+            held_out: ds.holdout.clone(),
         };
         let model = models::build(m, &spec, &mut ps, &mut rng)?;
         let dense = DenseAdam::new(&ps)?;
@@ -797,7 +798,7 @@ impl Trainer {
             .filter_map(|&d| test.domains[d].auc)
             .collect();
         let fm = FinalMetrics {
-            model: self.cfg.model.name.as_str().into(),
+            model: self.cfg.model.label().into(),
             recipe: self.ds.meta.recipe.clone(),
             seed: self.cfg.train.seed,
             best_epoch: self.progress.best_epoch,
@@ -1025,7 +1026,7 @@ pub fn run_dir(cfg: &Config, recipe: &str) -> PathBuf {
     let name = t.run_name.clone().unwrap_or_else(|| {
         format!(
             "{}-{recipe}{}-seed{}",
-            cfg.model.name.as_str(),
+            cfg.model.label(),
             holdout_suffix(&cfg.data.holdout_domains),
             t.seed
         )
