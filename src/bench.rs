@@ -55,7 +55,7 @@ fn machine() -> String {
 
 #[derive(Args, Debug)]
 pub struct TrainBenchArgs {
-    /// Models (default: all).
+    /// Models (default: all). `cgc` is timed classic and domain-conditioned.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub models: Vec<crate::models::config::ModelName>,
     /// Recipe to measure on.
@@ -101,13 +101,24 @@ fn train_one(args: &TrainBenchArgs, label: &str) -> Result<TrainFigures> {
         }
         None => (label.to_string(), None, false),
     };
+    // `cgc_cond` / `ple_cond`: the domain-conditioned form.
+    let (base, conditioned) = match name.strip_suffix("_cond") {
+        Some(b) => (b.to_string(), true),
+        None => (name.clone(), false),
+    };
     let model = ModelName::ALL
         .into_iter()
-        .find(|m| m.as_str() == name)
+        .find(|m| {
+            m.as_str() == base && (!conditioned || matches!(m, ModelName::Cgc | ModelName::Ple))
+        })
         .with_context(|| format!("unknown model {name}"))?;
     let mut cfg = Config::default();
     cfg.data.recipe = args.recipe.clone();
     cfg.model.name = model;
+    if conditioned {
+        cfg.model.cgc.conditioning = crate::models::config::Conditioning::Domain;
+        cfg.model.ple.conditioning = crate::models::config::Conditioning::Domain;
+    }
     cfg.train.batch_size = args.batch;
     let prepared = prepare::prepare(&cfg, false)?;
     let mut t = crate::train::trainer::Trainer::new(&cfg, &prepared.dir)?;
@@ -182,7 +193,14 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
     } else {
         args.models.clone()
     };
-    let mut labels: Vec<String> = models.iter().map(|m| m.as_str().to_string()).collect();
+    // CGC is timed in both forms: classic and domain-conditioned.
+    let mut labels: Vec<String> = Vec::new();
+    for m in &models {
+        labels.push(m.as_str().to_string());
+        if *m == crate::models::config::ModelName::Cgc {
+            labels.push("cgc_cond".into());
+        }
+    }
     for r in &args.table_rows {
         labels.push(format!("cgc@{r}"));
         labels.push(format!("cgc@{r}:dense"));

@@ -72,6 +72,11 @@ pub enum Command {
     /// per-domain test AUC and logloss, pooled AUC per fold, and paired
     /// differences against `none` with sign counts and permutation p-values.
     Lodo(LodoArgs),
+    /// Train every combination of settings (`--set KEY=V1|V2|…`, TOML values) on
+    /// a base config for each seed, and write a table of the combinations by
+    /// mean valid AUC (test not shown: a grid chooses on valid). Finished runs are
+    /// reused.
+    Grid(GridArgs),
     /// Benchmarks that print measured figures (run them from a release build).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -81,7 +86,8 @@ pub enum Command {
 pub struct TrainArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Model (overrides model.name): dnn, deepfm, shared-bottom, mmoe, cgc, ple, star, din.
+    /// Model (overrides model.name). `cgc` and `ple` take their domain-conditioned form
+    /// on fixed LLM embeddings (model.cgc.conditioning = "auto").
     #[arg(long, value_enum)]
     pub model: Option<crate::models::config::ModelName>,
     /// Recipe (overrides data.recipe).
@@ -222,6 +228,26 @@ pub struct CompareArgs {
     pub seeds: Vec<u64>,
     /// Output stem: writes <out>.md and <out>.csv.
     #[arg(long, default_value = "results/baselines")]
+    pub out: PathBuf,
+    /// Runs folder (overrides train.runs_dir).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct GridArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// An axis: a dotted config key and its alternatives as TOML values,
+    /// separated by `|`, e.g. `model.cgc.tower=[8]|[64]` (repeatable; the grid is
+    /// every combination).
+    #[arg(long = "set", required = true)]
+    pub set: Vec<String>,
+    /// Seeds.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub seeds: Vec<u64>,
+    /// Output stem: writes <out>.md and <out>.csv.
+    #[arg(long, default_value = "results/grid")]
     pub out: PathBuf,
     /// Runs folder (overrides train.runs_dir).
     #[arg(long)]
@@ -478,6 +504,25 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             validate_with_flags(&cfg)?;
             crate::stages::compare::compare(&args)
+        }
+        Command::Grid(args) => {
+            let plan = crate::stages::grid::GridPlan {
+                axes: args
+                    .set
+                    .iter()
+                    .map(|s| crate::stages::grid::parse_axis(s))
+                    .collect::<Result<_>>()?,
+                seeds: args.seeds.clone(),
+                out: args.out.clone(),
+            };
+            let md = crate::stages::grid::grid(
+                args.config.config.as_deref(),
+                args.runs_dir.as_deref(),
+                &plan,
+            )?;
+            println!("{}", std::fs::read_to_string(&md)?);
+            println!("wrote {}", md.display());
+            Ok(())
         }
         Command::Lodo(args) => {
             let cfg = Config::load(args.config.config.as_deref())?;

@@ -58,8 +58,18 @@ impl GateUnit {
     }
 
     pub fn forward(&self, c: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        sigmoid(&self.logits(c, rng)?)? * 2.0
+    }
+
+    /// The gate's pre-activation z: the gate is 2·σ(z).
+    pub fn logits(&self, c: &Tensor, rng: &mut Rng) -> Result<Tensor> {
         let h = self.hidden.forward(c, false, rng)?;
-        sigmoid(&self.out.forward(&h)?)? * 2.0
+        self.out.forward(&h)
+    }
+
+    /// h (n, out) scaled by the gate on c: h ⊙ 2σ(z), one fused step.
+    pub fn apply(&self, h: &Tensor, c: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        crate::nn::fused::gated(h, &self.logits(c, rng)?)
     }
 }
 

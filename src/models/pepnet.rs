@@ -75,12 +75,16 @@ impl CtrModel for Pepnet {
             Some(d) => Tensor::cat(&[d, &flat.detach()], 1)?,
             None => flat.detach(),
         };
-        let scale = self.epnet.forward(&cond, rng)?.unsqueeze(2)?;
-        let mut h = feat
-            .broadcast_mul(&scale)?
+        // Each field's scale, repeated over its dim units.
+        let z = self
+            .epnet
+            .logits(&cond, rng)?
+            .unsqueeze(2)?
+            .broadcast_as((n, self.fields, dim))?
             .reshape((n, self.fields * dim))?;
+        let mut h = crate::nn::fused::gated(&feat.reshape((n, self.fields * dim))?, &z)?;
         for (l, g) in &self.layers {
-            h = (l.forward(&h)?.relu()? * g.forward(&cond, rng)?)?;
+            h = g.apply(&l.forward(&h)?.relu()?, &cond, rng)?;
             if train && self.dropout > 0.0 {
                 h = dropout(&h, self.dropout, rng)?;
             }

@@ -1,5 +1,6 @@
 //! Fused CPU kernels with analytic backward passes for the decoder's
-//! element-wise blocks: RMS norm (frozen weight), scaled masked softmax, SwiGLU.
+//! element-wise blocks: RMS norm (frozen weight), scaled masked softmax, SwiGLU;
+//! and for the CTR heads' gate units, h ⊙ 2σ(z).
 //!
 //! Composed of candle ops, each block is 5–10 graph nodes, and candle's backward
 //! allocates, zero-fills and adds a gradient buffer for every node. Here each
@@ -461,6 +462,88 @@ pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     g.contiguous()?.apply_op2(&u.contiguous()?, SwiGlu)
 }
 
+// ---------------------------------------------------------------- gate units
+
+/// h ⊙ 2σ(z).
+struct Gated;
+
+impl CustomOp2 for Gated {
+    fn name(&self) -> &'static str {
+        "fused-gated"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (h, z) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        let mut out = vec![0f32; h.len()];
+        out.par_chunks_mut(PAR_MIN)
+            .zip(h.par_chunks(PAR_MIN).zip(z.par_chunks(PAR_MIN)))
+            .for_each(|(o, (h, z))| vmath::gated(o, h, z));
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        z: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (h, z, dy) = (h.contiguous()?, z.contiguous()?, grad.contiguous()?);
+        let both = h.apply_op3_no_bwd(&z, &dy, &GatedBwd)?;
+        let dh = both.get(0)?.reshape(h.shape())?;
+        let dz = both.get(1)?.reshape(h.shape())?;
+        Ok((Some(dh), Some(dz)))
+    }
+}
+
+/// d/dh and d/dz of h ⊙ 2σ(z), as the rows of a (2, n) tensor.
+struct GatedBwd;
+
+impl CustomOp3 for GatedBwd {
+    fn name(&self) -> &'static str {
+        "fused-gated-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let h = f32s(s1, l1, self.name())?;
+        let z = f32s(s2, l2, self.name())?;
+        let dy = f32s(s3, l3, self.name())?;
+        let n = h.len();
+        let mut out = vec![0f32; 2 * n];
+        let (dh, dz) = out.split_at_mut(n);
+        dh.par_chunks_mut(PAR_MIN)
+            .zip(dz.par_chunks_mut(PAR_MIN))
+            .zip(
+                h.par_chunks(PAR_MIN)
+                    .zip(z.par_chunks(PAR_MIN).zip(dy.par_chunks(PAR_MIN))),
+            )
+            .for_each(|((dh, dz), (h, (z, d)))| vmath::gated_bwd(dh, dz, h, z, d));
+        Ok((CpuStorage::F32(out), Shape::from((2, n))))
+    }
+}
+
+/// h ⊙ 2σ(z) (same shapes): a gate unit's output scaling h, one graph node.
+pub fn gated(h: &Tensor, z: &Tensor) -> Result<Tensor> {
+    if !fused_ok(h) || h.shape() != z.shape() || z.dtype() != h.dtype() {
+        return h * (super::ops::sigmoid(z)? * 2.0)?;
+    }
+    h.contiguous()?.apply_op2(&z.contiguous()?, Gated)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,6 +676,15 @@ mod tests {
                 },
             );
         }
+    }
+
+    #[test]
+    fn gated_matches_the_composed_ops() {
+        same(
+            &[rand(&[7, 300], 8), rand(&[7, 300], 9)],
+            |t| gated(&t[0], &t[1]),
+            |t| &t[0] * (crate::nn::ops::sigmoid(&t[1])? * 2.0)?,
+        );
     }
 
     #[test]

@@ -134,6 +134,26 @@ wide! {
 }
 
 wide! {
+    /// out = h ⊙ 2σ(z): a gate unit's scale applied (PEPNet).
+    pub fn gated(out: &mut [f32], h: &[f32], z: &[f32]) {
+        for ((o, &h), &z) in out.iter_mut().zip(h).zip(z) {
+            *o = 2.0 * h * sigmoid(z);
+        }
+    }
+}
+
+wide! {
+    /// Backward of [`gated`]: d(h) = dy·2σ(z), d(z) = dy·h·2σ(z)(1 − σ(z)).
+    pub fn gated_bwd(dh: &mut [f32], dz: &mut [f32], h: &[f32], z: &[f32], dy: &[f32]) {
+        for ((((dh, dz), &h), &z), &d) in dh.iter_mut().zip(dz).zip(h).zip(z).zip(dy) {
+            let s = sigmoid(z);
+            *dh = 2.0 * d * s;
+            *dz = 2.0 * d * h * s * (1.0 - s);
+        }
+    }
+}
+
+wide! {
     /// softmax(scale·row) in place.
     pub fn softmax(row: &mut [f32], scale: f32) {
         let mut m = f32::NEG_INFINITY;

@@ -3,6 +3,7 @@
 pub mod ablate;
 pub mod compare;
 pub mod embed;
+pub mod grid;
 pub mod lodo;
 pub mod pool;
 pub mod prepare;

@@ -1,0 +1,247 @@
+//! Stage `grid`: a grid of settings on the **valid** split. Every combination of
+//! the `--set KEY=V1|V2|…` alternatives (TOML values) is applied to a base config
+//! and trained for each seed; the table lists the combinations by mean valid AUC
+//! (the AUC at the best valid epoch), with the best marked. Test metrics are not
+//! shown: a grid chooses, the test split only judges what it chose. Runs are
+//! reused when finished (`pipeline run`'s rules), so a grid continues where it
+//! stopped.
+
+use crate::config::Config;
+use crate::fsutil::{sha256_bytes, write_atomic};
+use crate::stages::run::ensure_train;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One axis: a dotted key and its alternatives, as TOML values.
+#[derive(Clone, Debug)]
+pub struct Axis {
+    pub key: String,
+    pub values: Vec<toml::Value>,
+}
+
+/// Parse `KEY=V1|V2|…`; each value is a TOML value (`16`, `[64, 32]`, `"domain"`).
+pub fn parse_axis(s: &str) -> Result<Axis> {
+    let (key, vals) = s
+        .split_once('=')
+        .with_context(|| format!("--set {s:?}: expected KEY=VALUE|VALUE…"))?;
+    let key = key.trim().to_string();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        bail!("--set {s:?}: {key:?} is not a dotted key like model.cgc.tower");
+    }
+    let values = vals
+        .split('|')
+        .map(|v| {
+            let doc = format!("x = {}", v.trim());
+            toml::from_str::<toml::Table>(&doc)
+                .ok()
+                .and_then(|mut t| t.remove("x"))
+                .with_context(|| format!("--set {key}: {:?} is not a TOML value", v.trim()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Axis { key, values })
+}
+
+/// `base` (a TOML table) with `key` set to `value`, creating tables on the way.
+fn set(base: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or(key);
+    let mut t = base;
+    for p in parts {
+        t = t
+            .entry(p)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("{key}: {p} is not a table"))?;
+    }
+    t.insert(last.to_string(), value);
+    Ok(())
+}
+
+/// Every combination of the axes' values (the last axis varies fastest).
+fn combinations(axes: &[Axis]) -> Vec<Vec<(String, toml::Value)>> {
+    let mut out = vec![Vec::new()];
+    for a in axes {
+        out = out
+            .into_iter()
+            .flat_map(|c| {
+                a.values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.push((a.key.clone(), v.clone()));
+                    c
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+pub struct GridPlan {
+    pub axes: Vec<Axis>,
+    pub seeds: Vec<u64>,
+    /// Output stem: `<out>.md`, `<out>.csv`.
+    pub out: PathBuf,
+}
+
+struct Point {
+    label: String,
+    valid: Vec<f64>,
+    epochs: Vec<usize>,
+    seconds: f64,
+}
+
+/// Run the grid on the config file `base` (None: the defaults); returns the
+/// Markdown table's path.
+pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Result<PathBuf> {
+    let start = Instant::now();
+    let text = match base {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read config file {}", p.display()))?,
+        None => String::new(),
+    };
+    let table: toml::Table = toml::from_str(&text).with_context(|| match base {
+        Some(p) => format!("in config file {}", p.display()),
+        None => "in the default config".into(),
+    })?;
+    if plan.seeds.is_empty() {
+        bail!("grid needs at least one seed");
+    }
+    let combos = combinations(&plan.axes);
+    let total = combos.len() * plan.seeds.len();
+    let mut points = Vec::new();
+    let mut done = 0;
+    let mut first: Option<Config> = None;
+    for combo in &combos {
+        let mut t = table.clone();
+        for (k, v) in combo {
+            set(&mut t, k, v.clone())?;
+        }
+        let label = combo
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cfg: Config =
+            toml::from_str(&toml::to_string(&t)?).with_context(|| format!("grid point {label}"))?;
+        if let Some(d) = runs_dir {
+            cfg.train.runs_dir = d.to_path_buf();
+        }
+        cfg.validate()
+            .with_context(|| format!("grid point {label}"))?;
+        let tag = &sha256_bytes(label.as_bytes())[..10];
+        let mut p = Point {
+            label: label.clone(),
+            valid: Vec::new(),
+            epochs: Vec::new(),
+            seconds: 0.0,
+        };
+        for &seed in &plan.seeds {
+            let mut c = cfg.clone();
+            c.train.seed = seed;
+            c.train.run_name = Some(format!(
+                "grid-{}-{}-{tag}-seed{seed}",
+                c.model.label(),
+                c.data.recipe
+            ));
+            let (m, dir, _) = ensure_train(&c)?;
+            done += 1;
+            eprintln!(
+                "[grid {done}/{total}, {:.0} s] {label} seed {seed}: valid AUC {} ({})",
+                start.elapsed().as_secs_f64(),
+                m.valid_auc.map_or("n/a".into(), |v| format!("{v:.4}")),
+                dir.display()
+            );
+            if let Some(v) = m.valid_auc {
+                p.valid.push(v);
+            }
+            p.epochs.push(m.best_epoch);
+            p.seconds += m.train_seconds;
+        }
+        first.get_or_insert(cfg);
+        points.push(p);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let sd = |v: &[f64]| {
+        if v.len() < 2 {
+            return f64::NAN;
+        }
+        let m = mean(v);
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+    };
+    points.sort_by(|a, b| mean(&b.valid).total_cmp(&mean(&a.valid)));
+    let cfg = first.context("grid has no point")?;
+    let mut md = format!(
+        "# Grid on valid: {} on {}\n\n{} points × seeds {:?} ({total} runs) in {:.0} s; \
+         base config {}. Sorted by mean valid AUC (best valid epoch); test not shown.\n\n\
+         | # | setting | valid AUC (mean ± sd) | best epochs | train s |\n| --- | --- | --- | --- | --- |\n",
+        cfg.model.label(),
+        cfg.data.recipe,
+        combos.len(),
+        plan.seeds,
+        start.elapsed().as_secs_f64(),
+        base.map_or("(defaults)".into(), |p| p.display().to_string()),
+    );
+    let mut csv =
+        String::from("rank,setting,valid_auc_mean,valid_auc_sd,best_epochs,train_seconds\n");
+    for (i, p) in points.iter().enumerate() {
+        let ep = p
+            .epochs
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        md.push_str(&format!(
+            "| {}{} | `{}` | {:.4} ± {:.4} | {ep} | {:.0} |\n",
+            i + 1,
+            if i == 0 { " (best)" } else { "" },
+            p.label,
+            mean(&p.valid),
+            sd(&p.valid),
+            p.seconds
+        ));
+        csv.push_str(&format!(
+            "{},\"{}\",{:.6},{:.6},{},{:.1}\n",
+            i + 1,
+            p.label.replace('"', "\"\""),
+            mean(&p.valid),
+            sd(&p.valid),
+            ep.replace(", ", " "),
+            p.seconds
+        ));
+    }
+    if let Some(dir) = plan.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let md_path = plan.out.with_extension("md");
+    write_atomic(&md_path, md.as_bytes())?;
+    write_atomic(&plan.out.with_extension("csv"), csv.as_bytes())?;
+    Ok(md_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_parse_and_combine() {
+        let a = parse_axis("model.cgc.tower=[8]|[64, 32]").unwrap();
+        assert_eq!(a.key, "model.cgc.tower");
+        assert_eq!(a.values.len(), 2);
+        let b = parse_axis("model.cgc.conditioning=\"none\"|\"domain\"").unwrap();
+        let c = combinations(&[a, b]);
+        assert_eq!(c.len(), 4);
+        let mut t = toml::Table::new();
+        for (k, v) in &c[3] {
+            set(&mut t, k, v.clone()).unwrap();
+        }
+        let cfg: Config = toml::from_str(&toml::to_string(&t).unwrap()).unwrap();
+        assert_eq!(cfg.model.cgc.tower, vec![64, 32]);
+        assert_eq!(
+            cfg.model.cgc.conditioning,
+            crate::models::config::Conditioning::Domain
+        );
+        for bad in ["model.cgc.tower", "=3", "a..b=1", "model.x=[1"] {
+            assert!(parse_axis(bad).is_err(), "{bad}");
+        }
+    }
+}
