@@ -48,6 +48,27 @@ fn every_model_trains_and_writes_its_outputs() {
     }
 }
 
+/// Early stopping waits for `train.min_epochs`; without it, patience 1 stops a
+/// run at its first epoch without a better valid AUC.
+#[test]
+fn min_epochs_holds_early_stopping_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), ModelName::Dnn, "patient");
+    c.train.epochs = 12;
+    c.train.patience = 1;
+    let quick = train(&c, false, None).unwrap().unwrap();
+    assert!(
+        quick.epochs_run < 12,
+        "patience 1 should stop this run early"
+    );
+    c.train.run_name = Some("held".into());
+    c.train.min_epochs = 12;
+    let held = train(&c, false, None).unwrap().unwrap();
+    assert_eq!(held.epochs_run, 12);
+    // The epochs both runs share are the same epochs.
+    assert!(held.best_epoch >= quick.best_epoch);
+}
+
 #[test]
 fn same_seed_same_metrics_other_seed_differs() {
     let tmp = tempfile::tempdir().unwrap();

@@ -29,10 +29,11 @@ fn assert_has(e: &str, parts: &[&str]) {
 // ---------------------------------------------------------------------------
 
 /// Integer keys where 0 means something (seeds, layer indices, "never", "no minimum").
-const ZERO_ALLOWED: [&str; 8] = [
+const ZERO_ALLOWED: [&str; 9] = [
     "data.criteo.min_count",
     "model.hash_buckets",
     "train.seed",
+    "train.min_epochs",
     "embed.seed",
     "pool.seed",
     "embed.lora.layers",

@@ -18,6 +18,9 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Stop after this many epochs without a better valid AUC. Default 4.
     pub patience: usize,
+    /// Never stop early before this many epochs (the best valid epoch is still
+    /// chosen among all of them). Default 0.
+    pub min_epochs: usize,
     /// `adam` (L2 in the gradient) or `adamw` (decoupled). Default `adam`.
     pub optimizer: OptimizerKind,
     /// Default 1e-3.
@@ -49,6 +52,13 @@ impl TrainConfig {
         c.at_least_one("train.eval_batch_size", self.eval_batch_size);
         c.at_least_one("train.epochs", self.epochs);
         c.at_least_one("train.patience", self.patience);
+        if self.min_epochs > self.epochs {
+            c.bad(
+                "train.min_epochs",
+                self.min_epochs,
+                format!("must not exceed train.epochs ({})", self.epochs),
+            );
+        }
         c.positive("train.lr", self.lr);
         c.non_negative("train.weight_decay", self.weight_decay);
         c.dir("train.runs_dir", &self.runs_dir);
@@ -64,6 +74,7 @@ impl Default for TrainConfig {
             eval_batch_size: 8192,
             epochs: 50,
             patience: 4,
+            min_epochs: 0,
             optimizer: OptimizerKind::Adam,
             lr: 1e-3,
             weight_decay: 1e-5,

@@ -704,7 +704,9 @@ impl Trainer {
         let t = self.cfg.train.clone();
         let base = Rng::new(t.seed);
         let mut done_now = 0;
-        while self.progress.epochs_done < t.epochs && self.progress.bad_epochs < t.patience {
+        while self.progress.epochs_done < t.epochs
+            && (self.progress.bad_epochs < t.patience || self.progress.epochs_done < t.min_epochs)
+        {
             if stop_after.is_some_and(|s| done_now >= s) {
                 return Ok(None);
             }
