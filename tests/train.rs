@@ -48,7 +48,7 @@ fn every_model_trains_and_writes_its_outputs() {
     }
 }
 
-/// Early stopping waits for `train.min_epochs`; without it, patience 1 stops a
+/// Early stopping waits for `train.min_epochs`; without it (0), patience 1 stops a
 /// run at its first epoch without a better valid AUC.
 #[test]
 fn min_epochs_holds_early_stopping_back() {
@@ -56,6 +56,7 @@ fn min_epochs_holds_early_stopping_back() {
     let mut c = cfg(tmp.path(), ModelName::Dnn, "patient");
     c.train.epochs = 12;
     c.train.patience = 1;
+    c.train.min_epochs = 0;
     let quick = train(&c, false, None).unwrap().unwrap();
     assert!(
         quick.epochs_run < 12,

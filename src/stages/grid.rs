@@ -128,7 +128,9 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
         }
         cfg.validate()
             .with_context(|| format!("grid point {label}"))?;
-        let tag = &sha256_bytes(label.as_bytes())[..10];
+        // The point's whole config names its runs: two grids on different base
+        // configs never share a run directory.
+        let tag = &sha256_bytes(cfg.to_toml().as_bytes())[..10];
         let mut p = Point {
             label: label.clone(),
             valid: Vec::new(),
