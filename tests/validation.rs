@@ -29,13 +29,14 @@ fn assert_has(e: &str, parts: &[&str]) {
 // ---------------------------------------------------------------------------
 
 /// Integer keys where 0 means something (seeds, layer indices, "never", "no minimum").
-const ZERO_ALLOWED: [&str; 8] = [
+const ZERO_ALLOWED: [&str; 9] = [
     "data.criteo.min_count",
     "model.hash_buckets",
     "train.seed",
     "embed.seed",
     "pool.seed",
     "embed.lora.layers",
+    "embed.layer",
     "embed.ptuning.layers",
     "ablate.seeds",
 ];
@@ -50,6 +51,7 @@ fn full_config(tmp: &Path) -> Config {
     c.embed.run_name = Some("e".into());
     c.embed.lora.layers = vec![0, 1];
     c.embed.ptuning.layers = vec![1];
+    c.embed.layer = Some(llmctr::stages::embed::LayerChoice::Many(vec![2, 3]));
     c.pool.scale = Some(0.5);
     c.pool.from = Some(tmp.join("embed-run"));
     c.pool.run_name = Some("p".into());
