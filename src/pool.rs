@@ -222,10 +222,32 @@ pub fn kernel_perplexity(m: &[Vec<f32>], scale: Option<f64>) -> f64 {
 pub fn kernel_perplexities(dm: &Tensor) -> Result<KernelPerplexity> {
     let m = dm.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
     let all: Vec<usize> = (0..m.len()).collect();
+    let h = m.first().map_or(1, Vec::len).max(1) as f64;
+    let mut d2 = Vec::new();
+    for i in 0..m.len() {
+        for j in i + 1..m.len() {
+            d2.push(
+                m[i].iter()
+                    .zip(&m[j])
+                    .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+                    .sum::<f64>()
+                    / h,
+            );
+        }
+    }
+    d2.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        d2.get(((d2.len().saturating_sub(1)) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     Ok(KernelPerplexity {
         pooling: kernel_perplexity(&m, None),
         median: kernel_perplexity(&m, median_scale(&m, &all)),
         of: m.len().saturating_sub(1),
+        d2_min: at(0.0),
+        d2_median: at(0.5),
+        d2_max: at(1.0),
     })
 }
 
@@ -238,14 +260,24 @@ pub struct KernelPerplexity {
     pub median: f64,
     /// The largest possible value: the number of other domains.
     pub of: usize,
+    /// Squared distances between two domains' embeddings, divided by h (so they
+    /// read against the pooling kernel's w² = 1/h: its logit is −½ of them):
+    /// smallest, median and largest over the pairs. A small spread between them
+    /// keeps every kernel weight alike, whatever the neighbours' order.
+    #[serde(default)]
+    pub d2_min: f64,
+    #[serde(default)]
+    pub d2_median: f64,
+    #[serde(default)]
+    pub d2_max: f64,
 }
 
 impl std::fmt::Display for KernelPerplexity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "kernel perplexity {:.2} of {} (w = 1/√h), {:.2} (median heuristic)",
-            self.pooling, self.of, self.median
+            "kernel perplexity {:.2} of {} (w = 1/√h), {:.2} (median heuristic); squared distances / h between domains: min {:.4}, median {:.4}, max {:.4}",
+            self.pooling, self.of, self.median, self.d2_min, self.d2_median, self.d2_max
         )
     }
 }
@@ -390,5 +422,18 @@ mod tests {
         let s = median_scale(&m, &[0, 1, 2]).unwrap();
         assert!((s - 1.0 / 98.01f64.sqrt()).abs() < 1e-6, "{s}");
         assert!(kernel_perplexity(&m[..1], None).is_nan());
+        // The distance summary, h = 2: d² 0.01, 98.01, 100 → /2.
+        let t = Tensor::new(&[[0f32, 0.], [0.1, 0.], [10., 0.]], &Device::Cpu).unwrap();
+        let k = kernel_perplexities(&t).unwrap();
+        assert_eq!(k.of, 2);
+        assert!((k.d2_min - 0.005).abs() < 1e-6, "{k:?}");
+        assert!((k.d2_median - 49.005).abs() < 1e-4, "{k:?}");
+        assert!((k.d2_max - 50.0).abs() < 1e-4, "{k:?}");
+        let w = 1.0 / 2f64.sqrt();
+        assert!(
+            (k.pooling - kernel_perplexity(&[vec![0., 0.], vec![0.1, 0.], vec![10., 0.]], Some(w)))
+                .abs()
+                < 1e-12
+        );
     }
 }
