@@ -319,11 +319,22 @@ mod tests {
             &d,
         )
         .unwrap();
-        for q in [Query::Last, Query::Mean] {
+        // Name tokens: two of the first row, one of the second, the only token of the third.
+        let names = Tensor::new(
+            &[
+                [0f64, 1., 1., 0., 0.],
+                [0., 0., 1., 0., 0.],
+                [1., 0., 0., 0., 0.],
+            ],
+            &d,
+        )
+        .unwrap();
+        let tok = Tokens::new(&mask, Some(&names));
+        for q in [Query::Last, Query::Mean, Query::Name] {
             let mut ps = ParamStore::new(candle_core::DType::F64, &d);
             let layer = Parametric::new(&mut ps, 4, q, true).unwrap();
-            let a = layer.forward(&states, Tokens::new(&mask, None)).unwrap();
-            let b = parameterless(&states, Tokens::new(&mask, None), q, None).unwrap();
+            let a = layer.forward(&states, tok).unwrap();
+            let b = parameterless(&states, tok, q, None).unwrap();
             let diff = (a - b)
                 .unwrap()
                 .abs()
@@ -351,7 +362,7 @@ mod tests {
                 &d,
             )
             .unwrap();
-            let f = || (layer.forward(&states, Tokens::new(&mask, None))? * &probe)?.sum_all();
+            let f = || (layer.forward(&states, tok)? * &probe)?.sum_all();
             let (err, dead) = crate::nn::gradcheck::check(&ps, 4, 1e-6, &f).unwrap();
             assert!(dead.is_empty(), "{q:?}: no gradient for {dead:?}");
             assert!(err < 1e-5, "{q:?}: relative error {err}");
