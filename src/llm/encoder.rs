@@ -57,10 +57,11 @@ pub fn load_encoder(dir: &Path, device: &Device) -> Result<Encoder> {
     let mut tensors = HashMap::new();
     let files = crate::llm::load::weight_files(dir)?;
     for f in &files {
-        tensors.extend(crate::config::load_safetensors(f)?);
-    }
-    for (k, t) in &tensors {
-        crate::config::check_finite(t, &files[0], k)?;
+        let t = crate::config::load_safetensors(f)?;
+        for (k, x) in &t {
+            crate::config::check_finite(x, f, k)?;
+        }
+        tensors.extend(t);
     }
     let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
     let model = BertModel::load(vb, &cfg).with_context(|| {
