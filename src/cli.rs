@@ -30,11 +30,14 @@ pub enum Command {
     /// report. Finished stages made with the same settings are reused. Prints
     /// where the report is.
     Run(RunArgs),
-    /// Gaussian attention pooling of an embed run's token states into one vector
-    /// per domain: `parameterless` (fixed w = 1/√h) or `parametric` (w and a
-    /// query offset learned with the probe objective on the cached states, no LLM).
-    /// Writes runs/pool-<mode>-<embed run>[-seed<seed>]/ with
-    /// domain_embeddings.safetensors, pool_params.safetensors and the probe metrics.
+    /// Pooling of an embed run's token states into one vector per domain:
+    /// `plain` (the query itself: last token, mean, or mean of the domain-name
+    /// tokens), Gaussian attention `parameterless` (fixed w = 1/√h) or
+    /// `parametric` (w and a query offset learned with the probe objective on the
+    /// cached states, no LLM); optionally on standardised or whitened states.
+    /// Writes runs/pool-<mode>[-<query>][-<normalize>]-<embed run>[-seed<seed>]/
+    /// with domain_embeddings.safetensors, pool_params.safetensors, the probe
+    /// metrics and the embeddings' kernel perplexity (result.json, printed).
     Pool(PoolArgs),
     /// The ablation grid of a config's [ablate] section (prompt template × method
     /// × pooling × seed, baselines, held-out domains), reusing every finished run
@@ -49,7 +52,9 @@ pub enum Command {
     Data(DataCommand),
     /// Domain embeddings from a frozen LLM: one prompt per domain (a template from
     /// prompts/), LoRA or P-Tuning v2 adapters trained on the CTR task through a
-    /// small probe (or none). Writes runs/embed-<method>-<recipe>-<template>-seed<seed>/
+    /// small probe (or none); or, with --method encoder, from a frozen sentence
+    /// encoder (all-MiniLM-L6-v2, mean pooling). Prints the embeddings' kernel
+    /// perplexity. Writes runs/embed-<method>-<recipe>-<template>-seed<seed>/
     /// with the rendered prompts, the adapters (PEFT layout), each domain's token
     /// states and mask, the pooled domain embeddings and the probe metrics.
     Embed(EmbedArgs),
@@ -146,12 +151,18 @@ pub struct PoolArgs {
     /// The embed run to pool (overrides pool.from; default: the run [embed] names).
     #[arg(long)]
     pub from: Option<PathBuf>,
-    /// parameterless or parametric (overrides pool.mode).
+    /// plain, parameterless or parametric (overrides pool.mode).
     #[arg(long, value_enum)]
     pub mode: Option<crate::stages::pool::PoolMode>,
-    /// last or mean (overrides pool.query).
+    /// last, mean or name (overrides pool.query).
     #[arg(long, value_enum)]
     pub query: Option<crate::pool::Query>,
+    /// none, standardize or whiten (overrides pool.normalize).
+    #[arg(long, value_enum)]
+    pub normalize: Option<crate::geometry::Normalize>,
+    /// Whitening shrinkage in (0, 1] (overrides pool.shrinkage).
+    #[arg(long)]
+    pub shrinkage: Option<f64>,
     /// Recipe (overrides data.recipe).
     #[arg(long)]
     pub recipe: Option<String>,
@@ -173,9 +184,17 @@ pub struct PoolArgs {
 pub struct EmbedArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// none, lora or ptuning (overrides embed.method).
+    /// none, lora, ptuning or encoder (overrides embed.method).
     #[arg(long, value_enum)]
     pub method: Option<crate::stages::embed::Method>,
+    /// Hidden state to read, 0 (token embeddings) to the number of layers (the
+    /// last); repeat to average several (overrides embed.layer).
+    #[arg(long)]
+    pub layer: Vec<usize>,
+    /// last, mean or name: the query of the pooling the probe sees (overrides
+    /// embed.query).
+    #[arg(long, value_enum)]
+    pub query: Option<crate::pool::Query>,
     /// Recipe (overrides data.recipe).
     #[arg(long)]
     pub recipe: Option<String>,
@@ -573,6 +592,12 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(q) = args.query {
                 p.query = q;
             }
+            if let Some(n) = args.normalize {
+                p.normalize = n;
+            }
+            if let Some(a) = args.shrinkage {
+                p.shrinkage = a;
+            }
             if let Some(s) = args.seed {
                 p.seed = s;
             }
@@ -601,6 +626,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 )),
                 r.wall_seconds
             );
+            if let Some(k) = r.kernel_perplexity {
+                println!("{k}");
+            }
             Ok(())
         }
         Command::Ablate(args) => {
@@ -624,6 +652,15 @@ pub fn run(cli: Cli) -> Result<()> {
             let e = &mut cfg.embed;
             if let Some(m) = args.method {
                 e.method = m;
+            }
+            if !args.layer.is_empty() {
+                e.layer = Some(match args.layer.as_slice() {
+                    [k] => crate::stages::embed::LayerChoice::One(*k),
+                    v => crate::stages::embed::LayerChoice::Many(v.to_vec()),
+                });
+            }
+            if let Some(q) = args.query {
+                e.query = q;
             }
             if let Some(t) = &args.template {
                 e.template = t.clone();
@@ -669,6 +706,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 r.wall_seconds,
                 r.run_dir
             );
+            if let Some(k) = r.kernel_perplexity {
+                println!("{k}");
+            }
             Ok(())
         }
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(&args),

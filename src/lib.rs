@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod fingerprint;
 pub mod fsutil;
+pub mod geometry;
 pub mod llm;
 pub mod metrics;
 pub mod models;

@@ -95,8 +95,8 @@ fn embed_none_lora_ptuning_end_to_end() {
             .decoder
             .hidden_states(&p.ids, &ad, false, &mut llmctr::nn::rng::Rng::new(0))
             .unwrap();
-        let dm =
-            llmctr::pool::parameterless(&states, &p.mask, llmctr::pool::Query::Last, None).unwrap();
+        let dm = llmctr::pool::parameterless(&states, p.tokens(), llmctr::pool::Query::Last, None)
+            .unwrap();
         let diff = common::max_abs_diff(&dm, &saved);
         assert!(
             diff < 1e-4,
@@ -112,8 +112,8 @@ fn embed_none_lora_ptuning_end_to_end() {
                 &mut llmctr::nn::rng::Rng::new(0),
             )
             .unwrap();
-        let bdm =
-            llmctr::pool::parameterless(&base, &p.mask, llmctr::pool::Query::Last, None).unwrap();
+        let bdm = llmctr::pool::parameterless(&base, p.tokens(), llmctr::pool::Query::Last, None)
+            .unwrap();
         let moved = common::max_abs_diff(&bdm, &saved);
         assert!(
             moved > 1e-6,

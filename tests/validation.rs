@@ -37,6 +37,7 @@ const ZERO_ALLOWED: [&str; 9] = [
     "embed.seed",
     "pool.seed",
     "embed.lora.layers",
+    "embed.layer",
     "embed.ptuning.layers",
     "ablate.seeds",
 ];
@@ -51,6 +52,7 @@ fn full_config(tmp: &Path) -> Config {
     c.embed.run_name = Some("e".into());
     c.embed.lora.layers = vec![0, 1];
     c.embed.ptuning.layers = vec![1];
+    c.embed.layer = Some(llmctr::stages::embed::LayerChoice::Many(vec![2, 3]));
     c.pool.scale = Some(0.5);
     c.pool.from = Some(tmp.join("embed-run"));
     c.pool.run_name = Some("p".into());

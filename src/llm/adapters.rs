@@ -339,6 +339,13 @@ impl Adapters {
         }
     }
 
+    /// The highest layer an adapter touches.
+    pub fn highest_layer(&self) -> Option<usize> {
+        let l = self.lora.iter().map(|m| m.layer).max();
+        let p = self.prefix.as_ref().and_then(|p| p.layers.last().copied());
+        l.max(p)
+    }
+
     pub fn prefix_len(&self) -> usize {
         self.prefix.as_ref().map_or(0, |p| p.cfg.virtual_tokens)
     }

@@ -4,6 +4,7 @@
 pub mod adapters;
 pub mod config;
 pub mod decoder;
+pub mod encoder;
 pub mod frozen;
 pub mod load;
 pub mod peft;

@@ -12,6 +12,9 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
+/// Each token's byte range in the text it came from.
+pub type Offsets = Vec<(usize, usize)>;
+
 pub struct Tok {
     pub inner: Tokenizer,
 }
@@ -107,6 +110,23 @@ impl Tok {
             .map_err(|e| anyhow!("cannot tokenize: {e}"))?
             .get_ids()
             .to_vec())
+    }
+
+    /// Ids of `text` and each token's byte range in it; `special` adds the
+    /// tokenizer's special tokens (\[CLS\] … \[SEP\] for BERT), whose ranges are
+    /// empty.
+    pub fn encode_offsets(&self, text: &str, special: bool) -> Result<(Vec<u32>, Offsets)> {
+        let e = self
+            .inner
+            .encode(text, special)
+            .map_err(|e| anyhow!("cannot tokenize: {e}"))?;
+        let offsets = e
+            .get_offsets()
+            .iter()
+            .zip(e.get_special_tokens_mask())
+            .map(|(&o, &sp)| if sp == 1 { (0, 0) } else { o })
+            .collect();
+        Ok((e.get_ids().to_vec(), offsets))
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

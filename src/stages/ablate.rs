@@ -247,7 +247,7 @@ pub fn ablate(base: &Config, config_path: &Path) -> Result<PathBuf> {
                             // Parameterless pooling has nothing random: one run for all seeds.
                             pc.pool.seed = match mode {
                                 PoolMode::Parametric => seed,
-                                PoolMode::Parameterless => 1,
+                                PoolMode::Parameterless | PoolMode::Plain => 1,
                             };
                             pc.pool.from = Some(PathBuf::from(&er.run_dir));
                             pc.pool.run_name = None;

@@ -42,6 +42,10 @@ pub enum Method {
     None,
     Lora,
     Ptuning,
+    /// A frozen sentence encoder (`embed.encoder`, all-MiniLM-L6-v2 by default)
+    /// instead of the decoder LLM: the mean of its last-layer token states over
+    /// the prompt (the baseline an LLM embedding must beat).
+    Encoder,
 }
 
 impl Method {
@@ -50,6 +54,28 @@ impl Method {
             Method::None => "none",
             Method::Lora => "lora",
             Method::Ptuning => "ptuning",
+            Method::Encoder => "encoder",
+        }
+    }
+}
+
+/// `embed.layer`: one hidden-state index, or a list whose states are averaged.
+/// Index k is the output of the k-th decoder block (0: the token embeddings;
+/// the number of layers: the last block, as without the key). Every chosen
+/// layer's states go through the model's final RMS norm, as the last layer's
+/// always did, so layers of different scales average and pool alike.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LayerChoice {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl LayerChoice {
+    pub fn list(&self) -> Vec<usize> {
+        match self {
+            LayerChoice::One(k) => vec![*k],
+            LayerChoice::Many(v) => v.clone(),
         }
     }
 }
@@ -67,8 +93,17 @@ pub struct EmbedConfig {
     pub template: PathBuf,
     pub lora: LoraConfig,
     pub ptuning: PrefixConfig,
-    /// Query of the parameterless pooling: `last` or `mean`. Default `last`.
+    /// Query of the parameterless pooling: `last`, `mean` or `name` (the mean of
+    /// the domain-name tokens). Default `last`.
     pub query: Query,
+    /// Which hidden states are written and pooled: an index 0..=layers (0 the
+    /// token embeddings, `layers` the last block) or a list of them, averaged.
+    /// Default: the last layer.
+    pub layer: Option<LayerChoice>,
+    /// `method = "encoder"`: the sentence encoder, a BERT checkpoint folder
+    /// (`config.json`, `tokenizer.json`, safetensors). Default
+    /// `data/models/all-MiniLM-L6-v2` (`pipeline data fetch minilm`).
+    pub encoder: String,
     /// Probe: field embedding size. Default 16.
     pub probe_dim: usize,
     /// Probe hidden layers. Default [32].
@@ -136,6 +171,27 @@ impl EmbedConfig {
         c.at_least_one("embed.epochs", self.epochs);
         c.at_least_one("embed.patience", self.patience);
         c.at_least_one("embed.max_prompt_tokens", self.max_prompt_tokens);
+        if let Some(l) = &self.layer {
+            let v = l.list();
+            if v.is_empty() {
+                c.bad("embed.layer", "[]", "name at least one layer");
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(k) = v.iter().find(|k| !seen.insert(**k)) {
+                c.bad(
+                    "embed.layer",
+                    format!("{v:?}"),
+                    format!("layer {k} is named twice"),
+                );
+            }
+        }
+        if self.encoder.trim().is_empty() {
+            c.bad(
+                "embed.encoder",
+                "\"\"",
+                "must be a BERT checkpoint folder (config.json, tokenizer.json, safetensors)",
+            );
+        }
         if let Err(e) = crate::llm::load::DeviceSpec::parse(&self.device) {
             c.bad("embed.device", format!("{:?}", self.device), e);
         }
@@ -152,17 +208,45 @@ impl EmbedConfig {
     }
 
     /// The run directory's name: `run_name`, or
-    /// `embed-<method>-<recipe>-<template>[-holdout-<domains>]-seed<seed>`.
+    /// `embed-<method>-<recipe>-<template>[-layer<k>[+<k>…]][-holdout-<domains>]-seed<seed>`.
     pub fn run_name(&self, recipe: &str, holdout: &[String]) -> String {
         self.run_name.clone().unwrap_or_else(|| {
+            let layer = match &self.layer {
+                Some(l) => format!(
+                    "-layer{}",
+                    l.list()
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join("+")
+                ),
+                None => String::new(),
+            };
             format!(
-                "embed-{}-{recipe}-{}{}-seed{}",
+                "embed-{}-{recipe}-{}{layer}{}-seed{}",
                 self.method.as_str(),
                 self.template_stem(),
                 crate::train::trainer::holdout_suffix(holdout),
                 self.seed
             )
         })
+    }
+
+    /// The hidden-state indices to read from a decoder of `n` layers, sorted:
+    /// `embed.layer`, or the last layer.
+    pub fn layers(&self, n: usize) -> Result<Vec<usize>> {
+        let mut v = self.layer.as_ref().map_or(vec![n], LayerChoice::list);
+        v.sort_unstable();
+        v.dedup();
+        if let Some(k) = v.iter().find(|&&k| k > n) {
+            bail!(
+                "embed.layer = {k}: the model has {n} layers, so a layer is 0 (the token embeddings) to {n} (the last block)"
+            );
+        }
+        if v.is_empty() {
+            bail!("embed.layer = []: name at least one layer");
+        }
+        Ok(v)
     }
 }
 
@@ -175,6 +259,8 @@ impl Default for EmbedConfig {
             lora: LoraConfig::default(),
             ptuning: PrefixConfig::default(),
             query: Query::Last,
+            layer: None,
+            encoder: "data/models/all-MiniLM-L6-v2".into(),
             probe_dim: 16,
             probe_hidden: vec![32],
             lr: 1e-3,
@@ -423,12 +509,21 @@ impl Probe {
     }
 }
 
-/// Rendered prompts, their ids padded to one length, and the mask.
+/// Rendered prompts, their ids padded to one length, the mask, and which tokens
+/// spell the domain's name.
 pub struct Prompts {
     pub texts: Vec<String>,
     pub ids: Tensor,
     pub mask: Tensor,
+    /// (D, T): 1 on the tokens that overlap the text `{domain}` became.
+    pub names: Tensor,
     pub lens: Vec<usize>,
+}
+
+impl Prompts {
+    pub fn tokens(&self) -> pool::Tokens<'_> {
+        pool::Tokens::new(&self.mask, Some(&self.names))
+    }
 }
 
 /// Placeholders a held-out domain's prompt may use: the others are statistics
@@ -441,6 +536,28 @@ pub fn render_prompts(
     llm: &Loaded,
     max: usize,
     holdout: &[String],
+) -> Result<Prompts> {
+    render_prompts_with(
+        template,
+        ds_meta,
+        &llm.tokenizer,
+        false,
+        max,
+        holdout,
+        &llm.decoder.device,
+    )
+}
+
+/// [`render_prompts`] with any tokenizer; `special` adds its special tokens
+/// (a BERT encoder's \[CLS\] and \[SEP\]).
+pub fn render_prompts_with(
+    template: &Path,
+    ds_meta: &crate::data::meta::Meta,
+    tok: &crate::llm::tokenizer::Tok,
+    special: bool,
+    max: usize,
+    holdout: &[String],
+    device: &Device,
 ) -> Result<Prompts> {
     let text = std::fs::read_to_string(template)
         .with_context(|| format!("cannot read prompt template {}", template.display()))?;
@@ -468,9 +585,10 @@ pub fn render_prompts(
     }
     let mut texts = Vec::new();
     let mut all = Vec::new();
+    let mut in_name = Vec::new();
     for d in &ds_meta.domains {
-        let t = prompt::render(&text, template, ds_meta, d)?;
-        let ids = llm.tokenizer.encode(&t)?;
+        let (t, spans) = prompt::render_spans(&text, template, ds_meta, d)?;
+        let (ids, offsets) = tok.encode_offsets(&t, special)?;
         if ids.is_empty() || ids.len() > max {
             bail!(
                 "prompt template {}: the prompt of domain {:?} has {} tokens; embed.max_prompt_tokens = {max} allows 1..={max}",
@@ -480,26 +598,48 @@ pub fn render_prompts(
             );
         }
         texts.push(t);
+        in_name.push(prompt::tokens_in_spans(&offsets, &spans));
         all.push(ids);
     }
     let t = all.iter().map(Vec::len).max().unwrap_or(1);
     let lens: Vec<usize> = all.iter().map(Vec::len).collect();
     let mut flat = Vec::with_capacity(all.len() * t);
     let mut mask = Vec::with_capacity(all.len() * t);
-    for ids in &all {
+    let mut names = Vec::with_capacity(all.len() * t);
+    for (ids, nm) in all.iter().zip(&in_name) {
         // Right padding: under the causal mask real tokens never see it.
         for i in 0..t {
             flat.push(ids.get(i).copied().unwrap_or(0));
             mask.push(if i < ids.len() { 1f32 } else { 0.0 });
+            names.push(if nm.get(i).copied().unwrap_or(false) {
+                1f32
+            } else {
+                0.0
+            });
         }
     }
     let d = all.len();
     Ok(Prompts {
         texts,
-        ids: Tensor::from_vec(flat, (d, t), &llm.decoder.device)?,
-        mask: Tensor::from_vec(mask, (d, t), &llm.decoder.device)?,
+        ids: Tensor::from_vec(flat, (d, t), device)?,
+        mask: Tensor::from_vec(mask, (d, t), device)?,
+        names: Tensor::from_vec(names, (d, t), device)?,
         lens,
     })
+}
+
+/// An error naming the first domain whose prompt has no name token, for the
+/// query `name` (a template without `{domain}`, or a name the tokenizer drops).
+pub fn require_names(p: &Prompts, names: &[String], template: &Path) -> Result<()> {
+    let n = p.names.sum(1)?.to_vec1::<f32>()?;
+    if let Some(i) = n.iter().position(|&c| c == 0.0) {
+        bail!(
+            "the query `name` pools the domain-name tokens, but the prompt of domain {:?} (template {}) has none: the template needs {{domain}}",
+            names.get(i).map_or("?", String::as_str),
+            template.display()
+        );
+    }
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -536,41 +676,142 @@ pub struct EmbedResult {
     pub base_checksum_before: String,
     pub base_checksum_after: String,
     pub run_dir: String,
+    /// The hidden states read (averaged when several); empty for the encoder
+    /// (its last layer) and for runs made before the setting existed.
+    #[serde(default)]
+    pub layers: Vec<usize>,
+    /// Of the domain embeddings written (see [`pool::kernel_perplexity`]).
+    #[serde(default)]
+    pub kernel_perplexity: Option<pool::KernelPerplexity>,
+}
+
+/// The token states, their mask and domain-name mask (`token_states.safetensors`),
+/// the domain embeddings (`domain_embeddings.safetensors`) and `domains.json`.
+pub(crate) fn save_outputs(
+    dir: &Path,
+    states: &Tensor,
+    p: &Prompts,
+    dm: &Tensor,
+    names: &[String],
+) -> Result<()> {
+    let cpu = Device::Cpu;
+    let mut out = HashMap::new();
+    out.insert("states".to_string(), states.to_device(&cpu)?);
+    out.insert("mask".to_string(), p.mask.to_device(&cpu)?);
+    out.insert("name_mask".to_string(), p.names.to_device(&cpu)?);
+    save_tensors_atomic(&out, &dir.join("token_states.safetensors"))?;
+    let mut de = HashMap::new();
+    de.insert("domain_embeddings".to_string(), dm.to_device(&cpu)?);
+    save_tensors_atomic(&de, &dir.join("domain_embeddings.safetensors"))?;
+    write_atomic(
+        &dir.join("domains.json"),
+        serde_json::to_string_pretty(&names)?.as_bytes(),
+    )
 }
 
 fn adapter_for(cfg: &EmbedConfig, llm: &Loaded, rng: &mut Rng) -> Result<Adapters> {
     let dev = &llm.decoder.device;
     Ok(match cfg.method {
-        Method::None => Adapters::none(),
+        Method::None | Method::Encoder => Adapters::none(),
         Method::Lora => Adapters::lora(&cfg.lora, &llm.decoder.cfg, dev, rng)?,
         Method::Ptuning => Adapters::prefix(&cfg.ptuning, &llm.decoder.cfg, dev, rng)?,
     })
 }
 
-/// Token states (after the final norm) and pooled domain vectors for the prompts.
-#[allow(clippy::too_many_arguments)]
+/// How the chosen layers' states are read: the layers at or below `from` (the
+/// lowest adapter, or the highest chosen layer) never change and are computed
+/// once (`frozen`, after the final norm); `cache` is the hidden state at `from`,
+/// from which the chosen layers `above` it are run at every step.
+struct Reader {
+    from: usize,
+    cache: Tensor,
+    frozen: Vec<Tensor>,
+    above: Vec<usize>,
+}
+
+impl Reader {
+    /// `layers`: sorted hidden-state indices (see [`EmbedConfig::layers`]).
+    fn new(
+        llm: &Loaded,
+        ids: &Tensor,
+        layers: &[usize],
+        ad: &Adapters,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let dec = &llm.decoder;
+        let n = dec.layers.len();
+        let top = *layers.last().context("no layer to read")?;
+        if let Some(hi) = ad.highest_layer()
+            && hi >= top
+        {
+            bail!(
+                "embed.layer reads hidden state {top} (the output of block {}), but adapters sit on blocks up to {hi}, which would never train: set embed.lora.layers / embed.ptuning.layers to blocks below {top}",
+                top as i64 - 1
+            );
+        }
+        let from = ad.lowest_layer().unwrap_or(n).min(top);
+        let (mut h, mut at) = (dec.embed_ids(ids)?, 0);
+        let mut frozen = Vec::new();
+        for &k in layers.iter().filter(|&&k| k <= from) {
+            if k > at {
+                h = dec.forward_range(&h, at, k, ad, false, rng)?;
+                at = k;
+            }
+            frozen.push(dec.final_norm(&h)?);
+        }
+        if from > at {
+            h = dec.forward_range(&h, at, from, ad, false, rng)?;
+        }
+        Ok(Reader {
+            from,
+            cache: h,
+            frozen,
+            above: layers.iter().copied().filter(|&k| k > from).collect(),
+        })
+    }
+
+    /// The chosen layers' states (after the final norm), averaged: (D, T, h).
+    fn states(&self, llm: &Loaded, ad: &Adapters, train: bool, rng: &mut Rng) -> Result<Tensor> {
+        let dec = &llm.decoder;
+        let mut parts = self.frozen.clone();
+        let (mut h, mut at) = (self.cache.clone(), self.from);
+        for &k in &self.above {
+            h = dec.forward_range(&h, at, k, ad, train, rng)?;
+            parts.push(dec.final_norm(&h)?);
+            at = k;
+        }
+        Ok(match parts.len() {
+            1 => parts.remove(0),
+            k => (Tensor::stack(&parts, 0)?.sum(0)? / k as f64)?,
+        })
+    }
+}
+
+/// Token states and pooled domain vectors for the prompts.
 fn domain_matrix(
     llm: &Loaded,
-    cache: &Tensor,
-    from: usize,
+    reader: &Reader,
     p: &Prompts,
     ad: &Adapters,
     q: Query,
     train: bool,
     rng: &mut Rng,
 ) -> Result<(Tensor, Tensor)> {
-    let h = llm.decoder.forward_layers(cache, from, ad, train, rng)?;
-    let states = llm.decoder.final_norm(&h)?;
-    let dm = pool::parameterless(&states, &p.mask, q, None)?;
+    let states = reader.states(llm, ad, train, rng)?;
+    let dm = pool::parameterless(&states, p.tokens(), q, None)?;
     Ok((states, dm))
 }
 
-/// What an embed run reads: the prepared dataset, the prompt template, the model.
+/// What an embed run reads: the prepared dataset, the prompt template, the model
+/// (the sentence encoder's files for `method = "encoder"`).
 pub fn inputs(cfg: &Config, prepared: &Path) -> Result<Inputs> {
-    Inputs::default()
+    let i = Inputs::default()
         .prepared(prepared)?
-        .file("prompt template", &cfg.embed.template)?
-        .model(&cfg.embed.model)
+        .file("prompt template", &cfg.embed.template)?;
+    match cfg.embed.method {
+        Method::Encoder => i.model(&cfg.embed.encoder),
+        _ => i.model(&cfg.embed.model),
+    }
 }
 
 /// Run the stage; `resume` continues an interrupted run from its last epoch;
@@ -585,6 +826,10 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     let prepared = prepare(cfg, false)?;
     let mut ds = Dataset::load(&prepared.dir, &[], 0)?;
     ds.hold_out(&cfg.data.holdout_domains)?;
+    if e.method == Method::Encoder {
+        return crate::llm::encoder::embed_encoder(cfg, &prepared.dir, &ds, &device, start)
+            .map(Some);
+    }
     let llm = load(&e.model, &device)?;
     let checksum_before = llm.decoder.checksum()?;
     let p = render_prompts(
@@ -594,6 +839,10 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         e.max_prompt_tokens,
         &cfg.data.holdout_domains,
     )?;
+    if e.query == Query::Name {
+        require_names(&p, &ds.domain_names, &e.template)?;
+    }
+    let layers = e.layers(llm.decoder.layers.len())?;
     let name = e.run_name(&ds.meta.recipe, &cfg.data.holdout_domains);
     let dir = e.runs_dir.join(name);
     if dir.join("result.json").is_file() {
@@ -635,16 +884,13 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     let h = llm.decoder.cfg.hidden_size;
     let mut probe = Probe::new(&ds, h, e, &mut rng)?;
     // Layers below the lowest adapter never change: run them once.
-    let from = ad.lowest_layer().unwrap_or(llm.decoder.layers.len());
-    let x0 = llm.decoder.embed_ids(&p.ids)?;
-    let cache = llm
-        .decoder
-        .forward_range(&x0, 0, from, &ad, false, &mut rng)?;
+    let reader = Reader::new(&llm, &p.ids, &layers, &ad, &mut rng)?;
     eprintln!(
-        "embed {}: {} prompts of up to {} tokens, layers 0..{from} cached, {} adapter parameters",
+        "embed {}: {} prompts of up to {} tokens, hidden states {layers:?} read, layers 0..{} cached, {} adapter parameters",
         e.method.as_str(),
         p.texts.len(),
         p.ids.dim(1)?,
+        reader.from,
         ad.vars().iter().map(|(_, v)| v.elem_count()).sum::<usize>()
     );
     let mut moments: Vec<Moments> = ad
@@ -714,7 +960,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         for group in order.chunks(per) {
             let train_llm = e.method != Method::None;
             let (_states, dm) =
-                domain_matrix(&llm, &cache, from, &p, &ad, e.query, train_llm, &mut erng)?;
+                domain_matrix(&llm, &reader, &p, &ad, e.query, train_llm, &mut erng)?;
             // The (D, h) domain matrix crosses to the probe's CPU and its gradient back.
             let (loss, g) = probe.steps(&ds.train, group, e.batch_size, &dm.to_device(&cpu)?)?;
             sum += loss;
@@ -738,7 +984,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
                 }
             }
         }
-        let (states, dm) = domain_matrix(&llm, &cache, from, &p, &ad, e.query, false, &mut erng)?;
+        let (states, dm) = domain_matrix(&llm, &reader, &p, &ad, e.query, false, &mut erng)?;
         let (states, dm) = (states.to_device(&cpu)?, dm.to_device(&cpu)?);
         let valid = probe.evaluate(&ds.valid, &dm, &names)?;
         let em = EmbedEpoch {
@@ -823,17 +1069,8 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         (Some(s), Some(d)) => (s, d),
         _ => bail!("no epoch produced a valid AUC (does the valid split hold both classes?)"),
     };
-    let mut out = HashMap::new();
-    out.insert("states".to_string(), states);
-    out.insert("mask".to_string(), p.mask.to_device(&cpu)?);
-    save_tensors_atomic(&out, &dir.join("token_states.safetensors"))?;
-    let mut de = HashMap::new();
-    de.insert("domain_embeddings".to_string(), dm);
-    save_tensors_atomic(&de, &dir.join("domain_embeddings.safetensors"))?;
-    write_atomic(
-        &dir.join("domains.json"),
-        serde_json::to_string_pretty(&names)?.as_bytes(),
-    )?;
+    let ppl = pool::kernel_perplexities(&dm)?;
+    save_outputs(&dir, &states, &p, &dm, &names)?;
     let r = EmbedResult {
         method: e.method.as_str().into(),
         recipe: ds.meta.recipe.clone(),
@@ -846,7 +1083,10 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         base_checksum_before: format!("{checksum_before:016x}"),
         base_checksum_after: format!("{checksum_after:016x}"),
         run_dir: dir.display().to_string(),
+        layers,
+        kernel_perplexity: Some(ppl),
     };
+    eprintln!("embed {}: {ppl}", e.method.as_str());
     write_atomic(
         &dir.join("result.json"),
         serde_json::to_string_pretty(&r)?.as_bytes(),

@@ -1,6 +1,12 @@
 //! Stage `pool`: one vector per domain from an embed run's token states, by
 //! Gaussian attention pooling (see [`crate::pool`]).
 //!
+//! Before pooling, the token states may be standardised or whitened
+//! (`pool.normalize`, [`crate::geometry`]), estimated on the training domains'
+//! tokens only (the held-out domains' prompts are not used).
+//!
+//! `plain` takes the query itself as the domain vector (the last token's state,
+//! the mean of all tokens, or the mean of the domain-name tokens: no kernel);
 //! `parameterless` computes f(q) with fixed w; `parametric` learns w (and,
 //! optionally, a query offset) with the probe objective of `embed` — a fresh probe,
 //! BCE on the train split, early stopping on valid AUC — on the cached token
@@ -10,9 +16,10 @@
 use crate::config::{Config, check_finite, load_safetensors};
 use crate::fingerprint::Inputs;
 use crate::fsutil::{save_tensors_atomic, write_atomic};
+use crate::geometry::{Normalize, Normalizer};
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
-use crate::pool::{Parametric, Query, parameterless};
+use crate::pool::{self as pooling, Parametric, Query, Tokens, parameterless};
 use crate::stages::embed::Probe;
 use crate::stages::prepare::prepare;
 use crate::train::data::Dataset;
@@ -27,6 +34,9 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
+    /// No kernel: the domain vector is the query itself (`pool.query`: the last
+    /// token's state, the mean state, or the mean of the domain-name tokens).
+    Plain,
     /// w fixed (`scale`, default 1/√h); nothing is trained.
     Parameterless,
     /// w learned per dimension (and optionally a query offset) with the probe.
@@ -36,6 +46,7 @@ pub enum PoolMode {
 impl PoolMode {
     pub fn as_str(self) -> &'static str {
         match self {
+            PoolMode::Plain => "plain",
             PoolMode::Parameterless => "parameterless",
             PoolMode::Parametric => "parametric",
         }
@@ -46,10 +57,18 @@ impl PoolMode {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
-    /// `parameterless` or `parametric`. Default `parametric`.
+    /// `plain`, `parameterless` or `parametric`. Default `parametric`.
     pub mode: PoolMode,
-    /// The query: `last` (last real token's state) or `mean`. Default `last`.
+    /// The query: `last` (last real token's state), `mean` (of all the prompt's
+    /// tokens) or `name` (of the domain-name tokens). Default `last`.
     pub query: Query,
+    /// The token states' geometry before pooling: `none`, `standardize` (per
+    /// dimension) or `whiten`, estimated on the training domains' tokens only.
+    /// Default `none`.
+    pub normalize: Normalize,
+    /// `whiten`: shrinkage α ∈ (0, 1] of the correlation matrix towards the
+    /// identity (1 = standardise only). Default 0.1.
+    pub shrinkage: f64,
     /// Parametric: learn an offset added to the query. Default true.
     pub learned_query: bool,
     /// Parameterless: w in every dimension. Default 1/√h.
@@ -79,6 +98,8 @@ impl Default for PoolConfig {
         PoolConfig {
             mode: PoolMode::Parametric,
             query: Query::Last,
+            normalize: Normalize::None,
+            shrinkage: 0.1,
             learned_query: true,
             scale: None,
             lr: 1e-3,
@@ -110,6 +131,9 @@ pub struct PoolResult {
     pub best_epoch: usize,
     /// Parametric only: probe valid AUC at the best epoch.
     pub probe_valid_auc: Option<f64>,
+    /// Of the pooled domain embeddings (see [`pooling::kernel_perplexity`]).
+    #[serde(default)]
+    pub kernel_perplexity: Option<pooling::KernelPerplexity>,
     pub wall_seconds: f64,
     pub run_dir: String,
 }
@@ -119,6 +143,9 @@ impl PoolConfig {
     pub(crate) fn validate(&self, c: &mut crate::config::Checks) {
         if let Some(s) = self.scale {
             c.positive("pool.scale", s);
+        }
+        if !(self.shrinkage > 0.0 && self.shrinkage <= 1.0) {
+            c.bad("pool.shrinkage", self.shrinkage, "must be in (0, 1]");
         }
         c.positive("pool.lr", self.lr);
         c.at_least_one("pool.batches_per_step", self.batches_per_step);
@@ -140,7 +167,10 @@ impl PoolConfig {
         })
     }
 
-    /// The run directory.
+    /// The run directory: `run_name`, or
+    /// `pool-<mode>[-<query>][-<normalize>]-<embed run>[-seed<seed>]`, the query
+    /// and the normalisation named when not the defaults (`last`, `none`), the
+    /// seed when parametric.
     pub fn run_dir(&self, cfg: &Config, recipe: &str) -> PathBuf {
         let name = self.run_name.clone().unwrap_or_else(|| {
             let from = self.source(cfg, recipe);
@@ -148,9 +178,21 @@ impl PoolConfig {
                 .file_name()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            let mut opts = String::new();
+            if self.query != Query::Last {
+                opts.push('-');
+                opts.push_str(self.query.as_str());
+            }
+            if self.normalize != Normalize::None {
+                opts.push('-');
+                opts.push_str(self.normalize.as_str());
+            }
             match self.mode {
-                PoolMode::Parameterless => format!("pool-parameterless-{stem}"),
-                PoolMode::Parametric => format!("pool-parametric-{stem}-seed{}", self.seed),
+                PoolMode::Plain => format!("pool-plain{opts}-{stem}"),
+                PoolMode::Parameterless => format!("pool-parameterless{opts}-{stem}"),
+                PoolMode::Parametric => {
+                    format!("pool-parametric{opts}-{stem}-seed{}", self.seed)
+                }
             }
         });
         self.runs_dir.join(name)
@@ -191,6 +233,12 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
         Ok(x)
     };
     let (states, mask) = (get("states")?, get("mask")?);
+    // Written by embed runs since domain names were recorded; older files lack it.
+    let names = if t.contains_key("name_mask") {
+        Some(get("name_mask")?)
+    } else {
+        None
+    };
     let (d, tn, h) = states.dims3().with_context(|| {
         format!(
             "{}: tensor `states` is {:?}, expected (domains, tokens, h)",
@@ -210,8 +258,46 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
             ds.domain_names.len()
         );
     }
+    if let Some(nm) = &names
+        && nm.dims() != [d, tn]
+    {
+        bail!(
+            "{}: tensor `name_mask` is {:?}; it must match `mask` {:?}",
+            file.display(),
+            nm.dims(),
+            mask.dims()
+        );
+    }
+    let real = mask.to_vec2::<f32>()?;
+    if let Some(nm) = &names {
+        for (i, row) in nm.to_vec2::<f32>()?.iter().enumerate() {
+            if let Some(j) = row
+                .iter()
+                .enumerate()
+                .position(|(j, &m)| (m != 0.0 && m != 1.0) || (m == 1.0 && real[i][j] == 0.0))
+            {
+                bail!(
+                    "{}: tensor `name_mask` holds {} at index [{i}, {j}]; it is 0 or 1, and 1 only on real tokens",
+                    file.display(),
+                    row[j]
+                );
+            }
+            if pc.query == Query::Name && !row.contains(&1.0) {
+                bail!(
+                    "{}: domain {:?} has no domain-name token, so the query `name` has nothing to pool (does the template use {{domain}}?)",
+                    file.display(),
+                    ds.domain_names[i]
+                );
+            }
+        }
+    } else if pc.query == Query::Name {
+        bail!(
+            "{} records no domain-name tokens (tensor `name_mask`): it was written by an older `pipeline embed`; run embed again to use pool.query = \"name\"",
+            file.display()
+        );
+    }
     // The mask is 1 on real tokens, 0 on padding, and every prompt has a real token.
-    for (i, row) in mask.to_vec2::<f32>()?.iter().enumerate() {
+    for (i, row) in real.iter().enumerate() {
         if let Some(j) = row.iter().position(|&m| m != 0.0 && m != 1.0) {
             bail!(
                 "{}: tensor `mask` holds {} at index [{i}, {j}]; a mask is 0 or 1",
@@ -252,14 +338,37 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
     write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     inputs.save(&dir)?;
     let mut params = HashMap::new();
+    // Geometry from the training domains' tokens only.
+    let seen: Vec<usize> = (0..d).filter(|i| !ds.holdout.contains(i)).collect();
+    let states = match Normalizer::fit(pc.normalize, &states, &mask, &seen, pc.shrinkage)
+        .with_context(|| format!("pool.normalize = \"{}\"", pc.normalize.as_str()))?
+    {
+        Some(n) => {
+            let (mean, m) = n.tensors()?;
+            params.insert("normalize_mean".to_string(), mean);
+            params.insert("normalize_matrix".to_string(), m);
+            eprintln!(
+                "pool: {} estimated on {} tokens of {} training domains",
+                pc.normalize.as_str(),
+                n.tokens,
+                seen.len()
+            );
+            n.apply(&states)?
+        }
+        None => states,
+    };
+    let tok = Tokens::new(&mask, names.as_ref());
     let (dm, best_epoch, best_auc) = match pc.mode {
+        PoolMode::Plain => (pooling::query(&states, tok, pc.query)?, 0, None),
         PoolMode::Parameterless => {
             let s = pc.scale.unwrap_or(1.0 / (h as f64).sqrt());
             params.insert("w".to_string(), Tensor::full(s as f32, h, &dev)?);
-            (parameterless(&states, &mask, pc.query, Some(s))?, 0, None)
+            (parameterless(&states, tok, pc.query, Some(s))?, 0, None)
         }
-        PoolMode::Parametric => train_parametric(cfg, &ds, &states, &mask, &dir, &mut params)?,
+        PoolMode::Parametric => train_parametric(cfg, &ds, &states, tok, &dir, &mut params)?,
     };
+    let ppl = pooling::kernel_perplexities(&dm)?;
+    eprintln!("pool {}: {ppl}", pc.mode.as_str());
     let mut de = HashMap::new();
     de.insert("domain_embeddings".to_string(), dm);
     save_tensors_atomic(&de, &dir.join("domain_embeddings.safetensors"))?;
@@ -273,6 +382,7 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
         from: from.display().to_string(),
         best_epoch,
         probe_valid_auc: best_auc,
+        kernel_perplexity: Some(ppl),
         wall_seconds: start.elapsed().as_secs_f64(),
         run_dir: dir.display().to_string(),
     };
@@ -290,7 +400,7 @@ fn train_parametric(
     cfg: &Config,
     ds: &Dataset,
     states: &Tensor,
-    mask: &Tensor,
+    tok: Tokens,
     dir: &std::path::Path,
     params: &mut HashMap<String, Tensor>,
 ) -> Result<(Tensor, usize, Option<f64>)> {
@@ -323,7 +433,7 @@ fn train_parametric(
         base.fork(100 + epoch as u64).shuffle(&mut order);
         let (mut sum, mut count) = (0.0, 0usize);
         for group in order.chunks(bs * pc.batches_per_step.max(1)) {
-            let dm = layer.forward(states, mask)?;
+            let dm = layer.forward(states, tok)?;
             let (loss, g) = probe.steps(&ds.train, group, bs, &dm)?;
             sum += loss;
             count += group.len();
@@ -333,7 +443,7 @@ fn train_parametric(
                 dense.step(&ps, &grads, &adam, step)?;
             }
         }
-        let dm = layer.forward(states, mask)?.detach();
+        let dm = layer.forward(states, tok)?.detach();
         let valid = probe.evaluate(&ds.valid, &dm, &ds.domain_names)?;
         let e = PoolEpoch {
             epoch,

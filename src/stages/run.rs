@@ -66,8 +66,17 @@ fn settle(
 /// inputs, resumed when interrupted.
 pub fn ensure_embed(cfg: &Config) -> Result<(EmbedResult, Origin)> {
     let e = &cfg.embed;
-    let default_model = crate::stages::embed::EmbedConfig::default().model;
-    if e.model == default_model && !Path::new(&default_model).is_file() {
+    let defaults = crate::stages::embed::EmbedConfig::default();
+    if e.method == crate::stages::embed::Method::Encoder {
+        if e.encoder == defaults.encoder && !Path::new(&defaults.encoder).is_dir() {
+            fetch(
+                &[AssetName::Minilm],
+                &cfg.data.raw_dir,
+                &cfg.data.models_dir,
+            )
+            .context("fetching all-MiniLM-L6-v2 (or set embed.encoder to a local checkpoint)")?;
+        }
+    } else if e.model == defaults.model && !Path::new(&defaults.model).is_file() {
         fetch(
             &[AssetName::Smollm2],
             &cfg.data.raw_dir,

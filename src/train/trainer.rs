@@ -548,21 +548,7 @@ impl Trainer {
         };
         let scale = match (&mat, self.cfg.train.unseen_kernel) {
             (Some(m), crate::train::config::UnseenKernel::Median) => {
-                let mut d2 = Vec::new();
-                for (a, &i) in seen.iter().enumerate() {
-                    for &j in &seen[a + 1..] {
-                        d2.push(
-                            m[i].iter()
-                                .zip(&m[j])
-                                .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-                                .sum::<f64>(),
-                        );
-                    }
-                }
-                d2.sort_by(f64::total_cmp);
-                d2.get(d2.len() / 2)
-                    .filter(|&&v| v > 0.0)
-                    .map(|&v| 1.0 / v.sqrt())
+                crate::pool::median_scale(m, &seen)
             }
             _ => None,
         };
@@ -615,12 +601,7 @@ impl Trainer {
         let ws = self.unseen_weights()?;
         let ppl: f64 = ws
             .iter()
-            .map(|(_, w)| {
-                (-w.iter()
-                    .map(|&(_, a)| if a > 0.0 { a * a.ln() } else { 0.0 })
-                    .sum::<f64>())
-                .exp()
-            })
+            .map(|(_, w)| crate::pool::perplexity(&w.iter().map(|&(_, a)| a).collect::<Vec<_>>()))
             .sum::<f64>()
             / ws.len().max(1) as f64;
         Ok((metrics::auc(&up, &uy), ppl))

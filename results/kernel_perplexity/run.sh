@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Kernel perplexity of the ml100k-occupation domain embeddings (prompts/name.txt)
+# for each layer × pooling × query × normalisation, and for the encoder baseline.
+# Run from the repository root after `cargo build --release`; writes grid.tsv here.
+set -euo pipefail
+P=./target/release/pipeline
+R=ml100k-occupation
+T=prompts/name.txt
+OUT=results/kernel_perplexity/grid.tsv
+$P data prepare --recipe $R
+for L in 30 25 20 15 10 5; do
+  $P embed --method none --recipe $R --template $T --epochs 1 --layer $L
+done
+$P embed --method none --recipe $R --template $T --epochs 1 --layer 10 --layer 15 --layer 20
+$P embed --method encoder --recipe $R --template $T
+printf 'embed\tmode\tquery\tnormalize\tppl_pooling\tppl_median\tof\td2_min\td2_median\td2_max\n' > $OUT
+for E in runs/embed-none-$R-name-layer{30,25,20,15,10,5,10+15+20}-seed1 runs/embed-encoder-$R-name-seed1; do
+  for mode in plain parameterless; do for q in last mean name; do for n in none standardize whiten; do
+    line=$($P pool --recipe $R --from "$E" --mode $mode --query $q --normalize $n | grep 'kernel perplexity')
+    # "kernel perplexity A of N (w = 1/√h), B (median heuristic); squared distances / h between domains: min X, median Y, max Z"
+    vals=$(echo "$line" | sed -E 's/kernel perplexity ([^ ]+) of ([0-9]+) .*, ([^ ]+) \(median heuristic\).*min ([^,]+), median ([^,]+), max (.*)/\1\t\3\t\2\t\4\t\5\t\6/')
+    printf '%s\t%s\t%s\t%s\t%s\n' "$(basename "$E")" $mode $q $n "$vals" >> $OUT
+  done; done; done
+done
