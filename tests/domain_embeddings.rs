@@ -521,7 +521,7 @@ fn encoder_embed_writes_what_pool_and_train_read() {
             .clone();
     assert!(common::max_abs_diff(&dm, &pooled) < 1e-5);
     // train takes the file as model.domain_embeddings.
-    let c = llmctr::stages::run::cgc_on(&cfg, &dir, "cgc-encoder".into());
+    let c = llmctr::stages::run::llm_head(&cfg, &dir, "cgc-encoder".into());
     let m = llmctr::stages::train::train(&c, false, None)
         .unwrap()
         .unwrap();

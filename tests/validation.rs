@@ -29,7 +29,7 @@ fn assert_has(e: &str, parts: &[&str]) {
 // ---------------------------------------------------------------------------
 
 /// Integer keys where 0 means something (seeds, layer indices, "never", "no minimum").
-const ZERO_ALLOWED: [&str; 9] = [
+const ZERO_ALLOWED: [&str; 10] = [
     "data.criteo.min_count",
     "model.hash_buckets",
     "train.seed",
