@@ -108,6 +108,15 @@ pub struct EmbedConfig {
     pub probe_dim: usize,
     /// Probe hidden layers. Default [32].
     pub probe_hidden: Vec<usize>,
+    /// Probe features: `drop` (default) leaves the recipe's domain-defining
+    /// field(s) out, so the only domain information the probe's objective can
+    /// use (and push into the adapters) comes through the domain embedding;
+    /// `keep` feeds them as features too.
+    pub probe_domain_fields: crate::models::config::DomainFields,
+    /// Probe head: `gated` (default) scales each field's embedding by a gate
+    /// unit on the domain embedding (EPNet-style), so the domain can change how
+    /// every feature counts; `concat` only appends it to the features.
+    pub probe_head: ProbeHead,
     /// Learning rate of the adapters. Default 1e-3.
     pub lr: f64,
     /// Learning rate of the probe. Default 1e-3.
@@ -263,6 +272,8 @@ impl Default for EmbedConfig {
             encoder: "data/models/all-MiniLM-L6-v2".into(),
             probe_dim: 16,
             probe_hidden: vec![32],
+            probe_domain_fields: crate::models::config::DomainFields::Drop,
+            probe_head: ProbeHead::Gated,
             lr: 1e-3,
             probe_lr: 1e-3,
             batch_size: 1024,
@@ -279,11 +290,28 @@ impl Default for EmbedConfig {
 }
 
 /// The probe: field embeddings ⊕ Linear(domain vector) → MLP → logit.
+/// The prepared dataset with the probe's features (`embed.probe_domain_fields`).
+pub(crate) fn probe_dataset(cfg: &Config, dir: &Path) -> Result<Dataset> {
+    let f = crate::train::trainer::kept_features(cfg, dir, &[], cfg.embed.probe_domain_fields)
+        .context("embed.probe_domain_fields")?;
+    Dataset::load(dir, &f, 0)
+}
+
+/// How the probe reads the domain embedding.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeHead {
+    Concat,
+    Gated,
+}
+
 pub(crate) struct Probe {
     layout: Layout,
     table: EmbeddingTable,
     ps: ParamStore,
     proj: Linear,
+    /// `gated`: per-field scales 2σ(z) from the projected domain embedding.
+    gate: Option<crate::models::conditioning::GateUnit>,
     mlp: Mlp,
     dense: DenseAdam,
     adam: AdamConfig,
@@ -302,6 +330,17 @@ impl Probe {
         );
         let mut ps = ParamStore::new(DType::F32, &Device::Cpu);
         let proj = Linear::new(&mut ps, "probe.domain_proj", h, cfg.probe_dim, rng)?;
+        let gate = match cfg.probe_head {
+            ProbeHead::Concat => None,
+            ProbeHead::Gated => Some(crate::models::conditioning::GateUnit::new(
+                &mut ps,
+                "probe.gate",
+                cfg.probe_dim,
+                cfg.probe_dim,
+                ds.features.len(),
+                rng,
+            )?),
+        };
         let width = (ds.features.len() + 1) * cfg.probe_dim;
         let mlp = Mlp::new(
             &mut ps,
@@ -318,6 +357,7 @@ impl Probe {
             table,
             ps,
             proj,
+            gate,
             mlp,
             dense,
             adam: AdamConfig {
@@ -359,6 +399,18 @@ impl Probe {
             .proj
             .forward(dm)?
             .index_select(&Tensor::from_slice(&dom, n, &Device::Cpu)?, 0)?;
+        let fields = match &self.gate {
+            None => fields,
+            Some(g) => {
+                let dim = self.table.dim;
+                let z = g
+                    .logits(&d, &mut Rng::new(0))?
+                    .unsqueeze(2)?
+                    .broadcast_as((n, nf, dim))?
+                    .reshape((n, nf * dim))?;
+                crate::nn::fused::gated(&fields, &z)?
+            }
+        };
         let x = Tensor::cat(&[&fields, &d], 1)?;
         let logits = self.mlp.forward(&x, false, &mut Rng::new(0))?.squeeze(1)?;
         Ok((logits, g.unique, var))
@@ -824,7 +876,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     let device = parse_device(&e.device).context("embed.device")?;
     let cpu = Device::Cpu;
     let prepared = prepare(cfg, false)?;
-    let mut ds = Dataset::load(&prepared.dir, &[], 0)?;
+    let mut ds = probe_dataset(cfg, &prepared.dir)?;
     ds.hold_out(&cfg.data.holdout_domains)?;
     if e.method == Method::Encoder {
         return crate::llm::encoder::embed_encoder(cfg, &prepared.dir, &ds, &device, start)

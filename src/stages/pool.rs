@@ -212,7 +212,7 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
     cfg.validate()?;
     let start = Instant::now();
     let prepared = prepare(cfg, false)?;
-    let mut ds = Dataset::load(&prepared.dir, &[], 0)?;
+    let mut ds = crate::stages::embed::probe_dataset(cfg, &prepared.dir)?;
     ds.hold_out(&cfg.data.holdout_domains)?;
     let from = pc.source(cfg, &ds.meta.recipe);
     let file = from.join("token_states.safetensors");

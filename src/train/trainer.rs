@@ -976,9 +976,25 @@ fn progress_bar(steps: u64, epoch: usize, epochs: usize) -> indicatif::ProgressB
 /// The feature fields `cfg` asks for (`model.features`, empty = all), less the
 /// domain-defining ones when `model.domain_fields = "drop"`.
 fn features(cfg: &Config, dataset_dir: &Path) -> Result<Vec<String>> {
-    let m = &cfg.model;
-    if m.domain_fields == DomainFields::Keep {
-        return Ok(m.features.clone());
+    kept_features(
+        cfg,
+        dataset_dir,
+        &cfg.model.features,
+        cfg.model.domain_fields,
+    )
+    .context("model.domain_fields")
+}
+
+/// `requested` (empty = every categorical field), less the recipe's
+/// domain-defining fields when `mode` is `drop`.
+pub fn kept_features(
+    cfg: &Config,
+    dataset_dir: &Path,
+    requested: &[String],
+    mode: DomainFields,
+) -> Result<Vec<String>> {
+    if mode == DomainFields::Keep {
+        return Ok(requested.to_vec());
     }
     let meta = crate::data::meta::Meta::read(dataset_dir)?;
     let recipe: crate::data::recipe::Recipe = meta
@@ -986,16 +1002,16 @@ fn features(cfg: &Config, dataset_dir: &Path) -> Result<Vec<String>> {
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
     let drop = recipe.domain_fields(&cfg.data.criteo.domain_field);
-    let all = if m.features.is_empty() {
+    let all = if requested.is_empty() {
         meta.categorical_fields()
     } else {
-        m.features.clone()
+        requested.to_vec()
     };
     let kept: Vec<String> = all.into_iter().filter(|f| !drop.contains(f)).collect();
     if kept.is_empty() {
         bail!(
-            "model.domain_fields = \"drop\" leaves no feature of model.features ({}) once {} is dropped",
-            m.features.join(", "),
+            "domain_fields = \"drop\" leaves no feature of model.features ({}) once {} is dropped",
+            requested.join(", "),
             drop.join(", ")
         );
     }
