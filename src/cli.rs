@@ -220,7 +220,8 @@ pub struct CompareArgs {
     /// Seeds (default: 1,2,3).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
-    /// Output stem: writes <out>.md and <out>.csv.
+    /// Output stem: writes <out>.md, <out>.csv and, per recipe,
+    /// <out>_domain_auc_<recipe>.svg and <out>_learning_curves_<recipe>.svg.
     #[arg(long, default_value = "results/baselines")]
     pub out: PathBuf,
     /// Runs folder (overrides train.runs_dir).
@@ -248,7 +249,8 @@ pub struct LodoArgs {
         default_value = "none,id,embedding"
     )]
     pub arms: Vec<crate::stages::lodo::Arm>,
-    /// Output stem: writes <out>.md and <out>.csv.
+    /// Output stem: writes <out>.md, <out>.csv and <out>.svg (the paired
+    /// differences against `none` per domain).
     #[arg(long, default_value = "results/lodo")]
     pub out: PathBuf,
 }
