@@ -5,6 +5,7 @@ pub mod compare;
 pub mod embed;
 pub mod lodo;
 pub mod pool;
+pub mod predict;
 pub mod prepare;
 pub mod run;
 pub mod train;
