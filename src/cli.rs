@@ -75,7 +75,8 @@ pub enum Command {
     /// Per-row scores of a finished training run as CSV (row, domain, label,
     /// score): a prepared split (--split, default test), or new raw rows
     /// (--input FILE.csv), including rows of a domain the run never saw
-    /// (--domain NAME with --domain-embedding FILE). To stdout, or --out FILE.
+    /// (--domain NAME with --domain-prompt TEXT or --domain-embedding FILE). To
+    /// stdout, or --out FILE.
     Predict(PredictArgs),
     /// Benchmarks that print measured figures (run them from a release build).
     #[command(subcommand)]
@@ -160,6 +161,11 @@ pub struct PredictArgs {
     /// never saw.
     #[arg(long, requires = "domain")]
     pub domain_embedding: Option<PathBuf>,
+    /// A new domain's prompt (the text itself): embedded by the LLM, adapters and
+    /// pooling that made the run's domain embeddings (the run must read a pool
+    /// run's domain_embeddings.safetensors).
+    #[arg(long, requires = "domain", conflicts_with = "domain_embedding")]
+    pub domain_prompt: Option<String>,
     /// The tensor of --domain-embedding to read, when the file holds several.
     #[arg(long, requires = "domain_embedding")]
     pub embedding_tensor: Option<String>,
@@ -674,6 +680,7 @@ pub fn run(cli: Cli) -> Result<()> {
                             .domain_embedding
                             .as_deref()
                             .map(|f| (f, args.embedding_tensor.as_deref())),
+                        domain_prompt: args.domain_prompt.as_deref(),
                     },
                 )?,
                 None => predict::predict_split(&args.run, args.split.unwrap_or(SplitName::Test))?,

@@ -131,6 +131,7 @@ fn split_scores_reproduce_the_runs_test_auc_and_raw_rows_score_alike() {
             input: &input,
             domain: None,
             domain_embedding: None,
+            domain_prompt: None,
         },
     )
     .unwrap();
@@ -234,6 +235,7 @@ fn a_new_domain_is_scored_from_its_embedding() {
                 input: &input,
                 domain: Some(domain),
                 domain_embedding: row.is_some().then_some((file.as_path(), None)),
+                domain_prompt: None,
             },
         )
     };
@@ -262,6 +264,17 @@ fn a_new_domain_is_scored_from_its_embedding() {
         .unwrap()
     );
     assert!(e.contains("3 values") && e.contains("4"), "{e}");
+    // A prompt needs the pool run that made the run's embeddings: here they are
+    // a plain file.
+    let run_cfg = Config::load(Some(&run.join("config.toml"))).unwrap();
+    let e = format!(
+        "{:#}",
+        predict::prompt_embedding(&run_cfg, "x").unwrap_err()
+    );
+    assert!(
+        e.contains("not a pool run's output") && e.contains("--domain-embedding"),
+        "{e}"
+    );
     // A run on the domain id cannot score a domain it has no id for.
     let mut id = cfg(tmp.path(), "dnn-id");
     id.train.epochs = 1;
@@ -275,6 +288,7 @@ fn a_new_domain_is_scored_from_its_embedding() {
                 input: &input,
                 domain: Some("pilot"),
                 domain_embedding: Some((&file, None)),
+                domain_prompt: None,
             },
         )
         .err()
@@ -350,4 +364,126 @@ fn bad_input_files_are_named_by_file_line_and_field() {
     // Not a run at all.
     let out = pipeline().arg("predict").arg(tmp.path()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a finished training run"));
+}
+
+#[test]
+fn a_new_domain_is_scored_from_its_prompt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    common::write_tiny_llama(&model, 13, false);
+    let raw = tmp.path().join("raw");
+    common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
+    let t = tmp.path().join("t.txt");
+    std::fs::write(&t, "{domain}: {positive_pct}% liked.").unwrap();
+    let cfg = tmp.path().join("run.toml");
+    let p = |x: &Path| format!("{:?}", x.display().to_string());
+    let runs = tmp.path().join("runs");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data]\nraw_dir = {}\nprepared_dir = {}\nfetch = false\n[embed]\nmodel = {}\ntemplate = {}\nepochs = 1\nbatch_size = 128\nbatches_per_llm_step = 4\nruns_dir = {}\n[pool]\nepochs = 2\nruns_dir = {}\n[train]\nepochs = 2\nbatch_size = 128\nruns_dir = {}\n",
+            p(&raw), p(&tmp.path().join("prepared")), p(&model), p(&t), p(&runs), p(&runs), p(&runs)
+        ),
+    )
+    .unwrap();
+    let o = pipeline().arg("run").arg(&cfg).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = runs.join("cgc-llm-lora-ml100k-occupation-t-parametric-seed1");
+    let run_cfg = Config::load(Some(&run.join("config.toml"))).unwrap();
+    let pooled = run_cfg.model.domain_embeddings.clone().unwrap();
+    let matrix = llmctr::config::load_safetensors(&pooled).unwrap()["domain_embeddings"]
+        .to_vec2::<f32>()
+        .unwrap();
+    // A known domain's own prompt: the same token states as the embed run's
+    // (padded in a batch there, alone here), and pooling the saved states as the
+    // pool run does gives back its row of the run's embeddings.
+    let pool_dir = pooled.parent().unwrap();
+    let pool_cfg = Config::load(Some(&pool_dir.join("config.toml"))).unwrap();
+    let embed_run = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|d| {
+            d.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("embed-lora")
+        })
+        .unwrap();
+    let prompts: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(embed_run.join("prompts.json")).unwrap()).unwrap();
+    let saved =
+        llmctr::config::load_safetensors(&embed_run.join("token_states.safetensors")).unwrap();
+    let (all_states, all_mask) = (&saved["states"], &saved["mask"]);
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    for (d, pr) in prompts.iter().enumerate().filter(|(d, _)| d % 5 == 0) {
+        let (st, _) = predict::prompt_states(&embed_run, pr["prompt"].as_str().unwrap()).unwrap();
+        let n = pr["tokens"].as_u64().unwrap() as usize;
+        let mine = st.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let theirs = all_states
+            .get(d)
+            .unwrap()
+            .narrow(0, 0, n)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(mine.len(), theirs.len(), "domain {d}: token count");
+        assert!(
+            max_diff(&mine, &theirs) < 1e-5,
+            "domain {d}: states differ by {}",
+            max_diff(&mine, &theirs)
+        );
+        let pooled_row = predict::pool_like(
+            pool_dir,
+            &pool_cfg,
+            &all_states.narrow(0, d, 1).unwrap(),
+            &all_mask.narrow(0, d, 1).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            max_diff(&pooled_row, &matrix[d]) < 1e-6,
+            "domain {d}: pooled row"
+        );
+        // End to end: the new prompt path gives the run's row, up to the float
+        // noise of scoring the prompt alone instead of padded in a batch.
+        let e = predict::prompt_embedding(&run_cfg, pr["prompt"].as_str().unwrap()).unwrap();
+        assert!(
+            max_diff(&e, &matrix[d]) < 1e-5,
+            "domain {d}: {}",
+            max_diff(&e, &matrix[d])
+        );
+    }
+    // Another prompt, another embedding.
+    let e = predict::prompt_embedding(&run_cfg, "nurse: 61% liked.").unwrap();
+    assert_ne!(e, matrix[0]);
+    // The command line: rows of a new domain, scored from its prompt.
+    let input = tmp.path().join("rows.csv");
+    std::fs::write(
+        &input,
+        "user_id,item_id,gender,age,occupation,zip,cate_id,year,label\n\
+         1,1,M,24,nurse,85711,Action,1995,1\n\
+         2,3,F,53,nurse,94043,Drama,1994,0\n",
+    )
+    .unwrap();
+    let o = pipeline()
+        .arg("predict")
+        .arg(&run)
+        .arg("--input")
+        .arg(&input)
+        .args(["--domain", "nurse", "--domain-prompt", "nurse: 61% liked."])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = parse_csv(&String::from_utf8(o.stdout).unwrap());
+    assert_eq!(r.len(), 2);
+    assert!(
+        r.iter().all(|x| x.1 == "nurse" && x.3 > 0.0 && x.3 < 1.0),
+        "{r:?}"
+    );
 }

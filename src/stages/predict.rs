@@ -11,10 +11,12 @@
 //!   (`vocab.json`, and `meta.json` for closed fields); a value not seen in
 //!   training, or an empty one, becomes id 0 as it did in training.
 //! - a domain the run never saw (`--domain NAME` not among the recipe's
-//!   domains): scored as a held-out domain, from its embedding
-//!   (`--domain-embedding FILE.safetensors`, one row of the run's domain-
-//!   embedding width) when the run reads fixed domain embeddings, or as any
-//!   held-out domain when it takes no domain input.
+//!   domains): scored as a held-out domain, from its embedding when the run
+//!   reads fixed domain embeddings — given as a file (`--domain-embedding`, one
+//!   row of the run's domain-embedding width) or computed from its prompt
+//!   (`--domain-prompt`) by the LLM, adapters and pooling that made the run's
+//!   domain embeddings ([`prompt_embedding`]) — or as any held-out domain when
+//!   the run takes no domain input.
 
 use crate::config::Config;
 use crate::data::error::{DataError, Place};
@@ -156,6 +158,121 @@ pub struct InputRequest<'a> {
     pub domain: Option<&'a str>,
     /// A new domain's embedding: the file and, if it holds several, the tensor.
     pub domain_embedding: Option<(&'a Path, Option<&'a str>)>,
+    /// A new domain's prompt, embedded as the run's domain embeddings were.
+    pub domain_prompt: Option<&'a str>,
+}
+
+/// The embedding that the run's domain embeddings would give a domain with
+/// `prompt`: the run must read the output of a pool run
+/// (`model.domain_embeddings` = `<pool run>/domain_embeddings.safetensors`);
+/// the prompt goes through that pool run's embed run ([`prompt_states`]) and is
+/// pooled with the pool run's query and weights ([`pool_like`]).
+pub fn prompt_embedding(run_cfg: &Config, prompt: &str) -> Result<Vec<f32>> {
+    let file = run_cfg.model.domain_embeddings.as_ref().context(
+        "the run has no domain embeddings (model.domain_embeddings): a prompt has nothing to be embedded like",
+    )?;
+    let pool_dir = file.parent().unwrap_or(Path::new("."));
+    let (pool_cfg, embed_dir) = pool_run(pool_dir, file)?;
+    let (states, mask) = prompt_states(&embed_dir, prompt)?;
+    pool_like(pool_dir, &pool_cfg, &states, &mask)
+}
+
+/// A pool run's settings and the embed run it pooled.
+fn pool_run(pool_dir: &Path, file: &Path) -> Result<(Config, PathBuf)> {
+    let pool_cfg_path = pool_dir.join("config.toml");
+    if !pool_cfg_path.is_file() || !pool_dir.join("pool_params.safetensors").is_file() {
+        bail!(
+            "the run's domain embeddings {} are not a pool run's output (no config.toml and \
+             pool_params.safetensors beside them): embed the prompt elsewhere and pass it with \
+             --domain-embedding",
+            file.display()
+        );
+    }
+    let pool_cfg = Config::load(Some(&pool_cfg_path))?;
+    let recipe: Recipe = pool_cfg
+        .data
+        .recipe
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let embed_dir = pool_cfg.pool.source(&pool_cfg, &recipe.to_string());
+    Ok((pool_cfg, embed_dir))
+}
+
+/// The token states (1, t, h) — last layer, after the final norm — and mask
+/// (1, t) of `prompt` under an embed run's LLM and adapters (at their best
+/// epoch), as that run computed its domains' states.
+pub fn prompt_states(
+    embed_dir: &Path,
+    prompt: &str,
+) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
+    use crate::llm::adapters::Adapters;
+    use candle_core::{DType, Device, Tensor};
+    let embed_cfg_path = embed_dir.join("config.toml");
+    let embed_cfg = Config::load(Some(&embed_cfg_path)).with_context(|| {
+        format!(
+            "reading the settings of the embed run {}",
+            embed_dir.display()
+        )
+    })?;
+    let e = &embed_cfg.embed;
+    let dev = Device::Cpu;
+    let llm = crate::llm::load::load(&e.model, &dev)
+        .with_context(|| format!("loading the LLM of the embed run {}", embed_dir.display()))?;
+    let adapter_dir = embed_dir.join("adapter");
+    let ad = if adapter_dir.join("adapter_config.json").is_file() {
+        crate::llm::peft::load(&adapter_dir, &llm.decoder.cfg, &dev, llm.decoder.rope)?
+    } else if e.method == crate::stages::embed::Method::None {
+        Adapters::none()
+    } else {
+        bail!(
+            "{}: the embed run's adapters are not there (embed.method = {:?})",
+            adapter_dir.display(),
+            e.method.as_str()
+        );
+    };
+    let ids = llm.tokenizer.encode(prompt)?;
+    if ids.is_empty() || ids.len() > e.max_prompt_tokens {
+        bail!(
+            "the prompt has {} tokens; the embed run allows 1..={} (embed.max_prompt_tokens)",
+            ids.len(),
+            e.max_prompt_tokens
+        );
+    }
+    let t = ids.len();
+    let ids = Tensor::from_vec(ids, (1, t), &dev)?;
+    let mask = Tensor::ones((1, t), DType::F32, &dev)?;
+    let mut rng = crate::nn::rng::Rng::new(0);
+    let x0 = llm.decoder.embed_ids(&ids)?;
+    let h = llm.decoder.forward_layers(&x0, 0, &ad, false, &mut rng)?;
+    let states = llm.decoder.final_norm(&h)?.to_dtype(DType::F32)?;
+    Ok((states, mask))
+}
+
+/// Pool token states (n, t, h) with mask (n, t) as the pool run in `pool_dir`
+/// pooled its domains: its query and its weights (and learned query offset).
+pub fn pool_like(
+    pool_dir: &Path,
+    pool_cfg: &Config,
+    states: &candle_core::Tensor,
+    mask: &candle_core::Tensor,
+) -> Result<Vec<f32>> {
+    use candle_core::DType;
+    let params_path = pool_dir.join("pool_params.safetensors");
+    let params = crate::config::load_safetensors(&params_path)?;
+    let w = params
+        .get("w")
+        .or_else(|| params.get("pool.w"))
+        .with_context(|| format!("{} has no pooling weights `w`", params_path.display()))?
+        .to_dtype(DType::F32)?;
+    let mut q = crate::pool::query(states, mask, pool_cfg.pool.query)?;
+    if let Some(o) = params
+        .get("query_offset")
+        .or_else(|| params.get("pool.query_offset"))
+    {
+        q = q.broadcast_add(&o.to_dtype(DType::F32)?)?;
+    }
+    let v = crate::pool::gaussian_pool(states, mask, &q, &w)?;
+    Ok(v.flatten_all()?.to_vec1::<f32>()?)
 }
 
 /// Score new raw rows with a finished run.
@@ -164,9 +281,13 @@ pub fn predict_input(run: &Path, req: &InputRequest) -> Result<Scored> {
     if let Some(name) = req.domain
         && !t.ds.domain_names.iter().any(|d| d == name)
     {
-        let emb = match req.domain_embedding {
-            Some((file, tensor)) => Some(read_embedding(file, tensor)?),
-            None => None,
+        let emb = match (req.domain_embedding, req.domain_prompt) {
+            (Some(_), Some(_)) => {
+                bail!("give the new domain an embedding or a prompt, not both")
+            }
+            (Some((file, tensor)), None) => Some(read_embedding(file, tensor)?),
+            (None, Some(prompt)) => Some(prompt_embedding(&t.cfg, prompt)?),
+            (None, None) => None,
         };
         t.add_unseen_domain(name, emb.as_deref()).with_context(|| {
             format!(
@@ -180,10 +301,10 @@ pub fn predict_input(run: &Path, req: &InputRequest) -> Result<Scored> {
                     .join(", ")
             )
         })?;
-    } else if req.domain_embedding.is_some() {
+    } else if req.domain_embedding.is_some() || req.domain_prompt.is_some() {
         bail!(
-            "--domain-embedding gives the embedding of a new domain: name it with --domain NAME \
-             (a name that is not a domain of {})",
+            "--domain-embedding and --domain-prompt describe a new domain: name it with --domain \
+             NAME (a name that is not a domain of {})",
             t.ds.meta.recipe
         );
     }
