@@ -82,6 +82,12 @@ pub enum Command {
     /// mean valid AUC (test not shown: a grid chooses on valid). Finished runs are
     /// reused.
     Grid(GridArgs),
+    /// Per-row scores of a finished training run as CSV (row, domain, label,
+    /// score): a prepared split (--split, default test), or new raw rows
+    /// (--input FILE.csv), including rows of a domain the run never saw
+    /// (--domain NAME with --domain-prompt TEXT or --domain-embedding FILE). To
+    /// stdout, or --out FILE.
+    Predict(PredictArgs),
     /// Benchmarks that print measured figures (run them from a release build).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -142,6 +148,41 @@ pub struct RunArgs {
 pub struct ReportArgs {
     /// A run directory (runs/<name>/) holding metrics.json and metrics.jsonl.
     pub run: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// A finished training run's directory (config.toml, metrics.json,
+    /// best.safetensors).
+    pub run: PathBuf,
+    /// Score this prepared split (default: test unless --input is given).
+    #[arg(long, value_enum, conflicts_with = "input")]
+    pub split: Option<crate::stages::predict::SplitName>,
+    /// Score the rows of this CSV file: a header naming the run's feature fields
+    /// (raw values as in the recipe's files, e.g. user_id,item_id,gender,age,...),
+    /// `domain` (a domain name; or --domain) and optionally `label` (0/1).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// The domain of every input row; a name that is not a domain of the recipe
+    /// scores the rows as a new, unseen domain.
+    #[arg(long, requires = "input")]
+    pub domain: Option<String>,
+    /// A new domain's embedding (safetensors, one row as wide as the run's domain
+    /// embeddings): how a run on fixed domain embeddings scores a domain it
+    /// never saw.
+    #[arg(long, requires = "domain")]
+    pub domain_embedding: Option<PathBuf>,
+    /// A new domain's prompt (the text itself): embedded by the LLM, adapters and
+    /// pooling that made the run's domain embeddings (the run must read a pool
+    /// run's domain_embeddings.safetensors).
+    #[arg(long, requires = "domain", conflicts_with = "domain_embedding")]
+    pub domain_prompt: Option<String>,
+    /// The tensor of --domain-embedding to read, when the file holds several.
+    #[arg(long, requires = "domain_embedding")]
+    pub embedding_tensor: Option<String>,
+    /// Write the CSV here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -245,7 +286,8 @@ pub struct CompareArgs {
     /// Seeds (default: 1,2,3).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
-    /// Output stem: writes <out>.md and <out>.csv.
+    /// Output stem: writes <out>.md, <out>.csv and, per recipe,
+    /// <out>_domain_auc_<recipe>.svg and <out>_learning_curves_<recipe>.svg.
     #[arg(long, default_value = "results/baselines")]
     pub out: PathBuf,
     /// Runs folder (overrides train.runs_dir).
@@ -294,7 +336,8 @@ pub struct LodoArgs {
         default_value = "none,id,embedding,random"
     )]
     pub arms: Vec<crate::stages::lodo::Arm>,
-    /// Output stem: writes <out>.md and <out>.csv.
+    /// Output stem: writes <out>.md, <out>.csv and <out>.svg (the paired
+    /// differences against `none` per domain).
     #[arg(long, default_value = "results/lodo")]
     pub out: PathBuf,
 }
@@ -709,6 +752,37 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(k) = r.kernel_perplexity {
                 println!("{k}");
             }
+            Ok(())
+        }
+        Command::Predict(args) => {
+            use crate::stages::predict::{self, InputRequest, SplitName};
+            let scored = match &args.input {
+                Some(input) => predict::predict_input(
+                    &args.run,
+                    &InputRequest {
+                        input,
+                        domain: args.domain.as_deref(),
+                        domain_embedding: args
+                            .domain_embedding
+                            .as_deref()
+                            .map(|f| (f, args.embedding_tensor.as_deref())),
+                        domain_prompt: args.domain_prompt.as_deref(),
+                    },
+                )?,
+                None => predict::predict_split(&args.run, args.split.unwrap_or(SplitName::Test))?,
+            };
+            predict::write(&scored, args.out.as_ref())?;
+            eprintln!(
+                "scored {} rows with {}{}{}",
+                scored.rows.len(),
+                args.run.display(),
+                scored.auc().map_or(String::new(), |a| format!(
+                    "; AUC over the labelled rows {a:.4}"
+                )),
+                args.out
+                    .as_ref()
+                    .map_or(String::new(), |p| format!("; wrote {}", p.display()))
+            );
             Ok(())
         }
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(&args),

@@ -14,6 +14,7 @@ pub mod llm;
 pub mod metrics;
 pub mod models;
 pub mod nn;
+pub mod plot;
 pub mod pool;
 pub mod report;
 pub mod stages;

@@ -1,140 +1,306 @@
-//! Reports: SVG plots (plotters' SVG backend, no font files needed) and
-//! `pipeline report RUN`, which renders one run's `report.md` with its plots.
+//! Reports: the pipeline's figures (drawn in the one style of [`crate::plot`])
+//! and `pipeline report RUN`, which renders one run's `report.md` with its plots.
+//!
+//! - [`domain_auc_plot`]: test AUC per domain as a dot plot, domains sorted by
+//!   test rows (most first) and labelled with them, one marker per arm, a bar of
+//!   ± 1 sd where an arm has several seeds;
+//! - [`learning_curves_plot`]: valid AUC by epoch of several runs in one chart,
+//!   one colour per arm;
+//! - [`lodo_plot`]: a `pipeline lodo` table (its CSV) as paired differences
+//!   against the `none` floor per held-out domain, bars around zero.
 
 use crate::fsutil::write_atomic;
+use crate::plot::{self, Category, DiffPanel, DotArm, Series};
 use crate::train::trainer::{EpochMetrics, FinalMetrics};
 use anyhow::{Context, Result, bail};
-use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// A named series of (x, y) points.
-pub struct Series {
+/// `4391` → `4,391`.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// An arm of a comparison: its name and its runs (one per seed).
+pub struct Arm<'a> {
     pub name: String,
-    pub points: Vec<(f64, f64)>,
+    pub runs: Vec<&'a FinalMetrics>,
 }
 
-const COLORS: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-];
-
-fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for x in v.filter(|x| x.is_finite()) {
-        lo = lo.min(x);
-        hi = hi.max(x);
-    }
-    if !lo.is_finite() {
-        return (0.0, 1.0);
-    }
-    let pad = ((hi - lo) * 0.05).max(1e-3);
-    (lo - pad, hi + pad)
-}
-
-/// A line chart with points. `x_labels`: names for integer x positions (a
-/// categorical axis, drawn rotated) instead of numbers.
-pub fn line_chart(
+/// Test AUC per domain of several arms as a dot plot. Domains come from the
+/// first arm's first run, sorted by test rows (most first); `only` keeps the
+/// named domains (e.g. the held-out ones). A domain whose rows hold one class
+/// has no AUC and shows no marker.
+pub fn domain_auc_plot(
     path: &Path,
     title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    series: &[Series],
-    x_labels: Option<&[String]>,
+    arms: &[Arm],
+    only: Option<&[String]>,
 ) -> Result<()> {
-    let mut svg = String::new();
-    {
-        let height = if x_labels.is_some() { 620 } else { 440 };
-        let root = SVGBackend::with_string(&mut svg, (900, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (x0, x1) = match x_labels {
-            Some(l) => (-0.5, l.len() as f64 - 0.5),
-            None => range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0))),
-        };
-        let (y0, y1) = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
-        let labels: Vec<String> = x_labels.map(<[String]>::to_vec).unwrap_or_default();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(if x_labels.is_some() { 170 } else { 40 })
-            .y_label_area_size(60)
-            .right_y_label_area_size(0)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut mesh = chart.configure_mesh();
-        mesh.x_desc(x_desc)
-            .y_desc(y_desc)
-            .y_label_formatter(&|v| format!("{v:.3}"));
-        let fmt_cat = |v: &f64| {
-            let i = v.round();
-            if (v - i).abs() < 1e-6 && i >= 0.0 {
-                // plotters centres rotated text on the tick: pad with as many
-                // no-break spaces so the visible name starts below the axis.
-                labels
-                    .get(i as usize)
-                    .map(|l| format!("{}{l}", "\u{a0}".repeat(l.chars().count() + 1)))
-                    .unwrap_or_default()
+    let first = arms
+        .iter()
+        .find_map(|a| a.runs.first())
+        .with_context(|| format!("no run to draw {}", path.display()))?;
+    let mut doms: Vec<(&str, usize)> = first
+        .test
+        .domains
+        .iter()
+        .filter(|d| only.is_none_or(|o| o.contains(&d.domain)))
+        .map(|d| (d.domain.as_str(), d.rows))
+        .collect();
+    doms.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    // Domains held out of training are marked: their AUC is an unseen domain's.
+    let cats: Vec<Category> = doms
+        .iter()
+        .map(|(n, r)| Category {
+            label: if first.unseen_domains.iter().any(|u| u == n) {
+                format!("{n} ({}, unseen)", thousands(*r))
             } else {
-                String::new()
-            }
-        };
-        if x_labels.is_some() {
-            mesh.x_labels(labels.len() * 2 + 1)
-                .x_label_formatter(&fmt_cat)
-                .x_label_style(
-                    ("sans-serif", 12)
-                        .into_font()
-                        .transform(FontTransform::Rotate90),
-                );
-        } else {
-            mesh.x_label_formatter(&|v| format!("{v:.0}"));
-        }
-        mesh.draw().map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (i, s) in series.iter().enumerate() {
-            let c = COLORS[i % COLORS.len()];
-            let pts: Vec<(f64, f64)> = s
-                .points
+                format!("{n} ({})", thousands(*r))
+            },
+        })
+        .collect();
+    let dots: Vec<DotArm> = arms
+        .iter()
+        .map(|a| DotArm {
+            name: a.name.clone(),
+            values: doms
                 .iter()
-                .copied()
-                .filter(|p| p.1.is_finite())
-                .collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .label(s.name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                });
-            chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map(|(n, _)| {
+                    a.runs
+                        .iter()
+                        .filter_map(|m| m.test.domains.iter().find(|d| d.domain == *n)?.auc)
+                        .collect()
+                })
+                .collect(),
+        })
+        .collect();
+    let seeds = arms.iter().map(|a| a.runs.len()).max().unwrap_or(0);
+    let mut sub = vec!["domains by test rows (in brackets), most first".to_string()];
+    if seeds > 1 {
+        sub.push(format!(
+            "marker: mean over seeds ({} per arm), bar: ± 1 sample sd",
+            arms.iter()
+                .map(|a| a.runs.len().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
-    write_atomic(path, svg.as_bytes())
+    plot::dot_plot(
+        path,
+        title,
+        &sub,
+        "domain (test rows)",
+        "test AUC",
+        &cats,
+        &dots,
+    )
 }
 
-/// Learning curve of a training run: valid AUC by epoch.
-pub fn learning_curve_series(name: &str, history: &[EpochMetrics]) -> Series {
-    Series {
-        name: name.to_string(),
-        points: history
-            .iter()
-            .filter_map(|e| e.valid_auc.map(|a| (e.epoch as f64, a)))
-            .collect(),
+/// One run's learning curve for [`learning_curves_plot`]: its arm (runs of one
+/// arm share a colour) and its seed.
+pub struct Curve {
+    pub arm: String,
+    pub seed: u64,
+    pub history: Vec<EpochMetrics>,
+}
+
+/// Valid AUC by epoch of several runs in one chart: one colour per arm, one
+/// marker shape per run within an arm, labelled `arm (seed s)`.
+pub fn learning_curves_plot(path: &Path, title: &str, runs: &[Curve]) -> Result<()> {
+    let mut arms: Vec<&str> = Vec::new();
+    let mut within: Vec<usize> = Vec::new();
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|c| {
+            let color = match arms.iter().position(|a| *a == c.arm) {
+                Some(i) => i,
+                None => {
+                    arms.push(&c.arm);
+                    within.push(0);
+                    arms.len() - 1
+                }
+            };
+            let shape = within[color];
+            within[color] += 1;
+            Series {
+                name: format!("{} (seed {})", c.arm, c.seed),
+                points: learning_curve_points(&c.history),
+                color,
+                shape,
+            }
+        })
+        .collect();
+    plot::line_plot(path, title, &[], "epoch", "valid AUC", &series)
+}
+
+/// Valid AUC by epoch, for the epochs that have one.
+pub fn learning_curve_points(history: &[EpochMetrics]) -> Vec<(f64, f64)> {
+    history
+        .iter()
+        .filter_map(|e| e.valid_auc.map(|a| (e.epoch as f64, a)))
+        .collect()
+}
+
+/// One cell of a lodo table: (AUC, logloss) of an arm on a domain.
+pub type Cell = (Option<f64>, Option<f64>);
+
+/// A `pipeline lodo` table as read back from its CSV: per held-out domain, its
+/// test rows and, per arm, the AUC and logloss (mean over seeds; None = empty).
+pub struct LodoTable {
+    pub arms: Vec<String>,
+    pub domains: Vec<(String, usize)>,
+    /// [arm][domain] (auc, logloss).
+    pub cells: Vec<Vec<Cell>>,
+}
+
+/// Read a `pipeline lodo` CSV (`domain,test_rows,<arm>_auc,<arm>_logloss,…`).
+pub fn read_lodo_csv(path: &Path) -> Result<LodoTable> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (_, head) = lines
+        .next()
+        .with_context(|| format!("{}: empty file, expected a lodo table", path.display()))?;
+    let cols: Vec<&str> = head.split(',').collect();
+    if cols.len() < 4
+        || cols[0] != "domain"
+        || cols[1] != "test_rows"
+        || !cols.len().is_multiple_of(2)
+    {
+        bail!(
+            "{}:1: not a lodo table: expected the header domain,test_rows,<arm>_auc,<arm>_logloss,…; found {head}",
+            path.display()
+        );
     }
+    let mut arms = Vec::new();
+    for pair in cols[2..].chunks(2) {
+        let arm = pair[0].strip_suffix("_auc");
+        if arm.is_none() || Some(pair[1]) != arm.map(|a| format!("{a}_logloss")).as_deref() {
+            bail!(
+                "{}:1: columns {} and {} are not <arm>_auc,<arm>_logloss",
+                path.display(),
+                pair[0],
+                pair[1]
+            );
+        }
+        arms.extend(arm.map(str::to_string));
+    }
+    let mut domains = Vec::new();
+    let mut cells = vec![Vec::new(); arms.len()];
+    for (i, line) in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != cols.len() {
+            bail!(
+                "{}:{}: {} fields, the header has {}",
+                path.display(),
+                i + 1,
+                f.len(),
+                cols.len()
+            );
+        }
+        let num = |j: usize| -> Result<Option<f64>> {
+            if f[j].is_empty() {
+                return Ok(None);
+            }
+            f[j].parse().map(Some).with_context(|| {
+                format!(
+                    "{}:{}: field {}: {:?} is not a number",
+                    path.display(),
+                    i + 1,
+                    cols[j],
+                    f[j]
+                )
+            })
+        };
+        let rows = f[1].parse().with_context(|| {
+            format!(
+                "{}:{}: field test_rows: {:?} is not a row count",
+                path.display(),
+                i + 1,
+                f[1]
+            )
+        })?;
+        domains.push((f[0].to_string(), rows));
+        for (a, c) in cells.iter_mut().enumerate() {
+            c.push((num(2 + 2 * a)?, num(3 + 2 * a)?));
+        }
+    }
+    if domains.is_empty() {
+        bail!("{}: no domain rows under the header", path.display());
+    }
+    Ok(LodoTable {
+        arms,
+        domains,
+        cells,
+    })
+}
+
+/// Draw a lodo table as paired differences against the `none` arm per held-out
+/// domain (domains by test rows, most first): ΔAUC and Δlogloss side by side.
+pub fn lodo_plot(table: &LodoTable, title: &str, path: &Path) -> Result<()> {
+    let floor = table
+        .arms
+        .iter()
+        .position(|a| a == "none")
+        .context("a lodo difference chart needs the `none` arm (the floor)")?;
+    let others: Vec<usize> = (0..table.arms.len()).filter(|&a| a != floor).collect();
+    if others.is_empty() {
+        bail!("a lodo difference chart needs an arm besides `none`");
+    }
+    let mut order: Vec<usize> = (0..table.domains.len()).collect();
+    order.sort_by(|&a, &b| {
+        table.domains[b]
+            .1
+            .cmp(&table.domains[a].1)
+            .then(table.domains[a].0.cmp(&table.domains[b].0))
+    });
+    let cats: Vec<Category> = order
+        .iter()
+        .map(|&d| Category {
+            label: format!("{} ({})", table.domains[d].0, thousands(table.domains[d].1)),
+        })
+        .collect();
+    let diff = |pick: fn(&Cell) -> Option<f64>| -> Vec<Vec<Option<f64>>> {
+        others
+            .iter()
+            .map(|&a| {
+                order
+                    .iter()
+                    .map(|&d| Some(pick(&table.cells[a][d])? - pick(&table.cells[floor][d])?))
+                    .collect()
+            })
+            .collect()
+    };
+    let panels = [
+        DiffPanel {
+            x_label: "Δ test AUC vs none (higher is better)".into(),
+            values: diff(|c| c.0),
+        },
+        DiffPanel {
+            x_label: "Δ test logloss vs none (lower is better)".into(),
+            values: diff(|c| c.1),
+        },
+    ];
+    let arms: Vec<String> = others.iter().map(|&a| table.arms[a].clone()).collect();
+    plot::diff_bars(
+        path,
+        title,
+        &["each domain held out and scored as unseen; mean over seeds; domains by test rows, most first".into()],
+        &cats,
+        &arms,
+        &panels,
+    )
 }
 
 /// Read a training run's `metrics.jsonl`.
@@ -154,55 +320,49 @@ pub fn read_history(dir: &Path) -> Result<Vec<EpochMetrics>> {
 
 /// `pipeline report RUN`: for a training run (train, train-cgc, the CGC of
 /// `run`), write `report.md` with `learning_curve.svg` and `domain_auc.svg`
-/// next to it. Returns the report's path.
+/// next to it; for a `pipeline lodo` table (`<out>.csv`), draw its paired
+/// differences as `<out>.svg`. Returns the report's (or the figure's) path.
 pub fn report(run: &Path) -> Result<PathBuf> {
+    if run.is_file() && run.extension().is_some_and(|e| e == "csv") {
+        let table = read_lodo_csv(run)?;
+        let out = run.with_extension("svg");
+        let stem = run
+            .file_stem()
+            .map_or(String::new(), |s| s.to_string_lossy().into_owned());
+        lodo_plot(
+            &table,
+            &format!("Leave-one-domain-out ({stem}): paired differences against no domain input"),
+            &out,
+        )?;
+        return Ok(out);
+    }
     let mpath = run.join("metrics.json");
     if !mpath.is_file() {
         bail!(
-            "{} is not a finished training run (no metrics.json); `pipeline report` renders runs of train, train-cgc and run",
+            "{} is not a finished training run (no metrics.json) nor a lodo table (.csv); `pipeline report` renders runs of train, train-cgc and run, and the tables of lodo",
             run.display()
         );
     }
     let m: FinalMetrics = serde_json::from_slice(&std::fs::read(&mpath)?)
         .with_context(|| format!("{} is not a run's metrics.json", mpath.display()))?;
     let history = read_history(run)?;
-    line_chart(
+    learning_curves_plot(
         &run.join("learning_curve.svg"),
-        &format!(
-            "{} on {} (seed {}): valid AUC by epoch",
-            m.model, m.recipe, m.seed
-        ),
-        "epoch",
-        "valid AUC",
-        &[learning_curve_series("valid AUC", &history)],
-        None,
-    )?;
-    let names: Vec<String> = m
-        .test
-        .domains
-        .iter()
-        .map(|d| format!("{} ({})", d.domain, d.rows))
-        .collect();
-    let pts: Vec<(f64, f64)> = m
-        .test
-        .domains
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| d.auc.map(|a| (i as f64, a)))
-        .collect();
-    line_chart(
-        &run.join("domain_auc.svg"),
-        &format!(
-            "{} on {}: test AUC per domain (test rows)",
-            m.model, m.recipe
-        ),
-        "domain",
-        "test AUC",
-        &[Series {
-            name: "test AUC".into(),
-            points: pts,
+        &format!("{} on {}: valid AUC by epoch", m.model, m.recipe),
+        &[Curve {
+            arm: m.model.clone(),
+            seed: m.seed,
+            history: history.clone(),
         }],
-        Some(&names),
+    )?;
+    domain_auc_plot(
+        &run.join("domain_auc.svg"),
+        &format!("{} on {}: test AUC per domain", m.model, m.recipe),
+        &[Arm {
+            name: format!("{} (seed {})", m.model, m.seed),
+            runs: vec![&m],
+        }],
+        None,
     )?;
     let mut md = crate::train::trainer::report_md(&m, &history);
     md.push_str(

@@ -52,7 +52,8 @@ fn ml100k_occupation_parquet_and_grouplens_are_byte_identical() {
             "meta.json",
             "test/part-00000.safetensors",
             "train/part-00000.safetensors",
-            "valid/part-00000.safetensors"
+            "valid/part-00000.safetensors",
+            "vocab.json"
         ]
     );
     for ((na, ba), (nb, bb)) in fa.iter().zip(&fb) {

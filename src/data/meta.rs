@@ -151,3 +151,42 @@ impl Meta {
         self.domains.iter().find(|d| d.name == name)
     }
 }
+
+/// `vocab.json` of a prepared in-memory recipe (MovieLens, Amazon): for each
+/// open field (user, item, zip, ...), its raw values in id order — id i + 1 is
+/// `fields[name][i]`; id 0 is a missing value or one not seen in train. Closed
+/// fields have theirs in `meta.json` (`values`). Not part of a run's inputs: it
+/// is a function of the shards' inputs, written to map new raw rows
+/// (`pipeline predict --input`) as the prepared ones were mapped.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Vocab {
+    pub fields: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Vocab {
+    pub const FILE: &str = "vocab.json";
+
+    pub fn write(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        crate::fsutil::write_atomic(
+            &dir.join(Self::FILE),
+            serde_json::to_string(self)?.as_bytes(),
+        )
+    }
+
+    /// The vocabularies of the prepared dataset in `dir`.
+    pub fn read(dir: &std::path::Path) -> anyhow::Result<Vocab> {
+        use anyhow::Context;
+        let path = dir.join(Self::FILE);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read {}: the dataset was prepared before vocabularies were saved, \
+                 or by a streamed recipe (criteo) that keeps none; prepare it again with \
+                 `pipeline data prepare --force` (the shards come out the same, so its runs stay valid)",
+                path.display()
+            )
+        })?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a prepared dataset's vocab.json", path.display()))
+    }
+}

@@ -107,6 +107,9 @@ pub struct BuiltTable {
     pub fields: Vec<FieldMeta>,
     pub domain_rows: Vec<SplitCounts>,
     pub stats: Vec<DomainStats>,
+    /// The vocabulary of each open field: its raw values in id order (id i + 1 is
+    /// `values[i]`), to map new raw rows as the prepared ones were mapped.
+    pub vocabs: BTreeMap<String, Vec<String>>,
 }
 
 impl TableBuilder {
@@ -197,6 +200,7 @@ impl TableBuilder {
 
         // Vocabulary: local code → id (0 = missing / unseen in train).
         let mut vocabs: Vec<Vec<u32>> = Vec::with_capacity(self.columns.len());
+        let mut open_values = BTreeMap::new();
         let mut fields = Vec::with_capacity(self.columns.len());
         for col in &self.columns {
             let mut map = vec![0u32; col.interner.values.len()];
@@ -223,6 +227,13 @@ impl TableBuilder {
                     }
                 }
                 cardinality = next;
+                let mut by_id = vec![String::new(); next as usize - 1];
+                for (code, &id) in map.iter().enumerate() {
+                    if id > 0 {
+                        by_id[id as usize - 1] = col.interner.values[code].clone();
+                    }
+                }
+                open_values.insert(col.def.name.clone(), by_id);
             }
             fields.push(FieldMeta {
                 name: col.def.name.clone(),
@@ -288,6 +299,7 @@ impl TableBuilder {
             fields,
             domain_rows,
             stats,
+            vocabs: open_values,
         })
     }
 

@@ -11,7 +11,7 @@
 use crate::config::Config;
 use crate::fsutil::write_atomic;
 use crate::models::config::{DomainInput, ModelName};
-use crate::report::{Series, learning_curve_series, line_chart, read_history};
+use crate::report::{Arm, Curve, domain_auc_plot, learning_curves_plot, read_history};
 use crate::stages::compare::mean_std;
 use crate::stages::embed::Method;
 use crate::stages::pool::PoolMode;
@@ -540,89 +540,48 @@ fn plotted<'a>(rows: &'a [Row], recipe: &str, holdout: bool) -> Vec<&'a Row> {
     out
 }
 
-/// Mean test AUC per domain over a row's seeds (None where no seed defines it).
-fn domain_means(r: &Row, n: usize) -> Vec<Option<f64>> {
-    (0..n)
-        .map(|d| {
-            let v: Vec<Option<f64>> = r
-                .runs
-                .iter()
-                .map(|(m, _)| m.test.domains.get(d).and_then(|x| x.auc))
-                .collect();
-            mean_std(&v).map(|x| x.0)
-        })
-        .collect()
-}
-
 fn plots(out: &Path, recipe: &str, rows: &[Row]) -> Result<()> {
     for holdout in [false, true] {
         let show = plotted(rows, recipe, holdout);
         let Some(first) = show.first().and_then(|r| r.runs.first()) else {
             continue;
         };
-        let doms = &first.0.test.domains;
-        // Domains from the fewest to the most test rows.
-        let mut order: Vec<usize> = (0..doms.len()).collect();
-        order.sort_by_key(|&d| doms[d].rows);
-        if holdout {
-            order.retain(|&d| first.0.unseen_domains.contains(&doms[d].domain));
-        }
-        let names: Vec<String> = order
+        let arms: Vec<Arm> = show
             .iter()
-            .map(|&d| format!("{} ({})", doms[d].domain, doms[d].rows))
-            .collect();
-        let series: Vec<Series> = show
-            .iter()
-            .map(|r| {
-                let means = domain_means(r, doms.len());
-                Series {
-                    name: r.label(),
-                    points: order
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, &d)| means[d].map(|a| (i as f64, a)))
-                        .collect(),
-                }
+            .map(|r| Arm {
+                name: r.label(),
+                runs: r.runs.iter().map(|(m, _)| m).collect(),
             })
             .collect();
-        let (file, title) = if holdout {
-            (
-                format!("unseen_auc_{recipe}.svg"),
-                format!("{recipe}: test AUC of the held-out domains (mean over seeds)"),
-            )
+        if holdout {
+            domain_auc_plot(
+                &out.join(format!("unseen_auc_{recipe}.svg")),
+                &format!("{recipe}: test AUC of the held-out domains"),
+                &arms,
+                Some(&first.0.unseen_domains),
+            )?;
         } else {
-            (
-                format!("domain_auc_{recipe}.svg"),
-                format!("{recipe}: test AUC per domain (mean over seeds), fewest test rows first"),
-            )
-        };
-        line_chart(
-            &out.join(file),
-            &title,
-            "domain (test rows)",
-            "test AUC",
-            &series,
-            Some(&names),
-        )?;
-        if !holdout {
-            let curves: Vec<Series> = show
+            domain_auc_plot(
+                &out.join(format!("domain_auc_{recipe}.svg")),
+                &format!("{recipe}: test AUC per domain"),
+                &arms,
+                None,
+            )?;
+            let curves: Vec<Curve> = show
                 .iter()
                 .filter_map(|r| {
                     let (m, dir) = r.runs.first()?;
-                    let h = read_history(dir).ok()?;
-                    Some(learning_curve_series(
-                        &format!("{} (seed {})", r.label(), m.seed),
-                        &h,
-                    ))
+                    Some(Curve {
+                        arm: r.label(),
+                        seed: m.seed,
+                        history: read_history(dir).ok()?,
+                    })
                 })
                 .collect();
-            line_chart(
+            learning_curves_plot(
                 &out.join(format!("learning_curves_{recipe}.svg")),
                 &format!("{recipe}: valid AUC by epoch"),
-                "epoch",
-                "valid AUC",
                 &curves,
-                None,
             )?;
         }
     }

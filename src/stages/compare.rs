@@ -4,8 +4,10 @@ use crate::cli::CompareArgs;
 use crate::config::Config;
 use crate::fsutil::write_atomic;
 use crate::models::config::ModelName;
+use crate::report::{Arm, Curve, domain_auc_plot, learning_curves_plot, read_history};
 use crate::train::trainer::FinalMetrics;
 use anyhow::Result;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Mean and sample standard deviation of the defined values.
@@ -47,9 +49,11 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     };
     let start = Instant::now();
     let mut rows: Vec<(String, String, Vec<FinalMetrics>)> = Vec::new();
+    let mut dirs: Vec<Vec<PathBuf>> = Vec::new();
     for recipe in &recipes {
         for &model in &models {
             let mut runs = Vec::new();
+            let mut run_dirs = Vec::new();
             for &seed in &seeds {
                 let mut cfg = base.clone();
                 cfg.data.recipe = recipe.clone();
@@ -60,15 +64,17 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
                     cfg.train.runs_dir = d.clone();
                 }
                 // A finished run is reused; an interrupted one is resumed.
-                let (m, _, _) = crate::stages::run::ensure_train(&cfg)?;
+                let (m, dir, _) = crate::stages::run::ensure_train(&cfg)?;
                 eprintln!(
                     "{recipe} {} seed {seed}: test AUC {}",
                     model.as_str(),
                     m.test.auc.map_or("n/a".into(), |a| format!("{a:.4}"))
                 );
                 runs.push(m);
+                run_dirs.push(dir);
             }
             rows.push((recipe.clone(), model.as_str().to_string(), runs));
+            dirs.push(run_dirs);
         }
     }
     let mut md = format!(
@@ -118,11 +124,61 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     }
     write_atomic(&args.out.with_extension("md"), md.as_bytes())?;
     write_atomic(&args.out.with_extension("csv"), csv.as_bytes())?;
+    let figures = plots(&args.out, &recipes, &rows, &dirs)?;
     println!("{md}");
     println!(
         "wrote {} and {}",
         args.out.with_extension("md").display(),
         args.out.with_extension("csv").display()
     );
+    for f in figures {
+        println!("wrote {}", f.display());
+    }
     Ok(())
+}
+
+/// Per recipe: `<out>_domain_auc_<recipe>.svg` (every model, error bars over
+/// seeds) and `<out>_learning_curves_<recipe>.svg` (every run).
+fn plots(
+    out: &Path,
+    recipes: &[String],
+    rows: &[(String, String, Vec<FinalMetrics>)],
+    dirs: &[Vec<PathBuf>],
+) -> Result<Vec<PathBuf>> {
+    let stem = out
+        .file_name()
+        .map_or("compare".into(), |s| s.to_string_lossy().into_owned());
+    let mut written = Vec::new();
+    for recipe in recipes {
+        let mine: Vec<usize> = (0..rows.len()).filter(|&i| &rows[i].0 == recipe).collect();
+        let arms: Vec<Arm> = mine
+            .iter()
+            .map(|&i| Arm {
+                name: rows[i].1.clone(),
+                runs: rows[i].2.iter().collect(),
+            })
+            .collect();
+        let file = out.with_file_name(format!("{stem}_domain_auc_{recipe}.svg"));
+        domain_auc_plot(
+            &file,
+            &format!("{recipe}: test AUC per domain"),
+            &arms,
+            None,
+        )?;
+        written.push(file);
+        let mut curves = Vec::new();
+        for &i in &mine {
+            for (m, dir) in rows[i].2.iter().zip(&dirs[i]) {
+                curves.push(Curve {
+                    arm: rows[i].1.clone(),
+                    seed: m.seed,
+                    history: read_history(dir)?,
+                });
+            }
+        }
+        let file = out.with_file_name(format!("{stem}_learning_curves_{recipe}.svg"));
+        learning_curves_plot(&file, &format!("{recipe}: valid AUC by epoch"), &curves)?;
+        written.push(file);
+    }
+    Ok(written)
 }

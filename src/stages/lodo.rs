@@ -39,7 +39,7 @@ pub struct LodoPlan {
     pub folds: usize,
     pub seeds: Vec<u64>,
     pub arms: Vec<Arm>,
-    /// Output stem: `<out>.md`, `<out>.csv`.
+    /// Output stem: `<out>.md`, `<out>.csv`, `<out>.svg`.
     pub out: PathBuf,
 }
 
@@ -322,6 +322,7 @@ pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
     let md_path = plan.out.with_extension("md");
     write_atomic(&md_path, md.as_bytes())?;
     write_atomic(&plan.out.with_extension("csv"), csv.as_bytes())?;
+    draw(base, &prepared.meta.recipe, plan)?;
     Ok(md_path)
 }
 
@@ -367,6 +368,23 @@ pub fn random_control(file: &Path, tensor: &str, runs_dir: &Path) -> Result<Path
         write_atomic(&path, &bytes)?;
     }
     Ok(path)
+}
+
+/// `<out>.svg`: the table just written, as paired differences against `none`
+/// per held-out domain (when the study has `none` and another arm).
+fn draw(base: &Config, recipe: &str, plan: &LodoPlan) -> Result<()> {
+    if !plan.arms.contains(&Arm::None) || plan.arms.len() < 2 {
+        return Ok(());
+    }
+    let table = crate::report::read_lodo_csv(&plan.out.with_extension("csv"))?;
+    crate::report::lodo_plot(
+        &table,
+        &format!(
+            "Leave-one-domain-out: {} on {recipe}, paired differences against no domain input",
+            base.model.label()
+        ),
+        &plan.out.with_extension("svg"),
+    )
 }
 
 #[cfg(test)]

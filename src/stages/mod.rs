@@ -6,6 +6,7 @@ pub mod embed;
 pub mod grid;
 pub mod lodo;
 pub mod pool;
+pub mod predict;
 pub mod prepare;
 pub mod run;
 pub mod train;

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! meta.json                      fields, domains, train-only statistics
+//! vocab.json                     raw value of each id of the open fields (in-memory recipes)
 //! {train,valid,test}/part-NNNNN.safetensors
 //! config.toml                    the resolved config of the run that wrote it
 //! stamp.json                     fingerprint of inputs + settings (skip when unchanged)
@@ -233,6 +234,12 @@ fn up_to_date(out: &Path, stamp: Option<&Stamp>, fingerprint: &str) -> Option<Me
             return None;
         }
     }
+    // In-memory recipes keep their vocabularies; one prepared before they were
+    // saved is prepared again (to the same shards).
+    let streamed = meta.recipe == Recipe::Criteo.to_string();
+    if !streamed && !out.join(crate::data::meta::Vocab::FILE).is_file() {
+        return None;
+    }
     Some(meta)
 }
 
@@ -345,6 +352,10 @@ pub fn write_built(
             shards: vec![shard_name(0)],
         });
     }
+    crate::data::meta::Vocab {
+        fields: built.vocabs.clone(),
+    }
+    .write(dir)?;
     let [train, valid, test]: [SplitMeta; 3] = split_meta
         .try_into()
         .map_err(|_| anyhow!("internal: three splits"))?;

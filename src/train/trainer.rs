@@ -639,6 +639,67 @@ impl Trainer {
         Ok(out.into_iter().map(|v| v as f32).collect())
     }
 
+    /// Score rows outside the prepared dataset (`pipeline predict --input`)
+    /// exactly as [`Trainer::predict`] scores test rows: `split` stands in for
+    /// the test split during the call.
+    pub fn predict_split(&mut self, split: SplitData) -> Result<Predictions> {
+        if self.ds.history_len > 0 {
+            bail!(
+                "DIN scores a row from its user's history in the prepared train split: new rows have none"
+            );
+        }
+        let saved = std::mem::replace(&mut self.ds.test, split);
+        let out = self.predict(Which::Test);
+        self.ds.test = saved;
+        out
+    }
+
+    /// Add a domain the run never saw, to be scored as a held-out domain: with a
+    /// fixed domain input from `embedding` (its row of the domain-embedding
+    /// matrix), with no domain input as any held-out domain. Returns its id. A
+    /// run with a domain-id input has no id row for it: an error.
+    pub fn add_unseen_domain(&mut self, name: &str, embedding: Option<&[f32]>) -> Result<u32> {
+        if self.ds.domain_names.iter().any(|d| d == name) {
+            bail!("{name:?} is already a domain of this run");
+        }
+        if self.domain_slot {
+            bail!(
+                "this run takes the domain as an id (model.domain_input = \"id\"): a domain it \
+                 was not trained on has no id to give; score it with a run on fixed domain \
+                 embeddings (or one with no domain input)"
+            );
+        }
+        match (&mut self.fixed, embedding) {
+            (Some((mat, _)), Some(e)) => {
+                let h = mat.dim(1)?;
+                if e.len() != h {
+                    bail!(
+                        "the new domain's embedding has {} values, the run's domain embeddings {h}",
+                        e.len()
+                    );
+                }
+                if let Some(i) = e.iter().position(|v| !v.is_finite()) {
+                    bail!("the new domain's embedding holds {} at position {i}", e[i]);
+                }
+                let row = Tensor::from_slice(e, (1, h), &self.device)?;
+                *mat = Tensor::cat(&[&*mat, &row], 0)?;
+            }
+            (Some(_), None) => bail!(
+                "this run reads fixed domain embeddings (model.domain_input = \"fixed\"): a new \
+                 domain needs its embedding"
+            ),
+            (None, Some(_)) => bail!(
+                "this run takes no domain input (model.domain_input = \"none\"): an embedding \
+                 for the new domain would not be used"
+            ),
+            (None, None) => {}
+        }
+        self.ds.domain_names.push(name.to_string());
+        let id = self.ds.domain_names.len() - 1;
+        self.ds.holdout.push(id);
+        Ok(id as u32)
+    }
+
     fn split_mut(&mut self, which: Which) -> &mut SplitData {
         match which {
             Which::Train => &mut self.ds.train,

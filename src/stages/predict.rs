@@ -1,0 +1,595 @@
+//! Stage `predict`: per-row scores of a finished training run, as CSV
+//! (`row,domain,label,score`).
+//!
+//! - a split of the prepared dataset (`test`, `valid`): the run's model at its
+//!   best valid epoch scores it exactly as training scored test (held-out
+//!   domains included), so the AUC of the test scores is the run's test AUC;
+//! - new raw rows (`--input FILE.csv`): a header naming the run's feature fields
+//!   (raw values, as in the recipe's input files), a `domain` column with a
+//!   domain name (or `--domain NAME` for every row) and an optional `label`
+//!   (0/1). Raw values are mapped with the prepared dataset's vocabularies
+//!   (`vocab.json`, and `meta.json` for closed fields); a value not seen in
+//!   training, or an empty one, becomes id 0 as it did in training.
+//! - a domain the run never saw (`--domain NAME` not among the recipe's
+//!   domains): scored as a held-out domain, from its embedding when the run
+//!   reads fixed domain embeddings — given as a file (`--domain-embedding`, one
+//!   row of the run's domain-embedding width) or computed from its prompt
+//!   (`--domain-prompt`) by the LLM, adapters and pooling that made the run's
+//!   domain embeddings ([`prompt_embedding`]) — or as any held-out domain when
+//!   the run takes no domain input.
+
+use crate::config::Config;
+use crate::data::error::{DataError, Place};
+use crate::data::meta::{Meta, Vocab};
+use crate::data::movielens::{self, Version};
+use crate::data::recipe::Recipe;
+use crate::data::text::{Lines, parse_u64, split_exact, utf8};
+use crate::fingerprint::Freshness;
+use crate::fsutil::write_atomic;
+use crate::train::data::SplitData;
+use crate::train::trainer::{Predictions, Trainer, Which};
+use anyhow::{Context, Result, bail};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A prepared split to score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitName {
+    Test,
+    Valid,
+}
+
+/// Per-row scores, in row order.
+pub struct Scored {
+    /// The row's index in its split (or, for `--input`, among the input's data
+    /// rows), from 0.
+    pub rows: Vec<usize>,
+    pub domains: Vec<String>,
+    pub labels: Vec<Option<f32>>,
+    pub scores: Vec<f32>,
+}
+
+impl Scored {
+    fn from_predictions(p: Predictions, names: &[String], labelled: Option<&[bool]>) -> Scored {
+        let mut order: Vec<usize> = (0..p.rows.len()).collect();
+        order.sort_by_key(|&i| p.rows[i]);
+        Scored {
+            rows: order.iter().map(|&i| p.rows[i]).collect(),
+            domains: order
+                .iter()
+                .map(|&i| names[p.domains[i] as usize].clone())
+                .collect(),
+            labels: order
+                .iter()
+                .map(|&i| labelled.is_none_or(|l| l[p.rows[i]]).then_some(p.labels[i]))
+                .collect(),
+            scores: order.iter().map(|&i| p.probs[i]).collect(),
+        }
+    }
+
+    /// `row,domain,label,score`; an unknown label is empty. Scores are written
+    /// in full (shortest round-trip form), so metrics recomputed from the file
+    /// are the run's.
+    pub fn to_csv(&self) -> String {
+        let mut s = String::from("row,domain,label,score\n");
+        for i in 0..self.rows.len() {
+            let d = &self.domains[i];
+            let d = if d.contains([',', '"', '\n']) {
+                format!("\"{}\"", d.replace('"', "\"\""))
+            } else {
+                d.clone()
+            };
+            let l = self.labels[i].map_or(String::new(), |y| format!("{}", y as u8));
+            s.push_str(&format!("{},{d},{l},{}\n", self.rows[i], self.scores[i]));
+        }
+        s
+    }
+
+    /// AUC over the rows with a label (None without both classes).
+    pub fn auc(&self) -> Option<f64> {
+        let (p, y): (Vec<f32>, Vec<f32>) = self
+            .scores
+            .iter()
+            .zip(&self.labels)
+            .filter_map(|(&p, l)| Some((p, (*l)?)))
+            .unzip();
+        crate::metrics::auc(&p, &y)
+    }
+}
+
+/// A finished training run, loaded at its best valid epoch, with the prepared
+/// dataset it was trained on.
+pub fn load_run(run: &Path) -> Result<Trainer> {
+    let cfg_path = run.join("config.toml");
+    if !run.join("metrics.json").is_file() || !cfg_path.is_file() {
+        bail!(
+            "{} is not a finished training run (it needs config.toml, metrics.json and best.safetensors): \
+             `pipeline predict` scores runs of train, train-cgc and run",
+            run.display()
+        );
+    }
+    let cfg = Config::load(Some(&cfg_path))
+        .with_context(|| format!("reading the run's settings {}", cfg_path.display()))?;
+    let recipe: Recipe = cfg
+        .data
+        .recipe
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let prepared = cfg.data.prepared_dir.join(recipe.to_string());
+    if !prepared.join("meta.json").is_file() {
+        bail!(
+            "{}: the prepared dataset the run was trained on is not there (data.prepared_dir of {}); \
+             prepare it with `pipeline data prepare -c {}`",
+            prepared.display(),
+            cfg_path.display(),
+            cfg_path.display()
+        );
+    }
+    if let Freshness::Changed(what) =
+        crate::train::trainer::inputs(&cfg, &prepared)?.compare(run)?
+    {
+        bail!(
+            "{} was trained on other inputs than those there now: {}",
+            run.display(),
+            what.join("; ")
+        );
+    }
+    let mut t = Trainer::new(&cfg, &prepared)?;
+    t.run_dir = run.to_path_buf();
+    t.load_best()?;
+    Ok(t)
+}
+
+/// Score a prepared split with a finished run.
+pub fn predict_split(run: &Path, split: SplitName) -> Result<Scored> {
+    let mut t = load_run(run)?;
+    let which = match split {
+        SplitName::Test => Which::Test,
+        SplitName::Valid => Which::Valid,
+    };
+    let p = t.predict(which)?;
+    Ok(Scored::from_predictions(p, &t.ds.domain_names, None))
+}
+
+/// What `--input` scores.
+pub struct InputRequest<'a> {
+    pub input: &'a Path,
+    /// Every row's domain, instead of a `domain` column.
+    pub domain: Option<&'a str>,
+    /// A new domain's embedding: the file and, if it holds several, the tensor.
+    pub domain_embedding: Option<(&'a Path, Option<&'a str>)>,
+    /// A new domain's prompt, embedded as the run's domain embeddings were.
+    pub domain_prompt: Option<&'a str>,
+}
+
+/// The embedding that the run's domain embeddings would give a domain with
+/// `prompt`: the run must read the output of a pool run
+/// (`model.domain_embeddings` = `<pool run>/domain_embeddings.safetensors`);
+/// the prompt goes through that pool run's embed run ([`prompt_states`]) and is
+/// pooled with the pool run's query and weights ([`pool_like`]).
+pub fn prompt_embedding(run_cfg: &Config, prompt: &str) -> Result<Vec<f32>> {
+    let file = run_cfg.model.domain_embeddings.as_ref().context(
+        "the run has no domain embeddings (model.domain_embeddings): a prompt has nothing to be embedded like",
+    )?;
+    let pool_dir = file.parent().unwrap_or(Path::new("."));
+    let (pool_cfg, embed_dir) = pool_run(pool_dir, file)?;
+    // What this path reproduces: the last layer's states of a decoder run, a
+    // kernel pooling with the last or mean query, no normalisation.
+    let p = &pool_cfg.pool;
+    let unsupported = if p.mode == crate::stages::pool::PoolMode::Plain {
+        Some("pool.mode = \"plain\"")
+    } else if p.query == crate::pool::Query::Name {
+        Some("pool.query = \"name\"")
+    } else if p.normalize != crate::geometry::Normalize::None {
+        Some("pool.normalize")
+    } else if pool_cfg.embed.layer.is_some() {
+        Some("embed.layer")
+    } else if pool_cfg.embed.method == crate::stages::embed::Method::Encoder {
+        Some("embed.method = \"encoder\"")
+    } else {
+        None
+    };
+    if let Some(what) = unsupported {
+        bail!(
+            "--domain-prompt does not yet reproduce embeddings made with {what} (pool run {}): \
+             embed and pool the prompt with those settings and pass the vector with --domain-embedding",
+            pool_dir.display()
+        );
+    }
+    let (states, mask) = prompt_states(&embed_dir, prompt)?;
+    pool_like(pool_dir, &pool_cfg, &states, &mask)
+}
+
+/// A pool run's settings and the embed run it pooled.
+fn pool_run(pool_dir: &Path, file: &Path) -> Result<(Config, PathBuf)> {
+    let pool_cfg_path = pool_dir.join("config.toml");
+    if !pool_cfg_path.is_file() || !pool_dir.join("pool_params.safetensors").is_file() {
+        bail!(
+            "the run's domain embeddings {} are not a pool run's output (no config.toml and \
+             pool_params.safetensors beside them): embed the prompt elsewhere and pass it with \
+             --domain-embedding",
+            file.display()
+        );
+    }
+    let pool_cfg = Config::load(Some(&pool_cfg_path))?;
+    let recipe: Recipe = pool_cfg
+        .data
+        .recipe
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let embed_dir = pool_cfg.pool.source(&pool_cfg, &recipe.to_string());
+    Ok((pool_cfg, embed_dir))
+}
+
+/// The token states (1, t, h) — last layer, after the final norm — and mask
+/// (1, t) of `prompt` under an embed run's LLM and adapters (at their best
+/// epoch), as that run computed its domains' states.
+pub fn prompt_states(
+    embed_dir: &Path,
+    prompt: &str,
+) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
+    use crate::llm::adapters::Adapters;
+    use candle_core::{DType, Device, Tensor};
+    let embed_cfg_path = embed_dir.join("config.toml");
+    let embed_cfg = Config::load(Some(&embed_cfg_path)).with_context(|| {
+        format!(
+            "reading the settings of the embed run {}",
+            embed_dir.display()
+        )
+    })?;
+    let e = &embed_cfg.embed;
+    let dev = Device::Cpu;
+    let llm = crate::llm::load::load(&e.model, &dev)
+        .with_context(|| format!("loading the LLM of the embed run {}", embed_dir.display()))?;
+    let adapter_dir = embed_dir.join("adapter");
+    let ad = if adapter_dir.join("adapter_config.json").is_file() {
+        crate::llm::peft::load(&adapter_dir, &llm.decoder.cfg, &dev, llm.decoder.rope)?
+    } else if e.method == crate::stages::embed::Method::None {
+        Adapters::none()
+    } else {
+        bail!(
+            "{}: the embed run's adapters are not there (embed.method = {:?})",
+            adapter_dir.display(),
+            e.method.as_str()
+        );
+    };
+    let ids = llm.tokenizer.encode(prompt)?;
+    if ids.is_empty() || ids.len() > e.max_prompt_tokens {
+        bail!(
+            "the prompt has {} tokens; the embed run allows 1..={} (embed.max_prompt_tokens)",
+            ids.len(),
+            e.max_prompt_tokens
+        );
+    }
+    let t = ids.len();
+    let ids = Tensor::from_vec(ids, (1, t), &dev)?;
+    let mask = Tensor::ones((1, t), DType::F32, &dev)?;
+    let mut rng = crate::nn::rng::Rng::new(0);
+    let x0 = llm.decoder.embed_ids(&ids)?;
+    let h = llm.decoder.forward_layers(&x0, 0, &ad, false, &mut rng)?;
+    let states = llm.decoder.final_norm(&h)?.to_dtype(DType::F32)?;
+    Ok((states, mask))
+}
+
+/// Pool token states (n, t, h) with mask (n, t) as the pool run in `pool_dir`
+/// pooled its domains: its query and its weights (and learned query offset).
+pub fn pool_like(
+    pool_dir: &Path,
+    pool_cfg: &Config,
+    states: &candle_core::Tensor,
+    mask: &candle_core::Tensor,
+) -> Result<Vec<f32>> {
+    use candle_core::DType;
+    let params_path = pool_dir.join("pool_params.safetensors");
+    let params = crate::config::load_safetensors(&params_path)?;
+    let w = params
+        .get("w")
+        .or_else(|| params.get("pool.w"))
+        .with_context(|| format!("{} has no pooling weights `w`", params_path.display()))?
+        .to_dtype(DType::F32)?;
+    let mut q = crate::pool::query(states, crate::pool::Tokens::new(mask, None), pool_cfg.pool.query)?;
+    if let Some(o) = params
+        .get("query_offset")
+        .or_else(|| params.get("pool.query_offset"))
+    {
+        q = q.broadcast_add(&o.to_dtype(DType::F32)?)?;
+    }
+    let v = crate::pool::gaussian_pool(states, mask, &q, &w)?;
+    Ok(v.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// Score new raw rows with a finished run.
+pub fn predict_input(run: &Path, req: &InputRequest) -> Result<Scored> {
+    let mut t = load_run(run)?;
+    if let Some(name) = req.domain
+        && !t.ds.domain_names.iter().any(|d| d == name)
+    {
+        let emb = match (req.domain_embedding, req.domain_prompt) {
+            (Some(_), Some(_)) => {
+                bail!("give the new domain an embedding or a prompt, not both")
+            }
+            (Some((file, tensor)), None) => Some(read_embedding(file, tensor)?),
+            (None, Some(prompt)) => Some(prompt_embedding(&t.cfg, prompt)?),
+            (None, None) => None,
+        };
+        t.add_unseen_domain(name, emb.as_deref()).with_context(|| {
+            format!(
+                "{name:?} is not a domain of {} (its domains: {})",
+                t.ds.meta.recipe,
+                t.ds.meta
+                    .domains
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    } else if req.domain_embedding.is_some() || req.domain_prompt.is_some() {
+        bail!(
+            "--domain-embedding and --domain-prompt describe a new domain: name it with --domain \
+             NAME (a name that is not a domain of {})",
+            t.ds.meta.recipe
+        );
+    }
+    let vocab = Vocab::read(&t.ds.dir)?;
+    let (split, labelled) = read_rows(
+        req.input,
+        &t.ds.meta,
+        &vocab,
+        &t.ds.features,
+        &t.ds.domain_names,
+        req.domain,
+    )?;
+    let p = t.predict_split(split)?;
+    Ok(Scored::from_predictions(
+        p,
+        &t.ds.domain_names,
+        Some(&labelled),
+    ))
+}
+
+/// The domain embedding in `file`: its only tensor or `tensor`, (h) or (1, h).
+fn read_embedding(file: &Path, tensor: Option<&str>) -> Result<Vec<f32>> {
+    let all = crate::config::load_safetensors(file)?;
+    let t = match tensor {
+        Some(n) => all
+            .get(n)
+            .with_context(|| format!("{} has no tensor `{n}`", file.display()))?,
+        None if all.len() == 1 => all.values().next().context("no tensor")?,
+        None => {
+            let mut names: Vec<&String> = all.keys().collect();
+            names.sort();
+            bail!(
+                "{} holds {} tensors ({}): choose one with --embedding-tensor",
+                file.display(),
+                names.len(),
+                names
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    };
+    let t = t.to_dtype(candle_core::DType::F32)?;
+    match *t.dims() {
+        [_] => Ok(t.to_vec1()?),
+        [1, _] => Ok(t.squeeze(0)?.to_vec1()?),
+        _ => bail!(
+            "{}: the domain embedding is {:?}; expected one row, (h) or (1, h)",
+            file.display(),
+            t.dims()
+        ),
+    }
+}
+
+/// How a raw value of a field becomes the string the recipe interned.
+#[derive(Clone, Copy)]
+enum Raw {
+    /// As it is (trimmed).
+    Text,
+    /// A non-negative integer, written canonically (MovieLens user and item ids).
+    Uint,
+    /// A MovieLens-100k age in years, bucketed as the recipe does.
+    Age100k,
+}
+
+fn raw_rule(recipe: &Recipe, field: &str) -> Raw {
+    match (recipe, field) {
+        (Recipe::MovieLens { .. }, "user_id" | "item_id") => Raw::Uint,
+        (
+            Recipe::MovieLens {
+                version: Version::K100,
+                ..
+            },
+            "age",
+        ) => Raw::Age100k,
+        _ => Raw::Text,
+    }
+}
+
+/// Read `file` (CSV with a header) into a split of ids, as the run's dataset
+/// holds them. Returns the split and, per row, whether it has a label.
+fn read_rows(
+    file: &Path,
+    meta: &Meta,
+    vocab: &Vocab,
+    features: &[String],
+    domain_names: &[String],
+    domain: Option<&str>,
+) -> Result<(SplitData, Vec<bool>)> {
+    let recipe: Recipe = meta
+        .recipe
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let need = format!(
+        "the run needs a column per feature ({}){}, and may have `label` (0/1)",
+        features.join(", "),
+        if domain.is_some() {
+            ""
+        } else {
+            " and `domain` (a domain name)"
+        }
+    );
+    let mut lines = Lines::open(file, "pass a CSV file of rows to score")?;
+    let Some((_, head)) = lines.next_line()? else {
+        return Err(DataError::record(file, Place::File, "empty file").into());
+    };
+    let head = utf8(file, 1, head)?.to_string();
+    let cols: Vec<String> = head.split(',').map(|c| c.trim().to_string()).collect();
+    let mut seen = HashMap::new();
+    for (i, c) in cols.iter().enumerate() {
+        if c.is_empty() {
+            return Err(DataError::record(
+                file,
+                Place::Line(1),
+                format!("header column {} has no name; {need}", i + 1),
+            )
+            .into());
+        }
+        if seen.insert(c.as_str(), i).is_some() {
+            return Err(
+                DataError::field(file, Place::Line(1), c, "named twice in the header").into(),
+            );
+        }
+    }
+    let col = |name: &str| -> Result<usize> {
+        seen.get(name).copied().ok_or_else(|| {
+            DataError::field(
+                file,
+                Place::Line(1),
+                name,
+                format!("no such column in the header ({}); {need}", cols.join(",")),
+            )
+            .into()
+        })
+    };
+    let feature_cols: Vec<usize> = features.iter().map(|f| col(f)).collect::<Result<_>>()?;
+    let domain_col = match domain {
+        None => Some(col("domain")?),
+        Some(_) if seen.contains_key("domain") => {
+            return Err(DataError::field(
+                file,
+                Place::Line(1),
+                "domain",
+                "the file has a domain column and --domain names one for every row: keep one",
+            )
+            .into());
+        }
+        Some(_) => None,
+    };
+    let label_col = seen.get("label").copied();
+    // Per feature: raw value → id.
+    let lookups: Vec<HashMap<&str, u32>> = features
+        .iter()
+        .map(|f| {
+            let fm = meta.fields.iter().find(|m| &m.name == f);
+            let values = fm
+                .and_then(|m| m.values.as_ref())
+                .or_else(|| vocab.fields.get(f));
+            values
+                .map(|v| {
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, s)| (s.as_str(), i as u32 + 1))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    if let Some(f) = features.iter().find(|f| {
+        !vocab.fields.contains_key(*f)
+            && !meta
+                .fields
+                .iter()
+                .any(|m| &m.name == *f && m.values.is_some())
+    }) {
+        bail!(
+            "the prepared dataset of {} keeps no vocabulary of field `{f}`",
+            meta.recipe
+        );
+    }
+    let fixed_domain = domain.map(|d| domain_names.iter().position(|n| n == d));
+    let mut s = SplitData {
+        cols: vec![Vec::new(); features.len()],
+        ..Default::default()
+    };
+    let mut labelled = Vec::new();
+    while let Some((ln, bytes)) = lines.next_line()? {
+        let text = utf8(file, ln, bytes)?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let f = split_exact(file, ln, text, ",", cols.len())?;
+        for (k, (&c, name)) in feature_cols.iter().zip(features).enumerate() {
+            let v = f[c].trim();
+            let id = if v.is_empty() {
+                0
+            } else {
+                let key = match raw_rule(&recipe, name) {
+                    Raw::Text => v.to_string(),
+                    Raw::Uint => parse_u64(file, ln, name, v)?.to_string(),
+                    Raw::Age100k => {
+                        movielens::age_bucket(parse_u64(file, ln, name, v)?).to_string()
+                    }
+                };
+                lookups[k].get(key.as_str()).copied().unwrap_or(0)
+            };
+            s.cols[k].push(id);
+        }
+        let d = match (domain_col, fixed_domain) {
+            (Some(c), _) => {
+                let v = f[c].trim();
+                domain_names.iter().position(|n| n == v).ok_or_else(|| {
+                    DataError::field(
+                        file,
+                        Place::Line(ln),
+                        "domain",
+                        format!(
+                            "{v:?} is not a domain of {} ({}); score a new domain with --domain NAME",
+                            meta.recipe,
+                            domain_names.join(", ")
+                        ),
+                    )
+                })?
+            }
+            (None, Some(Some(i))) => i,
+            _ => bail!("internal: the --domain of every row is not a domain of the run"),
+        };
+        s.domains.push(d as u32);
+        let y = match label_col.map(|c| f[c].trim()) {
+            None | Some("") => None,
+            Some("0") => Some(0.0),
+            Some("1") => Some(1.0),
+            Some(v) => {
+                return Err(DataError::field(
+                    file,
+                    Place::Line(ln),
+                    "label",
+                    format!("expected 0, 1 or empty, found {v:?}"),
+                )
+                .into());
+            }
+        };
+        labelled.push(y.is_some());
+        s.labels.push(y.unwrap_or(0.0));
+    }
+    s.n = s.labels.len();
+    if s.n == 0 {
+        return Err(DataError::record(file, Place::File, "a header but no rows to score").into());
+    }
+    Ok((s, labelled))
+}
+
+/// Write `scored` to `out` (atomically), or to stdout without one.
+pub fn write(scored: &Scored, out: Option<&PathBuf>) -> Result<()> {
+    let csv = scored.to_csv();
+    match out {
+        Some(p) => write_atomic(p, csv.as_bytes()),
+        None => {
+            use std::io::Write;
+            std::io::stdout().lock().write_all(csv.as_bytes())?;
+            Ok(())
+        }
+    }
+}
