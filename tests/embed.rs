@@ -208,12 +208,12 @@ fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(
-        out.contains("report: ") && out.contains("cgc on ml100k-occupation"),
+        out.contains("report: ") && out.contains("cgc_cond on ml100k-occupation"),
         "{out}"
     );
     let report = tmp
         .path()
-        .join("runs/cgc-llm-lora-ml100k-occupation-t-parametric-seed1/report.md");
+        .join("runs/cgc_cond-llm-lora-ml100k-occupation-t-parametric-seed1/report.md");
     assert!(report.is_file());
     let o = run();
     assert!(o.status.success());

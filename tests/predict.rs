@@ -388,7 +388,7 @@ fn a_new_domain_is_scored_from_its_prompt() {
     .unwrap();
     let o = pipeline().arg("run").arg(&cfg).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let run = runs.join("cgc-llm-lora-ml100k-occupation-t-parametric-seed1");
+    let run = runs.join("cgc_cond-llm-lora-ml100k-occupation-t-parametric-seed1");
     let run_cfg = Config::load(Some(&run.join("config.toml"))).unwrap();
     let pooled = run_cfg.model.domain_embeddings.clone().unwrap();
     let matrix = llmctr::config::load_safetensors(&pooled).unwrap()["domain_embeddings"]

@@ -205,7 +205,13 @@ impl CtrModel for Ple {
             .iter()
             .map(|s| match self.shared_only {
                 None => false,
-                Some(rate) => self.held_out.contains(&s.domain) || (train && rng.uniform() < rate),
+                // Held out of training, or added after it (`pipeline predict`
+                // on a new domain): no specific experts of its own.
+                Some(rate) => {
+                    self.held_out.contains(&s.domain)
+                        || s.domain >= self.levels[0].specific.len()
+                        || (train && rng.uniform() < rate)
+                }
             })
             .collect();
         for (li, level) in self.levels.iter().enumerate() {

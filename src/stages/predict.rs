@@ -287,7 +287,11 @@ pub fn pool_like(
         .or_else(|| params.get("pool.w"))
         .with_context(|| format!("{} has no pooling weights `w`", params_path.display()))?
         .to_dtype(DType::F32)?;
-    let mut q = crate::pool::query(states, crate::pool::Tokens::new(mask, None), pool_cfg.pool.query)?;
+    let mut q = crate::pool::query(
+        states,
+        crate::pool::Tokens::new(mask, None),
+        pool_cfg.pool.query,
+    )?;
     if let Some(o) = params
         .get("query_offset")
         .or_else(|| params.get("pool.query_offset"))
