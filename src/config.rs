@@ -22,6 +22,28 @@ pub struct Config {
     pub embed: crate::stages::embed::EmbedConfig,
     pub pool: crate::stages::pool::PoolConfig,
     pub ablate: crate::stages::ablate::AblateConfig,
+    pub run: RunConfig,
+}
+
+/// `[run]`: what `pipeline run` trains besides the configured model on the LLM
+/// embeddings, for its report's comparison.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Seeds of every arm. Default [1, 2, 3].
+    pub seeds: Vec<u64>,
+    /// Train the comparison arms (the same model on the domain id and without a
+    /// domain input, and the DNN with the domain field kept). Default true.
+    pub compare: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            seeds: vec![1, 2, 3],
+            compare: true,
+        }
+    }
 }
 
 /// `[data]`: which recipe, where its raw inputs are and where the prepared dataset goes.
@@ -127,6 +149,9 @@ impl Config {
         self.embed.validate(&mut c);
         self.pool.validate(&mut c);
         validate_ablate(&self.ablate, &mut c);
+        if self.run.seeds.is_empty() {
+            c.bad("run.seeds", "[]", "needs at least one seed");
+        }
         c.finish()
     }
 
@@ -157,6 +182,7 @@ impl Config {
         let d = Config::default();
         let mut c = self.clone();
         c.ablate = d.ablate;
+        c.run = d.run;
         // Where the LLM ran does not change what a run means (an execution setting).
         c.embed.device = d.embed.device.clone();
         match stage {

@@ -214,16 +214,37 @@ fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     let report = tmp
         .path()
         .join("runs/cgc_cond-llm-lora-ml100k-occupation-t-parametric-seed1/report.md");
-    assert!(report.is_file());
+    // The report opens with the comparison of the arms, seeds 1-3, and a verdict.
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.starts_with("# Does the LLM embedding help?"), "{md}");
+    for arm in [
+        "| domain id |",
+        "| no domain input |",
+        "| dnn, domain field kept |",
+    ] {
+        assert!(md.contains(arm), "{arm} missing: {md}");
+    }
+    assert!(
+        md.contains("**Verdict:**") && md.contains("Seeds 1, 2, 3"),
+        "{md}"
+    );
+    let runs = tmp.path().join("runs");
+    for arm in [
+        "cgc_cond-id-ml100k-occupation-seed3",
+        "cgc_cond-none-ml100k-occupation-seed3",
+        "dnn-keep-ml100k-occupation-seed3",
+    ] {
+        assert!(runs.join(arm).join("metrics.json").is_file(), "{arm}");
+    }
     let o = run();
     assert!(o.status.success());
     let err = String::from_utf8(o.stderr).unwrap();
     assert!(
-        err.contains("embed: reusing")
-            && err.contains("pool: reusing")
-            && err.contains("train-cgc: reusing"),
+        err.contains("embed: reusing") && err.contains("pool: reusing"),
         "{err}"
     );
+    // Every training run, the comparison arms' included, is reused.
+    assert_eq!(err.matches(": reusing").count(), 2 + 4 * 3, "{err}");
     // A changed config must not silently reuse the old result.
     let text = std::fs::read_to_string(&cfg)
         .unwrap()

@@ -378,14 +378,22 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result
     })
 }
 
-// ---------------------------------------------------------------- SwiGLU
+// ------------------------------------------- element-wise pairs: SwiGLU, gates
 
-/// silu(g) ⊙ u.
-struct SwiGlu;
+/// `bwd(da, db, a, b, dy)`: both gradients of an element-wise pair, one pass.
+type PairGrad = fn(&mut [f32], &mut [f32], &[f32], &[f32], &[f32]);
 
-impl CustomOp2 for SwiGlu {
+/// y = f(a, b) element-wise over two same-shaped f32 tensors, with both
+/// gradients from one pass. Chunks run in parallel.
+struct Pair {
+    name: &'static str,
+    fwd: fn(&mut [f32], &[f32], &[f32]),
+    bwd: PairGrad,
+}
+
+impl CustomOp2 for Pair {
     fn name(&self) -> &'static str {
-        "fused-swiglu"
+        self.name
     }
 
     fn cpu_fwd(
@@ -395,37 +403,36 @@ impl CustomOp2 for SwiGlu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (g, u) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
-        let mut out = vec![0f32; g.len()];
+        let (a, b) = (f32s(s1, l1, self.name)?, f32s(s2, l2, self.name)?);
+        let mut out = vec![0f32; a.len()];
         out.par_chunks_mut(PAR_MIN)
-            .zip(g.par_chunks(PAR_MIN).zip(u.par_chunks(PAR_MIN)))
-            .for_each(|(o, (g, u))| vmath::swiglu(o, g, u));
+            .zip(a.par_chunks(PAR_MIN).zip(b.par_chunks(PAR_MIN)))
+            .for_each(|(o, (a, b))| (self.fwd)(o, a, b));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
     fn bwd(
         &self,
-        g: &Tensor,
-        u: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (g, u, dy) = (g.contiguous()?, u.contiguous()?, grad.contiguous()?);
+        let (a, b, dy) = (a.contiguous()?, b.contiguous()?, grad.contiguous()?);
         // Both gradients in one pass: rows 0 and 1 of a (2, n) tensor.
-        let both = g.apply_op3_no_bwd(&u, &dy, &SwiGluBwd)?;
-        let dg = both.get(0)?.reshape(g.shape())?;
-        let du = both.get(1)?.reshape(g.shape())?;
-        Ok((Some(dg), Some(du)))
+        let both = a.apply_op3_no_bwd(&b, &dy, &PairBwd(self.name, self.bwd))?;
+        let da = both.get(0)?.reshape(a.shape())?;
+        let db = both.get(1)?.reshape(a.shape())?;
+        Ok((Some(da), Some(db)))
     }
 }
 
-/// d/dg: dy·u·σ(g)·(1 + g·(1 − σ(g))) and d/du: dy·silu(g), as the rows of a
-/// (2, n) tensor.
-struct SwiGluBwd;
+/// The backward of a [`Pair`]: d/da and d/db as the rows of a (2, n) tensor.
+struct PairBwd(&'static str, PairGrad);
 
-impl CustomOp3 for SwiGluBwd {
+impl CustomOp3 for PairBwd {
     fn name(&self) -> &'static str {
-        "fused-swiglu-bwd"
+        self.0
     }
 
     fn cpu_fwd(
@@ -437,19 +444,19 @@ impl CustomOp3 for SwiGluBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = f32s(s1, l1, self.name())?;
-        let u = f32s(s2, l2, self.name())?;
-        let dy = f32s(s3, l3, self.name())?;
-        let n = g.len();
+        let a = f32s(s1, l1, self.0)?;
+        let b = f32s(s2, l2, self.0)?;
+        let dy = f32s(s3, l3, self.0)?;
+        let n = a.len();
         let mut out = vec![0f32; 2 * n];
-        let (dg, du) = out.split_at_mut(n);
-        dg.par_chunks_mut(PAR_MIN)
-            .zip(du.par_chunks_mut(PAR_MIN))
+        let (da, db) = out.split_at_mut(n);
+        da.par_chunks_mut(PAR_MIN)
+            .zip(db.par_chunks_mut(PAR_MIN))
             .zip(
-                g.par_chunks(PAR_MIN)
-                    .zip(u.par_chunks(PAR_MIN).zip(dy.par_chunks(PAR_MIN))),
+                a.par_chunks(PAR_MIN)
+                    .zip(b.par_chunks(PAR_MIN).zip(dy.par_chunks(PAR_MIN))),
             )
-            .for_each(|((dg, du), (g, (u, d)))| vmath::swiglu_bwd(dg, du, g, u, d));
+            .for_each(|((da, db), (a, (b, d)))| (self.1)(da, db, a, b, d));
         Ok((CpuStorage::F32(out), Shape::from((2, n))))
     }
 }
@@ -459,81 +466,12 @@ pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     if !fused_ok(g) || g.shape() != u.shape() {
         return g.silu()? * u;
     }
-    g.contiguous()?.apply_op2(&u.contiguous()?, SwiGlu)
-}
-
-// ---------------------------------------------------------------- gate units
-
-/// h ⊙ 2σ(z).
-struct Gated;
-
-impl CustomOp2 for Gated {
-    fn name(&self) -> &'static str {
-        "fused-gated"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (h, z) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
-        let mut out = vec![0f32; h.len()];
-        out.par_chunks_mut(PAR_MIN)
-            .zip(h.par_chunks(PAR_MIN).zip(z.par_chunks(PAR_MIN)))
-            .for_each(|(o, (h, z))| vmath::gated(o, h, z));
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        h: &Tensor,
-        z: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (h, z, dy) = (h.contiguous()?, z.contiguous()?, grad.contiguous()?);
-        let both = h.apply_op3_no_bwd(&z, &dy, &GatedBwd)?;
-        let dh = both.get(0)?.reshape(h.shape())?;
-        let dz = both.get(1)?.reshape(h.shape())?;
-        Ok((Some(dh), Some(dz)))
-    }
-}
-
-/// d/dh and d/dz of h ⊙ 2σ(z), as the rows of a (2, n) tensor.
-struct GatedBwd;
-
-impl CustomOp3 for GatedBwd {
-    fn name(&self) -> &'static str {
-        "fused-gated-bwd"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let h = f32s(s1, l1, self.name())?;
-        let z = f32s(s2, l2, self.name())?;
-        let dy = f32s(s3, l3, self.name())?;
-        let n = h.len();
-        let mut out = vec![0f32; 2 * n];
-        let (dh, dz) = out.split_at_mut(n);
-        dh.par_chunks_mut(PAR_MIN)
-            .zip(dz.par_chunks_mut(PAR_MIN))
-            .zip(
-                h.par_chunks(PAR_MIN)
-                    .zip(z.par_chunks(PAR_MIN).zip(dy.par_chunks(PAR_MIN))),
-            )
-            .for_each(|((dh, dz), (h, (z, d)))| vmath::gated_bwd(dh, dz, h, z, d));
-        Ok((CpuStorage::F32(out), Shape::from((2, n))))
-    }
+    let op = Pair {
+        name: "fused-swiglu",
+        fwd: vmath::swiglu,
+        bwd: vmath::swiglu_bwd,
+    };
+    g.contiguous()?.apply_op2(&u.contiguous()?, op)
 }
 
 /// h ⊙ 2σ(z) (same shapes): a gate unit's output scaling h, one graph node.
@@ -541,7 +479,12 @@ pub fn gated(h: &Tensor, z: &Tensor) -> Result<Tensor> {
     if !fused_ok(h) || h.shape() != z.shape() || z.dtype() != h.dtype() {
         return h * (super::ops::sigmoid(z)? * 2.0)?;
     }
-    h.contiguous()?.apply_op2(&z.contiguous()?, Gated)
+    let op = Pair {
+        name: "fused-gated",
+        fwd: vmath::gated,
+        bwd: vmath::gated_bwd,
+    };
+    h.contiguous()?.apply_op2(&z.contiguous()?, op)
 }
 
 #[cfg(test)]

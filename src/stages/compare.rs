@@ -67,13 +67,15 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
                 let (m, dir, _) = crate::stages::run::ensure_train(&cfg)?;
                 eprintln!(
                     "{recipe} {} seed {seed}: test AUC {}",
-                    model.as_str(),
+                    cfg.model.label(),
                     m.test.auc.map_or("n/a".into(), |a| format!("{a:.4}"))
                 );
                 runs.push(m);
                 run_dirs.push(dir);
             }
-            rows.push((recipe.clone(), model.as_str().to_string(), runs));
+            let mut named = base.model.clone();
+            named.name = model;
+            rows.push((recipe.clone(), named.label().to_string(), runs));
             dirs.push(run_dirs);
         }
     }

@@ -177,11 +177,56 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
     pc.pool.from = Some(PathBuf::from(&embedded.run_dir));
     let (pooled, op) = ensure_pool(&pc)?;
     eprintln!("pool: {}{}", reusing(op), pooled.run_dir);
-    let mut c = llm_head(&pc, Path::new(&pooled.run_dir), String::new());
-    c.train.run_name = Some(llm_run_name(&c));
-    let (cgc, dir, ot) = ensure_train(&c)?;
-    eprintln!("train-cgc: {}{}", reusing(ot), dir.display());
+    let head = llm_head(&pc, Path::new(&pooled.run_dir), String::new());
+    let seeds = &cfg.run.seeds;
+    let mut llm_runs = Vec::new();
+    let mut first: Option<(FinalMetrics, PathBuf, Origin)> = None;
+    for &seed in seeds {
+        let mut c = head.clone();
+        c.train.seed = seed;
+        c.train.run_name = Some(llm_run_name(&c));
+        let (m, dir, ot) = ensure_train(&c)?;
+        eprintln!(
+            "{} on the LLM embeddings, seed {seed}: {}{}",
+            c.model.label(),
+            reusing(ot),
+            dir.display()
+        );
+        llm_runs.push(m.clone());
+        first.get_or_insert((m, dir, ot));
+    }
+    let (cgc, dir, ot) = first.context("run.seeds is empty")?;
     let report = crate::report::report(&dir)?;
+    if cfg.run.compare {
+        let arms = comparison_arms(&head, seeds)?;
+        let mut all = vec![(
+            format!(
+                "{} on the LLM embeddings ({} / {} / {})",
+                head.model.label(),
+                cfg.embed.method.as_str(),
+                cfg.embed.template_stem(),
+                cfg.pool.mode.as_str()
+            ),
+            llm_runs,
+        )];
+        all.extend(arms);
+        let table = comparison_md(&all);
+        let md = std::fs::read_to_string(&report)?;
+        crate::fsutil::write_atomic(&report, format!("{table}\n{md}").as_bytes())?;
+        let arms: Vec<crate::report::Arm> = all
+            .iter()
+            .map(|(name, runs)| crate::report::Arm {
+                name: name.clone(),
+                runs: runs.iter().collect(),
+            })
+            .collect();
+        crate::report::domain_auc_plot(
+            &dir.join("comparison_domain_auc.svg"),
+            &format!("{}: test AUC per domain, every arm", prepared.meta.recipe),
+            &arms,
+            None,
+        )?;
+    }
     Ok(RunSummary {
         embed: embedded,
         pool: pooled,
@@ -191,4 +236,165 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         seconds: start.elapsed().as_secs_f64(),
         origins: [oe, op, ot],
     })
+}
+
+/// The comparison arms of `pipeline run`, on the LLM head's split and features,
+/// each trained (or reused) for every seed: the same model on the domain id and
+/// without a domain input (the conditioned form kept, so the arms differ in the
+/// domain input alone), and the DNN with the domain-defining field kept (the
+/// plain model of the literature).
+fn comparison_arms(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<FinalMetrics>)>> {
+    use crate::models::config::{Conditioning, DomainFields, ModelName};
+    let pin = |c: &mut Config| {
+        let m = &mut c.model;
+        let cgc = m.conditioned(&m.cgc);
+        let ple = m.conditioned(&m.ple);
+        m.cgc.conditioning = if cgc {
+            Conditioning::Domain
+        } else {
+            Conditioning::None
+        };
+        m.ple.conditioning = if ple {
+            Conditioning::Domain
+        } else {
+            Conditioning::None
+        };
+    };
+    let mut base = head.clone();
+    pin(&mut base);
+    base.model.domain_embeddings = None;
+    type Set = Box<dyn Fn(&mut Config)>;
+    let arms: [(&str, &str, Set); 3] = [
+        (
+            "domain id",
+            "id",
+            Box::new(|c: &mut Config| c.model.domain_input = DomainInput::Id),
+        ),
+        (
+            "no domain input",
+            "none",
+            Box::new(|c: &mut Config| c.model.domain_input = DomainInput::None),
+        ),
+        (
+            "dnn, domain field kept",
+            "keep",
+            Box::new(|c: &mut Config| {
+                c.model.name = ModelName::Dnn;
+                c.model.domain_input = DomainInput::None;
+                c.model.domain_fields = DomainFields::Keep;
+            }),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, tag, set) in arms {
+        let mut runs = Vec::new();
+        for &seed in seeds {
+            let mut c = base.clone();
+            set(&mut c);
+            c.train.seed = seed;
+            c.train.run_name = Some(format!(
+                "{}-{tag}-{}{}-seed{seed}",
+                c.model.label(),
+                c.data.recipe,
+                holdout_suffix(&c.data.holdout_domains)
+            ));
+            let (m, dir, o) = ensure_train(&c)?;
+            eprintln!("{name}, seed {seed}: {}{}", reusing(o), dir.display());
+            runs.push(m);
+        }
+        out.push((name.to_string(), runs));
+    }
+    Ok(out)
+}
+
+/// The report's opening: one row per arm (mean ± sd over seeds), the paired
+/// per-seed differences of the first arm (the LLM head) against each other,
+/// and a one-line verdict.
+pub fn comparison_md(arms: &[(String, Vec<FinalMetrics>)]) -> String {
+    let stat = |v: &[f64]| -> (f64, f64) {
+        let n = v.len() as f64;
+        let m = v.iter().sum::<f64>() / n.max(1.0);
+        let sd = if v.len() > 1 {
+            (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            f64::NAN
+        };
+        (m, sd)
+    };
+    let pm = |v: &[f64]| -> String {
+        if v.is_empty() {
+            return "n/a".into();
+        }
+        let (m, sd) = stat(v);
+        if sd.is_nan() {
+            format!("{m:.4}")
+        } else {
+            format!("{m:.4} ± {sd:.4}")
+        }
+    };
+    let get = |runs: &[FinalMetrics], f: &dyn Fn(&FinalMetrics) -> Option<f64>| -> Vec<f64> {
+        runs.iter().filter_map(f).collect()
+    };
+    let unseen = arms
+        .iter()
+        .any(|(_, r)| r.iter().any(|m| m.unseen_auc.is_some()));
+    let seeds: Vec<String> = arms
+        .first()
+        .map(|(_, r)| r.iter().map(|m| m.seed.to_string()).collect())
+        .unwrap_or_default();
+    let mut md = format!(
+        "# Does the LLM embedding help?\n\nSeeds {}; test split; mean ± sample sd over seeds. \
+         Δ: the LLM arm minus the arm, per seed, then averaged (+/−: seeds where the LLM \
+         arm is higher/lower).\n\n| arm | test AUC | tail AUC (7 smallest) |{} Δ test AUC (+/−) |\n| --- | --- | --- |{} --- |\n",
+        seeds.join(", "),
+        if unseen { " unseen AUC |" } else { "" },
+        if unseen { " --- |" } else { "" },
+    );
+    let llm = &arms[0].1;
+    let mut verdicts = Vec::new();
+    for (i, (name, runs)) in arms.iter().enumerate() {
+        let auc = get(runs, &|m| m.test.auc);
+        let diff = if i == 0 {
+            "—".to_string()
+        } else {
+            let d: Vec<f64> = llm
+                .iter()
+                .zip(runs)
+                .filter_map(|(a, b)| Some(a.test.auc? - b.test.auc?))
+                .collect();
+            let pos = d.iter().filter(|x| **x > 0.0).count();
+            let neg = d.iter().filter(|x| **x < 0.0).count();
+            let (m, _) = stat(&d);
+            let consistent = !d.is_empty() && (pos == d.len() || neg == d.len());
+            verdicts.push(format!(
+                "{m:+.4} against {name} ({})",
+                if d.len() < 2 {
+                    "one seed: no spread to compare with".to_string()
+                } else if consistent {
+                    format!("same sign in all {} seeds", d.len())
+                } else {
+                    "within the seed-to-seed spread".to_string()
+                }
+            ));
+            format!("{m:+.4} ({pos}/{neg})")
+        };
+        md.push_str(&format!(
+            "| {name} | {} | {} |{} {diff} |\n",
+            pm(&auc),
+            pm(&get(runs, &|m| m.tail_auc)),
+            if unseen {
+                format!(" {} |", pm(&get(runs, &|m| m.unseen_auc)))
+            } else {
+                String::new()
+            }
+        ));
+    }
+    md.push_str(&format!(
+        "\n**Verdict:** the LLM embedding arm's test AUC is {}: {}. Same sign in every seed is \
+         not significance (3 seeds: a sign test's p is 0.25); `pipeline lodo` gives paired tests \
+         over domains.\n",
+        pm(&get(llm, &|m| m.test.auc)),
+        verdicts.join("; ")
+    ));
+    md
 }
