@@ -29,7 +29,7 @@ fn assert_has(e: &str, parts: &[&str]) {
 // ---------------------------------------------------------------------------
 
 /// Integer keys where 0 means something (seeds, layer indices, "never", "no minimum").
-const ZERO_ALLOWED: [&str; 10] = [
+const ZERO_ALLOWED: [&str; 11] = [
     "data.criteo.min_count",
     "model.hash_buckets",
     "train.seed",
@@ -40,6 +40,7 @@ const ZERO_ALLOWED: [&str; 10] = [
     "embed.layer",
     "embed.ptuning.layers",
     "ablate.seeds",
+    "run.seeds",
 ];
 
 /// The defaults with every optional key set, so the walk below sees every key.
