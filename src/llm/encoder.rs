@@ -148,21 +148,7 @@ pub fn embed_encoder(
         );
     }
     let inputs = crate::stages::embed::inputs(cfg, prepared)?;
-    std::fs::create_dir_all(&dir)?;
-    write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-    inputs.save(&dir)?;
-    let prompts_json: Vec<_> = ds
-        .meta
-        .domains
-        .iter()
-        .zip(&p.texts)
-        .zip(&p.lens)
-        .map(|((d, t), n)| serde_json::json!({"domain": d.name, "tokens": n, "prompt": t}))
-        .collect();
-    write_atomic(
-        &dir.join("prompts.json"),
-        serde_json::to_string_pretty(&prompts_json)?.as_bytes(),
-    )?;
+    crate::stages::embed::start_run(&dir, cfg, &inputs, ds, &p)?;
     eprintln!(
         "embed encoder: {} prompts of up to {} tokens through {}",
         p.texts.len(),

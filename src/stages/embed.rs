@@ -563,6 +563,32 @@ impl Probe {
 
 /// Rendered prompts, their ids padded to one length, the mask, and which tokens
 /// spell the domain's name.
+/// A new embed run's directory with what it was made from: `config.toml`,
+/// `inputs.json`, and `prompts.json` (each domain's prompt and token count).
+pub(crate) fn start_run(
+    dir: &Path,
+    cfg: &Config,
+    inputs: &crate::fingerprint::Inputs,
+    ds: &Dataset,
+    p: &Prompts,
+) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    inputs.save(dir)?;
+    let prompts_json: Vec<_> = ds
+        .meta
+        .domains
+        .iter()
+        .zip(&p.texts)
+        .zip(&p.lens)
+        .map(|((d, t), n)| serde_json::json!({"domain": d.name, "tokens": n, "prompt": t}))
+        .collect();
+    write_atomic(
+        &dir.join("prompts.json"),
+        serde_json::to_string_pretty(&prompts_json)?.as_bytes(),
+    )
+}
+
 pub struct Prompts {
     pub texts: Vec<String>,
     pub ids: Tensor,
@@ -914,21 +940,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         check_reusable(&dir, cfg, Stage::Embed)?;
         inputs.require_same(&dir)?;
     }
-    std::fs::create_dir_all(&dir)?;
-    write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-    inputs.save(&dir)?;
-    let prompts_json: Vec<_> = ds
-        .meta
-        .domains
-        .iter()
-        .zip(&p.texts)
-        .zip(&p.lens)
-        .map(|((d, t), n)| serde_json::json!({"domain": d.name, "tokens": n, "prompt": t}))
-        .collect();
-    write_atomic(
-        &dir.join("prompts.json"),
-        serde_json::to_string_pretty(&prompts_json)?.as_bytes(),
-    )?;
+    start_run(&dir, cfg, &inputs, &ds, &p)?;
 
     let base = Rng::new(e.seed);
     let mut rng = base.fork(1);
