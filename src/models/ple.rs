@@ -125,7 +125,11 @@ impl Ple {
             if conditioned {
                 // Above the first level the gate reads the level's input and
                 // the domain vector.
-                let width = if l == 0 { d_in } else { d_in + spec.dim };
+                let width = if l > 0 && spec.has_domain {
+                    d_in + spec.dim
+                } else {
+                    d_in
+                };
                 gates.push(Gate::new(
                     ps,
                     &format!("{p}.gate"),
@@ -300,6 +304,35 @@ mod tests {
     #[test]
     fn ple_gradients() {
         gradcheck(ModelName::Ple);
+    }
+
+    /// Conditioned PLE without a domain input: the upper levels' gates read the
+    /// level's input alone.
+    #[test]
+    fn conditioned_ple_runs_without_a_domain_input() {
+        use super::super::config::{Conditioning, ModelConfig};
+        use super::super::{InputSpec, build, testutil::batch};
+        use crate::nn::params::ParamStore;
+        use crate::nn::rng::Rng;
+        use candle_core::{DType, Device};
+        let spec = InputSpec {
+            slots: 4,
+            dim: 3,
+            domains: 4,
+            has_domain: false,
+            held_out: vec![1],
+        };
+        let mut cfg = ModelConfig {
+            name: ModelName::Ple,
+            ..ModelConfig::default()
+        };
+        cfg.ple.conditioning = Conditioning::Domain;
+        let mut ps = ParamStore::new(DType::F64, &Device::Cpu);
+        let model = build(&cfg, &spec, &mut ps, &mut Rng::new(1)).unwrap();
+        let mut inp = batch(&spec, 10, 2);
+        inp.domain = None;
+        let out = model.forward(&inp, true, &mut Rng::new(3)).unwrap();
+        assert_eq!(out.logits.dims(), &[10]);
     }
 
     #[test]
