@@ -220,25 +220,30 @@ impl EmbedConfig {
     /// `embed-<method>-<recipe>-<template>[-layer<k>[+<k>…]][-holdout-<domains>]-seed<seed>`.
     pub fn run_name(&self, recipe: &str, holdout: &[String]) -> String {
         self.run_name.clone().unwrap_or_else(|| {
-            let layer = match &self.layer {
-                Some(l) => format!(
-                    "-layer{}",
-                    l.list()
-                        .iter()
-                        .map(usize::to_string)
-                        .collect::<Vec<_>>()
-                        .join("+")
-                ),
-                None => String::new(),
-            };
             format!(
-                "embed-{}-{recipe}-{}{layer}{}-seed{}",
+                "embed-{}-{recipe}-{}{}{}-seed{}",
                 self.method.as_str(),
                 self.template_stem(),
+                self.layer_suffix(),
                 crate::train::trainer::holdout_suffix(holdout),
                 self.seed
             )
         })
+    }
+
+    /// `-layer<k>[+<k>…]` when `embed.layer` is set, else empty.
+    pub fn layer_suffix(&self) -> String {
+        match &self.layer {
+            Some(l) => format!(
+                "-layer{}",
+                l.list()
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join("+")
+            ),
+            None => String::new(),
+        }
     }
 
     /// The hidden-state indices to read from a decoder of `n` layers, sorted:

@@ -171,6 +171,20 @@ impl PoolConfig {
     /// `pool-<mode>[-<query>][-<normalize>]-<embed run>[-seed<seed>]`, the query
     /// and the normalisation named when not the defaults (`last`, `none`), the
     /// seed when parametric.
+    /// `[-<query>][-<normalize>]`, each when not the default (`last`, `none`).
+    pub fn options_suffix(&self) -> String {
+        let mut opts = String::new();
+        if self.query != Query::Last {
+            opts.push('-');
+            opts.push_str(self.query.as_str());
+        }
+        if self.normalize != Normalize::None {
+            opts.push('-');
+            opts.push_str(self.normalize.as_str());
+        }
+        opts
+    }
+
     pub fn run_dir(&self, cfg: &Config, recipe: &str) -> PathBuf {
         let name = self.run_name.clone().unwrap_or_else(|| {
             let from = self.source(cfg, recipe);
@@ -178,15 +192,7 @@ impl PoolConfig {
                 .file_name()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let mut opts = String::new();
-            if self.query != Query::Last {
-                opts.push('-');
-                opts.push_str(self.query.as_str());
-            }
-            if self.normalize != Normalize::None {
-                opts.push('-');
-                opts.push_str(self.normalize.as_str());
-            }
+            let opts = self.options_suffix();
             match self.mode {
                 PoolMode::Plain => format!("pool-plain{opts}-{stem}"),
                 PoolMode::Parameterless => format!("pool-parameterless{opts}-{stem}"),

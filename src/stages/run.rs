@@ -142,15 +142,18 @@ pub fn llm_head(cfg: &Config, pooled: &Path, run_name: String) -> Config {
     c
 }
 
-/// The name of a model's run on LLM embeddings: `<model>-llm-<method>-…`.
+/// The name of a model's run on LLM embeddings:
+/// `<model>-llm-<method>-<recipe>-<template>[-layer<k>]-<pool mode>[-<query>][-<normalize>][-holdout-…]-seed<seed>`.
 pub fn llm_run_name(cfg: &Config) -> String {
     format!(
-        "{}-llm-{}-{}-{}-{}{}-seed{}",
+        "{}-llm-{}-{}-{}{}-{}{}{}-seed{}",
         cfg.model.label(),
         cfg.embed.method.as_str(),
         cfg.data.recipe,
         cfg.embed.template_stem(),
+        cfg.embed.layer_suffix(),
         cfg.pool.mode.as_str(),
+        cfg.pool.options_suffix(),
         holdout_suffix(&cfg.data.holdout_domains),
         cfg.train.seed
     )
@@ -365,6 +368,8 @@ pub fn comparison_md(arms: &[(String, Vec<FinalMetrics>)]) -> String {
             let pos = d.iter().filter(|x| **x > 0.0).count();
             let neg = d.iter().filter(|x| **x < 0.0).count();
             let (m, _) = stat(&d);
+            // No "-0.0000": a mean that rounds to zero is printed as +0.0000.
+            let m = if m.abs() < 5e-5 { 0.0 } else { m };
             let consistent = !d.is_empty() && (pos == d.len() || neg == d.len());
             verdicts.push(format!(
                 "{m:+.4} against {name} ({})",
@@ -397,4 +402,28 @@ pub fn comparison_md(arms: &[(String, Vec<FinalMetrics>)]) -> String {
         verdicts.join("; ")
     ));
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs on embeddings made with other layers, queries or normalisations get
+    /// other names, so they never collide (and default names stay as they were).
+    #[test]
+    fn llm_run_names_carry_the_embedding_choices() {
+        let mut c = Config::default();
+        c.model.domain_input = DomainInput::Fixed;
+        let plain = llm_run_name(&c);
+        assert!(plain.starts_with("cgc_cond-llm-"), "{plain}");
+        assert!(!plain.contains("-layer"), "{plain}");
+        c.embed.layer = Some(crate::stages::embed::LayerChoice::Many(vec![10, 15]));
+        c.pool.query = crate::pool::Query::Name;
+        c.pool.normalize = crate::geometry::Normalize::Standardize;
+        let other = llm_run_name(&c);
+        assert!(
+            other.contains("-layer10+15-") && other.contains("-name-standardize-"),
+            "{other}"
+        );
+    }
 }
