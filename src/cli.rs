@@ -21,6 +21,33 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// More log detail on stderr (-v debug, -vv trace). `RUST_LOG` (e.g.
+    /// `RUST_LOG=llmctr=debug`) overrides both flags.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr (progress bars stay).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// Logs go to stderr through `tracing` (level info; `-q` warn, `-v` debug,
+/// `-vv` trace; `RUST_LOG` wins when set); stdout carries only results a script
+/// may parse.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
 }
 
 #[derive(Subcommand, Debug)]
@@ -772,7 +799,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 None => predict::predict_split(&args.run, args.split.unwrap_or(SplitName::Test))?,
             };
             predict::write(&scored, args.out.as_ref())?;
-            eprintln!(
+            tracing::info!(
                 "scored {} rows with {}{}{}",
                 scored.rows.len(),
                 args.run.display(),

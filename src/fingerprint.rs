@@ -228,7 +228,7 @@ pub fn set_aside(run_dir: &Path, what: &[String]) -> Result<PathBuf> {
             aside.display()
         )
     })?;
-    eprintln!(
+    tracing::warn!(
         "{}: {}; recomputing (the old run is kept as {})",
         run_dir.display(),
         what.join("; "),

@@ -2,6 +2,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = llmctr::cli::Cli::parse();
+    llmctr::cli::init_logging(cli.verbose, cli.quiet);
     match llmctr::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

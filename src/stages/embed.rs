@@ -954,7 +954,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     let mut probe = Probe::new(&ds, h, e, &mut rng)?;
     // Layers below the lowest adapter never change: run them once.
     let reader = Reader::new(&llm, &p.ids, &layers, &ad, &mut rng)?;
-    eprintln!(
+    tracing::info!(
         "embed {}: {} prompts of up to {} tokens, hidden states {layers:?} read, layers 0..{} cached, {} adapter parameters",
         e.method.as_str(),
         p.texts.len(),
@@ -1015,7 +1015,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
             best_states = Some(get("best_states", &[d, p.ids.dim(1)?, h])?);
             best_dm = Some(dm);
         }
-        eprintln!("resuming {} after epoch {}", dir.display(), pr.epochs_done);
+        tracing::info!("resuming {} after epoch {}", dir.display(), pr.epochs_done);
     }
     let names = ds.domain_names.clone();
     while pr.epochs_done < e.epochs && (pr.epochs_done == 0 || pr.bad < e.patience) {
@@ -1063,7 +1063,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
             llm_steps: pr.llm_steps,
             seconds: t0.elapsed().as_secs_f64(),
         };
-        eprintln!(
+        tracing::info!(
             "embed epoch {epoch}: probe loss {:.4}, valid AUC {}, {} LLM steps, {:.1}s",
             em.probe_train_loss,
             valid.auc.map_or("n/a".into(), |a| format!("{a:.4}")),
@@ -1155,7 +1155,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         layers,
         kernel_perplexity: Some(ppl),
     };
-    eprintln!("embed {}: {ppl}", e.method.as_str());
+    tracing::info!("embed {}: {ppl}", e.method.as_str());
     write_atomic(
         &dir.join("result.json"),
         serde_json::to_string_pretty(&r)?.as_bytes(),

@@ -147,7 +147,7 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
             ));
             let (m, dir, _) = ensure_train(&c)?;
             done += 1;
-            eprintln!(
+            tracing::info!(
                 "[grid {done}/{total}, {:.0} s] {label} seed {seed}: valid AUC {} ({})",
                 start.elapsed().as_secs_f64(),
                 m.valid_auc.map_or("n/a".into(), |v| format!("{v:.4}")),

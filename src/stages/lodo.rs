@@ -211,7 +211,7 @@ pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
                     pooled.entry((ai, fi)).or_default().push(a);
                 }
                 done += 1;
-                eprintln!(
+                tracing::info!(
                     "[lodo {done}/{runs}, {:.0} s] fold {fi} seed {seed} {}: unseen AUC {}",
                     start.elapsed().as_secs_f64(),
                     arm.as_str(),

@@ -353,7 +353,7 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
             let (mean, m) = n.tensors()?;
             params.insert("normalize_mean".to_string(), mean);
             params.insert("normalize_matrix".to_string(), m);
-            eprintln!(
+            tracing::info!(
                 "pool: {} estimated on {} tokens of {} training domains",
                 pc.normalize.as_str(),
                 n.tokens,
@@ -374,7 +374,7 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
         PoolMode::Parametric => train_parametric(cfg, &ds, &states, tok, &dir, &mut params)?,
     };
     let ppl = pooling::kernel_perplexities(&dm)?;
-    eprintln!("pool {}: {ppl}", pc.mode.as_str());
+    tracing::info!("pool {}: {ppl}", pc.mode.as_str());
     let mut de = HashMap::new();
     de.insert("domain_embeddings".to_string(), dm);
     save_tensors_atomic(&de, &dir.join("domain_embeddings.safetensors"))?;
@@ -457,7 +457,7 @@ fn train_parametric(
             probe_valid_auc: valid.auc,
             seconds: t0.elapsed().as_secs_f64(),
         };
-        eprintln!(
+        tracing::info!(
             "pool epoch {epoch}: probe loss {:.4}, valid AUC {}, {:.1}s",
             e.probe_train_loss,
             valid.auc.map_or("n/a".into(), |a| format!("{a:.4}")),

@@ -270,7 +270,7 @@ impl Inputs {
                 if let Source::Parquet(d) = &source {
                     let present = movielens::PARQUET_FILES.iter().all(|f| d.join(f).is_file());
                     if !present && cfg.data.fetch {
-                        eprintln!(
+                        tracing::info!(
                             "MovieLens-100k not found in {}: fetching the offline copy",
                             d.display()
                         );

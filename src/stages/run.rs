@@ -169,17 +169,17 @@ fn reusing(o: Origin) -> &'static str {
 pub fn run(cfg: &Config) -> Result<RunSummary> {
     let start = Instant::now();
     let prepared = prepare(cfg, false)?;
-    eprintln!(
+    tracing::info!(
         "data: {} ({} domains)",
         prepared.dir.display(),
         prepared.meta.domains.len()
     );
     let (embedded, oe) = ensure_embed(cfg)?;
-    eprintln!("embed: {}{}", reusing(oe), embedded.run_dir);
+    tracing::info!("embed: {}{}", reusing(oe), embedded.run_dir);
     let mut pc = cfg.clone();
     pc.pool.from = Some(PathBuf::from(&embedded.run_dir));
     let (pooled, op) = ensure_pool(&pc)?;
-    eprintln!("pool: {}{}", reusing(op), pooled.run_dir);
+    tracing::info!("pool: {}{}", reusing(op), pooled.run_dir);
     let head = llm_head(&pc, Path::new(&pooled.run_dir), String::new());
     let seeds = &cfg.run.seeds;
     let mut llm_runs = Vec::new();
@@ -189,7 +189,7 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         c.train.seed = seed;
         c.train.run_name = Some(llm_run_name(&c));
         let (m, dir, ot) = ensure_train(&c)?;
-        eprintln!(
+        tracing::info!(
             "{} on the LLM embeddings, seed {seed}: {}{}",
             c.model.label(),
             reusing(ot),
@@ -302,7 +302,7 @@ fn comparison_arms(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<Fina
                 holdout_suffix(&c.data.holdout_domains)
             ));
             let (m, dir, o) = ensure_train(&c)?;
-            eprintln!("{name}, seed {seed}: {}{}", reusing(o), dir.display());
+            tracing::info!("{name}, seed {seed}: {}{}", reusing(o), dir.display());
             runs.push(m);
         }
         out.push((name.to_string(), runs));

@@ -14,7 +14,7 @@ pub fn train(
 ) -> Result<Option<FinalMetrics>> {
     let prepared = prepare(cfg, false)?;
     let mut t = Trainer::new(cfg, &prepared.dir)?;
-    eprintln!(
+    tracing::info!(
         "{} on {}: {} parameters, features {}, domain input {:?}, run dir {}",
         cfg.model.label(),
         prepared.meta.recipe,

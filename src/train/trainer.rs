@@ -726,7 +726,7 @@ impl Trainer {
             check_reusable(&self.run_dir, &self.cfg, Stage::Train)?;
             inputs.require_same(&self.run_dir)?;
             self.load_checkpoint()?;
-            eprintln!(
+            tracing::info!(
                 "resuming {} after epoch {}",
                 self.run_dir.display(),
                 self.progress.epochs_done
@@ -786,7 +786,7 @@ impl Trainer {
                 valid_logloss: valid.logloss,
                 seconds: secs,
             };
-            eprintln!(
+            tracing::info!(
                 "epoch {epoch}: train loss {:.4}, valid AUC {}, {:.1}s",
                 em.train_loss,
                 valid.auc.map_or("n/a".into(), |a| format!("{a:.4}")),
