@@ -373,6 +373,25 @@ fn category_rows(
 
 /// Vertical tick lines (light, major ticks only) and labels of a numeric x axis
 /// below the plot; the axis label under them. Returns the y below the label.
+/// The y axis' line at `left` from `top` down `plot_h`, and its title, turned
+/// upright along the left edge.
+fn y_axis_line(svg: &mut Svg, left: f64, top: f64, plot_h: f64, label: &str) {
+    svg.line(left, top, left, top + plot_h, "#333", 1.0);
+    let cy = top + plot_h / 2.0;
+    svg.text(
+        PAD,
+        cy,
+        label,
+        LABEL_SIZE,
+        "middle",
+        "axis-label",
+        &format!(
+            r#" transform="rotate(-90 {:.1} {cy:.1})""#,
+            PAD + LABEL_SIZE / 2.0
+        ),
+    );
+}
+
 fn x_axis(svg: &mut Svg, ax: &Axis, top: f64, bottom: f64, label: &str) -> f64 {
     for &t in &ax.ticks {
         let x = ax.px(t);
@@ -470,20 +489,7 @@ pub fn dot_plot_svg(
     header(&mut svg, width, title, subtitle);
     let centres = category_rows(&mut svg, cats, left, left + plot_w, top, band);
     let height = x_axis(&mut svg, &ax, top, top + plot_h, x_label);
-    svg.line(left, top, left, top + plot_h, "#333", 1.0);
-    let cy = top + plot_h / 2.0;
-    svg.text(
-        PAD,
-        cy,
-        y_label,
-        LABEL_SIZE,
-        "middle",
-        "axis-label",
-        &format!(
-            r#" transform="rotate(-90 {:.1} {cy:.1})""#,
-            PAD + LABEL_SIZE / 2.0
-        ),
-    );
+    y_axis_line(&mut svg, left, top, plot_h, y_label);
     let k = arms.len() as f64;
     for (ai, (arm, st)) in arms.iter().zip(&stats).enumerate() {
         svg.raw(&format!(
@@ -602,20 +608,7 @@ pub fn line_plot_svg(
         svg.line(left - 4.0, y, left, y, "#333", 1.0);
         svg.text(left - 7.0, y, &ay.label(t), TICK_SIZE, "end", "tick", "");
     }
-    svg.line(left, top, left, top + plot_h, "#333", 1.0);
-    let cy = top + plot_h / 2.0;
-    svg.text(
-        PAD,
-        cy,
-        y_label,
-        LABEL_SIZE,
-        "middle",
-        "axis-label",
-        &format!(
-            r#" transform="rotate(-90 {:.1} {cy:.1})""#,
-            PAD + LABEL_SIZE / 2.0
-        ),
-    );
+    y_axis_line(&mut svg, left, top, plot_h, y_label);
     for s in series {
         svg.raw(&format!(
             r#"<g class="series" data-name="{}">"#,
