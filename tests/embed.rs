@@ -181,22 +181,7 @@ fn stopped_and_resumed_embed_equals_the_uninterrupted_run() {
 #[test]
 fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny");
-    common::write_tiny_llama(&model, 13, false);
-    let raw = tmp.path().join("raw");
-    common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
-    let t = tmp.path().join("t.txt");
-    std::fs::write(&t, "{domain}: {positive_pct}% liked.").unwrap();
-    let cfg = tmp.path().join("run.toml");
-    let p = |x: &std::path::Path| format!("{:?}", x.display().to_string());
-    std::fs::write(
-        &cfg,
-        format!(
-            "[data]\nraw_dir = {}\nprepared_dir = {}\nfetch = false\n[embed]\nmodel = {}\ntemplate = {}\nepochs = 1\nbatch_size = 128\nbatches_per_llm_step = 4\nruns_dir = {}\n[pool]\nepochs = 2\nruns_dir = {}\n[train]\nepochs = 2\nbatch_size = 128\nruns_dir = {}\n",
-            p(&raw), p(&tmp.path().join("prepared")), p(&model), p(&t), p(&tmp.path().join("runs")), p(&tmp.path().join("runs")), p(&tmp.path().join("runs"))
-        ),
-    )
-    .unwrap();
+    let cfg = common::tiny_run_config(tmp.path());
     let run = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .arg("run")

@@ -369,23 +369,8 @@ fn bad_input_files_are_named_by_file_line_and_field() {
 #[test]
 fn a_new_domain_is_scored_from_its_prompt() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny");
-    common::write_tiny_llama(&model, 13, false);
-    let raw = tmp.path().join("raw");
-    common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
-    let t = tmp.path().join("t.txt");
-    std::fs::write(&t, "{domain}: {positive_pct}% liked.").unwrap();
-    let cfg = tmp.path().join("run.toml");
-    let p = |x: &Path| format!("{:?}", x.display().to_string());
+    let cfg = common::tiny_run_config(tmp.path());
     let runs = tmp.path().join("runs");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[data]\nraw_dir = {}\nprepared_dir = {}\nfetch = false\n[embed]\nmodel = {}\ntemplate = {}\nepochs = 1\nbatch_size = 128\nbatches_per_llm_step = 4\nruns_dir = {}\n[pool]\nepochs = 2\nruns_dir = {}\n[train]\nepochs = 2\nbatch_size = 128\nruns_dir = {}\n",
-            p(&raw), p(&tmp.path().join("prepared")), p(&model), p(&t), p(&runs), p(&runs), p(&runs)
-        ),
-    )
-    .unwrap();
     let o = pipeline().arg("run").arg(&cfg).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let run = runs.join("cgc_cond-llm-lora-ml100k-occupation-t-parametric-seed1");

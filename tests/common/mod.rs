@@ -301,3 +301,28 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// A tiny end-to-end run under `tmp`: a random tiny decoder (`tiny/`), a small
+/// MovieLens-100k (`raw/`), the template `t.txt` and `run.toml` (LoRA, 1 epoch;
+/// every runs folder `runs/`). Returns the config file.
+#[allow(dead_code)]
+pub fn tiny_run_config(tmp: &Path) -> PathBuf {
+    let model = tmp.join("tiny");
+    write_tiny_llama(&model, 13, false);
+    let raw = tmp.join("raw");
+    write_small_ml100k(&raw.join("ml-100k"), 60, 50);
+    let t = tmp.join("t.txt");
+    std::fs::write(&t, "{domain}: {positive_pct}% liked.").unwrap();
+    let cfg = tmp.join("run.toml");
+    let p = |x: &Path| format!("{:?}", x.display().to_string());
+    let runs = tmp.join("runs");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data]\nraw_dir = {}\nprepared_dir = {}\nfetch = false\n[embed]\nmodel = {}\ntemplate = {}\nepochs = 1\nbatch_size = 128\nbatches_per_llm_step = 4\nruns_dir = {}\n[pool]\nepochs = 2\nruns_dir = {}\n[train]\nepochs = 2\nbatch_size = 128\nruns_dir = {}\n",
+            p(&raw), p(&tmp.join("prepared")), p(&model), p(&t), p(&runs), p(&runs), p(&runs)
+        ),
+    )
+    .unwrap();
+    cfg
+}
