@@ -251,6 +251,67 @@ pub fn kernel_perplexities(dm: &Tensor) -> Result<KernelPerplexity> {
     })
 }
 
+/// How far adapters moved the domain embeddings: each domain's squared distance
+/// / h between its embedding with and without the adapters, set against the
+/// squared distances / h between two domains without them. A `ratio` near 0
+/// means the adapters left every domain where the frozen model put it, relative
+/// to how far apart the domains are.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AdapterShift {
+    /// Over the domains: median and largest squared distance / h moved.
+    pub d2_median: f64,
+    pub d2_max: f64,
+    /// Median squared distance / h between two domains without adapters.
+    pub between_domains_d2_median: f64,
+    /// d2_median / between_domains_d2_median.
+    pub ratio: f64,
+}
+
+/// [`AdapterShift`] of `adapted` against `frozen`, both (D, h).
+pub fn adapter_shift(adapted: &Tensor, frozen: &Tensor) -> Result<AdapterShift> {
+    let a = adapted
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec2::<f32>()?;
+    let f = frozen.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+    let h = f.first().map_or(1, Vec::len).max(1) as f64;
+    let d2 = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (f64::from(*p) - f64::from(*q)).powi(2))
+            .sum::<f64>()
+            / h
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let moved: Vec<f64> = a.iter().zip(&f).map(|(x, y)| d2(x, y)).collect();
+    let d2_max = moved.iter().copied().fold(f64::NAN, f64::max);
+    let mut between = Vec::new();
+    for i in 0..f.len() {
+        for j in i + 1..f.len() {
+            between.push(d2(&f[i], &f[j]));
+        }
+    }
+    let (d2_median, between) = (median(moved), median(between));
+    Ok(AdapterShift {
+        d2_median,
+        d2_max,
+        between_domains_d2_median: between,
+        ratio: d2_median / between,
+    })
+}
+
+impl std::fmt::Display for AdapterShift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "adapters moved each domain by a squared distance / h of {:.5} (median; largest {:.5}), {:.3}× the median between two domains without them ({:.5})",
+            self.d2_median, self.d2_max, self.ratio, self.between_domains_d2_median
+        )
+    }
+}
+
 /// Kernel perplexities of a set of domain embeddings (see [`kernel_perplexity`]).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct KernelPerplexity {
@@ -284,6 +345,24 @@ impl std::fmt::Display for KernelPerplexity {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn adapter_shift_by_hand() {
+        use candle_core::{Device, Tensor};
+        // Frozen: three domains on a line at 0, 2, 4 (h = 1): squared
+        // distances 4, 16, 4, median 4. Adapted: the first moves by 1, the
+        // others stay: moved 1, 0, 0, median 0, largest 1.
+        let dev = Device::Cpu;
+        let frozen = Tensor::new(&[[0f32], [2.], [4.]], &dev).unwrap();
+        let adapted = Tensor::new(&[[1f32], [2.], [4.]], &dev).unwrap();
+        let s = super::adapter_shift(&adapted, &frozen).unwrap();
+        assert_eq!(s.d2_median, 0.0);
+        assert_eq!(s.d2_max, 1.0);
+        assert_eq!(s.between_domains_d2_median, 4.0);
+        assert_eq!(s.ratio, 0.0);
+        let s = super::adapter_shift(&(frozen.clone() + 1.0).unwrap(), &frozen).unwrap();
+        assert_eq!((s.d2_median, s.ratio), (1.0, 0.25));
+    }
+
     #[test]
     fn kernel_weights_by_hand() {
         // q = (0, 0); e0 = (1, 0) at d² 1, e1 = (0, 2) at d² 4, w = 1:

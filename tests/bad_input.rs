@@ -615,6 +615,28 @@ fn ml100k_u_item_genre_flag_not_0_or_1() {
     assert_has(&e, &["0 or 1"]);
 }
 
+/// The genre recipes take the domain from the item's first genre: an item
+/// with no genre flag set has none, and the rating that needs it says so.
+#[test]
+fn ml100k_genre_item_without_a_genre() {
+    let mut fx = Fixture::ml100k();
+    fx.cfg.data.recipe = "ml100k-genre".into();
+    fx.succeeds();
+    let mut fx = Fixture::ml100k();
+    fx.cfg.data.recipe = "ml100k-genre".into();
+    let l = fx.line(U_ITEM, 1);
+    let mut f: Vec<&str> = l.split('|').collect();
+    for flag in &mut f[5..] {
+        *flag = "0";
+    }
+    let l = f.join("|");
+    fx.set(U_ITEM, 1, l);
+    let e = fx.fails();
+    // u.data line 1 is user 1's rating of item 1.
+    assert_place(&e, "u.data", 1, Some("item_id"));
+    assert_has(&e, &["item 1 has no genre"]);
+}
+
 #[test]
 fn ml100k_u_item_bad_release_date() {
     let mut fx = Fixture::ml100k();

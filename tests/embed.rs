@@ -41,6 +41,16 @@ fn embed_none_lora_ptuning_end_to_end() {
         let r = embed(&cfg, false, None).unwrap().unwrap();
         let dir = std::path::PathBuf::from(&r.run_dir);
         assert!(r.probe_valid_auc.is_some(), "{method:?}");
+        // The adapters' shift is measured against the frozen model's
+        // embedding; trained adapters (and any prefix) move it.
+        match (method, r.adapter_shift) {
+            (Method::None, s) => assert!(s.is_none()),
+            (_, Some(s)) => assert!(
+                s.d2_median > 0.0 && s.ratio.is_finite(),
+                "{method:?}: {s:?}"
+            ),
+            (_, None) => panic!("{method:?}: no adapter shift"),
+        }
         assert_eq!(
             r.base_checksum_before, r.base_checksum_after,
             "base weights untouched"

@@ -86,6 +86,28 @@ fn ml100k_age3_and_gender_domain_sizes() {
     assert_eq!(total(&m, "female"), 25_740);
 }
 
+/// ml100k-genre: 19 domains in `u.genre` order, the item's first genre; the
+/// domain is the `cate_id` field's value (ids start at 1).
+#[test]
+fn ml100k_genre_domains_are_the_first_genre() {
+    let raw = real_raw_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = prepare(&config("ml100k-genre", &raw, tmp.path()), true).unwrap();
+    let m = &p.meta;
+    assert_eq!(m.domains.len(), 19);
+    assert_eq!(
+        m.domains.iter().map(|d| d.rows.total()).sum::<u64>(),
+        100_000
+    );
+    assert_eq!(total(m, "Drama"), 27_050);
+    assert_eq!(total(m, "War"), 24);
+    assert_eq!(total(m, "Fantasy"), 1);
+    let cols = read_shard(&p.dir.join("train").join("part-00000.safetensors")).unwrap();
+    let domains = cols["domain"].as_u32().unwrap();
+    let cate = cols["cate_id"].as_u32().unwrap();
+    assert!(domains.iter().zip(cate).all(|(d, c)| d + 1 == *c));
+}
+
 #[test]
 fn ml100k_columns_are_consistent_with_meta() {
     let raw = real_raw_dir();
@@ -296,6 +318,16 @@ fn ml1m_recipes_from_grouplens_files() {
         .unwrap()
         .meta;
     assert_eq!((total(&m, "male"), total(&m, "female")), (6, 3));
+    // 1M has no `unknown` genre: 18 domains from Action; the three films'
+    // first genres are Animation, Adventure and Drama.
+    let g = prepare(&config("ml1m-genre", &raw, &out), false)
+        .unwrap()
+        .meta;
+    assert_eq!(g.domains.len(), 18);
+    assert_eq!(g.domains[0].name, "Action");
+    for name in ["Animation", "Adventure", "Drama"] {
+        assert_eq!(total(&g, name), 3, "{name}");
+    }
     let titles: Vec<String> = m
         .domains
         .iter()

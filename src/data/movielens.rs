@@ -105,14 +105,22 @@ pub enum DomainKind {
     Age3,
     Occupation,
     Gender,
+    /// The item's first genre: the item, not the user, defines the domain.
+    Genre,
 }
 
 impl DomainKind {
-    pub fn names(self) -> Vec<&'static str> {
+    /// The domain names, numbered in this order. Genres follow `u.genre`; 1M
+    /// has no `unknown` genre, so its genre domains start at Action.
+    pub fn names(self, version: Version) -> Vec<&'static str> {
         match self {
             DomainKind::Age3 => vec!["under 25", "25 to 34", "35 and over"],
             DomainKind::Occupation => OCCUPATIONS.to_vec(),
             DomainKind::Gender => vec!["male", "female"],
+            DomainKind::Genre => match version {
+                Version::K100 => GENRES.to_vec(),
+                Version::M1 => GENRES[1..].to_vec(),
+            },
         }
     }
 }
@@ -579,7 +587,8 @@ pub fn load(
         }
     };
     let file = &raw.ratings_file;
-    let mut table = TableBuilder::new(fields(), domains.names().len());
+    let names = domains.names(version);
+    let mut table = TableBuilder::new(fields(), names.len());
     let mut repeats = Repeats::default();
     for r in &raw.ratings {
         repeats.see((r.user, r.item), r.place.clone());
@@ -610,6 +619,22 @@ pub fn load(
                 .position(|o| *o == user.occupation)
                 .unwrap_or(0) as u32,
             DomainKind::Gender => u32::from(user.gender == "F"),
+            DomainKind::Genre => {
+                let first = item.genres.first().ok_or_else(|| {
+                    DataError::field(
+                        file,
+                        r.place.clone(),
+                        raw.id_fields[1],
+                        format!(
+                            "item {} has no genre, and the genre recipes take the domain \
+                             from the item's first genre",
+                            r.item
+                        ),
+                    )
+                })?;
+                // Every parsed genre is one of GENRES (1M's exclude `unknown`).
+                names.iter().position(|g| g == first).unwrap_or(0) as u32
+            }
         };
         let user_id = r.user.to_string();
         let item_id = r.item.to_string();

@@ -17,8 +17,8 @@ pub enum Recipe {
     Criteo,
 }
 
-pub const RECIPES_HELP: &str = "ml100k-age3, ml100k-occupation, ml100k-gender, ml1m-age3, \
-    ml1m-occupation, ml1m-gender, amazon-<Category>+<Category>+..., criteo";
+pub const RECIPES_HELP: &str = "ml100k-age3, ml100k-occupation, ml100k-gender, ml100k-genre, \
+    ml1m-age3, ml1m-occupation, ml1m-gender, ml1m-genre, amazon-<Category>+<Category>+..., criteo";
 
 impl FromStr for Recipe {
     type Err = String;
@@ -57,6 +57,7 @@ impl FromStr for Recipe {
             "age3" => DomainKind::Age3,
             "occupation" => DomainKind::Occupation,
             "gender" => DomainKind::Gender,
+            "genre" => DomainKind::Genre,
             _ => return Err(format!("unknown recipe {s:?}; known: {RECIPES_HELP}")),
         };
         Ok(Recipe::MovieLens { version, domains })
@@ -69,14 +70,16 @@ impl Recipe {
     /// no feature encodes.
     pub fn domain_fields(&self, criteo_field: &str) -> Vec<String> {
         match self {
-            Recipe::MovieLens { domains, .. } => vec![
-                match domains {
-                    DomainKind::Age3 => "age",
-                    DomainKind::Occupation => "occupation",
-                    DomainKind::Gender => "gender",
-                }
-                .to_string(),
-            ],
+            Recipe::MovieLens { domains, .. } => match domains {
+                DomainKind::Age3 => vec!["age"],
+                DomainKind::Occupation => vec!["occupation"],
+                DomainKind::Gender => vec!["gender"],
+                // The first genre is the domain; the multi-hot genres contain it.
+                DomainKind::Genre => vec!["cate_id", "genres"],
+            }
+            .into_iter()
+            .map(String::from)
+            .collect(),
             Recipe::Amazon { .. } => Vec::new(),
             Recipe::Criteo => vec![criteo_field.to_string()],
         }
@@ -95,6 +98,7 @@ impl fmt::Display for Recipe {
                     DomainKind::Age3 => "age3",
                     DomainKind::Occupation => "occupation",
                     DomainKind::Gender => "gender",
+                    DomainKind::Genre => "genre",
                 };
                 write!(f, "{v}-{d}")
             }
@@ -117,6 +121,8 @@ mod tests {
             "ml1m-age3",
             "ml1m-occupation",
             "ml1m-gender",
+            "ml100k-genre",
+            "ml1m-genre",
             "amazon-Books+Digital_Music",
             "criteo",
         ] {

@@ -174,6 +174,7 @@ pub fn embed_encoder(
         run_dir: dir.display().to_string(),
         layers: Vec::new(),
         kernel_perplexity: Some(ppl),
+        adapter_shift: None,
     };
     write_atomic(
         &dir.join("result.json"),

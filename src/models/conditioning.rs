@@ -110,29 +110,59 @@ impl GeneratedLinear {
         })
     }
 
-    /// x (n, in), e (1, cond) for one domain's rows → (n, out).
-    fn forward_one(&self, x: &Tensor, e: &Tensor) -> Result<Tensor> {
-        // Scaled so that A·B has the variance of one weight of W₀ per unit of
-        // B, whatever the rank.
-        let a = e
-            .matmul(&self.gen_a)?
-            .reshape((self.d_in, self.rank))?
-            .affine(1.0 / (self.rank as f64).sqrt(), 0.0)?;
-        let b = e.matmul(&self.gen_b)?.reshape((self.rank, self.d_out))?;
-        let w = (&self.base.w + a.matmul(&b)?)?;
-        let bias = (&self.base.b + e.matmul(&self.gen_bias)?.squeeze(0)?)?;
-        x.matmul(&w)?.broadcast_add(&bias)
-    }
-
-    /// x (n, in) with rows grouped by `segments`; `e` (n, cond) the domain vector
-    /// of each row (constant within a segment), or none: the shared layer.
+    /// x (n, in) with rows grouped by `segments` (contiguous, in order, one
+    /// domain each); `e` (n, cond) the domain vector of each row (constant
+    /// within a segment), or none: the shared layer.
+    ///
+    /// All segments go through in a few matrix products, without a loop over
+    /// them: with S segments, A = [A₁ … A_S] (in, S·r) gives x·A (n, S·r), of
+    /// which a row keeps its own segment's block (a 0/1 mask M) summed into
+    /// (n, r); placed back in that block and multiplied by [B₁; …; B_S]
+    /// (S·r, out), it gives the low-rank term.
     pub fn forward(&self, x: &Tensor, e: Option<&Tensor>, segments: &[Segment]) -> Result<Tensor> {
         let Some(e) = e else {
             return self.base.forward(x);
         };
-        super::per_domain(segments, x, |s, x_d| {
-            self.forward_one(x_d, &e.narrow(0, s.start, 1)?)
-        })
+        let (n, r, s) = (x.dim(0)?, self.rank, segments.len());
+        let dev = x.device();
+        let mut mask = vec![0f32; n * s * r];
+        let mut covered = 0;
+        for (k, seg) in segments.iter().enumerate() {
+            if seg.start != covered || seg.start + seg.len > n {
+                candle_core::bail!("segments must cover the {n} rows in order");
+            }
+            for i in seg.start..seg.start + seg.len {
+                mask[i * s * r + k * r..i * s * r + (k + 1) * r].fill(1.0);
+            }
+            covered += seg.len;
+        }
+        if covered != n {
+            candle_core::bail!("segments cover {covered} of {n} rows");
+        }
+        let mask = Tensor::from_vec(mask, (n, s * r), dev)?.to_dtype(x.dtype())?;
+        // (S·r, r): S stacked identities; it sums a row's blocks into one.
+        let mut sel = vec![0f32; s * r * r];
+        for k in 0..s * r {
+            sel[k * r + k % r] = 1.0;
+        }
+        let sel = Tensor::from_vec(sel, (s * r, r), dev)?.to_dtype(x.dtype())?;
+        let starts: Vec<u32> = segments.iter().map(|g| g.start as u32).collect();
+        let u = e
+            .contiguous()?
+            .index_select(&Tensor::new(starts.as_slice(), dev)?, 0)?; // (S, cond)
+        // Scaled so that A·B has the variance of one weight of W₀ per unit of
+        // B, whatever the rank.
+        let a = u
+            .matmul(&self.gen_a)?
+            .reshape((s, self.d_in, r))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((self.d_in, s * r))?
+            .affine(1.0 / (r as f64).sqrt(), 0.0)?;
+        let xa = (x.matmul(&a)? * &mask)?.matmul(&sel)?; // (n, r)
+        let b = u.matmul(&self.gen_b)?.reshape((s * r, self.d_out))?;
+        let low = (xa.matmul(&sel.t()?)? * &mask)?.matmul(&b)?;
+        (self.base.forward(x)? + low)? + e.matmul(&self.gen_bias)?
     }
 }
 
@@ -279,6 +309,54 @@ mod tests {
         let (err, dead) = crate::nn::gradcheck::check(&ps, 6, 1e-6, &f).unwrap();
         assert!(dead.is_empty(), "{dead:?}");
         assert!(err < 1e-6, "relative error {err}");
+    }
+
+    /// The masked block products equal the layer written out: per domain,
+    /// the weight matrix W₀ + A(e)·B(e)/√r and the bias b₀ + C·e.
+    #[test]
+    fn a_generated_layer_equals_its_weights_written_out_per_domain() {
+        let dev = Device::Cpu;
+        let mut ps = ParamStore::new(DType::F64, &dev);
+        let mut rng = Rng::new(11);
+        let (cond, d_in, d_out, rank) = (3, 4, 5, 2);
+        let l = GeneratedLinear::new(&mut ps, "l", cond, d_in, d_out, rank, &mut rng).unwrap();
+        for p in ps.params() {
+            let v = Tensor::randn(0f64, 0.5, p.var.shape(), &dev).unwrap();
+            p.var.set(&v).unwrap();
+        }
+        let x = Tensor::randn(0f64, 1.0, (6, d_in), &dev).unwrap();
+        let e = domain_rows(&dev);
+        let got = l
+            .forward(&x, Some(&e), &segments())
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
+        for (start, len) in [(0, 2), (2, 4)] {
+            let ed = e.narrow(0, start, 1).unwrap();
+            let a = ed.matmul(&l.gen_a).unwrap().reshape((d_in, rank)).unwrap();
+            let b = ed.matmul(&l.gen_b).unwrap().reshape((rank, d_out)).unwrap();
+            let w = (&l.base.w + (a.matmul(&b).unwrap() / (rank as f64).sqrt()).unwrap()).unwrap();
+            let bias = (&l.base.b + ed.matmul(&l.gen_bias).unwrap().squeeze(0).unwrap()).unwrap();
+            let want = x
+                .narrow(0, start, len)
+                .unwrap()
+                .matmul(&w)
+                .unwrap()
+                .broadcast_add(&bias)
+                .unwrap()
+                .to_vec2::<f64>()
+                .unwrap();
+            for (i, row) in want.iter().enumerate() {
+                for (j, v) in row.iter().enumerate() {
+                    let g = got[start + i][j];
+                    assert!(
+                        (g - v).abs() < 1e-12,
+                        "row {} col {j}: {g} vs {v}",
+                        start + i
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::nn::linear::Linear;
 use crate::nn::ops::{softmax, softplus};
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
-use candle_core::{D, Result, Tensor};
+use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -278,10 +278,7 @@ impl Gate {
         rng: &mut Rng,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let g = self.forward(x, train, rng)?;
-        let h = experts
-            .broadcast_mul(&g.weights.unsqueeze(D::Minus1)?)?
-            .sum(1)?;
-        Ok((h, g.aux))
+        Ok((crate::nn::fused::mix(experts, &g.weights)?, g.aux))
     }
 }
 

@@ -28,7 +28,7 @@ use super::{CtrModel, InputSpec, Inputs, Output, add_aux};
 use crate::nn::linear::Mlp;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
-use candle_core::{D, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 struct Level {
     shared: Experts,
@@ -66,8 +66,7 @@ fn mix_shared(
     let all = g.weights.dim(1)?;
     let w = g.weights.narrow(1, all - k, k)?;
     let w = w.broadcast_div(&(w.sum_keepdim(1)? + 1e-12)?)?;
-    let h = shared.broadcast_mul(&w.unsqueeze(D::Minus1)?)?.sum(1)?;
-    Ok((h, g.aux))
+    Ok((crate::nn::fused::mix(shared, &w)?, g.aux))
 }
 
 impl Ple {

@@ -1,6 +1,7 @@
 //! Fused CPU kernels with analytic backward passes for the decoder's
 //! element-wise blocks: RMS norm (frozen weight), scaled masked softmax, SwiGLU;
-//! and for the CTR heads' gate units, h ⊙ 2σ(z).
+//! and for the CTR heads: gate units, h ⊙ 2σ(z), and the mixture of experts,
+//! Σ_e w_e·x_e.
 //!
 //! Composed of candle ops, each block is 5–10 graph nodes, and candle's backward
 //! allocates, zero-fills and adds a gradient buffer for every node. Here each
@@ -487,6 +488,121 @@ pub fn gated(h: &Tensor, z: &Tensor) -> Result<Tensor> {
     h.contiguous()?.apply_op2(&z.contiguous()?, op)
 }
 
+// ------------------------------------------------------ mixture of experts
+
+/// Σ_e w[i, e]·x[i, e, :]: experts x (n, E, h) mixed by weights w (n, E).
+struct Mix {
+    e: usize,
+    h: usize,
+}
+
+impl CustomOp2 for Mix {
+    fn name(&self) -> &'static str {
+        "fused-mix"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        let (e, h) = (self.e, self.h);
+        let n = w.len() / e.max(1);
+        let mut out = vec![0f32; n * h];
+        rows_mut(&mut out, h)
+            .zip(x.par_chunks((e * h).max(1)).zip(w.par_chunks(e.max(1))))
+            .with_min_len(PAR_MIN / (e * h).max(1) + 1)
+            .for_each(|(o, (x, w))| {
+                for (xe, &we) in x.chunks(h.max(1)).zip(w) {
+                    for (o, &v) in o.iter_mut().zip(xe) {
+                        *o += we * v;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, h))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (x, w, dy) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
+        let (e, h) = (self.e, self.h);
+        let n = w.dim(0)?;
+        // Both gradients in one pass: dx (n·E·h values), then dw (n·E).
+        let both = x.apply_op3_no_bwd(&w, &dy, &MixBwd { e, h })?;
+        let dx = both.narrow(0, 0, n * e * h)?.reshape((n, e, h))?;
+        let dw = both.narrow(0, n * e * h, n * e)?.reshape((n, e))?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// dx[i, e, :] = w[i, e]·dy[i, :]; dw[i, e] = Σ_h dy[i, h]·x[i, e, h].
+struct MixBwd {
+    e: usize,
+    h: usize,
+}
+
+impl CustomOp3 for MixBwd {
+    fn name(&self) -> &'static str {
+        "fused-mix-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, self.name())?;
+        let w = f32s(s2, l2, self.name())?;
+        let dy = f32s(s3, l3, self.name())?;
+        let (e, h) = (self.e.max(1), self.h.max(1));
+        let mut out = vec![0f32; x.len() + w.len()];
+        let (dx, dw) = out.split_at_mut(x.len());
+        dx.par_chunks_mut(e * h)
+            .zip(dw.par_chunks_mut(e))
+            .zip(
+                x.par_chunks(e * h)
+                    .zip(w.par_chunks(e).zip(dy.par_chunks(h))),
+            )
+            .with_min_len(PAR_MIN / (e * h) + 1)
+            .for_each(|((dx, dw), (x, (w, dy)))| {
+                for (((dxe, dwe), xe), &we) in dx.chunks_mut(h).zip(dw).zip(x.chunks(h)).zip(w) {
+                    let mut dot = 0f32;
+                    for ((d, &g), &v) in dxe.iter_mut().zip(dy).zip(xe) {
+                        *d = we * g;
+                        dot += g * v;
+                    }
+                    *dwe = dot;
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + w.len())))
+    }
+}
+
+/// Experts (n, E, h) mixed by gate weights (n, E): (n, h), one graph node.
+pub fn mix(experts: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    let (n, e, h) = experts.dims3()?;
+    if !fused_ok(experts) || weights.dims() != [n, e] || weights.dtype() != experts.dtype() {
+        return experts
+            .broadcast_mul(&weights.unsqueeze(candle_core::D::Minus1)?)?
+            .sum(1);
+    }
+    experts
+        .contiguous()?
+        .apply_op2(&weights.contiguous()?, Mix { e, h })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,6 +743,21 @@ mod tests {
             &[rand(&[7, 300], 8), rand(&[7, 300], 9)],
             |t| gated(&t[0], &t[1]),
             |t| &t[0] * (crate::nn::ops::sigmoid(&t[1])? * 2.0)?,
+        );
+    }
+
+    #[test]
+    fn mix_matches_the_composed_ops() {
+        same(
+            &[rand(&[9, 4, 33], 12), rand(&[9, 4], 13)],
+            |t| mix(&t[0], &t[1]),
+            |t| t[0].broadcast_mul(&t[1].unsqueeze(D::Minus1)?)?.sum(1),
+        );
+        // Many rows: the parallel chunks.
+        same(
+            &[rand(&[600, 3, 64], 14), rand(&[600, 3], 15)],
+            |t| mix(&t[0], &t[1]),
+            |t| t[0].broadcast_mul(&t[1].unsqueeze(D::Minus1)?)?.sum(1),
         );
     }
 

@@ -766,6 +766,10 @@ pub struct EmbedResult {
     /// Of the domain embeddings written (see [`pool::kernel_perplexity`]).
     #[serde(default)]
     pub kernel_perplexity: Option<pool::KernelPerplexity>,
+    /// With adapters: how far they moved the domain embeddings from the
+    /// frozen model's (the same prompts and pooling, no adapters).
+    #[serde(default)]
+    pub adapter_shift: Option<pool::AdapterShift>,
 }
 
 /// The token states, their mask and domain-name mask (`token_states.safetensors`),
@@ -1139,6 +1143,22 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         _ => bail!("no epoch produced a valid AUC (does the valid split hold both classes?)"),
     };
     let ppl = pool::kernel_perplexities(&dm)?;
+    let shift = if ad.is_empty() {
+        None
+    } else {
+        let (_, frozen) = domain_matrix(
+            &llm,
+            &reader,
+            &p,
+            &Adapters::none(),
+            e.query,
+            false,
+            &mut base.fork(1),
+        )?;
+        let s = pool::adapter_shift(&dm, &frozen.to_device(&cpu)?)?;
+        tracing::info!("embed {}: {s}", e.method.as_str());
+        Some(s)
+    };
     save_outputs(&dir, &states, &p, &dm, &names)?;
     let r = EmbedResult {
         method: e.method.as_str().into(),
@@ -1154,6 +1174,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         run_dir: dir.display().to_string(),
         layers,
         kernel_perplexity: Some(ppl),
+        adapter_shift: shift,
     };
     tracing::info!("embed {}: {ppl}", e.method.as_str());
     write_atomic(

@@ -168,7 +168,7 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
         (Recipe::MovieLens { version, domains }, Inputs::MovieLens(_, source)) => {
             let (table, spec) = movielens::load(*version, source, *domains)?;
             let built = table.build(&spec)?;
-            let names = domains.names();
+            let names = domains.names(*version);
             write_built(
                 staging.path(),
                 &recipe,
