@@ -122,6 +122,11 @@ fn dropping_the_domain_fields_removes_them_from_the_features() {
         t.ds.features
     );
     assert_eq!(t.ds.features, ["item_id"]);
+    // `train` prints the table: each field's rows and the memory it takes.
+    let rows = t.ds.cards[0];
+    let line = t.table_summary();
+    assert!(line.contains(&format!("item_id {rows}")), "{line}");
+    assert!(line.contains("MiB of weights"), "{line}");
     c.model.features.clear();
     let t = llmctr::train::trainer::Trainer::new(&c, &p.dir).unwrap();
     assert!(

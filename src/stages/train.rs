@@ -23,5 +23,6 @@ pub fn train(
         cfg.model.domain_input,
         t.run_dir.display()
     );
+    tracing::info!("{}", t.table_summary());
     t.run(resume, stop_after)
 }

@@ -267,6 +267,35 @@ impl Trainer {
         })
     }
 
+    /// The embedding table in one line: rows per field (hashed ones marked),
+    /// and the memory of its weights and of the optimiser's two moments.
+    pub fn table_summary(&self) -> String {
+        let mut names = self.ds.features.clone();
+        if names.len() < self.layout.rows.len() {
+            names.push("domain".into());
+        }
+        let fields: Vec<String> = names
+            .iter()
+            .zip(self.layout.rows.iter().zip(&self.layout.hashed))
+            .map(|(n, (r, h))| format!("{n} {r}{}", if *h { " (hashed)" } else { "" }))
+            .collect();
+        let mib = |n: usize| n as f64 * 4.0 / (1024.0 * 1024.0);
+        let w = self.table.weight.len() + self.first.as_ref().map_or(0, |f| f.weight.len());
+        format!(
+            "embedding table {} rows × {} ({}): {:.1} MiB of weights, {:.1} MiB of Adam moments, {} updates",
+            self.table.rows,
+            self.table.dim,
+            fields.join(", "),
+            mib(w),
+            mib(2 * w),
+            if self.table.sparse {
+                "row-sparse"
+            } else {
+                "dense"
+            }
+        )
+    }
+
     pub fn param_count(&self) -> usize {
         self.ps.count()
             + self.table.weight.len()
