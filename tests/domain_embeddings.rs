@@ -149,7 +149,7 @@ fn the_name_tokens_of_the_real_tokenizer_spell_the_name() {
         "In a movie recommender, describe the group of users \"{domain}\". The {domain} users:",
     )
     .unwrap();
-    let p = render_prompts(&t, &prepared.meta, &llm, 512, &[]).unwrap();
+    let p = render_prompts(&t, &prepared.meta, None, &llm, 512, &[]).unwrap();
     let ids = p.ids.to_vec2::<u32>().unwrap();
     let names = rows(&p.names);
     for (i, d) in prepared.meta.domains.iter().enumerate() {
@@ -173,7 +173,7 @@ fn layer_choice_reads_and_averages_the_chosen_hidden_states() {
     let mut cfg = setup(tmp.path());
     let l = load_hf_dir(Path::new(&cfg.embed.model), &Device::Cpu).unwrap();
     let prepared = llmctr::stages::prepare::prepare(&cfg, false).unwrap();
-    let p = render_prompts(&cfg.embed.template, &prepared.meta, &l, 512, &[]).unwrap();
+    let p = render_prompts(&cfg.embed.template, &prepared.meta, None, &l, 512, &[]).unwrap();
     let dec = &l.decoder;
     let ad = llmctr::llm::adapters::Adapters::none();
     let x0 = dec.embed_ids(&p.ids).unwrap();

@@ -100,7 +100,7 @@ fn embed_none_lora_ptuning_end_to_end() {
             0,
         )
         .unwrap();
-        let p = render_prompts(&template, &ds.meta, &l, 512, &[]).unwrap();
+        let p = render_prompts(&template, &ds.meta, None, &l, 512, &[]).unwrap();
         let states = l
             .decoder
             .hidden_states(&p.ids, &ad, false, &mut llmctr::nn::rng::Rng::new(0))
@@ -148,10 +148,91 @@ fn unknown_placeholder_names_the_template_and_line() {
         .meta
     };
     let text = std::fs::read_to_string(&t).unwrap();
-    let e = llmctr::llm::prompt::render(&text, &t, &meta, &meta.domains[0])
+    let e = llmctr::llm::prompt::render(&text, &t, &meta, &meta.domains[0], None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("bad.txt:2") && e.contains("{colour}"), "{e}");
+}
+
+/// `data prepare` writes each domain's label-free catalogue statistics, and a
+/// template reads them through `{catalog_…}`; what a recipe lacks is an error
+/// naming the template's line.
+#[test]
+fn catalogue_statistics_fill_the_catalog_placeholders() {
+    use llmctr::data::meta::Catalog;
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw");
+    common::write_small_ml100k(&raw.join("ml-100k"), 20, 10);
+    let p = llmctr::stages::prepare::prepare(
+        &common::config("ml100k-occupation", &raw, &tmp.path().join("p")),
+        false,
+    )
+    .unwrap();
+    let users = std::fs::read_to_string(raw.join("ml-100k").join("u.user")).unwrap();
+    let cat = Catalog::read(&p.dir).unwrap();
+    assert_eq!(cat.domains.len(), p.meta.domains.len());
+    // Every user of the user table counted once, in its occupation.
+    let total: u64 = cat.domains.iter().filter_map(|d| d.users).sum();
+    assert_eq!(total as usize, users.lines().count());
+    for (c, line) in [("student", "student"), ("writer", "writer")] {
+        let n = users
+            .lines()
+            .filter(|l| l.split('|').nth(3) == Some(line))
+            .count();
+        let d = cat.domains.iter().find(|d| d.name == c).unwrap();
+        assert_eq!(d.users, Some(n as u64), "{c}");
+    }
+    let t = tmp.path().join("cat.txt");
+    std::fs::write(
+        &t,
+        "{domain}: {catalog_users} users\nlike {catalog_titles}\n",
+    )
+    .unwrap();
+    assert!(
+        llmctr::stages::embed::template_catalog(&t, &p.dir)
+            .unwrap()
+            .is_some()
+    );
+    let text = std::fs::read_to_string(&t).unwrap();
+    let i = p
+        .meta
+        .domains
+        .iter()
+        .position(|d| d.name == "student")
+        .unwrap();
+    let e = format!(
+        "{:#}",
+        llmctr::llm::prompt::render(
+            &text,
+            &t,
+            &p.meta,
+            &p.meta.domains[i],
+            Some(&cat.domains[i])
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains("cat.txt:2: {catalog_titles}"), "{e}");
+    std::fs::write(&t, "{domain}: {catalog_users} users\n").unwrap();
+    let text = std::fs::read_to_string(&t).unwrap();
+    let r = llmctr::llm::prompt::render(
+        &text,
+        &t,
+        &p.meta,
+        &p.meta.domains[i],
+        Some(&cat.domains[i]),
+    )
+    .unwrap();
+    assert_eq!(
+        r,
+        format!("student: {} users", cat.domains[i].users.unwrap())
+    );
+    // A dataset without the file: the error says how to make it.
+    std::fs::remove_file(p.dir.join(Catalog::FILE)).unwrap();
+    let e = format!(
+        "{:#}",
+        llmctr::stages::embed::template_catalog(&t, &p.dir).unwrap_err()
+    );
+    assert!(e.contains("--force") && e.contains("cat.txt"), "{e}");
 }
 
 #[test]

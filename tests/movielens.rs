@@ -49,6 +49,7 @@ fn ml100k_occupation_parquet_and_grouplens_are_byte_identical() {
     assert_eq!(
         fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
         vec![
+            "catalog.json",
             "meta.json",
             "test/part-00000.safetensors",
             "train/part-00000.safetensors",
@@ -106,6 +107,17 @@ fn ml100k_genre_domains_are_the_first_genre() {
     let domains = cols["domain"].as_u32().unwrap();
     let cate = cols["cate_id"].as_u32().unwrap();
     assert!(domains.iter().zip(cate).all(|(d, c)| d + 1 == *c));
+    // The catalogue: all 1,682 items, each in its first genre; Action's titles
+    // start with GoldenEye (item 2, the first Action film by id).
+    let cat = llmctr::data::meta::Catalog::read(&p.dir).unwrap();
+    assert_eq!(
+        cat.domains.iter().filter_map(|d| d.items).sum::<u64>(),
+        1_682
+    );
+    let action = &cat.domains[1];
+    assert_eq!(action.name, "Action");
+    assert_eq!(action.titles[0], "GoldenEye (1995)");
+    assert!(action.users.is_none() && action.year.is_some());
 }
 
 #[test]

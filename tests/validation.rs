@@ -455,11 +455,11 @@ fn empty_or_too_long_prompt_templates_name_the_template_file() {
     let t = tmp.path().join("tmpl.txt");
     for text in ["", " ", "\n\n", " \t\r\n "] {
         std::fs::write(&t, text).unwrap();
-        let e = err(render_prompts(&t, &meta, &llm, 512, &[]));
+        let e = err(render_prompts(&t, &meta, None, &llm, 512, &[]));
         assert_has(&e, &["tmpl.txt", "empty"]);
     }
     std::fs::write(&t, "Domain {domain} of {dataset}.").unwrap();
-    let p = render_prompts(&t, &meta, &llm, 512, &[]).unwrap();
+    let p = render_prompts(&t, &meta, None, &llm, 512, &[]).unwrap();
     let longest = *p.lens.iter().max().unwrap();
     let (d, n) = p
         .lens
@@ -468,7 +468,7 @@ fn empty_or_too_long_prompt_templates_name_the_template_file() {
         .find(|(_, n)| **n == longest)
         .map(|(i, n)| (meta.domains[i].name.clone(), *n))
         .unwrap();
-    let e = err(render_prompts(&t, &meta, &llm, longest - 1, &[]));
+    let e = err(render_prompts(&t, &meta, None, &llm, longest - 1, &[]));
     assert_has(
         &e,
         &[
@@ -478,7 +478,7 @@ fn empty_or_too_long_prompt_templates_name_the_template_file() {
             &format!("embed.max_prompt_tokens = {}", longest - 1),
         ],
     );
-    render_prompts(&t, &meta, &llm, longest, &[]).unwrap();
+    render_prompts(&t, &meta, None, &llm, longest, &[]).unwrap();
 }
 
 /// The tiny checkpoint's tensors as a GGUF file (f32), with its byte-level vocabulary.

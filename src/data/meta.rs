@@ -190,3 +190,63 @@ impl Vocab {
             .with_context(|| format!("{} is not a prepared dataset's vocab.json", path.display()))
     }
 }
+
+/// Label-free statistics of each domain, from the catalogue (the items file) or
+/// the user table and never from ratings or labels (`catalog.json`, written by
+/// `data prepare` for the MovieLens recipes). A held-out domain has no train
+/// rows, but it has these: its prompt may use them (`{catalog_…}` placeholders).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// One entry per domain, in domain order.
+    pub domains: Vec<CatalogDomain>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogDomain {
+    pub name: String,
+    /// Users of the user table in the domain (domains defined by the user).
+    pub users: Option<u64>,
+    /// Share of those users who are women, in percent.
+    pub female_pct: Option<f64>,
+    /// Their median age group ("25 to 34").
+    pub age: Option<String>,
+    /// Items of the catalogue in the domain (domains defined by the item).
+    pub items: Option<u64>,
+    /// Median release year of those items.
+    pub year: Option<String>,
+    /// Up to five of their titles, lowest item ids first.
+    pub titles: Vec<String>,
+}
+
+impl Catalog {
+    pub const FILE: &str = "catalog.json";
+
+    pub fn write(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        crate::fsutil::write_atomic(
+            &dir.join(Self::FILE),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )
+    }
+
+    /// The catalogue statistics of the prepared dataset in `dir`.
+    pub fn read(dir: &std::path::Path) -> anyhow::Result<Catalog> {
+        use anyhow::Context;
+        let path = dir.join(Self::FILE);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read {}: only the MovieLens recipes have catalogue statistics, and a \
+                 dataset prepared before they existed has none; prepare it again with \
+                 `pipeline data prepare --force` (the shards come out the same, so its runs stay valid)",
+                path.display()
+            )
+        })?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a prepared dataset's catalog.json",
+                path.display()
+            )
+        })
+    }
+}

@@ -7,7 +7,7 @@
 //! A (user, item) pair rated twice is an error: the releases have none.
 
 use super::error::{DataError, DataResult, Place};
-use super::meta::FieldKind;
+use super::meta::{Catalog, CatalogDomain, FieldKind};
 use super::parquet_table;
 use super::table::{FieldDef, Repeats, StatsSpec, TableBuilder, Value};
 use super::text::{Encoding, Lines, parse_i64, parse_u64, split_exact, utf8};
@@ -573,11 +573,105 @@ pub fn fields() -> Vec<FieldDef> {
 }
 
 /// Read a MovieLens release and fill a table builder for the chosen domains.
+/// The 1M age buckets ([`AGE_BUCKETS`]) in words.
+pub const AGE_LABELS: [&str; 7] = [
+    "under 18",
+    "18 to 24",
+    "25 to 34",
+    "35 to 44",
+    "45 to 49",
+    "50 to 55",
+    "56 and over",
+];
+
+/// The domain of a user, for the domains users define (None for genres).
+fn user_domain(domains: DomainKind, user: &User) -> Option<u32> {
+    Some(match domains {
+        DomainKind::Age3 => match user.age {
+            "1" | "18" => 0,
+            "25" => 1,
+            _ => 2,
+        },
+        DomainKind::Occupation => OCCUPATIONS
+            .iter()
+            .position(|o| *o == user.occupation)
+            .unwrap_or(0) as u32,
+        DomainKind::Gender => u32::from(user.gender == "F"),
+        DomainKind::Genre => return None,
+    })
+}
+
+/// Each domain's label-free statistics ([`Catalog`]): for genres, from the
+/// items file (items whose first genre it is: count, median release year, the
+/// first five titles by item id); for the domains users define, from the user
+/// table (users, share of women, median age group). Ratings are not read.
+fn catalog(raw: &Raw, domains: DomainKind, names: &[&str]) -> Catalog {
+    let mut out: Vec<CatalogDomain> = names
+        .iter()
+        .map(|n| CatalogDomain {
+            name: n.to_string(),
+            ..Default::default()
+        })
+        .collect();
+    let median = |mut v: Vec<usize>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    };
+    if domains == DomainKind::Genre {
+        let mut ids: Vec<u64> = raw.items.keys().copied().collect();
+        ids.sort_unstable();
+        let mut years: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+        let mut counts = vec![0u64; names.len()];
+        for id in ids {
+            let item = &raw.items[&id];
+            // An item with no genre belongs to no genre domain.
+            let Some(d) = item
+                .genres
+                .first()
+                .and_then(|g| names.iter().position(|n| n == g))
+            else {
+                continue;
+            };
+            counts[d] += 1;
+            if let Some(y) = item.year.as_deref().and_then(|y| y.parse().ok()) {
+                years[d].push(y);
+            }
+            if out[d].titles.len() < 5 {
+                out[d].titles.push(item.title.clone());
+            }
+        }
+        for ((o, c), y) in out.iter_mut().zip(counts).zip(years) {
+            o.items = Some(c);
+            o.year = median(y).map(|y| y.to_string());
+        }
+    } else {
+        let mut ages: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+        let mut women = vec![0u64; names.len()];
+        for user in raw.users.values() {
+            let Some(d) = user_domain(domains, user) else {
+                continue;
+            };
+            let d = d as usize;
+            ages[d].push(AGE_BUCKETS.iter().position(|b| *b == user.age).unwrap_or(0));
+            women[d] += u64::from(user.gender == "F");
+        }
+        for ((o, a), w) in out.iter_mut().zip(ages).zip(women) {
+            let n = a.len() as u64;
+            o.users = Some(n);
+            o.female_pct = (n > 0).then(|| 100.0 * w as f64 / n as f64);
+            o.age = median(a).map(|i| AGE_LABELS[i].to_string());
+        }
+    }
+    Catalog { domains: out }
+}
+
+/// The prepared table of a MovieLens recipe, its statistics' spec, and each
+/// domain's catalogue statistics.
 pub fn load(
     version: Version,
     source: &Source,
     domains: DomainKind,
-) -> Result<(TableBuilder, StatsSpec)> {
+) -> Result<(TableBuilder, StatsSpec, Catalog)> {
     let raw = match (version, source) {
         (Version::K100, Source::GroupLens(d)) => read_grouplens_100k(d)?,
         (Version::K100, Source::Parquet(d)) => read_parquet_100k(d)?,
@@ -608,18 +702,9 @@ pub fn load(
                 format!("item {} is not in the items file", r.item),
             )
         })?;
-        let domain = match domains {
-            DomainKind::Age3 => match user.age {
-                "1" | "18" => 0,
-                "25" => 1,
-                _ => 2,
-            },
-            DomainKind::Occupation => OCCUPATIONS
-                .iter()
-                .position(|o| *o == user.occupation)
-                .unwrap_or(0) as u32,
-            DomainKind::Gender => u32::from(user.gender == "F"),
-            DomainKind::Genre => {
+        let domain = match user_domain(domains, user) {
+            Some(d) => d,
+            None => {
                 let first = item.genres.first().ok_or_else(|| {
                     DataError::field(
                         file,
@@ -683,5 +768,6 @@ pub fn load(
             .map(|(id, it)| (id.to_string(), it.title.clone()))
             .collect(),
     };
-    Ok((table, spec))
+    let catalog = catalog(&raw, domains, &names);
+    Ok((table, spec, catalog))
 }

@@ -129,9 +129,11 @@ pub fn embed_encoder(
     }
     let enc = load_encoder(Path::new(&e.encoder), device)?;
     let max = e.max_prompt_tokens.min(enc.cfg.max_position_embeddings);
+    let catalog = crate::stages::embed::template_catalog(&e.template, prepared)?;
     let p = render_prompts_with(
         &e.template,
         &ds.meta,
+        catalog.as_ref(),
         &enc.tokenizer,
         true,
         max,

@@ -13,6 +13,7 @@
 //! pass through the LLM.
 
 use crate::config::{Config, Stage, check_finite, check_reusable, load_safetensors};
+use crate::data::meta::Catalog;
 use crate::fingerprint::Inputs;
 use crate::fsutil::{save_tensors_atomic, write_atomic};
 use crate::llm::adapters::{Adapters, LoraConfig, PrefixConfig};
@@ -609,13 +610,31 @@ impl Prompts {
     }
 }
 
-/// Placeholders a held-out domain's prompt may use: the others are statistics
-/// of its train rows, which an unseen domain does not have.
+/// Placeholders a held-out domain's prompt may use besides the label-free
+/// `{catalog_…}` ones: the others are statistics of its train rows, which an
+/// unseen domain does not have.
 const UNSEEN_PLACEHOLDERS: [&str; 3] = ["dataset", "domain", "category_name"];
+
+/// The catalogue statistics of the prepared dataset in `prepared`, when the
+/// template uses them (a `{catalog_…}` placeholder); None otherwise.
+pub fn template_catalog(template: &Path, prepared: &Path) -> Result<Option<Catalog>> {
+    let text = std::fs::read_to_string(template)
+        .with_context(|| format!("cannot read prompt template {}", template.display()))?;
+    let uses = prompt::placeholders(&text)
+        .iter()
+        .any(|k| prompt::CATALOG_PLACEHOLDERS.contains(&k.as_str()));
+    if !uses {
+        return Ok(None);
+    }
+    Catalog::read(prepared)
+        .with_context(|| format!("prompt template {} uses it", template.display()))
+        .map(Some)
+}
 
 pub fn render_prompts(
     template: &Path,
     ds_meta: &crate::data::meta::Meta,
+    catalog: Option<&Catalog>,
     llm: &Loaded,
     max: usize,
     holdout: &[String],
@@ -623,6 +642,7 @@ pub fn render_prompts(
     render_prompts_with(
         template,
         ds_meta,
+        catalog,
         &llm.tokenizer,
         false,
         max,
@@ -633,9 +653,11 @@ pub fn render_prompts(
 
 /// [`render_prompts`] with any tokenizer; `special` adds its special tokens
 /// (a BERT encoder's \[CLS\] and \[SEP\]).
+#[allow(clippy::too_many_arguments)]
 pub fn render_prompts_with(
     template: &Path,
     ds_meta: &crate::data::meta::Meta,
+    catalog: Option<&Catalog>,
     tok: &crate::llm::tokenizer::Tok,
     special: bool,
     max: usize,
@@ -657,9 +679,11 @@ pub fn render_prompts_with(
     }
     if !holdout.is_empty() {
         for key in prompt::placeholders(&text) {
-            if !UNSEEN_PLACEHOLDERS.contains(&key.as_str()) {
+            if !UNSEEN_PLACEHOLDERS.contains(&key.as_str())
+                && !prompt::CATALOG_PLACEHOLDERS.contains(&key.as_str())
+            {
                 bail!(
-                    "{}: {{{key}}} is a statistic of a domain's train rows, which held-out domains ({}) do not have; use a template with only {{dataset}}, {{domain}} and {{category_name}} (e.g. prompts/name.txt)",
+                    "{}: {{{key}}} is a statistic of a domain's train rows, which held-out domains ({}) do not have; use a template with only {{dataset}}, {{domain}}, {{category_name}} and the label-free {{catalog_…}} statistics (e.g. prompts/name.txt)",
                     template.display(),
                     holdout.join(", ")
                 );
@@ -669,8 +693,19 @@ pub fn render_prompts_with(
     let mut texts = Vec::new();
     let mut all = Vec::new();
     let mut in_name = Vec::new();
-    for d in &ds_meta.domains {
-        let (t, spans) = prompt::render_spans(&text, template, ds_meta, d)?;
+    for (i, d) in ds_meta.domains.iter().enumerate() {
+        let c = match catalog {
+            Some(c) => Some(c.domains.get(i).filter(|c| c.name == d.name).with_context(
+                || {
+                    format!(
+                        "the catalogue statistics do not match the dataset's domains at {:?} (prepare it again)",
+                        d.name
+                    )
+                },
+            )?),
+            None => None,
+        };
+        let (t, spans) = prompt::render_spans(&text, template, ds_meta, d, c)?;
         let (ids, offsets) = tok.encode_offsets(&t, special)?;
         if ids.is_empty() || ids.len() > max {
             bail!(
@@ -892,9 +927,12 @@ fn domain_matrix(
 /// What an embed run reads: the prepared dataset, the prompt template, the model
 /// (the sentence encoder's files for `method = "encoder"`).
 pub fn inputs(cfg: &Config, prepared: &Path) -> Result<Inputs> {
-    let i = Inputs::default()
+    let mut i = Inputs::default()
         .prepared(prepared)?
         .file("prompt template", &cfg.embed.template)?;
+    if template_catalog(&cfg.embed.template, prepared)?.is_some() {
+        i = i.file("catalogue statistics", &prepared.join(Catalog::FILE))?;
+    }
     match cfg.embed.method {
         Method::Encoder => i.model(&cfg.embed.encoder),
         _ => i.model(&cfg.embed.model),
@@ -919,9 +957,11 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     }
     let llm = load(&e.model, &device)?;
     let checksum_before = llm.decoder.checksum()?;
+    let catalog = template_catalog(&e.template, &prepared.dir)?;
     let p = render_prompts(
         &e.template,
         &ds.meta,
+        catalog.as_ref(),
         &llm,
         e.max_prompt_tokens,
         &cfg.data.holdout_domains,

@@ -166,9 +166,10 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
     let staging = StagingDir::new(&out)?;
     let meta = match (&recipe, &inputs) {
         (Recipe::MovieLens { version, domains }, Inputs::MovieLens(_, source)) => {
-            let (table, spec) = movielens::load(*version, source, *domains)?;
+            let (table, spec, catalog) = movielens::load(*version, source, *domains)?;
             let built = table.build(&spec)?;
             let names = domains.names(*version);
+            catalog.write(staging.path())?;
             write_built(
                 staging.path(),
                 &recipe,
