@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Kernel perplexity of the ml100k-occupation domain embeddings (prompts/name.txt)
+# Kernel perplexity of a recipe's domain embeddings from a name-only template
 # for each layer × pooling × query × normalisation, and for the encoder baseline.
-# Run from the repository root after `cargo build --release`; writes grid.tsv here.
+# Run from the repository root after `cargo build --release`:
+#   results/kernel_perplexity/run.sh                      # occupations → grid.tsv
+#   results/kernel_perplexity/run.sh ml100k-genre prompts/genre_name.txt grid-genre.tsv
 set -euo pipefail
-P=./target/release/pipeline
-R=ml100k-occupation
-T=prompts/name.txt
-OUT=results/kernel_perplexity/grid.tsv
+P=${PIPELINE:-./target/release/pipeline}
+R=${1:-ml100k-occupation}
+T=${2:-prompts/name.txt}
+OUT=results/kernel_perplexity/${3:-grid.tsv}
+S=$(basename "$T" .txt)
 $P data prepare --recipe $R
 for L in 30 25 20 15 10 5; do
   $P embed --method none --recipe $R --template $T --epochs 1 --layer $L
@@ -14,7 +17,7 @@ done
 $P embed --method none --recipe $R --template $T --epochs 1 --layer 10 --layer 15 --layer 20
 $P embed --method encoder --recipe $R --template $T
 printf 'embed\tmode\tquery\tnormalize\tppl_pooling\tppl_median\tof\td2_min\td2_median\td2_max\n' > $OUT
-for E in runs/embed-none-$R-name-layer{30,25,20,15,10,5,10+15+20}-seed1 runs/embed-encoder-$R-name-seed1; do
+for E in runs/embed-none-$R-$S-layer{30,25,20,15,10,5,10+15+20}-seed1 runs/embed-encoder-$R-$S-seed1; do
   for mode in plain parameterless; do for q in last mean name; do for n in none standardize whiten; do
     line=$($P pool --recipe $R --from "$E" --mode $mode --query $q --normalize $n | grep 'kernel perplexity')
     # "kernel perplexity A of N (w = 1/√h), B (median heuristic); squared distances / h between domains: min X, median Y, max Z"
