@@ -176,19 +176,34 @@ impl Vocab {
 
     /// The vocabularies of the prepared dataset in `dir`.
     pub fn read(dir: &std::path::Path) -> anyhow::Result<Vocab> {
-        use anyhow::Context;
-        let path = dir.join(Self::FILE);
-        let bytes = std::fs::read(&path).with_context(|| {
-            format!(
-                "cannot read {}: the dataset was prepared before vocabularies were saved, \
-                 or by a streamed recipe (criteo) that keeps none; prepare it again with \
-                 `pipeline data prepare --force` (the shards come out the same, so its runs stay valid)",
-                path.display()
-            )
-        })?;
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a prepared dataset's vocab.json", path.display()))
+        read_prepared_json(
+            dir,
+            Self::FILE,
+            "the dataset was prepared before vocabularies were saved, or by a streamed \
+             recipe (criteo) that keeps none",
+        )
     }
+}
+
+/// A JSON file beside a prepared dataset's `meta.json` that older datasets (or
+/// some recipes) lack: the error says why it may be missing (`why`) and that
+/// preparing again makes it without changing the shards.
+fn read_prepared_json<T: serde::de::DeserializeOwned>(
+    dir: &std::path::Path,
+    file: &str,
+    why: &str,
+) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let path = dir.join(file);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read {}: {why}; prepare it again with `pipeline data prepare --force` \
+             (the shards come out the same, so its runs stay valid)",
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a prepared dataset's {file}", path.display()))
 }
 
 /// Label-free statistics of each domain, from the catalogue (the items file) or
@@ -232,21 +247,11 @@ impl Catalog {
 
     /// The catalogue statistics of the prepared dataset in `dir`.
     pub fn read(dir: &std::path::Path) -> anyhow::Result<Catalog> {
-        use anyhow::Context;
-        let path = dir.join(Self::FILE);
-        let bytes = std::fs::read(&path).with_context(|| {
-            format!(
-                "cannot read {}: only the MovieLens recipes have catalogue statistics, and a \
-                 dataset prepared before they existed has none; prepare it again with \
-                 `pipeline data prepare --force` (the shards come out the same, so its runs stay valid)",
-                path.display()
-            )
-        })?;
-        serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is not a prepared dataset's catalog.json",
-                path.display()
-            )
-        })
+        read_prepared_json(
+            dir,
+            Self::FILE,
+            "only the MovieLens recipes have catalogue statistics, and a dataset \
+             prepared before they existed has none",
+        )
     }
 }
