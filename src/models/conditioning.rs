@@ -233,19 +233,29 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
 
-    fn segments() -> Vec<Segment> {
+    /// Domains 0 and 2 in consecutive segments of `lens` rows.
+    fn segments(lens: [usize; 2]) -> Vec<Segment> {
         vec![
             Segment {
                 domain: 0,
                 start: 0,
-                len: 2,
+                len: lens[0],
             },
             Segment {
                 domain: 2,
-                start: 2,
-                len: 4,
+                start: lens[0],
+                len: lens[1],
             },
         ]
+    }
+
+    /// Every parameter set to random values: away from the initial point,
+    /// where B and the gate's output layer are zero.
+    fn randomise(ps: &ParamStore, dev: &Device) {
+        for p in ps.params() {
+            let v = Tensor::randn(0f64, 0.5, p.var.shape(), dev).unwrap();
+            p.var.set(&v).unwrap();
+        }
     }
 
     /// Rows 0–1 carry one domain vector, rows 2–5 another.
@@ -270,33 +280,19 @@ mod tests {
         let t = GeneratedMlp::new(&mut ps, "t", 3, 4, &[5], 2, 0.0, &mut rng).unwrap();
         let x = Tensor::randn(0f64, 1.0, (6, 4), &dev).unwrap();
         let e = domain_rows(&dev);
-        let seg = segments();
+        let seg = segments([2, 4]);
         let with = t.forward(&x, Some(&e), &seg, false, &mut rng).unwrap();
         let without = t.forward(&x, None, &seg, false, &mut rng).unwrap();
         let diff = (with - without).unwrap().abs().unwrap().max_all().unwrap();
         assert_eq!(diff.to_scalar::<f64>().unwrap(), 0.0);
-        for p in ps.params() {
-            let v = Tensor::randn(0f64, 0.5, p.var.shape(), &dev).unwrap();
-            p.var.set(&v).unwrap();
-        }
+        randomise(&ps, &dev);
         // Away from the initial point the two domains get different weights.
         let y = t.forward(&x, Some(&e), &seg, false, &mut rng).unwrap();
         let x_same =
             Tensor::cat(&[x.narrow(0, 0, 2).unwrap(), x.narrow(0, 0, 2).unwrap()], 0).unwrap();
         let e_two =
             Tensor::cat(&[e.narrow(0, 0, 2).unwrap(), e.narrow(0, 2, 2).unwrap()], 0).unwrap();
-        let two = [
-            Segment {
-                domain: 0,
-                start: 0,
-                len: 2,
-            },
-            Segment {
-                domain: 2,
-                start: 2,
-                len: 2,
-            },
-        ];
+        let two = segments([2, 2]);
         let y2 = t
             .forward(&x_same, Some(&e_two), &two, false, &mut rng)
             .unwrap()
@@ -320,14 +316,11 @@ mod tests {
         let mut rng = Rng::new(11);
         let (cond, d_in, d_out, rank) = (3, 4, 5, 2);
         let l = GeneratedLinear::new(&mut ps, "l", cond, d_in, d_out, rank, &mut rng).unwrap();
-        for p in ps.params() {
-            let v = Tensor::randn(0f64, 0.5, p.var.shape(), &dev).unwrap();
-            p.var.set(&v).unwrap();
-        }
+        randomise(&ps, &dev);
         let x = Tensor::randn(0f64, 1.0, (6, d_in), &dev).unwrap();
         let e = domain_rows(&dev);
         let got = l
-            .forward(&x, Some(&e), &segments())
+            .forward(&x, Some(&e), &segments([2, 4]))
             .unwrap()
             .to_vec2::<f64>()
             .unwrap();
@@ -370,10 +363,7 @@ mod tests {
         assert!(out.iter().flatten().all(|&v| v == 1.0), "{out:?}");
         // Away from the initial point (the output layer is zero there, which
         // leaves the hidden layer without gradient), against finite differences.
-        for p in ps.params() {
-            let v = Tensor::randn(0f64, 0.5, p.var.shape(), &dev).unwrap();
-            p.var.set(&v).unwrap();
-        }
+        randomise(&ps, &dev);
         let w = Tensor::randn(0f64, 1.0, (6, 3), &dev).unwrap();
         let f = || (g.forward(&c, &mut Rng::new(0))? * &w)?.sum_all();
         let (err, dead) = crate::nn::gradcheck::check(&ps, 6, 1e-6, &f).unwrap();
