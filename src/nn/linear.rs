@@ -30,7 +30,7 @@ impl Linear {
 
     /// x: (n, in) → (n, out).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.w)?.broadcast_add(&self.b)
+        super::fused::bias_add(&x.matmul(&self.w)?, &self.b)
     }
 }
 
