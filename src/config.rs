@@ -68,7 +68,18 @@ pub struct DataConfig {
     /// valid; they are scored on test as unseen domains. The prepared data is not
     /// changed. Default none.
     pub holdout_domains: Vec<String>,
+    /// Rows per shard file of the MovieLens and Amazon recipes (Criteo has its
+    /// own, `data.criteo.shard_rows`); several shards let `train.stream_shards`
+    /// stream a split. Default 0: one shard per split.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shard_rows: usize,
     pub criteo: CriteoConfig,
+}
+
+/// Left out of a written config at its default, so that configs written before
+/// the key existed keep their hash (grid run names, prepare fingerprints).
+pub(crate) fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl Default for DataConfig {
@@ -81,6 +92,7 @@ impl Default for DataConfig {
             source: SourceKind::Auto,
             fetch: true,
             holdout_domains: Vec::new(),
+            shard_rows: 0,
             criteo: CriteoConfig::default(),
         }
     }

@@ -60,6 +60,47 @@ impl ColumnData {
     }
 }
 
+/// Rows `start..end` of a shard's columns: plain columns sliced, and each
+/// multi-hot feature's offsets rebased to 0 with its values cut to match.
+pub fn slice_rows(
+    columns: &BTreeMap<String, ColumnData>,
+    start: usize,
+    end: usize,
+) -> Result<BTreeMap<String, ColumnData>> {
+    let mut out = BTreeMap::new();
+    for (name, c) in columns {
+        if name.ends_with(".values") {
+            continue; // cut with its offsets
+        }
+        if let Some(field) = name.strip_suffix(".offsets") {
+            let off = c
+                .as_u32()
+                .with_context(|| format!("column `{name}` is not U32"))?;
+            let values = columns
+                .get(&format!("{field}.values"))
+                .and_then(ColumnData::as_u32)
+                .with_context(|| format!("column `{name}` has no U32 `{field}.values`"))?;
+            let (a, b) = (off[start], off[end]);
+            out.insert(
+                name.clone(),
+                ColumnData::U32(off[start..=end].iter().map(|&o| o - a).collect()),
+            );
+            out.insert(
+                format!("{field}.values"),
+                ColumnData::U32(values[a as usize..b as usize].to_vec()),
+            );
+            continue;
+        }
+        let part = match c {
+            ColumnData::U32(v) => ColumnData::U32(v[start..end].to_vec()),
+            ColumnData::U8(v) => ColumnData::U8(v[start..end].to_vec()),
+            ColumnData::I64(v) => ColumnData::I64(v[start..end].to_vec()),
+        };
+        out.insert(name.clone(), part);
+    }
+    Ok(out)
+}
+
 /// Serialise named columns to safetensors bytes (deterministic: sorted by name).
 pub fn shard_bytes(columns: &BTreeMap<String, ColumnData>) -> Result<Vec<u8>> {
     let raw: Vec<(String, Dtype, usize, Vec<u8>)> = columns
@@ -153,4 +194,61 @@ fn check_shard(cols: &BTreeMap<String, ColumnData>) -> Result<()> {
 /// File name of shard `i` inside a split directory.
 pub fn shard_name(i: usize) -> String {
     format!("part-{i:05}.safetensors")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_of_every_width_put_back_together_give_the_shard() {
+        // 7 rows; a multi-hot field of 0–3 values per row.
+        let lens = [2u32, 0, 3, 1, 1, 0, 2];
+        let mut off = vec![0u32];
+        for l in lens {
+            off.push(off.last().unwrap() + l);
+        }
+        let values: Vec<u32> = (10..10 + off[7]).collect();
+        let cols = BTreeMap::from([
+            (
+                "label".to_string(),
+                ColumnData::U8(vec![1, 0, 1, 1, 0, 0, 1]),
+            ),
+            ("user_id".to_string(), ColumnData::U32((1..=7).collect())),
+            (
+                "domain".to_string(),
+                ColumnData::U32(vec![0, 1, 0, 2, 1, 0, 2]),
+            ),
+            ("timestamp".to_string(), ColumnData::I64((0..7).collect())),
+            ("genres.offsets".to_string(), ColumnData::U32(off.clone())),
+            ("genres.values".to_string(), ColumnData::U32(values.clone())),
+        ]);
+        for width in 1..=7 {
+            let (mut users, mut vals, mut rows) = (Vec::new(), Vec::new(), 0);
+            for start in (0..7).step_by(width) {
+                let end = (start + width).min(7);
+                let part = slice_rows(&cols, start, end).unwrap();
+                // Each part is a valid shard on its own.
+                let back = std::env::temp_dir().join(format!(
+                    "llmctr-slice-{}-{width}-{start}.safetensors",
+                    std::process::id()
+                ));
+                std::fs::write(&back, shard_bytes(&part).unwrap()).unwrap();
+                assert_eq!(read_shard(&back).unwrap(), part);
+                std::fs::remove_file(&back).unwrap();
+                let o = part["genres.offsets"].as_u32().unwrap();
+                assert_eq!(o.len(), end - start + 1);
+                assert_eq!(o[0], 0);
+                for r in 0..end - start {
+                    assert_eq!(o[r + 1] - o[r], lens[start + r]);
+                }
+                users.extend_from_slice(part["user_id"].as_u32().unwrap());
+                vals.extend_from_slice(part["genres.values"].as_u32().unwrap());
+                rows += part["label"].len();
+            }
+            assert_eq!(rows, 7);
+            assert_eq!(users, (1..=7).collect::<Vec<u32>>());
+            assert_eq!(vals, values);
+        }
+    }
 }

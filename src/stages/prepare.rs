@@ -17,7 +17,7 @@ use crate::data::fetch::{self, AssetName};
 use crate::data::meta::{DomainMeta, FORMAT, Meta, SplitMeta, SplitsMeta};
 use crate::data::movielens::{self, Source, Version};
 use crate::data::recipe::Recipe;
-use crate::data::shard::{shard_bytes, shard_name};
+use crate::data::shard::{shard_bytes, shard_name, slice_rows};
 use crate::data::split::Split;
 use crate::data::table::BuiltTable;
 use crate::data::{amazon, criteo};
@@ -133,7 +133,9 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
     }
     let settings = match &recipe {
         Recipe::Criteo => toml::to_string(&cfg.data.criteo)?,
-        _ => String::new(),
+        // Empty at the default (one shard per split), as before the key existed.
+        _ if cfg.data.shard_rows == 0 => String::new(),
+        _ => format!("shard_rows {}", cfg.data.shard_rows),
     };
     let mut fp = format!("llmctr-prepare format {FORMAT}\nrecipe {recipe}\n{settings}\n");
     for i in &hashed {
@@ -177,6 +179,7 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
                 built,
                 &names,
                 "genres",
+                cfg.data.shard_rows,
             )?
         }
         (Recipe::Amazon { categories }, Inputs::Amazon(files)) => {
@@ -190,6 +193,7 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
                 built,
                 &names,
                 "categories",
+                cfg.data.shard_rows,
             )?
         }
         (Recipe::Criteo, Inputs::Criteo(file)) => {
@@ -343,14 +347,33 @@ pub fn write_built(
     built: BuiltTable,
     domain_names: &[&str],
     category_name: &str,
+    shard_rows: usize,
 ) -> Result<Meta> {
     let mut split_meta = Vec::new();
     for split in Split::ALL {
-        let path = dir.join(split.name()).join(shard_name(0));
-        write_atomic(&path, &shard_bytes(&built.splits[split.index()])?)?;
+        let cols = &built.splits[split.index()];
+        let rows = built.rows[split.index()] as usize;
+        // `data.shard_rows` = 0: one shard per split.
+        let per = if shard_rows == 0 {
+            rows.max(1)
+        } else {
+            shard_rows
+        };
+        let mut shards = Vec::new();
+        for (i, start) in (0..rows.max(1)).step_by(per).enumerate() {
+            let end = (start + per).min(rows);
+            let part = if start == 0 && end == rows {
+                cols.clone()
+            } else {
+                slice_rows(cols, start, end)?
+            };
+            let path = dir.join(split.name()).join(shard_name(i));
+            write_atomic(&path, &shard_bytes(&part)?)?;
+            shards.push(shard_name(i));
+        }
         split_meta.push(SplitMeta {
             rows: built.rows[split.index()],
-            shards: vec![shard_name(0)],
+            shards,
         });
     }
     crate::data::meta::Vocab {

@@ -39,6 +39,14 @@ pub struct TrainConfig {
     /// the median squared distance between the seen domains' embeddings). Default
     /// `pooling`.
     pub unseen_kernel: UnseenKernel,
+    /// Stream the train split instead of loading it: each epoch reads its shards
+    /// in a seeded order, this many at a time, shuffles the rows of those shards
+    /// together and trains on them, so memory holds one buffer, not the split.
+    /// A checkpoint is written after every buffer, so `--resume` continues
+    /// mid-epoch. A buffer holding every shard reproduces the in-memory run
+    /// exactly. Default 0: load the whole split.
+    #[serde(skip_serializing_if = "crate::config::is_zero")]
+    pub stream_shards: usize,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -77,6 +85,7 @@ impl Default for TrainConfig {
             runs_dir: "runs".into(),
             run_name: None,
             unseen_kernel: UnseenKernel::Pooling,
+            stream_shards: 0,
         }
     }
 }

@@ -21,6 +21,20 @@ pub struct SplitData {
 }
 
 impl SplitData {
+    /// Add `other`'s rows after this split's (same features; no histories).
+    pub fn append(&mut self, other: SplitData) {
+        if self.cols.len() < other.cols.len() {
+            self.cols.resize(other.cols.len(), Vec::new());
+        }
+        for (c, o) in self.cols.iter_mut().zip(other.cols) {
+            c.extend(o);
+        }
+        self.labels.extend(other.labels);
+        self.domains.extend(other.domains);
+        self.users.extend(other.users);
+        self.n += other.n;
+    }
+
     /// Keep the rows whose domain passes `keep`.
     pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
         let rows: Vec<usize> = (0..self.n).filter(|&r| keep(self.domains[r])).collect();
@@ -52,6 +66,9 @@ pub struct Dataset {
     pub history_len: usize,
     /// Domains removed from train and valid ([`Dataset::hold_out`]).
     pub holdout: Vec<usize>,
+    /// The train split is read buffer by buffer ([`Dataset::train_buffer`]):
+    /// `train` holds no rows, only meta.json's row count.
+    pub streamed: bool,
     pub train: SplitData,
     pub valid: SplitData,
     pub test: SplitData,
@@ -80,10 +97,74 @@ fn check_range(col: &[u32], card: u32, name: &str, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Each row's user, item and timestamp (for DIN's histories).
+type UserItems = (Vec<u32>, Vec<u32>, Vec<i64>);
+
+/// One shard's rows of the chosen features, checked against meta.json's
+/// cardinalities and domain count.
+fn read_part(
+    file: &Path,
+    features: &[String],
+    cards: &[u32],
+    n_domains: usize,
+    need_hist: bool,
+) -> Result<(SplitData, UserItems)> {
+    let cols = read_shard(file)?;
+    let mut s = SplitData {
+        cols: Vec::with_capacity(features.len()),
+        ..Default::default()
+    };
+    for (f, &card) in features.iter().zip(cards) {
+        let col = u32_col(&cols, f, file)?;
+        check_range(col, card, f, file)?;
+        s.cols.push(col.to_vec());
+    }
+    let labels = cols
+        .get("label")
+        .and_then(|c| c.as_u8())
+        .with_context(|| format!("{}: no label", file.display()))?;
+    s.labels = labels.iter().map(|&y| f32::from(y)).collect();
+    let dom = u32_col(&cols, "domain", file)?;
+    check_range(dom, n_domains as u32, "domain", file)?;
+    s.domains = dom.to_vec();
+    if let Some(u) = cols.get("user_id").and_then(|c| c.as_u32()) {
+        s.users = u.to_vec();
+    }
+    s.n = s.labels.len();
+    let mut ui = UserItems::default();
+    if need_hist {
+        ui.0 = u32_col(&cols, "user_id", file)?.to_vec();
+        ui.1 = u32_col(&cols, "item_id", file)?.to_vec();
+        match cols.get("timestamp") {
+            Some(ColumnData::I64(t)) => ui.2 = t.clone(),
+            _ => bail!("{}: no I64 timestamp column", file.display()),
+        }
+    }
+    Ok((s, ui))
+}
+
 impl Dataset {
     /// Load `dir` (a `data prepare` output). `features` empty = every categorical
     /// field; `history_len` > 0 builds DIN histories from the train split.
     pub fn load(dir: &Path, features: &[String], history_len: usize) -> Result<Dataset> {
+        Dataset::load_with(dir, features, history_len, false)
+    }
+
+    /// [`Dataset::load`]; with `stream_train` the train split is not read: its
+    /// `n` is meta.json's row count and [`Dataset::train_buffer`] reads its
+    /// shards a few at a time (DIN's histories need the whole split: refused).
+    pub fn load_with(
+        dir: &Path,
+        features: &[String],
+        history_len: usize,
+        stream_train: bool,
+    ) -> Result<Dataset> {
+        if stream_train && history_len > 0 {
+            bail!(
+                "train.stream_shards: DIN builds each row's history from the whole train split, \
+                 so it cannot stream it (set train.stream_shards = 0)"
+            );
+        }
         let meta = Meta::read(dir)?;
         let cats = meta.categorical_fields();
         let features: Vec<String> = if features.is_empty() {
@@ -125,41 +206,33 @@ impl Dataset {
             ("valid", &meta.splits.valid),
             ("test", &meta.splits.test),
         ] {
+            if name == "train" && stream_train {
+                // Read buffer by buffer while training ([`Dataset::train_buffer`]).
+                splits.push(SplitData {
+                    n: sm.rows as usize,
+                    cols: vec![Vec::new(); features.len()],
+                    ..Default::default()
+                });
+                users_items.push(UserItems::default());
+                continue;
+            }
             let mut s = SplitData {
                 cols: vec![Vec::new(); features.len()],
                 ..Default::default()
             };
-            let mut ui: (Vec<u32>, Vec<u32>, Vec<i64>) = Default::default();
+            let mut ui = UserItems::default();
+            let mut users_complete = true;
             for shard in &sm.shards {
                 let file = dir.join(name).join(shard);
-                let cols = read_shard(&file)?;
-                for ((c, f), &card) in s.cols.iter_mut().zip(&features).zip(&cards) {
-                    let col = u32_col(&cols, f, &file)?;
-                    check_range(col, card, f, &file)?;
-                    c.extend_from_slice(col);
-                }
-                let labels = cols
-                    .get("label")
-                    .and_then(|c| c.as_u8())
-                    .with_context(|| format!("{}: no label", file.display()))?;
-                s.labels.extend(labels.iter().map(|&y| f32::from(y)));
-                let dom = u32_col(&cols, "domain", &file)?;
-                check_range(dom, meta.domains.len() as u32, "domain", &file)?;
-                s.domains.extend_from_slice(dom);
-                if let Some(u) = cols.get("user_id").and_then(|c| c.as_u32()) {
-                    s.users.extend_from_slice(u);
-                }
-                if need_hist {
-                    ui.0.extend_from_slice(u32_col(&cols, "user_id", &file)?);
-                    ui.1.extend_from_slice(u32_col(&cols, "item_id", &file)?);
-                    match cols.get("timestamp") {
-                        Some(ColumnData::I64(t)) => ui.2.extend_from_slice(t),
-                        _ => bail!("{}: no I64 timestamp column", file.display()),
-                    }
-                }
+                let (part, part_ui) =
+                    read_part(&file, &features, &cards, meta.domains.len(), need_hist)?;
+                users_complete &= part.users.len() == part.n;
+                s.append(part);
+                ui.0.extend(part_ui.0);
+                ui.1.extend(part_ui.1);
+                ui.2.extend(part_ui.2);
             }
-            s.n = s.labels.len();
-            if s.users.len() != s.n {
+            if !users_complete {
                 // Some shard lacks `user_id`: no per-user metric for this split.
                 s.users.clear();
             }
@@ -215,6 +288,7 @@ impl Dataset {
             domain_names,
             history_len,
             holdout: Vec::new(),
+            streamed: stream_train,
             train,
             valid,
             test,
@@ -245,11 +319,68 @@ impl Dataset {
         if !ids.is_empty() && ids.len() == self.domain_names.len() {
             bail!("every domain is held out: nothing left to train on");
         }
-        for s in [&mut self.train, &mut self.valid] {
-            s.retain(|d| !ids.contains(&(d as usize)));
+        if !self.streamed {
+            self.train.retain(|d| !ids.contains(&(d as usize)));
         }
+        self.valid.retain(|d| !ids.contains(&(d as usize)));
         self.holdout = ids;
         Ok(())
+    }
+
+    /// The rows of the train shards `shards` (indices into meta.json's list, read
+    /// in the given order), without the held-out domains: one buffer of the
+    /// streamed train split.
+    pub fn train_buffer(&self, shards: &[usize]) -> Result<SplitData> {
+        let list = &self.meta.splits.train.shards;
+        let mut s = SplitData {
+            cols: vec![Vec::new(); self.features.len()],
+            ..Default::default()
+        };
+        let mut users_complete = true;
+        for &i in shards {
+            let name = list
+                .get(i)
+                .with_context(|| format!("internal: no train shard {i}"))?;
+            let file = self.dir.join("train").join(name);
+            let (part, _) = read_part(
+                &file,
+                &self.features,
+                &self.cards,
+                self.meta.domains.len(),
+                false,
+            )?;
+            users_complete &= part.users.len() == part.n;
+            s.append(part);
+        }
+        if !users_complete {
+            s.users.clear();
+        }
+        let held = &self.holdout;
+        if !held.is_empty() {
+            s.retain(|d| !held.contains(&(d as usize)));
+        }
+        Ok(s)
+    }
+
+    /// What `train` holds between buffers of a streamed split: no rows, meta.json's
+    /// row count.
+    pub fn stream_placeholder(&self) -> SplitData {
+        SplitData {
+            n: self.meta.splits.train.rows as usize,
+            cols: vec![Vec::new(); self.features.len()],
+            ..Default::default()
+        }
+    }
+
+    /// Domains with train rows (the held-out ones have none), from meta.json:
+    /// the same whether the train split is in memory or streamed.
+    pub fn seen_domains(&self) -> Vec<usize> {
+        (0..self.domain_names.len())
+            .filter(|&d| {
+                !self.holdout.contains(&d)
+                    && self.meta.domains.get(d).is_some_and(|m| m.rows.train > 0)
+            })
+            .collect()
     }
 
     /// Ids of the `k` domains with the fewest rows (all splits), smallest first.

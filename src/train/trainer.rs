@@ -121,6 +121,21 @@ struct Progress {
     bad_epochs: usize,
     history: Vec<EpochMetrics>,
     seconds: f64,
+    /// Where a streamed epoch stands, in a checkpoint written between buffers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<StreamPos>,
+}
+
+/// A streamed epoch between two buffers: enough to continue it exactly.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StreamPos {
+    epoch: usize,
+    buffers_done: usize,
+    loss_sum: f64,
+    rows: usize,
+    /// The epoch's dropout and noise generator, as it stands.
+    rng: Rng,
+    seconds: f64,
 }
 
 /// A held-out domain and the kernel weight of each seen domain, (domain, weight).
@@ -145,6 +160,10 @@ pub struct Trainer {
     fixed: Option<(Tensor, Linear)>,
     adam: AdamConfig,
     progress: Progress,
+    /// Stop after this many buffers of a streamed train split (counted over the
+    /// whole call of [`Trainer::run`]), as a kill would: for tests of resuming
+    /// mid-epoch.
+    pub stop_after_buffers: Option<usize>,
 }
 
 /// A batch ready for the model, and what the optimiser needs after backward.
@@ -171,7 +190,7 @@ impl Trainer {
             0
         };
         let features = features(cfg, dataset_dir)?;
-        let mut ds = Dataset::load(dataset_dir, &features, history)?;
+        let mut ds = Dataset::load_with(dataset_dir, &features, history, t.stream_shards > 0)?;
         ds.hold_out(&cfg.data.holdout_domains)?;
         let device = Device::Cpu;
         let mut rng = Rng::new(t.seed);
@@ -264,6 +283,7 @@ impl Trainer {
             dense,
             fixed,
             progress: Progress::default(),
+            stop_after_buffers: None,
         })
     }
 
@@ -561,13 +581,8 @@ impl Trainer {
     /// embeddings every domain is equally far from every other (one-hot), so the
     /// weights are uniform.
     pub fn unseen_weights(&self) -> Result<Vec<UnseenWeights>> {
-        let n_dom = self.ds.domain_names.len();
         // Domains with train rows: the others' experts, gates and towers are untrained.
-        let mut rows = vec![0usize; n_dom];
-        for &d in &self.ds.train.domains {
-            rows[d as usize] += 1;
-        }
-        let seen: Vec<usize> = (0..n_dom).filter(|&d| rows[d] > 0).collect();
+        let seen = self.ds.seen_domains();
         if seen.is_empty() {
             bail!("no domain has train rows to score the held-out domains with");
         }
@@ -775,6 +790,7 @@ impl Trainer {
         let t = self.cfg.train.clone();
         let base = Rng::new(t.seed);
         let mut done_now = 0;
+        let mut buffers_now = 0;
         while self.progress.epochs_done < t.epochs
             && (self.progress.bad_epochs < t.patience || self.progress.epochs_done < t.min_epochs)
         {
@@ -783,31 +799,70 @@ impl Trainer {
             }
             let epoch = self.progress.epochs_done + 1;
             let start = Instant::now();
-            let mut order: Vec<usize> = (0..self.ds.train.n).collect();
-            base.fork(epoch as u64).shuffle(&mut order);
+            let bs = t.batch_size.max(1);
+            let groups = self.shard_groups(&base, epoch);
             let mut rng = base.fork(1_000_000 + epoch as u64);
-            let steps = order.len().div_ceil(t.batch_size.max(1));
+            let (mut sum, mut count, mut first, mut earlier) = (0.0, 0usize, 0, 0.0);
+            if let Some(p) = self.progress.stream.take()
+                && p.epoch == epoch
+            {
+                (sum, count, first, earlier, rng) =
+                    (p.loss_sum, p.rows, p.buffers_done, p.seconds, p.rng);
+            }
+            let steps = self.ds.train.n.div_ceil(bs);
             let pb = progress_bar(steps as u64, epoch, t.epochs);
-            let (mut sum, mut count) = (0.0, 0usize);
-            for chunk in order.chunks(t.batch_size.max(1)) {
-                let l = self.train_step(chunk, &mut rng).map_err(|e| {
-                    pb.abandon();
-                    e.context(format!(
-                        "training stopped in epoch {epoch}; the last good checkpoint (after epoch {}) is in {}",
-                        self.progress.epochs_done,
-                        self.run_dir.display()
-                    ))
-                })?;
-                sum += l * chunk.len() as f64;
-                count += chunk.len();
-                pb.inc(1);
-                if pb.position().is_multiple_of(10) {
-                    pb.set_message(format!("loss {:.4}", sum / count as f64));
+            pb.set_position((count / bs) as u64);
+            for (g, group) in groups.iter().enumerate().skip(first) {
+                if self.ds.streamed {
+                    self.ds.train = self.ds.train_buffer(group)?;
                 }
+                let mut order: Vec<usize> = (0..self.ds.train.n).collect();
+                // One buffer (or the split in memory) takes the epoch's own
+                // permutation, so a buffer of every shard repeats the in-memory run.
+                match groups.len() {
+                    1 => base.fork(epoch as u64).shuffle(&mut order),
+                    _ => base.fork(epoch as u64).fork(g as u64).shuffle(&mut order),
+                }
+                for chunk in order.chunks(bs) {
+                    let l = self.train_step(chunk, &mut rng).map_err(|e| {
+                        pb.abandon();
+                        e.context(format!(
+                            "training stopped in epoch {epoch}; the last good checkpoint (after epoch {}) is in {}",
+                            self.progress.epochs_done,
+                            self.run_dir.display()
+                        ))
+                    })?;
+                    sum += l * chunk.len() as f64;
+                    count += chunk.len();
+                    pb.inc(1);
+                    if pb.position().is_multiple_of(10) {
+                        pb.set_message(format!("loss {:.4}", sum / count as f64));
+                    }
+                }
+                if g + 1 < groups.len() {
+                    self.progress.stream = Some(StreamPos {
+                        epoch,
+                        buffers_done: g + 1,
+                        loss_sum: sum,
+                        rows: count,
+                        rng: rng.clone(),
+                        seconds: earlier + start.elapsed().as_secs_f64(),
+                    });
+                    self.save_checkpoint()?;
+                    self.progress.stream = None;
+                    buffers_now += 1;
+                    if self.stop_after_buffers.is_some_and(|s| buffers_now >= s) {
+                        pb.abandon();
+                        return Ok(None);
+                    }
+                }
+            }
+            if self.ds.streamed {
+                self.ds.train = self.ds.stream_placeholder();
             }
             pb.finish_and_clear();
             let valid = self.evaluate(Which::Valid)?;
-            let secs = start.elapsed().as_secs_f64();
+            let secs = earlier + start.elapsed().as_secs_f64();
             let em = EpochMetrics {
                 epoch,
                 train_loss: sum / count.max(1) as f64,
@@ -841,6 +896,21 @@ impl Trainer {
             done_now += 1;
         }
         self.finish().map(Some)
+    }
+
+    /// The train shards of each buffer of `epoch`, in order. In memory: one
+    /// group, the split already loaded. Streamed: every shard in file order
+    /// when the buffer holds them all, else the shards in a seeded order of the
+    /// epoch, `train.stream_shards` at a time.
+    fn shard_groups(&self, base: &Rng, epoch: usize) -> Vec<Vec<usize>> {
+        let k = self.ds.meta.splits.train.shards.len();
+        let b = self.cfg.train.stream_shards;
+        if !self.ds.streamed || b >= k {
+            return vec![(0..k).collect()];
+        }
+        let mut order: Vec<usize> = (0..k).collect();
+        base.fork(2_000_000 + epoch as u64).shuffle(&mut order);
+        order.chunks(b).map(<[usize]>::to_vec).collect()
     }
 
     fn finish(&mut self) -> Result<FinalMetrics> {
