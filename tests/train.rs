@@ -337,6 +337,19 @@ fn streamed_training_matches_memory_and_resumes_mid_epoch() {
     let streamed = train(&all, false, None).unwrap().unwrap();
     assert_eq!(streamed.test, memory.test);
     assert_eq!(streamed.valid_auc, memory.valid_auc);
+    // With a held-out domain (scored by the seen domains' networks): the same.
+    let mut held = base.clone();
+    held.data.holdout_domains = vec!["writer".into()];
+    held.train.run_name = Some("memory-held".into());
+    let memory_held = train(&held, false, None).unwrap().unwrap();
+    let mut held_streamed = all.clone();
+    held_streamed.data.holdout_domains = vec!["writer".into()];
+    held_streamed.train.run_name = Some("stream-all-held".into());
+    let streamed_held = train(&held_streamed, false, None).unwrap().unwrap();
+    assert!(memory_held.unseen_auc.is_some());
+    assert_eq!(streamed_held.test, memory_held.test);
+    assert_eq!(streamed_held.unseen_auc, memory_held.unseen_auc);
+    assert_ne!(memory_held.test, memory.test);
     // Two shards at a time: another order of the rows, a run of its own.
     let mut small = sharded.clone();
     small.train.stream_shards = 2;

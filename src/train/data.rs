@@ -66,8 +66,9 @@ pub struct Dataset {
     pub history_len: usize,
     /// Domains removed from train and valid ([`Dataset::hold_out`]).
     pub holdout: Vec<usize>,
-    /// The train split is read buffer by buffer ([`Dataset::train_buffer`]):
-    /// `train` holds no rows, only meta.json's row count.
+    /// Every split is read from its shards a few at a time
+    /// ([`Dataset::read_shards`]): `train`, `valid` and `test` hold no rows, only
+    /// meta.json's row counts.
     pub streamed: bool,
     pub train: SplitData,
     pub valid: SplitData,
@@ -150,9 +151,9 @@ impl Dataset {
         Dataset::load_with(dir, features, history_len, false)
     }
 
-    /// [`Dataset::load`]; with `stream_train` the train split is not read: its
-    /// `n` is meta.json's row count and [`Dataset::train_buffer`] reads its
-    /// shards a few at a time (DIN's histories need the whole split: refused).
+    /// [`Dataset::load`]; with `stream_train` no split is read: each `n` is
+    /// meta.json's row count and [`Dataset::read_shards`] reads the shards a few
+    /// at a time (DIN's histories need the whole train split: refused).
     pub fn load_with(
         dir: &Path,
         features: &[String],
@@ -206,8 +207,8 @@ impl Dataset {
             ("valid", &meta.splits.valid),
             ("test", &meta.splits.test),
         ] {
-            if name == "train" && stream_train {
-                // Read buffer by buffer while training ([`Dataset::train_buffer`]).
+            if stream_train {
+                // Read shard by shard ([`Dataset::read_shards`]).
                 splits.push(SplitData {
                     n: sm.rows as usize,
                     cols: vec![Vec::new(); features.len()],
@@ -320,28 +321,29 @@ impl Dataset {
             bail!("every domain is held out: nothing left to train on");
         }
         if !self.streamed {
-            self.train.retain(|d| !ids.contains(&(d as usize)));
+            for s in [&mut self.train, &mut self.valid] {
+                s.retain(|d| !ids.contains(&(d as usize)));
+            }
         }
-        self.valid.retain(|d| !ids.contains(&(d as usize)));
         self.holdout = ids;
         Ok(())
     }
 
-    /// The rows of the train shards `shards` (indices into meta.json's list, read
-    /// in the given order), without the held-out domains: one buffer of the
-    /// streamed train split.
-    pub fn train_buffer(&self, shards: &[usize]) -> Result<SplitData> {
-        let list = &self.meta.splits.train.shards;
+    /// The rows of shards `shards` of split `name` (indices into meta.json's
+    /// list, read in the given order), without the held-out domains in train and
+    /// valid: one buffer of a streamed split.
+    pub fn read_shards(&self, name: &str, shards: &[usize]) -> Result<SplitData> {
+        let list = &self.split_meta(name)?.shards;
         let mut s = SplitData {
             cols: vec![Vec::new(); self.features.len()],
             ..Default::default()
         };
         let mut users_complete = true;
         for &i in shards {
-            let name = list
+            let shard = list
                 .get(i)
-                .with_context(|| format!("internal: no train shard {i}"))?;
-            let file = self.dir.join("train").join(name);
+                .with_context(|| format!("internal: no {name} shard {i}"))?;
+            let file = self.dir.join(name).join(shard);
             let (part, _) = read_part(
                 &file,
                 &self.features,
@@ -356,20 +358,30 @@ impl Dataset {
             s.users.clear();
         }
         let held = &self.holdout;
-        if !held.is_empty() {
+        if name != "test" && !held.is_empty() {
             s.retain(|d| !held.contains(&(d as usize)));
         }
         Ok(s)
     }
 
-    /// What `train` holds between buffers of a streamed split: no rows, meta.json's
-    /// row count.
-    pub fn stream_placeholder(&self) -> SplitData {
-        SplitData {
-            n: self.meta.splits.train.rows as usize,
+    /// meta.json's entry of split `name` (`train`, `valid` or `test`).
+    pub fn split_meta(&self, name: &str) -> Result<&crate::data::meta::SplitMeta> {
+        Ok(match name {
+            "train" => &self.meta.splits.train,
+            "valid" => &self.meta.splits.valid,
+            "test" => &self.meta.splits.test,
+            _ => bail!("internal: no split {name:?}"),
+        })
+    }
+
+    /// What a streamed split holds between buffers: no rows, meta.json's row
+    /// count.
+    pub fn stream_placeholder(&self, name: &str) -> Result<SplitData> {
+        Ok(SplitData {
+            n: self.split_meta(name)?.rows as usize,
             cols: vec![Vec::new(); self.features.len()],
             ..Default::default()
-        }
+        })
     }
 
     /// Domains with train rows (the held-out ones have none), from meta.json:

@@ -63,15 +63,41 @@ pub struct FinalMetrics {
 
 /// A split's scores in the trainer's (domain-grouped) order: each one's split
 /// row, probability, label, domain and, when the dataset has `user_id`, user.
+#[derive(Default)]
 pub struct Predictions {
     pub rows: Vec<usize>,
     pub probs: Vec<f32>,
     pub labels: Vec<f32>,
     pub domains: Vec<u32>,
     pub users: Option<Vec<u32>>,
+    /// Rows of the split they score (the next part's rows start here).
+    pub n: usize,
 }
 
 impl Predictions {
+    /// The scores of the next rows of the split (a streamed split's next shard).
+    pub fn append(mut self, next: Predictions) -> Predictions {
+        if next.n == 0 {
+            return self;
+        }
+        if self.n == 0 {
+            return next;
+        }
+        self.rows.extend(next.rows.iter().map(|r| r + self.n));
+        self.probs.extend(next.probs);
+        self.labels.extend(next.labels);
+        self.domains.extend(next.domains);
+        self.users = match (self.users, next.users) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        self.n += next.n;
+        self
+    }
+
     /// Save as safetensors, sorted by row: `row` (U32), `domain` (U32), `label`
     /// (U8), `score` (F32) — enough to recompute any metric or paired test.
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -533,46 +559,65 @@ impl Trainer {
     /// held-out domain are scored by [`Trainer::unseen_probs`] when the model has
     /// per-domain networks, else directly from their own domain input.
     pub fn predict(&mut self, which: Which) -> Result<Predictions> {
+        let name = which.name();
         let split = std::mem::take(self.split_mut(which));
-        let result = (|| {
-            let mut rows = Vec::with_capacity(split.n);
-            let mut probs = Vec::with_capacity(split.n);
-            let mut labels = Vec::with_capacity(split.n);
-            let mut domains = Vec::with_capacity(split.n);
-            let held = if self.model.per_domain() {
-                self.ds.holdout.clone()
-            } else {
-                Vec::new()
-            };
-            let (unseen, seen): (Vec<usize>, Vec<usize>) =
-                (0..split.n).partition(|&r| held.contains(&(split.domains[r] as usize)));
-            let mut rng = Rng::new(0);
-            for chunk in seen.chunks(self.cfg.train.eval_batch_size.max(1)) {
-                let p = self.prepare(&split, chunk, None)?;
-                let out = self.model.forward(&p.inputs, false, &mut rng)?;
-                probs.extend(sigmoid(&out.logits)?.to_vec1::<f32>()?);
-                labels.extend(p.labels.to_vec1::<f32>()?);
-                domains.extend(p.domains);
-                rows.extend(p.rows);
-            }
-            if !unseen.is_empty() {
-                probs.extend(self.unseen_probs(&split, &unseen)?);
-                labels.extend(unseen.iter().map(|&r| split.labels[r]));
-                domains.extend(unseen.iter().map(|&r| split.domains[r]));
-                rows.extend(&unseen);
-            }
-            let users =
-                (!split.users.is_empty()).then(|| rows.iter().map(|&r| split.users[r]).collect());
-            Ok(Predictions {
-                rows,
-                probs,
-                labels,
-                domains,
-                users,
+        let result = if self.ds.streamed && split.labels.len() != split.n {
+            // Not in memory: score it shard by shard.
+            let shards = self.ds.split_meta(name)?.shards.len();
+            (0..shards).try_fold(None, |acc: Option<Predictions>, i| {
+                let part = self.ds.read_shards(name, &[i])?;
+                let p = self.predict_rows(&part)?;
+                Ok::<_, anyhow::Error>(Some(match acc {
+                    None => p,
+                    Some(a) => a.append(p),
+                }))
             })
-        })();
+            .map(|p| p.unwrap_or_default())
+        } else {
+            self.predict_rows(&split)
+        };
         *self.split_mut(which) = split;
         result
+    }
+
+    /// [`Trainer::predict`] on rows in memory.
+    fn predict_rows(&mut self, split: &SplitData) -> Result<Predictions> {
+        let mut rows = Vec::with_capacity(split.n);
+        let mut probs = Vec::with_capacity(split.n);
+        let mut labels = Vec::with_capacity(split.n);
+        let mut domains = Vec::with_capacity(split.n);
+        let held = if self.model.per_domain() {
+            self.ds.holdout.clone()
+        } else {
+            Vec::new()
+        };
+        let (unseen, seen): (Vec<usize>, Vec<usize>) =
+            (0..split.n).partition(|&r| held.contains(&(split.domains[r] as usize)));
+        let mut rng = Rng::new(0);
+        for chunk in seen.chunks(self.cfg.train.eval_batch_size.max(1)) {
+            let p = self.prepare(split, chunk, None)?;
+            let out = self.model.forward(&p.inputs, false, &mut rng)?;
+            probs.extend(sigmoid(&out.logits)?.to_vec1::<f32>()?);
+            labels.extend(p.labels.to_vec1::<f32>()?);
+            domains.extend(p.domains);
+            rows.extend(p.rows);
+        }
+        if !unseen.is_empty() {
+            probs.extend(self.unseen_probs(split, &unseen)?);
+            labels.extend(unseen.iter().map(|&r| split.labels[r]));
+            domains.extend(unseen.iter().map(|&r| split.domains[r]));
+            rows.extend(&unseen);
+        }
+        let users =
+            (!split.users.is_empty()).then(|| rows.iter().map(|&r| split.users[r]).collect());
+        Ok(Predictions {
+            rows,
+            probs,
+            labels,
+            domains,
+            users,
+            n: split.n,
+        })
     }
 
     /// Kernel weights of the seen domains (those with train rows) for each
@@ -814,7 +859,7 @@ impl Trainer {
             pb.set_position((count / bs) as u64);
             for (g, group) in groups.iter().enumerate().skip(first) {
                 if self.ds.streamed {
-                    self.ds.train = self.ds.train_buffer(group)?;
+                    self.ds.train = self.ds.read_shards("train", group)?;
                 }
                 let mut order: Vec<usize> = (0..self.ds.train.n).collect();
                 // One buffer (or the split in memory) takes the epoch's own
@@ -858,7 +903,7 @@ impl Trainer {
                 }
             }
             if self.ds.streamed {
-                self.ds.train = self.ds.stream_placeholder();
+                self.ds.train = self.ds.stream_placeholder("train")?;
             }
             pb.finish_and_clear();
             let valid = self.evaluate(Which::Valid)?;
@@ -1119,6 +1164,17 @@ pub enum Which {
     Train,
     Valid,
     Test,
+}
+
+impl Which {
+    /// The split's folder name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::Train => "train",
+            Which::Valid => "valid",
+            Which::Test => "test",
+        }
+    }
 }
 
 fn progress_bar(steps: u64, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
