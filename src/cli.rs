@@ -457,6 +457,11 @@ pub enum BenchCommand {
     /// LLM forward tokens/s and seconds per LoRA and P-Tuning v2 step on fixed
     /// token windows (the same input as notebooks/reference/llm/peft_bench.py).
     Llm(crate::bench::LlmBenchArgs),
+    /// Criteo-size training in bounded memory: a generated Criteo-format TSV of
+    /// --lines lines, its prepare time, one streamed epoch of DNN and CGC
+    /// (samples/s, peak RSS), and with --kill-resume a SIGKILL mid-epoch and
+    /// --resume compared with the uninterrupted run.
+    Stream(crate::bench::stream::StreamBenchArgs),
 }
 
 fn print_final(m: Option<&crate::train::trainer::FinalMetrics>) {
@@ -832,5 +837,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Data(args)) => crate::bench::data(&args),
         Command::Bench(BenchCommand::Train(args)) => crate::bench::train(&args),
         Command::Bench(BenchCommand::Llm(args)) => crate::bench::llm(&args),
+        Command::Bench(BenchCommand::Stream(args)) => crate::bench::stream::stream(&args),
     }
 }

@@ -293,6 +293,7 @@ fn learning_curves_of_several_runs_share_one_chart() {
                 valid_auc: Some(base + e as f64 * 0.01),
                 valid_logloss: 0.5,
                 seconds: 1.0,
+                train_seconds: 0.9,
             })
             .collect()
     };

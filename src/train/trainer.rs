@@ -34,6 +34,9 @@ pub struct EpochMetrics {
     pub valid_auc: Option<f64>,
     pub valid_logloss: f64,
     pub seconds: f64,
+    /// The training part of `seconds` (without scoring valid).
+    #[serde(default)]
+    pub train_seconds: f64,
 }
 
 /// `metrics.json`: test metrics at the best valid epoch.
@@ -564,15 +567,16 @@ impl Trainer {
         let result = if self.ds.streamed && split.labels.len() != split.n {
             // Not in memory: score it shard by shard.
             let shards = self.ds.split_meta(name)?.shards.len();
-            (0..shards).try_fold(None, |acc: Option<Predictions>, i| {
-                let part = self.ds.read_shards(name, &[i])?;
-                let p = self.predict_rows(&part)?;
-                Ok::<_, anyhow::Error>(Some(match acc {
-                    None => p,
-                    Some(a) => a.append(p),
-                }))
-            })
-            .map(|p| p.unwrap_or_default())
+            (0..shards)
+                .try_fold(None, |acc: Option<Predictions>, i| {
+                    let part = self.ds.read_shards(name, &[i])?;
+                    let p = self.predict_rows(&part)?;
+                    Ok::<_, anyhow::Error>(Some(match acc {
+                        None => p,
+                        Some(a) => a.append(p),
+                    }))
+                })
+                .map(|p| p.unwrap_or_default())
         } else {
             self.predict_rows(&split)
         };
@@ -905,10 +909,13 @@ impl Trainer {
             if self.ds.streamed {
                 self.ds.train = self.ds.stream_placeholder("train")?;
             }
+            let trained = start.elapsed();
             pb.finish_and_clear();
             let valid = self.evaluate(Which::Valid)?;
+            let train_secs = earlier + trained.as_secs_f64();
             let secs = earlier + start.elapsed().as_secs_f64();
             let em = EpochMetrics {
+                train_seconds: train_secs,
                 epoch,
                 train_loss: sum / count.max(1) as f64,
                 valid_auc: valid.auc,

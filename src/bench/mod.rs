@@ -10,6 +10,8 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub mod stream;
+
 #[derive(Args, Debug)]
 pub struct DataBenchArgs {
     /// Runs of the ml100k prepare (the median is reported).
@@ -29,7 +31,7 @@ pub struct DataBenchArgs {
     pub raw_dir: PathBuf,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
@@ -39,7 +41,7 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -569,7 +571,7 @@ pub fn data(args: &DataBenchArgs) -> Result<()> {
 }
 
 /// Largest peak resident memory of any waited-for child process, bytes.
-fn children_peak_rss() -> u64 {
+pub(crate) fn children_peak_rss() -> u64 {
     // SAFETY: getrusage only writes into the struct we pass.
     unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
@@ -600,42 +602,75 @@ impl Mix {
 }
 
 /// Write a Criteo-format TSV of about `bytes` bytes: label, 13 integers (some
-/// empty, a few negative), 26 hex categories with cardinalities from 4 to 2·10^5.
+/// empty, a few negative), 26 hex categories with cardinalities from 4 to 2·10^5
+/// (skewed: small values are drawn more often). The label depends on I1, C1, C3
+/// and C4 through a logistic model, so that a trained model beats AUC 0.5.
 pub fn generate_criteo(path: &Path, bytes: u64) -> Result<u64> {
-    let file = std::fs::File::create(path)?;
+    generate_criteo_until(path, |written, _| written >= bytes)
+}
+
+/// [`generate_criteo`] of exactly `lines` lines (the same generator: a file of
+/// fewer lines is a prefix of one of more).
+pub fn generate_criteo_lines(path: &Path, lines: u64) -> Result<u64> {
+    generate_criteo_until(path, |_, n| n >= lines)
+}
+
+fn generate_criteo_until(path: &Path, done: impl Fn(u64, u64) -> bool) -> Result<u64> {
+    // Written beside and renamed: a killed run leaves no short file in its place.
+    let partial = path.with_extension("partial");
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let mut rng = Mix(42);
     let cards: Vec<u64> = (0..26).map(|j| [4u64, 30, 1_000, 200_000][j % 4]).collect();
     let (mut written, mut lines) = (0u64, 0u64);
     let mut line = String::with_capacity(512);
-    while written < bytes {
-        line.clear();
-        line.push(if rng.next().is_multiple_of(4) {
-            '1'
-        } else {
-            '0'
-        });
-        for _ in 0..13 {
-            line.push('\t');
+    let mut ints = String::with_capacity(128);
+    let mut cats = String::with_capacity(256);
+    while !done(written, lines) {
+        // Features first; the label depends on a few of them (a click rate of
+        // about 25%), so that a model has something to learn.
+        ints.clear();
+        cats.clear();
+        let mut logit = -1.6f64;
+        for k in 0..13 {
+            ints.push('\t');
             let r = rng.next();
             if !r.is_multiple_of(10) {
                 let v = (rng.skewed(5_000) as i64) - 3;
-                line.push_str(&v.to_string());
+                if k == 0 {
+                    logit += if v < 100 { 0.6 } else { -0.4 };
+                }
+                ints.push_str(&v.to_string());
             }
         }
         for (j, &card) in cards.iter().enumerate() {
-            line.push('\t');
+            cats.push('\t');
             if !rng.next().is_multiple_of(20) {
                 let v = rng.skewed(card);
+                match j {
+                    0 => logit += [0.8, 0.0, -0.5, 0.3][v as usize],
+                    2 if v % 7 == 0 => logit += 0.7,
+                    3 if v % 5 == 0 => logit -= 0.6,
+                    _ => {}
+                }
                 let h = fnv1a64(format!("{j}:{v}").as_bytes()) as u32;
-                line.push_str(&format!("{h:08x}"));
+                cats.push_str(&format!("{h:08x}"));
             }
         }
+        let p = 1.0 / (1.0 + (-logit).exp());
+        let click = ((rng.next() >> 11) as f64 / (1u64 << 53) as f64) < p;
+        line.clear();
+        line.push(if click { '1' } else { '0' });
+        line.push_str(&ints);
+        line.push_str(&cats);
         line.push('\n');
         w.write_all(line.as_bytes())?;
         written += line.len() as u64;
         lines += 1;
     }
     w.flush()?;
+    drop(w);
+    std::fs::rename(&partial, path)?;
     Ok(lines)
 }
