@@ -650,8 +650,8 @@ fn generate_criteo_until(path: &Path, done: impl Fn(u64, u64) -> bool) -> Result
                 let v = rng.skewed(card);
                 match j {
                     0 => logit += [0.8, 0.0, -0.5, 0.3][v as usize],
-                    2 if v % 7 == 0 => logit += 0.7,
-                    3 if v % 5 == 0 => logit -= 0.6,
+                    2 if v.is_multiple_of(7) => logit += 0.7,
+                    3 if v.is_multiple_of(5) => logit -= 0.6,
                     _ => {}
                 }
                 let h = fnv1a64(format!("{j}:{v}").as_bytes()) as u32;
