@@ -64,7 +64,7 @@ pub struct FinalMetrics {
     pub train_seconds: f64,
 }
 
-/// A split's scores in the trainer's (domain-grouped) order: each one's split
+/// A split's scores in row order (from [`Trainer::predict`]): each one's split
 /// row, probability, label, domain and, when the dataset has `user_id`, user.
 #[derive(Default)]
 pub struct Predictions {
@@ -78,6 +78,24 @@ pub struct Predictions {
 }
 
 impl Predictions {
+    /// Sorted by split row.
+    pub fn by_row(self) -> Predictions {
+        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+        order.sort_unstable_by_key(|&i| self.rows[i]);
+        let pick = |v: &[f32]| order.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+        Predictions {
+            probs: pick(&self.probs),
+            labels: pick(&self.labels),
+            domains: order.iter().map(|&i| self.domains[i]).collect(),
+            users: self
+                .users
+                .as_ref()
+                .map(|u| order.iter().map(|&i| u[i]).collect()),
+            rows: order.iter().map(|&i| self.rows[i]).collect(),
+            n: self.n,
+        }
+    }
+
     /// The scores of the next rows of the split (a streamed split's next shard).
     pub fn append(mut self, next: Predictions) -> Predictions {
         if next.n == 0 {
@@ -558,7 +576,7 @@ impl Trainer {
         self.table = t;
     }
 
-    /// Probabilities, labels and domains of a split, in grouped order. Rows of a
+    /// Probabilities, labels and domains of a split, in row order. Rows of a
     /// held-out domain are scored by [`Trainer::unseen_probs`] when the model has
     /// per-domain networks, else directly from their own domain input.
     pub fn predict(&mut self, which: Which) -> Result<Predictions> {
@@ -581,7 +599,9 @@ impl Trainer {
             self.predict_rows(&split)
         };
         *self.split_mut(which) = split;
-        result
+        // In row order: the metrics' sums then run in one order whether the split
+        // was scored whole or shard by shard.
+        result.map(Predictions::by_row)
     }
 
     /// [`Trainer::predict`] on rows in memory.
