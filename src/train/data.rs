@@ -21,6 +21,16 @@ pub struct SplitData {
 }
 
 impl SplitData {
+    /// Room for `rows` more rows in every column.
+    fn reserve(&mut self, rows: usize) {
+        for c in &mut self.cols {
+            c.reserve(rows);
+        }
+        self.labels.reserve(rows);
+        self.domains.reserve(rows);
+        self.users.reserve(rows);
+    }
+
     /// Add `other`'s rows after this split's (same features; no histories).
     pub fn append(&mut self, other: SplitData) {
         if self.cols.len() < other.cols.len() {
@@ -110,28 +120,7 @@ fn read_part(
     n_domains: usize,
     need_hist: bool,
 ) -> Result<(SplitData, UserItems)> {
-    let cols = read_shard(file)?;
-    let mut s = SplitData {
-        cols: Vec::with_capacity(features.len()),
-        ..Default::default()
-    };
-    for (f, &card) in features.iter().zip(cards) {
-        let col = u32_col(&cols, f, file)?;
-        check_range(col, card, f, file)?;
-        s.cols.push(col.to_vec());
-    }
-    let labels = cols
-        .get("label")
-        .and_then(|c| c.as_u8())
-        .with_context(|| format!("{}: no label", file.display()))?;
-    s.labels = labels.iter().map(|&y| f32::from(y)).collect();
-    let dom = u32_col(&cols, "domain", file)?;
-    check_range(dom, n_domains as u32, "domain", file)?;
-    s.domains = dom.to_vec();
-    if let Some(u) = cols.get("user_id").and_then(|c| c.as_u32()) {
-        s.users = u.to_vec();
-    }
-    s.n = s.labels.len();
+    let mut cols = read_shard(file)?;
     let mut ui = UserItems::default();
     if need_hist {
         ui.0 = u32_col(&cols, "user_id", file)?.to_vec();
@@ -141,6 +130,48 @@ fn read_part(
             _ => bail!("{}: no I64 timestamp column", file.display()),
         }
     }
+    let mut s = SplitData {
+        cols: Vec::with_capacity(features.len()),
+        ..Default::default()
+    };
+    // Columns are moved out of the shard, not copied (a feature named twice is
+    // copied the second time).
+    let mut take = |name: &str| -> Result<Vec<u32>> {
+        match cols.remove(name) {
+            Some(ColumnData::U32(v)) => Ok(v),
+            Some(other) => {
+                let v = other.as_u32().map(<[u32]>::to_vec);
+                cols.insert(name.to_string(), other);
+                v.with_context(|| format!("{}: no U32 column `{name}`", file.display()))
+            }
+            None => bail!("{}: no U32 column `{name}`", file.display()),
+        }
+    };
+    for (i, (f, &card)) in features.iter().zip(cards).enumerate() {
+        let col = match features[..i].iter().position(|g| g == f) {
+            Some(j) => s.cols[j].clone(),
+            None => take(f)?,
+        };
+        check_range(&col, card, f, file)?;
+        s.cols.push(col);
+    }
+    let dom = take("domain")?;
+    check_range(&dom, n_domains as u32, "domain", file)?;
+    s.domains = dom;
+    let labels = cols
+        .get("label")
+        .and_then(|c| c.as_u8())
+        .with_context(|| format!("{}: no label", file.display()))?;
+    s.labels = labels.iter().map(|&y| f32::from(y)).collect();
+    s.users = match features.iter().position(|f| f == "user_id") {
+        Some(j) => s.cols[j].clone(),
+        None => cols
+            .get("user_id")
+            .and_then(|c| c.as_u32())
+            .map(<[u32]>::to_vec)
+            .unwrap_or_default(),
+    };
+    s.n = s.labels.len();
     Ok((s, ui))
 }
 
@@ -339,7 +370,7 @@ impl Dataset {
             ..Default::default()
         };
         let mut users_complete = true;
-        for &i in shards {
+        for (k, &i) in shards.iter().enumerate() {
             let shard = list
                 .get(i)
                 .with_context(|| format!("internal: no {name} shard {i}"))?;
@@ -352,6 +383,10 @@ impl Dataset {
                 false,
             )?;
             users_complete &= part.users.len() == part.n;
+            if k == 0 {
+                // Room for every shard of the buffer at once, not grown by doubling.
+                s.reserve(part.n * shards.len());
+            }
             s.append(part);
         }
         if !users_complete {
