@@ -374,3 +374,76 @@ fn streamed_training_matches_memory_and_resumes_mid_epoch() {
     assert_eq!(resumed.test, whole.test);
     assert_eq!(resumed.best_epoch, whole.best_epoch);
 }
+
+#[test]
+fn a_genres_bag_is_the_mean_of_a_rows_genres_and_streams_like_memory() {
+    use llmctr::train::data::SplitData;
+    use llmctr::train::trainer::Trainer;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), ModelName::Dnn, "bag");
+    c.model.bags = vec!["genres".into()];
+    c.train.epochs = 2;
+    let with = train(&c, false, None).unwrap().unwrap();
+    let mut plain = c.clone();
+    plain.model.bags.clear();
+    plain.train.run_name = Some("plain".into());
+    let without = train(&plain, false, None).unwrap().unwrap();
+    assert_ne!(with.test, without.test, "the bag is a feature");
+
+    // Scores of hand-made rows: the same genres in another order and repeated
+    // give the same mean, so the same score; other genres another one.
+    let prepared = llmctr::stages::prepare::prepare(&c, false).unwrap();
+    let mut t = Trainer::new(&c, &prepared.dir).unwrap();
+    t.load_best().unwrap();
+    assert_eq!(t.ds.bags, ["genres"]);
+    let genres = |rows: &[&[u32]]| {
+        let mut off = vec![0u32];
+        let mut vals = Vec::new();
+        for r in rows {
+            vals.extend_from_slice(r);
+            off.push(vals.len() as u32);
+        }
+        (off, vals)
+    };
+    let n = 4;
+    let mut cols = vec![vec![1u32; n]; t.ds.features.len()];
+    cols[0] = vec![2; n];
+    let split = SplitData {
+        n,
+        cols,
+        labels: vec![1.0, 0.0, 1.0, 0.0],
+        domains: vec![0; n],
+        users: Vec::new(),
+        history: None,
+        bags: vec![genres(&[&[1, 3], &[3, 1, 1, 3], &[5], &[]])],
+    };
+    let p = t.predict_split(split).unwrap();
+    let score = |row: usize| p.probs[p.rows.iter().position(|&r| r == row).unwrap()];
+    assert!(
+        (score(0) - score(1)).abs() < 1e-6,
+        "{} vs {}",
+        score(0),
+        score(1)
+    );
+    assert_ne!(score(0), score(2));
+    assert_ne!(score(2), score(3));
+
+    // The same run streamed from shards of 100 rows: the same metrics.
+    let mut streamed = c.clone();
+    streamed.data.prepared_dir = tmp.path().join("prepared-sharded");
+    streamed.data.shard_rows = 100;
+    streamed.train.stream_shards = 1000;
+    streamed.train.run_name = Some("bag-streamed".into());
+    assert_eq!(
+        train(&streamed, false, None).unwrap().unwrap().test,
+        with.test
+    );
+
+    // On the genre recipe the genres are domain-defining: dropped with the domain fields.
+    let mut genre = c.clone();
+    genre.data.recipe = "ml100k-genre".into();
+    genre.model.domain_fields = llmctr::models::config::DomainFields::Drop;
+    let prepared = llmctr::stages::prepare::prepare(&genre, false).unwrap();
+    let t = Trainer::new(&genre, &prepared.dir).unwrap();
+    assert!(t.ds.bags.is_empty());
+}

@@ -88,6 +88,13 @@ pub struct ModelConfig {
     pub embedding_init_std: f64,
     /// Feature fields; empty = every categorical field of the dataset. Default empty.
     pub features: Vec<String>,
+    /// Multi-hot fields read as one more feature each: the mean of the embeddings
+    /// of a row's values (an embedding bag; zero for a row without values),
+    /// updated row-sparsely like every table row (MovieLens: `genres`). A
+    /// domain-defining one is left out under `domain_fields = "drop"`. Default
+    /// empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bags: Vec<String>,
     /// `keep` or `drop` the domain-defining field(s) from the features. Default `keep`.
     pub domain_fields: DomainFields,
     /// `none`, `id` or `fixed`. Default `id`.
@@ -128,6 +135,7 @@ impl Default for ModelConfig {
             domain_embeddings: None,
             domain_embeddings_tensor: "domain_embeddings".into(),
             hash_buckets: 0,
+            bags: Vec::new(),
             embedding_update: UpdateMode::Auto,
             dropout: 0.0,
             gate: GateConfig::default(),

@@ -19,7 +19,12 @@ pub fn train(
         cfg.model.label(),
         prepared.meta.recipe,
         t.param_count(),
-        t.ds.features.join(", "),
+        t.ds.features
+            .iter()
+            .cloned()
+            .chain(t.ds.bags.iter().map(|b| format!("{b} (bag)")))
+            .collect::<Vec<_>>()
+            .join(", "),
         cfg.model.domain_input,
         t.run_dir.display()
     );

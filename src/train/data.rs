@@ -18,6 +18,9 @@ pub struct SplitData {
     pub users: Vec<u32>,
     /// Row-major (n × history_len) item ids, most recent first, 0 = padding.
     pub history: Option<Vec<u32>>,
+    /// One (offsets, values) pair per multi-hot field read as a bag: row r's
+    /// values are `values[offsets[r]..offsets[r + 1]]`.
+    pub bags: Vec<(Vec<u32>, Vec<u32>)>,
 }
 
 impl SplitData {
@@ -42,6 +45,14 @@ impl SplitData {
         self.labels.extend(other.labels);
         self.domains.extend(other.domains);
         self.users.extend(other.users);
+        if self.bags.len() < other.bags.len() {
+            self.bags.resize(other.bags.len(), (vec![0], Vec::new()));
+        }
+        for ((off, vals), (o, v)) in self.bags.iter_mut().zip(other.bags) {
+            let base = vals.len() as u32;
+            off.extend(o.iter().skip(1).map(|x| x + base));
+            vals.extend(v);
+        }
         self.n += other.n;
     }
 
@@ -52,6 +63,14 @@ impl SplitData {
         self.cols = self.cols.iter().map(pick).collect();
         self.labels = rows.iter().map(|&r| self.labels[r]).collect();
         self.domains = pick(&self.domains);
+        for (off, vals) in &mut self.bags {
+            let (mut o, mut v) = (vec![0u32], Vec::new());
+            for &r in &rows {
+                v.extend_from_slice(&vals[off[r] as usize..off[r + 1] as usize]);
+                o.push(v.len() as u32);
+            }
+            (*off, *vals) = (o, v);
+        }
         if !self.users.is_empty() {
             self.users = pick(&self.users);
         }
@@ -72,6 +91,9 @@ pub struct Dataset {
     pub meta: Meta,
     pub features: Vec<String>,
     pub cards: Vec<u32>,
+    /// Multi-hot fields read as bags, and their cardinalities.
+    pub bags: Vec<String>,
+    pub bag_cards: Vec<u32>,
     pub domain_names: Vec<String>,
     pub history_len: usize,
     /// Domains removed from train and valid ([`Dataset::hold_out`]).
@@ -113,13 +135,22 @@ type UserItems = (Vec<u32>, Vec<u32>, Vec<i64>);
 
 /// One shard's rows of the chosen features, checked against meta.json's
 /// cardinalities and domain count.
-fn read_part(
-    file: &Path,
-    features: &[String],
-    cards: &[u32],
+/// Which columns a split is read with, and their id ranges.
+struct Columns<'a> {
+    features: &'a [String],
+    cards: &'a [u32],
+    bags: &'a [String],
+    bag_cards: &'a [u32],
     n_domains: usize,
-    need_hist: bool,
-) -> Result<(SplitData, UserItems)> {
+}
+
+fn read_part(file: &Path, c: &Columns, need_hist: bool) -> Result<(SplitData, UserItems)> {
+    let Columns {
+        features,
+        cards,
+        n_domains,
+        ..
+    } = *c;
     let mut cols = read_shard(file)?;
     let mut ui = UserItems::default();
     if need_hist {
@@ -136,7 +167,9 @@ fn read_part(
     };
     // Columns are moved out of the shard, not copied (a feature named twice is
     // copied the second time).
-    let mut take = |name: &str| -> Result<Vec<u32>> {
+    let take = |cols: &mut std::collections::BTreeMap<String, ColumnData>,
+                name: &str|
+     -> Result<Vec<u32>> {
         match cols.remove(name) {
             Some(ColumnData::U32(v)) => Ok(v),
             Some(other) => {
@@ -150,12 +183,12 @@ fn read_part(
     for (i, (f, &card)) in features.iter().zip(cards).enumerate() {
         let col = match features[..i].iter().position(|g| g == f) {
             Some(j) => s.cols[j].clone(),
-            None => take(f)?,
+            None => take(&mut cols, f)?,
         };
         check_range(&col, card, f, file)?;
         s.cols.push(col);
     }
-    let dom = take("domain")?;
+    let dom = take(&mut cols, "domain")?;
     check_range(&dom, n_domains as u32, "domain", file)?;
     s.domains = dom;
     let labels = cols
@@ -172,6 +205,14 @@ fn read_part(
             .unwrap_or_default(),
     };
     s.n = s.labels.len();
+    for (b, &card) in c.bags.iter().zip(c.bag_cards) {
+        let name = format!("{b}.offsets");
+        let off = take(&mut cols, &name)?;
+        let vals = take(&mut cols, &format!("{b}.values"))?;
+        // read_shard checked the offsets against the rows and the values.
+        check_range(&vals, card, &format!("{b}.values"), file)?;
+        s.bags.push((off, vals));
+    }
     Ok((s, ui))
 }
 
@@ -179,7 +220,7 @@ impl Dataset {
     /// Load `dir` (a `data prepare` output). `features` empty = every categorical
     /// field; `history_len` > 0 builds DIN histories from the train split.
     pub fn load(dir: &Path, features: &[String], history_len: usize) -> Result<Dataset> {
-        Dataset::load_with(dir, features, history_len, false)
+        Dataset::load_with(dir, features, &[], history_len, false)
     }
 
     /// [`Dataset::load`]; with `stream_train` no split is read: each `n` is
@@ -188,6 +229,7 @@ impl Dataset {
     pub fn load_with(
         dir: &Path,
         features: &[String],
+        bags: &[String],
         history_len: usize,
         stream_train: bool,
     ) -> Result<Dataset> {
@@ -223,6 +265,31 @@ impl Dataset {
                     .unwrap_or(1)
             })
             .collect();
+        let mut bag_cards = Vec::new();
+        for b in bags {
+            match meta.fields.iter().find(|m| &m.name == b) {
+                Some(m) if m.kind == crate::data::meta::FieldKind::MultiHot => {
+                    bag_cards.push(m.cardinality)
+                }
+                _ => bail!(
+                    "model.bags: {b:?} is not a multi-hot field of {} (it has: {})",
+                    dir.display(),
+                    meta.fields
+                        .iter()
+                        .filter(|m| m.kind == crate::data::meta::FieldKind::MultiHot)
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+        let columns = Columns {
+            features: &features,
+            cards: &cards,
+            bags,
+            bag_cards: &bag_cards,
+            n_domains: meta.domains.len(),
+        };
         let need_hist = history_len > 0;
         let has = |name: &str| cats.iter().any(|c| c == name);
         if need_hist && !(has("user_id") && has("item_id")) {
@@ -256,8 +323,7 @@ impl Dataset {
             let mut users_complete = true;
             for shard in &sm.shards {
                 let file = dir.join(name).join(shard);
-                let (part, part_ui) =
-                    read_part(&file, &features, &cards, meta.domains.len(), need_hist)?;
+                let (part, part_ui) = read_part(&file, &columns, need_hist)?;
                 users_complete &= part.users.len() == part.n;
                 s.append(part);
                 ui.0.extend(part_ui.0);
@@ -317,6 +383,8 @@ impl Dataset {
             meta,
             features,
             cards,
+            bags: bags.to_vec(),
+            bag_cards,
             domain_names,
             history_len,
             holdout: Vec::new(),
@@ -375,13 +443,14 @@ impl Dataset {
                 .get(i)
                 .with_context(|| format!("internal: no {name} shard {i}"))?;
             let file = self.dir.join(name).join(shard);
-            let (part, _) = read_part(
-                &file,
-                &self.features,
-                &self.cards,
-                self.meta.domains.len(),
-                false,
-            )?;
+            let columns = Columns {
+                features: &self.features,
+                cards: &self.cards,
+                bags: &self.bags,
+                bag_cards: &self.bag_cards,
+                n_domains: self.meta.domains.len(),
+            };
+            let (part, _) = read_part(&file, &columns, false)?;
             users_complete &= part.users.len() == part.n;
             if k == 0 {
                 // Room for every shard of the buffer at once, not grown by doubling.

@@ -237,7 +237,9 @@ impl Trainer {
             0
         };
         let features = features(cfg, dataset_dir)?;
-        let mut ds = Dataset::load_with(dataset_dir, &features, history, t.stream_shards > 0)?;
+        let bags = bag_fields(cfg, dataset_dir)?;
+        let mut ds =
+            Dataset::load_with(dataset_dir, &features, &bags, history, t.stream_shards > 0)?;
         ds.hold_out(&cfg.data.holdout_domains)?;
         let device = Device::Cpu;
         let mut rng = Rng::new(t.seed);
@@ -246,6 +248,9 @@ impl Trainer {
         if domain_slot {
             cards.push(ds.domain_names.len() as u32);
         }
+        // Bags take the last layout slots, so that a run without them keeps the
+        // table rows (and initialisation) it had before bags existed.
+        cards.extend(&ds.bag_cards);
         let layout = Layout::new(&cards, m.hash_buckets);
         let total = layout.total_rows();
         let table = EmbeddingTable::new(
@@ -292,7 +297,10 @@ impl Trainer {
             }
             _ => None,
         };
-        let slots = ds.features.len() + usize::from(domain_slot) + usize::from(fixed.is_some());
+        let slots = ds.features.len()
+            + ds.bags.len()
+            + usize::from(domain_slot)
+            + usize::from(fixed.is_some());
         let spec = InputSpec {
             slots,
             dim: m.embedding_dim,
@@ -338,9 +346,10 @@ impl Trainer {
     /// and the memory of its weights and of the optimiser's two moments.
     pub fn table_summary(&self) -> String {
         let mut names = self.ds.features.clone();
-        if names.len() < self.layout.rows.len() {
+        if self.domain_slot {
             names.push("domain".into());
         }
+        names.extend(self.ds.bags.iter().map(|b| format!("{b} (bag)")));
         let fields: Vec<String> = names
             .iter()
             .zip(self.layout.rows.iter().zip(&self.layout.hashed))
@@ -429,6 +438,26 @@ impl Trainer {
                 }
             }
         }
+        // Bags: every value of every row, then its mean per (row, bag).
+        let nb = self.ds.bags.len();
+        let bag_start = ids.len();
+        let (mut bag_target, mut bag_weight) = (Vec::new(), Vec::new());
+        for (i, &r) in ordered.iter().enumerate() {
+            for (b, (off, vals)) in split.bags.iter().enumerate() {
+                let v = &vals[off[r] as usize..off[r + 1] as usize];
+                for &x in v {
+                    ids.push(self.layout.row(id_slots + b, x));
+                    bag_target.push((i * nb + b) as u32);
+                    bag_weight.push(1.0 / v.len() as f32);
+                }
+            }
+        }
+        if split.bags.len() != nb {
+            bail!(
+                "these rows carry {} of the run's {nb} multi-hot fields (model.bags)",
+                split.bags.len()
+            );
+        }
         let g = self.table.gather_ids(&ids);
         let var = self.table.rows_var(&g.unique, &self.device, DType::F32)?;
         let local = Tensor::from_vec(g.local, ids.len(), &self.device)?;
@@ -437,6 +466,26 @@ impl Trainer {
         let mut fields = emb
             .narrow(0, 0, n * id_slots)?
             .reshape((n, id_slots, dim))?;
+        let bag_mean = |values: &Tensor, width: usize| -> Result<Tensor> {
+            let zeros = Tensor::zeros((n * nb, width), DType::F32, &self.device)?;
+            if bag_target.is_empty() {
+                return Ok(zeros);
+            }
+            let k = bag_target.len();
+            let w = Tensor::from_slice(&bag_weight, (k, 1), &self.device)?;
+            let t = Tensor::from_slice(&bag_target, k, &self.device)?;
+            Ok(zeros.index_add(&t, &values.broadcast_mul(&w)?, 0)?)
+        };
+        if nb > 0 {
+            let vals = emb.narrow(0, bag_start, bag_target.len())?;
+            let bagged = bag_mean(&vals, dim)?.reshape((n, nb, dim))?;
+            let (nf, rest) = (self.ds.features.len(), id_slots - self.ds.features.len());
+            let mut parts = vec![fields.narrow(1, 0, nf)?, bagged];
+            if rest > 0 {
+                parts.push(fields.narrow(1, nf, rest)?);
+            }
+            fields = Tensor::cat(&parts, 1)?;
+        }
         let domains: Vec<u32> = ordered.iter().map(|&r| split.domains[r]).collect();
         if let Some((mat, proj)) = &self.fixed {
             let idx = Tensor::from_slice(&domains, n, &self.device)?;
@@ -472,6 +521,17 @@ impl Trainer {
                     .as_tensor()
                     .index_select(&idx, 0)?
                     .reshape((n, id_slots))?;
+                if nb > 0 {
+                    let bl = local.narrow(0, bag_start, bag_target.len())?;
+                    let vals = v.as_tensor().index_select(&bl, 0)?;
+                    let bagged = bag_mean(&vals, 1)?.reshape((n, nb))?;
+                    let (nf, rest) = (self.ds.features.len(), id_slots - self.ds.features.len());
+                    let mut parts = vec![fo.narrow(1, 0, nf)?, bagged];
+                    if rest > 0 {
+                        parts.push(fo.narrow(1, nf, rest)?);
+                    }
+                    fo = Tensor::cat(&parts, 1)?;
+                }
                 if self.fixed.is_some() {
                     fo = Tensor::cat(&[&fo, &Tensor::zeros((n, 1), DType::F32, &self.device)?], 1)?;
                 }
@@ -1226,6 +1286,22 @@ fn features(cfg: &Config, dataset_dir: &Path) -> Result<Vec<String>> {
         cfg.model.domain_fields,
     )
     .context("model.domain_fields")
+}
+
+/// `model.bags`, less the recipe's domain-defining fields when
+/// `model.domain_fields` is `drop`.
+fn bag_fields(cfg: &Config, dataset_dir: &Path) -> Result<Vec<String>> {
+    let bags = &cfg.model.bags;
+    if bags.is_empty() || cfg.model.domain_fields == DomainFields::Keep {
+        return Ok(bags.clone());
+    }
+    let meta = crate::data::meta::Meta::read(dataset_dir)?;
+    let recipe: crate::data::recipe::Recipe = meta
+        .recipe
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let drop = recipe.domain_fields(&cfg.data.criteo.domain_field);
+    Ok(bags.iter().filter(|b| !drop.contains(b)).cloned().collect())
 }
 
 /// `requested` (empty = every categorical field), less the recipe's
