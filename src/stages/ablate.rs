@@ -8,9 +8,11 @@
 //! adapters of each (recipe, template, method) are trained once, with
 //! `embed.seed` (an LLM run costs minutes on a laptop CPU, a CTR run seconds).
 
+pub use crate::config::ablate::AblateConfig;
+
 use crate::config::Config;
 use crate::fsutil::write_atomic;
-use crate::models::config::{DomainInput, ModelName};
+use crate::models::config::DomainInput;
 use crate::report::{Arm, Curve, domain_auc_plot, learning_curves_plot, read_history};
 use crate::stages::compare::mean_std;
 use crate::stages::embed::Method;
@@ -19,66 +21,8 @@ use crate::stages::run::{Origin, ensure_embed, ensure_pool, ensure_train, llm_he
 use crate::train::config::UnseenKernel;
 use crate::train::trainer::FinalMetrics;
 use anyhow::{Result, bail};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// `[ablate]`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AblateConfig {
-    /// Default [ml100k-occupation, ml100k-age3].
-    pub recipes: Vec<String>,
-    /// Default [prompts/name.txt, prompts/stats.txt, prompts/stats_examples.txt].
-    pub templates: Vec<PathBuf>,
-    /// Default [none, lora, ptuning].
-    pub methods: Vec<Method>,
-    /// Default [parameterless, parametric].
-    pub pooling: Vec<PoolMode>,
-    /// Default [1, 2, 3].
-    pub seeds: Vec<u64>,
-    /// Models trained on the domain id. Default [cgc, ple, mmoe, star, shared_bottom, deepfm].
-    pub baselines: Vec<ModelName>,
-    /// Recipe of the unseen-domain runs. Default none (no such runs).
-    pub holdout_recipe: Option<String>,
-    /// Domains held out together in those runs.
-    pub holdout_domains: Vec<String>,
-    /// Template of the unseen-domain runs: it may use only {dataset}, {domain} and
-    /// {category_name}. Default prompts/name.txt.
-    pub holdout_template: PathBuf,
-    /// Models trained on the domain id in the unseen-domain runs. Default [cgc].
-    pub holdout_baselines: Vec<ModelName>,
-    /// Tables and plots go here. Default results/ablation.
-    pub out_dir: PathBuf,
-}
-
-impl Default for AblateConfig {
-    fn default() -> Self {
-        AblateConfig {
-            recipes: vec!["ml100k-occupation".into(), "ml100k-age3".into()],
-            templates: ["name", "stats", "stats_examples"]
-                .iter()
-                .map(|t| PathBuf::from(format!("prompts/{t}.txt")))
-                .collect(),
-            methods: vec![Method::None, Method::Lora, Method::Ptuning],
-            pooling: vec![PoolMode::Parameterless, PoolMode::Parametric],
-            seeds: vec![1, 2, 3],
-            baselines: vec![
-                ModelName::Cgc,
-                ModelName::Ple,
-                ModelName::Mmoe,
-                ModelName::Star,
-                ModelName::SharedBottom,
-                ModelName::Deepfm,
-            ],
-            holdout_recipe: None,
-            holdout_domains: Vec::new(),
-            holdout_template: "prompts/name.txt".into(),
-            holdout_baselines: vec![ModelName::Cgc],
-            out_dir: "results/ablation".into(),
-        }
-    }
-}
 
 /// One configuration of the grid and its runs (one per seed).
 struct Row {

@@ -6,6 +6,10 @@
 //! flags are applied; [`check_finite`] refuses numeric input files holding NaN or
 //! infinities.
 
+pub mod ablate;
+pub mod embed;
+pub mod pool;
+
 use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -19,9 +23,9 @@ pub struct Config {
     pub data: DataConfig,
     pub model: crate::models::config::ModelConfig,
     pub train: crate::train::config::TrainConfig,
-    pub embed: crate::stages::embed::EmbedConfig,
-    pub pool: crate::stages::pool::PoolConfig,
-    pub ablate: crate::stages::ablate::AblateConfig,
+    pub embed: embed::EmbedConfig,
+    pub pool: pool::PoolConfig,
+    pub ablate: ablate::AblateConfig,
     pub run: RunConfig,
 }
 
@@ -382,7 +386,7 @@ impl DataConfig {
     }
 }
 
-fn validate_ablate(a: &crate::stages::ablate::AblateConfig, c: &mut Checks) {
+fn validate_ablate(a: &ablate::AblateConfig, c: &mut Checks) {
     for (i, r) in a.recipes.iter().enumerate() {
         c.recipe(&format!("ablate.recipes[{i}]"), r);
     }
