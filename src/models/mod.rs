@@ -15,6 +15,7 @@ pub mod m2m;
 pub mod mmoe;
 pub mod pepnet;
 pub mod ple;
+pub mod probe;
 pub mod shared_bottom;
 pub mod star;
 
