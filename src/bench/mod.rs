@@ -41,6 +41,19 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// The machine and build lines every benchmark prints first.
+pub(crate) fn print_header() {
+    println!("machine: {}", machine());
+    println!(
+        "build: {}",
+        if cfg!(debug_assertions) {
+            "debug (figures not representative)"
+        } else {
+            "release"
+        }
+    );
+}
+
 pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -487,15 +500,7 @@ pub fn data(args: &DataBenchArgs) -> Result<()> {
     if args.runs == 0 || args.criteo_runs == 0 {
         bail!("--runs and --criteo-runs must be at least 1");
     }
-    println!("machine: {}", machine());
-    println!(
-        "build: {}",
-        if cfg!(debug_assertions) {
-            "debug (figures not representative)"
-        } else {
-            "release"
-        }
-    );
+    print_header();
     std::fs::create_dir_all(&args.work)?;
 
     // ml100k from the parquet copy, every recipe variant's cost is the same reader.

@@ -4,7 +4,7 @@
 //! SIGKILL mid-epoch and resumes it. Every step runs as a child process so that
 //! its wall time and peak resident memory are its own.
 
-use super::{generate_criteo_lines, machine};
+use super::{generate_criteo_lines, print_header};
 use crate::models::config::ModelName;
 use crate::train::trainer::{EpochMetrics, FinalMetrics};
 use anyhow::{Context, Result, bail};
@@ -88,15 +88,7 @@ pub fn stream(args: &StreamBenchArgs) -> Result<()> {
     if args.lines < 1000 || args.buffer == 0 || args.models.is_empty() {
         bail!("--lines must be at least 1000, --buffer at least 1, --models not empty");
     }
-    println!("machine: {}", machine());
-    println!(
-        "build: {}",
-        if cfg!(debug_assertions) {
-            "debug (figures not representative)"
-        } else {
-            "release"
-        }
-    );
+    print_header();
     std::fs::create_dir_all(&args.work)?;
     let work = std::fs::canonicalize(&args.work)?;
     let tsv = work.join(format!("criteo-{}.tsv", args.lines));

@@ -593,13 +593,22 @@ fn bag_fields(cfg: &Config, dataset_dir: &Path) -> Result<Vec<String>> {
     if bags.is_empty() || cfg.model.domain_fields == DomainFields::Keep {
         return Ok(bags.clone());
     }
+    let (_, drop) = domain_defining(cfg, dataset_dir)?;
+    Ok(bags.iter().filter(|b| !drop.contains(b)).cloned().collect())
+}
+
+/// The prepared dataset's meta.json and its recipe's domain-defining fields.
+fn domain_defining(
+    cfg: &Config,
+    dataset_dir: &Path,
+) -> Result<(crate::data::meta::Meta, Vec<String>)> {
     let meta = crate::data::meta::Meta::read(dataset_dir)?;
     let recipe: crate::data::recipe::Recipe = meta
         .recipe
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
     let drop = recipe.domain_fields(&cfg.data.criteo.domain_field);
-    Ok(bags.iter().filter(|b| !drop.contains(b)).cloned().collect())
+    Ok((meta, drop))
 }
 
 /// `requested` (empty = every categorical field), less the recipe's
@@ -613,12 +622,7 @@ pub fn kept_features(
     if mode == DomainFields::Keep {
         return Ok(requested.to_vec());
     }
-    let meta = crate::data::meta::Meta::read(dataset_dir)?;
-    let recipe: crate::data::recipe::Recipe = meta
-        .recipe
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
-    let drop = recipe.domain_fields(&cfg.data.criteo.domain_field);
+    let (meta, drop) = domain_defining(cfg, dataset_dir)?;
     let all = if requested.is_empty() {
         meta.categorical_fields()
     } else {
