@@ -83,6 +83,12 @@ impl Trainer {
         }
         // Bags: every value of every row, then its mean per (row, bag).
         let nb = self.ds.bags.len();
+        if split.bags.len() != nb {
+            bail!(
+                "these rows carry {} of the run's {nb} multi-hot fields (model.bags)",
+                split.bags.len()
+            );
+        }
         let bag_start = ids.len();
         let (mut bag_target, mut bag_weight) = (Vec::new(), Vec::new());
         for (i, &r) in ordered.iter().enumerate() {
@@ -94,12 +100,6 @@ impl Trainer {
                     bag_weight.push(1.0 / v.len() as f32);
                 }
             }
-        }
-        if split.bags.len() != nb {
-            bail!(
-                "these rows carry {} of the run's {nb} multi-hot fields (model.bags)",
-                split.bags.len()
-            );
         }
         let g = self.table.gather_ids(&ids);
         let var = self.table.rows_var(&g.unique, &self.device, DType::F32)?;
