@@ -555,6 +555,13 @@ fn validate_with_flags(cfg: &Config) -> Result<()> {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    let ranks = crate::dist::launched_size();
+    if ranks > 1 && !matches!(cli.command, Command::Train(_) | Command::TrainCgc(_)) {
+        anyhow::bail!(
+            "started as one of {ranks} MPI ranks: only `pipeline train` and `pipeline train-cgc` \
+             run data-parallel; run this command in one process"
+        );
+    }
     match cli.command {
         Command::Data(DataCommand::Prepare(args)) => {
             let cfg = args.resolve()?;
@@ -594,13 +601,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => {
             let cfg = args.resolve(None)?;
             let m = crate::stages::train::train(&cfg, args.resume, args.stop_after_epochs)?;
-            print_final(m.as_ref());
+            if crate::dist::launched_rank() == 0 {
+                print_final(m.as_ref());
+            }
             Ok(())
         }
         Command::TrainCgc(args) => {
             let cfg = args.resolve(Some(crate::models::config::ModelName::Cgc))?;
             let m = crate::stages::train::train(&cfg, args.resume, args.stop_after_epochs)?;
-            print_final(m.as_ref());
+            if crate::dist::launched_rank() == 0 {
+                print_final(m.as_ref());
+            }
             Ok(())
         }
         Command::Compare(args) => {

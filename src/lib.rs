@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod fingerprint;
 pub mod fsutil;
 pub mod geometry;

@@ -26,8 +26,17 @@ pub fn softplus(x: &Tensor) -> Result<Tensor> {
 /// stable form max(x, 0) − x·y + log(1 + exp(−|x|)); candle's own is NaN for large
 /// logits.
 pub fn bce_with_logits(x: &Tensor, y: &Tensor) -> Result<Tensor> {
-    let l = ((x.relu()? - (x * y)?)? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    l.mean_all()
+    bce_terms(x, y)?.mean_all()
+}
+
+/// The summed (not averaged) binary cross-entropy of [`bce_with_logits`]: a
+/// data-parallel rank divides it by the global batch size.
+pub fn bce_with_logits_sum(x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    bce_terms(x, y)?.sum_all()
+}
+
+fn bce_terms(x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    (x.relu()? - (x * y)?)? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
 }
 
 /// Inverted dropout with a mask from our seeded generator.

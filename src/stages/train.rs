@@ -6,14 +6,37 @@ use crate::stages::prepare::prepare;
 use crate::train::trainer::{FinalMetrics, Trainer};
 use anyhow::Result;
 
-/// Returns None when stopped early by `stop_after` (resumable).
+/// Returns None when stopped early by `stop_after` (resumable). Under an MPI
+/// launcher (`mpirun -np N`, a build with the `mpi` feature) this process is one
+/// rank of a data-parallel run: rank 0 prepares the data and writes the run's
+/// files; every rank returns the final metrics.
 pub fn train(
     cfg: &Config,
     resume: bool,
     stop_after: Option<usize>,
 ) -> Result<Option<FinalMetrics>> {
-    let prepared = prepare(cfg, false)?;
+    let comm = crate::dist::connect()?;
+    // Rank 0 prepares (or reuses) the data; the others then find it up to date.
+    let prepared = if comm.rank() == 0 {
+        let p = prepare(cfg, false)?;
+        comm.barrier()?;
+        p
+    } else {
+        comm.barrier()?;
+        prepare(cfg, false)?
+    };
+    if comm.size() > 1 {
+        tracing::info!(
+            "rank {} of {} ({}): global batch {}, {} rows per rank",
+            comm.rank(),
+            comm.size(),
+            comm.name(),
+            cfg.train.batch_size,
+            cfg.train.batch_size / comm.size()
+        );
+    }
     let mut t = Trainer::new(cfg, &prepared.dir)?;
+    t.set_collective(comm)?;
     tracing::info!(
         "{} on {}: {} parameters, features {}, domain input {:?}, run dir {}",
         cfg.model.label(),

@@ -96,6 +96,23 @@ impl DenseAdam {
         Ok(DenseAdam { state })
     }
 
+    /// Every parameter's gradient in `grads`, flattened, in the store's order
+    /// (None for a parameter the batch did not use).
+    pub fn gradients(
+        ps: &crate::nn::params::ParamStore,
+        grads: &candle_core::backprop::GradStore,
+    ) -> candle_core::Result<Vec<Option<Vec<f32>>>> {
+        ps.params()
+            .iter()
+            .map(|p| {
+                grads
+                    .get(p.var.as_tensor())
+                    .map(|g| g.flatten_all()?.to_vec1::<f32>())
+                    .transpose()
+            })
+            .collect()
+    }
+
     /// An Adam step on every parameter with a gradient. A parameter the batch did
     /// not use (another domain's) has none and is left alone, as PyTorch does for
     /// a `None` gradient.
@@ -106,9 +123,21 @@ impl DenseAdam {
         cfg: &AdamConfig,
         t: u64,
     ) -> candle_core::Result<()> {
-        for (p, (w, mo)) in ps.params().iter().zip(self.state.iter_mut()) {
-            if let Some(g) = grads.get(p.var.as_tensor()) {
-                adam_step(w, Some(&g.flatten_all()?.to_vec1::<f32>()?), mo, cfg, t);
+        self.apply(ps, &Self::gradients(ps, grads)?, cfg, t)
+    }
+
+    /// [`DenseAdam::step`] with the gradients already taken out (and, in a
+    /// data-parallel run, summed over the ranks).
+    pub fn apply(
+        &mut self,
+        ps: &crate::nn::params::ParamStore,
+        grads: &[Option<Vec<f32>>],
+        cfg: &AdamConfig,
+        t: u64,
+    ) -> candle_core::Result<()> {
+        for ((p, (w, mo)), g) in ps.params().iter().zip(self.state.iter_mut()).zip(grads) {
+            if let Some(g) = g {
+                adam_step(w, Some(g), mo, cfg, t);
                 p.var.set(&candle_core::Tensor::from_slice(
                     w,
                     p.var.shape(),

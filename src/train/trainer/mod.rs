@@ -13,6 +13,7 @@
 use super::data::Dataset;
 use super::optim::{AdamConfig, DenseAdam};
 use crate::config::{Config, Stage, check_reusable};
+use crate::dist::{Collective, Single};
 use crate::fingerprint;
 use crate::fsutil::write_atomic;
 use crate::metrics::{self, Report};
@@ -31,6 +32,7 @@ use std::time::Instant;
 
 mod batch;
 mod checkpoint;
+mod parallel;
 mod predict;
 mod report;
 mod unseen;
@@ -127,6 +129,8 @@ pub struct Trainer {
     /// whole call of [`Trainer::run`]), as a kill would: for tests of resuming
     /// mid-epoch.
     pub stop_after_buffers: Option<usize>,
+    /// The other ranks of a data-parallel run ([`crate::dist`]); [`Single`] alone.
+    comm: Box<dyn Collective>,
 }
 
 impl Trainer {
@@ -243,6 +247,7 @@ impl Trainer {
             fixed,
             progress: Progress::default(),
             stop_after_buffers: None,
+            comm: Box::new(Single),
         })
     }
 
@@ -282,7 +287,40 @@ impl Trainer {
             + self.first.as_ref().map_or(0, |f| f.weight.len())
     }
 
+    /// Train as one rank of a data-parallel run: rank 0 writes every file, and
+    /// each step and each scoring pass is shared with the other ranks.
+    pub fn set_collective(&mut self, comm: Box<dyn Collective>) -> Result<()> {
+        if comm.size() > 1 {
+            if self.cfg.model.name == models::config::ModelName::Star {
+                bail!(
+                    "STAR normalises with each batch's statistics, which do not split over ranks: \
+                     train it in one process"
+                );
+            }
+            if self.cfg.model.dropout > 0.0 {
+                bail!(
+                    "model.dropout = {}: dropout masks would depend on how a batch is split over \
+                     ranks; set it to 0 to train on several ranks",
+                    self.cfg.model.dropout
+                );
+            }
+            if self.ds.history_len > 0 {
+                bail!("DIN does not train on several ranks yet: train it in one process");
+            }
+        }
+        self.comm = comm;
+        Ok(())
+    }
+
+    /// Whether this process writes the run's files (rank 0, or the only one).
+    fn writes(&self) -> bool {
+        self.comm.rank() == 0
+    }
+
     fn train_step(&mut self, rows: &[usize], rng: &mut Rng) -> Result<f64> {
+        if self.comm.size() > 1 {
+            return self.train_step_parallel(rows, rng);
+        }
         let split = std::mem::take(&mut self.ds.train);
         let p = self.prepare(&split, rows, None);
         self.ds.train = split;
@@ -368,12 +406,16 @@ impl Trainer {
                 self.run_dir.display()
             );
         }
-        std::fs::create_dir_all(&self.run_dir)?;
-        write_atomic(
-            &self.run_dir.join("config.toml"),
-            self.cfg.to_toml().as_bytes(),
-        )?;
-        inputs.save(&self.run_dir)?;
+        // Every rank has read the run folder before rank 0 writes to it.
+        self.comm.barrier()?;
+        if self.writes() {
+            std::fs::create_dir_all(&self.run_dir)?;
+            write_atomic(
+                &self.run_dir.join("config.toml"),
+                self.cfg.to_toml().as_bytes(),
+            )?;
+            inputs.save(&self.run_dir)?;
+        }
         let t = self.cfg.train.clone();
         let base = Rng::new(t.seed);
         let mut done_now = 0;
@@ -397,7 +439,11 @@ impl Trainer {
                     (p.loss_sum, p.rows, p.buffers_done, p.seconds, p.rng);
             }
             let steps = self.ds.train.n.div_ceil(bs);
-            let pb = progress_bar(steps as u64, epoch, t.epochs);
+            let pb = if self.writes() {
+                progress_bar(steps as u64, epoch, t.epochs)
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
             pb.set_position((count / bs) as u64);
             for (g, group) in groups.iter().enumerate().skip(first) {
                 if self.ds.streamed {
@@ -435,7 +481,9 @@ impl Trainer {
                         rng: rng.clone(),
                         seconds: earlier + start.elapsed().as_secs_f64(),
                     });
-                    self.save_checkpoint()?;
+                    if self.writes() {
+                        self.save_checkpoint()?;
+                    }
                     self.progress.stream = None;
                     buffers_now += 1;
                     if self.stop_after_buffers.is_some_and(|s| buffers_now >= s) {
@@ -449,6 +497,7 @@ impl Trainer {
             }
             let trained = start.elapsed();
             pb.finish_and_clear();
+            self.check_replicas()?;
             let valid = self.evaluate(Which::Valid)?;
             let train_secs = earlier + trained.as_secs_f64();
             let secs = earlier + start.elapsed().as_secs_f64();
@@ -478,11 +527,15 @@ impl Trainer {
                 self.progress.best_auc = valid.auc;
                 self.progress.best_epoch = epoch;
                 self.progress.bad_epochs = 0;
-                self.save_weights(&self.run_dir.join("best.safetensors"), false)?;
+                if self.writes() {
+                    self.save_weights(&self.run_dir.join("best.safetensors"), false)?;
+                }
             } else {
                 self.progress.bad_epochs += 1;
             }
-            self.save_checkpoint()?;
+            if self.writes() {
+                self.save_checkpoint()?;
+            }
             done_now += 1;
         }
         self.finish().map(Some)
@@ -504,6 +557,8 @@ impl Trainer {
     }
 
     fn finish(&mut self) -> Result<FinalMetrics> {
+        // Rank 0 has written the best weights every rank loads.
+        self.comm.barrier()?;
         let best = self.run_dir.join("best.safetensors");
         if self.progress.best_epoch == 0 || !best.is_file() {
             bail!(
@@ -513,7 +568,9 @@ impl Trainer {
         }
         self.load_weights(&best, false)?;
         let pred = self.predict(Which::Test)?;
-        pred.save(&self.run_dir.join("predictions_test.safetensors"))?;
+        if self.writes() {
+            pred.save(&self.run_dir.join("predictions_test.safetensors"))?;
+        }
         let (p, y, d) = (&pred.probs, &pred.labels, &pred.domains);
         let test = metrics::report(p, y, d, &self.ds.domain_names);
         let test_gauc = pred.users.as_ref().and_then(|u| metrics::gauc(p, y, u));
@@ -553,11 +610,13 @@ impl Trainer {
                 .collect(),
             train_seconds: self.progress.seconds,
         };
-        write_atomic(
-            &self.run_dir.join("metrics.json"),
-            serde_json::to_string_pretty(&fm)?.as_bytes(),
-        )?;
-        crate::report::report(&self.run_dir)?;
+        if self.writes() {
+            write_atomic(
+                &self.run_dir.join("metrics.json"),
+                serde_json::to_string_pretty(&fm)?.as_bytes(),
+            )?;
+            crate::report::report(&self.run_dir)?;
+        }
         Ok(fm)
     }
 }

@@ -167,13 +167,28 @@ impl Trainer {
         let (unseen, seen): (Vec<usize>, Vec<usize>) =
             (0..split.n).partition(|&r| held.contains(&(split.domains[r] as usize)));
         let mut rng = Rng::new(0);
-        for chunk in seen.chunks(self.cfg.train.eval_batch_size.max(1)) {
+        // In a data-parallel run each rank scores every size-th chunk.
+        let (rank, size) = (self.comm.rank(), self.comm.size());
+        for (c, chunk) in seen
+            .chunks(self.cfg.train.eval_batch_size.max(1))
+            .enumerate()
+        {
+            if c % size != rank {
+                continue;
+            }
             let p = self.prepare(split, chunk, None)?;
             let out = self.model.forward(&p.inputs, false, &mut rng)?;
             probs.extend(sigmoid(&out.logits)?.to_vec1::<f32>()?);
             labels.extend(p.labels.to_vec1::<f32>()?);
             domains.extend(p.domains);
             rows.extend(p.rows);
+        }
+        if size > 1 {
+            let mine: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+            rows = self.comm.all_gather_u32(&mine)?.into_iter().map(|r| r as usize).collect();
+            probs = self.comm.all_gather_f32(&probs)?;
+            labels = rows.iter().map(|&r| split.labels[r]).collect();
+            domains = rows.iter().map(|&r| split.domains[r]).collect();
         }
         if !unseen.is_empty() {
             probs.extend(self.unseen_probs(split, &unseen)?);
