@@ -371,8 +371,10 @@ pub struct LodoArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub seeds: Vec<u64>,
     /// Arms: none (no domain input), id (trainable id embedding), embedding (the
-    /// fixed matrix of model.domain_embeddings), random (its control: a fixed
-    /// random vector per domain with the embedding's per-dimension mean and spread).
+    /// fixed matrix of model.domain_embeddings), adapted (the [embed] method, e.g.
+    /// LoRA, trained per fold on the fold's training domains, pooled with [pool]),
+    /// random (the control: a fixed random vector per domain with the per-dimension
+    /// mean and spread of model.domain_embeddings).
     #[arg(
         long,
         value_enum,

@@ -54,10 +54,7 @@ fn n_ranks_compute_what_one_process_computes_with_the_same_global_batch() {
         for n in [2, 3] {
             let mut c = one.clone();
             c.train.run_name = Some(format!("{}-ranks{n}", m.as_str()));
-            let outs: Vec<FinalMetrics> = on_ranks(&c, n)
-                .into_iter()
-                .map(Result::unwrap)
-                .collect();
+            let outs: Vec<FinalMetrics> = on_ranks(&c, n).into_iter().map(Result::unwrap).collect();
             // Every rank ends with the same metrics (replicas stayed identical).
             for o in &outs[1..] {
                 assert_eq!(o.test, outs[0].test, "{m:?} on {n} ranks");
@@ -81,7 +78,10 @@ fn n_ranks_compute_what_one_process_computes_with_the_same_global_batch() {
             );
             assert_eq!(o.best_epoch, single.best_epoch, "{m:?} on {n} ranks");
             // Rank 0 wrote the run's files.
-            let run = tmp.path().join("runs").join(c.train.run_name.as_ref().unwrap());
+            let run = tmp
+                .path()
+                .join("runs")
+                .join(c.train.run_name.as_ref().unwrap());
             let written: FinalMetrics =
                 serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap())
                     .unwrap();
@@ -102,7 +102,10 @@ fn ranks_stream_their_buffers_like_one_process() {
     let outs: Vec<FinalMetrics> = on_ranks(&c, 2).into_iter().map(Result::unwrap).collect();
     assert_eq!(outs[0].test, outs[1].test);
     let (a, b) = (outs[0].test.auc.unwrap(), single.test.auc.unwrap());
-    assert!((a - b).abs() < 1e-6, "streamed on 2 ranks {a}, one process {b}");
+    assert!(
+        (a - b).abs() < 1e-6,
+        "streamed on 2 ranks {a}, one process {b}"
+    );
     assert!((outs[0].test.logloss - single.test.logloss).abs() < 1e-6);
 }
 

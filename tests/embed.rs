@@ -331,3 +331,70 @@ fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("different config"), "{err}");
 }
+
+/// `pipeline lodo`'s `adapted` arm: per fold, LoRA is trained through the embed
+/// probe with the fold's domains held out (their rows never reach it), pooled,
+/// and the head trained on those vectors; embed and pool runs are named by the
+/// fold and reused on a second call.
+#[test]
+fn lodo_adapted_arm_trains_adapters_per_fold_without_the_held_out_domains() {
+    use llmctr::stages::lodo::{Arm, LodoPlan, lodo};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = common::tiny_run_config(tmp.path());
+    // A label-free template: a held-out domain's prompt may only name it.
+    std::fs::write(tmp.path().join("t.txt"), "Users who work as {domain}.").unwrap();
+    let mut c = llmctr::config::Config::load(Some(&path)).unwrap();
+    c.model.name = llmctr::models::config::ModelName::Pepnet;
+    c.train.epochs = 1;
+    c.train.min_epochs = 1;
+    c.pool.mode = llmctr::stages::pool::PoolMode::Parameterless;
+    // Three folds of the 21 occupations: the fixture's users are students
+    // (fold 0) and doctors, homemakers and writers (fold 2).
+    let plan = LodoPlan {
+        folds: 3,
+        seeds: vec![1],
+        arms: vec![Arm::None, Arm::Adapted],
+        out: tmp.path().join("lodo"),
+    };
+    let md = std::fs::read_to_string(lodo(&c, &plan).unwrap()).unwrap();
+    assert!(md.contains("adapted-lora AUC"), "{md}");
+    assert!(md.contains("| `adapted-lora` |"), "{md}");
+    let runs = tmp.path().join("runs");
+    let embeds: Vec<std::path::PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("embed-lora-") && n.contains("-holdout-")
+        })
+        .collect();
+    assert_eq!(embeds.len(), 3, "one embed run per fold: {embeds:?}");
+    for e in &embeds {
+        // Each embed run held its fold's domains out of the probe's training.
+        let saved =
+            llmctr::config::Config::parse(&std::fs::read_to_string(e.join("config.toml")).unwrap())
+                .unwrap();
+        assert!(!saved.data.holdout_domains.is_empty(), "{}", e.display());
+        let r = std::fs::read_to_string(e.join("result.json")).unwrap();
+        assert!(r.contains("\"llm_steps\""), "{r}");
+    }
+    let before: Vec<_> = embeds
+        .iter()
+        .map(|e| {
+            std::fs::metadata(e.join("result.json"))
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+        .collect();
+    let again = std::fs::read_to_string(lodo(&c, &plan).unwrap()).unwrap();
+    let body = |s: &str| s.lines().skip(3).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&md), body(&again));
+    for (e, t) in embeds.iter().zip(before) {
+        let now = std::fs::metadata(e.join("result.json"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(now, t, "{} was trained again", e.display());
+    }
+}

@@ -40,7 +40,14 @@ fn mpirun_with_two_ranks_matches_one_process() {
     let target = root.join("target/mpi");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(cargo)
-        .args(["build", "--release", "--features", "mpi", "--bin", "pipeline"])
+        .args([
+            "build",
+            "--release",
+            "--features",
+            "mpi",
+            "--bin",
+            "pipeline",
+        ])
         .arg("--target-dir")
         .arg(&target)
         .current_dir(root)
@@ -83,7 +90,10 @@ fn mpirun_with_two_ranks_matches_one_process() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        (start.elapsed().as_secs_f64(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            start.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let (t1, _) = run(Command::new(&bin)
         .args(["train", "-c"])

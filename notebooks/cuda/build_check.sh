@@ -8,7 +8,7 @@
 #     WORKDIR/wheels (about 0.7 GB, mostly cuBLAS). CUDA 13 because the CUDA 12
 #     `nvidia-cuda-nvcc-cu12` wheels ship only ptxas, not nvcc; the CUDA 13
 #     `nvidia-cuda-nvcc` wheel ships nvcc, cudafe++, fatbinary and nvlink, and
-#     `nvidia-nvvm` ships cicc; `nvidia-nccl-cu13` 2.30 ships NCCL. 13.0, the first CUDA 13 release, asks the least of
+#     `nvidia-nvvm` ships cicc; `nvidia-nccl-cu13` 2.32 ships NCCL (cudarc binds the 2.30 API, which 2.32 keeps). 13.0, the first CUDA 13 release, asks the least of
 #     the driver (>= 580 at run time); cudarc 0.19.10 knows CUDA 11.4 to 13.4.
 #     Unpacked, the toolkit takes about 1.2 GB.
 #  2. Unzips them into WORKDIR/unz; the wheels lay out a toolkit at
@@ -49,7 +49,7 @@ WHEELS=(
   nvidia-cuda-nvrtc==13.0.88
   nvidia-curand==10.4.0.35
   nvidia-cublas==13.0.2.14
-  nvidia-nccl-cu13==2.30.7
+  nvidia-nccl-cu13==2.32.3
 )
 pip download --no-deps --only-binary=:all: --python-version 3.12 \
   --platform manylinux2014_x86_64 --platform manylinux_2_27_x86_64 \
@@ -67,7 +67,7 @@ for so in cudart cublas cublasLt curand nvrtc; do
   ln -sf "$real" "$ROOT/lib/lib$so.so"
 done
 ln -sfn lib "$ROOT/lib64"
-# NCCL (the data-parallel collectives, src/dist/nccl.rs; cudarc binds NCCL 2.30)
+# NCCL (the data-parallel collectives, src/dist/nccl.rs; cudarc binds the NCCL 2.30 API)
 # unpacks beside the toolkit, not into it.
 NCCL_SO="$(find "$WORK/unz/nvidia" -name 'libnccl.so.2*' | head -n 1)"
 ln -sf "$NCCL_SO" "$ROOT/lib/libnccl.so"

@@ -112,12 +112,18 @@ pub fn connect() -> Result<Box<dyn Collective>> {
         #[cfg(feature = "cuda")]
         {
             let id = std::env::var_os("LLMCTR_NCCL_ID").ok_or_else(|| {
-                anyhow::anyhow!("LLMCTR_COLLECTIVE=nccl needs LLMCTR_NCCL_ID: a file path all ranks share")
+                anyhow::anyhow!(
+                    "LLMCTR_COLLECTIVE=nccl needs LLMCTR_NCCL_ID: a file path all ranks share"
+                )
             })?;
-            let local = ["OMPI_COMM_WORLD_LOCAL_RANK", "LOCAL_RANK", "MPI_LOCALRANKID"]
-                .iter()
-                .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
-                .unwrap_or(0);
+            let local = [
+                "OMPI_COMM_WORLD_LOCAL_RANK",
+                "LOCAL_RANK",
+                "MPI_LOCALRANKID",
+            ]
+            .iter()
+            .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+            .unwrap_or(0);
             return Ok(Box::new(nccl::Nccl::init(
                 launched_rank(),
                 n,

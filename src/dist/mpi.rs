@@ -66,7 +66,8 @@ impl Collective for Mpi {
     }
     fn sum_f64(&self, x: f64) -> Result<f64> {
         let mut out = 0.0f64;
-        self.world.all_reduce_into(&x, &mut out, SystemOperation::sum());
+        self.world
+            .all_reduce_into(&x, &mut out, SystemOperation::sum());
         Ok(out)
     }
     fn all_gather_u32(&self, local: &[u32]) -> Result<Vec<u32>> {

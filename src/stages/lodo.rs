@@ -7,6 +7,11 @@
 //! - `id`: a trainable domain-id embedding — the held-out domain's row never
 //!   trains, so this arm shows what an id can (not) do for an unseen domain;
 //! - `embedding`: the fixed domain embeddings of `model.domain_embeddings`;
+//! - `adapted`: the `[embed]` method (LoRA or P-Tuning v2) trained per fold on
+//!   the fold's training domains only (the embed probe never sees a held-out
+//!   domain's rows), then pooled with `[pool]`: the held-out domains' vectors
+//!   come from adapters that never saw them. Embed and pool run once per fold
+//!   and are reused across seeds;
 //! - `random`: the control for `embedding` — a fixed random vector per domain,
 //!   drawn (seeded) with the per-dimension mean and spread of the embedding
 //!   file, so a gain of `embedding` over `random` is knowledge of the domain, not
@@ -48,6 +53,7 @@ pub enum Arm {
     None,
     Id,
     Embedding,
+    Adapted,
     Random,
 }
 
@@ -57,9 +63,29 @@ impl Arm {
             Arm::None => "none",
             Arm::Id => "id",
             Arm::Embedding => "embedding",
+            Arm::Adapted => "adapted",
             Arm::Random => "random",
         }
     }
+
+    /// The arm's name in tables: `adapted` takes its method's (`lora`, …).
+    fn label(self, base: &Config) -> String {
+        match self {
+            Arm::Adapted => format!("adapted-{}", base.embed.method.as_str()),
+            _ => self.as_str().into(),
+        }
+    }
+}
+
+/// The `adapted` arm's domain embeddings for one fold: `base`'s embed run with
+/// the fold held out (trained, or reused when finished), then its pool run.
+fn adapted_embeddings(fold_cfg: &Config, recipe: &str) -> Result<PathBuf> {
+    crate::stages::run::ensure_embed(fold_cfg)?;
+    crate::stages::run::ensure_pool(fold_cfg)?;
+    Ok(fold_cfg
+        .pool
+        .run_dir(fold_cfg, recipe)
+        .join("domain_embeddings.safetensors"))
 }
 
 /// One held-out domain's test metrics in one run.
@@ -189,8 +215,13 @@ pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
                 c.model.domain_input = match arm {
                     Arm::None => DomainInput::None,
                     Arm::Id => DomainInput::Id,
-                    Arm::Embedding | Arm::Random => DomainInput::Fixed,
+                    Arm::Embedding | Arm::Adapted | Arm::Random => DomainInput::Fixed,
                 };
+                if arm == Arm::Adapted {
+                    c.model.domain_embeddings =
+                        Some(adapted_embeddings(&c, &prepared.meta.recipe)?);
+                    c.model.domain_embeddings_tensor = "domain_embeddings".into();
+                }
                 if arm == Arm::Random {
                     c.model.domain_embeddings = random.clone();
                     c.model.domain_embeddings_tensor = "domain_embeddings".into();
@@ -199,7 +230,7 @@ pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
                 c.train.run_name = Some(format!(
                     "lodo-{}-{}-{}-k{k}-fold{fi}-seed{seed}",
                     c.model.label(),
-                    arm.as_str(),
+                    arm.label(base),
                     prepared.meta.recipe
                 ));
                 let (_, dir, _) = ensure_train(&c)?;
@@ -227,7 +258,8 @@ pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
         (mean(&aucs), mean(&lls))
     };
     let seconds = start.elapsed().as_secs_f64();
-    let arms: Vec<&str> = plan.arms.iter().map(|a| a.as_str()).collect();
+    let labels: Vec<String> = plan.arms.iter().map(|a| a.label(base)).collect();
+    let arms: Vec<&str> = labels.iter().map(String::as_str).collect();
     let mut md = format!(
         "# Leave-one-domain-out: {} on {}\n\n{} folds ({}), seeds {:?}, arms {}; the \
          domain-defining field dropped in every arm. {runs} runs in {seconds:.0} s.\n\

@@ -39,8 +39,8 @@ impl Trainer {
                     self.cfg.model.label()
                 );
             }
-            let loss = (crate::nn::ops::bce_with_logits_sum(&out.logits, &p.labels)?
-                / rows.len() as f64)?;
+            let loss =
+                (crate::nn::ops::bce_with_logits_sum(&out.logits, &p.labels)? / rows.len() as f64)?;
             value = loss.to_scalar::<f32>()? as f64;
             let grads = loss.backward()?;
             dense = DenseAdam::gradients(&self.ps, &grads)?;
@@ -125,9 +125,7 @@ impl Trainer {
         for (w, _) in &self.dense.state {
             h = digest(w, h);
         }
-        let all = self
-            .comm
-            .all_gather_u32(&[(h >> 32) as u32, h as u32])?;
+        let all = self.comm.all_gather_u32(&[(h >> 32) as u32, h as u32])?;
         if all.chunks(2).any(|c| c != &all[..2]) {
             bail!(
                 "the ranks' weights differ after epoch {} (digests {all:?}): the replicas \

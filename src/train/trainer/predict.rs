@@ -185,7 +185,12 @@ impl Trainer {
         }
         if size > 1 {
             let mine: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-            rows = self.comm.all_gather_u32(&mine)?.into_iter().map(|r| r as usize).collect();
+            rows = self
+                .comm
+                .all_gather_u32(&mine)?
+                .into_iter()
+                .map(|r| r as usize)
+                .collect();
             probs = self.comm.all_gather_f32(&probs)?;
             labels = rows.iter().map(|&r| split.labels[r]).collect();
             domains = rows.iter().map(|&r| split.domains[r]).collect();
