@@ -6,6 +6,59 @@ use crate::models::config::ModelName;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// An arm of a leave-one-domain-out study (`pipeline lodo`, `[[ablate.lodo]]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arm {
+    None,
+    Id,
+    Embedding,
+    Adapted,
+    Random,
+}
+
+/// One leave-one-domain-out study of `[[ablate.lodo]]`: `pipeline lodo -c
+/// <config> --folds <folds> --seeds <ablate.seeds> --arms <arms>`, written to
+/// `<out_dir>/<name>.{md,csv,svg}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LodoStudy {
+    /// The study's own config: recipe, head (`model.name`), the frozen
+    /// embedding of the `embedding` arm and the `random` control
+    /// (`model.domain_embeddings`), and the `[embed]` / `[pool]` of `adapted`.
+    pub config: PathBuf,
+    /// Default [none, embedding, random].
+    #[serde(default = "default_arms")]
+    pub arms: Vec<Arm>,
+    /// 0: every domain alone; k: k folds. Default 5.
+    #[serde(default = "default_folds")]
+    pub folds: usize,
+    /// Output stem. Default: `lodo-` and the config's file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn default_arms() -> Vec<Arm> {
+    vec![Arm::None, Arm::Embedding, Arm::Random]
+}
+
+fn default_folds() -> usize {
+    5
+}
+
+impl LodoStudy {
+    pub fn stem(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            format!(
+                "lodo-{}",
+                self.config
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+            )
+        })
+    }
+}
+
 /// `[ablate]`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -33,6 +86,10 @@ pub struct AblateConfig {
     pub holdout_baselines: Vec<ModelName>,
     /// Tables and plots go here. Default results/ablation.
     pub out_dir: PathBuf,
+    /// Leave-one-domain-out studies, run after the grid with `seeds`; their
+    /// arms are summarised in `<out_dir>/lodo.md`. Default none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lodo: Vec<LodoStudy>,
 }
 
 impl Default for AblateConfig {
@@ -59,6 +116,7 @@ impl Default for AblateConfig {
             holdout_template: "prompts/name.txt".into(),
             holdout_baselines: vec![ModelName::Cgc],
             out_dir: "results/ablation".into(),
+            lodo: Vec::new(),
         }
     }
 }

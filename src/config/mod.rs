@@ -398,6 +398,23 @@ fn validate_ablate(a: &ablate::AblateConfig, c: &mut Checks) {
     }
     c.file("ablate.holdout_template", &a.holdout_template);
     c.dir("ablate.out_dir", &a.out_dir);
+    for (i, l) in a.lodo.iter().enumerate() {
+        c.file(&format!("ablate.lodo[{i}].config"), &l.config);
+        if l.arms.is_empty() {
+            c.bad(
+                &format!("ablate.lodo[{i}].arms"),
+                "[]",
+                "must name at least one arm",
+            );
+        }
+        if l.folds == 1 {
+            c.bad(
+                &format!("ablate.lodo[{i}].folds"),
+                1,
+                "0 (every domain alone) or ≥ 2",
+            );
+        }
+    }
 }
 
 /// Refuse a tensor read from `file` (named `name` there) that holds NaN or an

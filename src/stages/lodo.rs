@@ -48,16 +48,46 @@ pub struct LodoPlan {
     pub out: PathBuf,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Arm {
-    None,
-    Id,
-    Embedding,
-    Adapted,
-    Random,
+pub use crate::config::ablate::Arm;
+
+/// A paired difference over held-out domains: mean, how many domains went up
+/// and down, and the sign-flip p-value.
+#[derive(Clone, Copy, Debug)]
+pub struct Paired {
+    pub mean: Option<f64>,
+    pub up: usize,
+    pub down: usize,
+    pub p: Option<f64>,
 }
 
-impl Arm {
+/// One arm of a finished study: its means over the held-out domains and its
+/// paired differences against `none` and `random` (AUC, then logloss; None
+/// for the reference itself or when the study lacks it).
+#[derive(Clone, Debug)]
+pub struct ArmSummary {
+    pub label: String,
+    pub mean_auc: Option<f64>,
+    pub mean_pooled_auc: Option<f64>,
+    pub mean_logloss: Option<f64>,
+    pub vs_none: Option<[Paired; 2]>,
+    pub vs_random: Option<[Paired; 2]>,
+}
+
+/// A finished study: where its table is, and its arms.
+pub struct LodoStudyResult {
+    pub md: PathBuf,
+    pub recipe: String,
+    pub model: String,
+    pub runs: usize,
+    pub arms: Vec<ArmSummary>,
+}
+
+trait ArmName {
+    fn as_str(self) -> &'static str;
+    fn label(self, base: &Config) -> String;
+}
+
+impl ArmName for Arm {
     fn as_str(self) -> &'static str {
         match self {
             Arm::None => "none",
@@ -166,6 +196,11 @@ fn fmt(x: Option<f64>) -> String {
 
 /// Run the study; returns the Markdown table's path.
 pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
+    lodo_study(base, plan).map(|r| r.md)
+}
+
+/// [`lodo`], returning the arms' summaries too.
+pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
     let start = Instant::now();
     let prepared = crate::stages::prepare::prepare(base, false)?;
     let names: Vec<String> = prepared
@@ -324,38 +359,75 @@ pub fn lodo(base: &Config, plan: &LodoPlan) -> Result<PathBuf> {
     md.push_str("\n| --- | --- | --- | --- |");
     md.push_str(&" --- | --- |".repeat(refs.len()));
     md.push('\n');
+    let mut summaries = Vec::with_capacity(arms.len());
     for (ai, a) in arms.iter().enumerate() {
         let aucs: Vec<f64> = (0..d).filter_map(|dom| per_arm(ai, dom).0).collect();
         let lls: Vec<f64> = (0..d).filter_map(|dom| per_arm(ai, dom).1).collect();
         let pool: Vec<f64> = (0..k)
             .filter_map(|f| mean(pooled.get(&(ai, f)).map(Vec::as_slice).unwrap_or(&[])))
             .collect();
-        let diff = |f: usize, pick: &dyn Fn((Option<f64>, Option<f64>)) -> Option<f64>| -> String {
-            if f == ai {
-                return "—".into();
-            }
+        let paired = |f: usize, pick: &dyn Fn((Option<f64>, Option<f64>)) -> Option<f64>| {
             let dv: Vec<f64> = (0..d)
                 .filter_map(|dom| Some(pick(per_arm(ai, dom))? - pick(per_arm(f, dom))?))
                 .collect();
-            let (p, n, pv) = sign_flip_test(&dv, 20_000, 7);
-            format!("{} ({p}/{n}, p {})", fmt(mean(&dv)), fmt(pv))
+            let (up, down, p) = sign_flip_test(&dv, 20_000, 7);
+            Paired {
+                mean: mean(&dv),
+                up,
+                down,
+                p,
+            }
+        };
+        let against = |r: Arm| -> Option<[Paired; 2]> {
+            let f = plan.arms.iter().position(|a| *a == r)?;
+            (f != ai).then(|| [paired(f, &|x| x.0), paired(f, &|x| x.1)])
+        };
+        let summary = ArmSummary {
+            label: a.to_string(),
+            mean_auc: mean(&aucs),
+            mean_pooled_auc: mean(&pool),
+            mean_logloss: mean(&lls),
+            vs_none: against(Arm::None),
+            vs_random: against(Arm::Random),
         };
         md.push_str(&format!(
             "| `{a}` | {} | {} | {} |",
-            fmt(mean(&aucs)),
-            fmt(mean(&pool)),
-            fmt(mean(&lls)),
+            fmt(summary.mean_auc),
+            fmt(summary.mean_pooled_auc),
+            fmt(summary.mean_logloss),
         ));
-        for &(f, _) in &refs {
-            md.push_str(&format!(" {} | {} |", diff(f, &|x| x.0), diff(f, &|x| x.1)));
+        for (_, r) in &refs {
+            let pair = if *r == "none" {
+                summary.vs_none
+            } else {
+                summary.vs_random
+            };
+            match pair {
+                Some([x, y]) => {
+                    md.push_str(&format!(" {} | {} |", paired_cell(&x), paired_cell(&y)))
+                }
+                None => md.push_str(" — | — |"),
+            }
         }
         md.push('\n');
+        summaries.push(summary);
     }
     let md_path = plan.out.with_extension("md");
     write_atomic(&md_path, md.as_bytes())?;
     write_atomic(&plan.out.with_extension("csv"), csv.as_bytes())?;
     draw(base, &prepared.meta.recipe, plan)?;
-    Ok(md_path)
+    Ok(LodoStudyResult {
+        md: md_path,
+        recipe: prepared.meta.recipe.clone(),
+        model: base.model.label().into(),
+        runs,
+        arms: summaries,
+    })
+}
+
+/// `mean (up/down, p …)`, as the tables print a paired difference.
+pub fn paired_cell(x: &Paired) -> String {
+    format!("{} ({}/{}, p {})", fmt(x.mean), x.up, x.down, fmt(x.p))
 }
 
 /// The `random` arm's domain embeddings: one vector per domain, each dimension
