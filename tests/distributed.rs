@@ -34,7 +34,7 @@ fn on_ranks(c: &Config, n: usize) -> Vec<anyhow::Result<FinalMetrics>> {
             let (c, dir) = (c.clone(), dir.clone());
             std::thread::spawn(move || {
                 let mut t = Trainer::new(&c, &dir)?;
-                t.set_collective(Box::new(rank))?;
+                t.set_collective(std::rc::Rc::new(rank))?;
                 Ok(t.run(false, None)?.expect("ran to the end"))
             })
         })

@@ -88,4 +88,7 @@ impl Collective for LocalRank {
     fn name(&self) -> &'static str {
         "threads"
     }
+    fn abort(&self, code: i32) -> ! {
+        panic!("rank {} aborted the group (code {code})", self.rank)
+    }
 }

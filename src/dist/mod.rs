@@ -46,6 +46,9 @@ pub trait Collective {
     fn barrier(&self) -> Result<()>;
     /// What carries the messages, for logs ("mpi", "nccl", "single").
     fn name(&self) -> &'static str;
+    /// End the whole job after an error on this rank: the others may be waiting
+    /// in a collective call and would otherwise wait for ever.
+    fn abort(&self, code: i32) -> !;
 }
 
 /// One process: rank 0 of 1.
@@ -76,6 +79,9 @@ impl Collective for Single {
     fn name(&self) -> &'static str {
         "single"
     }
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
 }
 
 /// The number of processes the launcher started this one among, from the
@@ -103,10 +109,10 @@ pub fn launched_rank() -> usize {
 /// With the `cuda` feature and `LLMCTR_COLLECTIVE=nccl`, the ranks talk over
 /// NCCL instead: rank r drives GPU `LOCAL_RANK` (or Open MPI's local rank), and
 /// `LLMCTR_NCCL_ID` names the file through which rank 0 hands out NCCL's id.
-pub fn connect() -> Result<Box<dyn Collective>> {
+pub fn connect() -> Result<std::rc::Rc<dyn Collective>> {
     let n = launched_size();
     if n == 1 {
-        return Ok(Box::new(Single));
+        return Ok(std::rc::Rc::new(Single));
     }
     if std::env::var("LLMCTR_COLLECTIVE").is_ok_and(|v| v == "nccl") {
         #[cfg(feature = "cuda")]
@@ -124,7 +130,7 @@ pub fn connect() -> Result<Box<dyn Collective>> {
             .iter()
             .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
             .unwrap_or(0);
-            return Ok(Box::new(nccl::Nccl::init(
+            return Ok(std::rc::Rc::new(nccl::Nccl::init(
                 launched_rank(),
                 n,
                 local,
@@ -143,7 +149,7 @@ pub fn connect() -> Result<Box<dyn Collective>> {
                 c.size()
             );
         }
-        Ok(Box::new(c))
+        Ok(std::rc::Rc::new(c))
     }
     #[cfg(not(feature = "mpi"))]
     bail!(

@@ -83,4 +83,7 @@ impl Collective for Mpi {
     fn name(&self) -> &'static str {
         "mpi"
     }
+    fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
 }

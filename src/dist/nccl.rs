@@ -129,4 +129,7 @@ impl Collective for Nccl {
     fn name(&self) -> &'static str {
         "nccl"
     }
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
 }

@@ -2,9 +2,11 @@
 //! train the configured model on it.
 
 use crate::config::Config;
+use crate::dist::Collective;
 use crate::stages::prepare::prepare;
 use crate::train::trainer::{FinalMetrics, Trainer};
 use anyhow::Result;
+use std::rc::Rc;
 
 /// Returns None when stopped early by `stop_after` (resumable). Under an MPI
 /// launcher (`mpirun -np N`, a build with the `mpi` feature) this process is one
@@ -16,6 +18,23 @@ pub fn train(
     stop_after: Option<usize>,
 ) -> Result<Option<FinalMetrics>> {
     let comm = crate::dist::connect()?;
+    let r = train_on(cfg, resume, stop_after, comm.clone());
+    if comm.size() > 1
+        && let Err(e) = &r
+    {
+        // The other ranks may wait in a collective call for ever: end the job.
+        eprintln!("error on rank {} of {}: {e:#}", comm.rank(), comm.size());
+        comm.abort(1);
+    }
+    r
+}
+
+fn train_on(
+    cfg: &Config,
+    resume: bool,
+    stop_after: Option<usize>,
+    comm: Rc<dyn Collective>,
+) -> Result<Option<FinalMetrics>> {
     // Rank 0 prepares (or reuses) the data; the others then find it up to date.
     let prepared = if comm.rank() == 0 {
         let p = prepare(cfg, false)?;

@@ -28,6 +28,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 mod batch;
@@ -130,7 +131,7 @@ pub struct Trainer {
     /// mid-epoch.
     pub stop_after_buffers: Option<usize>,
     /// The other ranks of a data-parallel run ([`crate::dist`]); [`Single`] alone.
-    comm: Box<dyn Collective>,
+    comm: Rc<dyn Collective>,
 }
 
 impl Trainer {
@@ -247,7 +248,7 @@ impl Trainer {
             fixed,
             progress: Progress::default(),
             stop_after_buffers: None,
-            comm: Box::new(Single),
+            comm: Rc::new(Single),
         })
     }
 
@@ -289,7 +290,7 @@ impl Trainer {
 
     /// Train as one rank of a data-parallel run: rank 0 writes every file, and
     /// each step and each scoring pass is shared with the other ranks.
-    pub fn set_collective(&mut self, comm: Box<dyn Collective>) -> Result<()> {
+    pub fn set_collective(&mut self, comm: Rc<dyn Collective>) -> Result<()> {
         if comm.size() > 1 {
             if self.cfg.model.name == models::config::ModelName::Star {
                 bail!(
