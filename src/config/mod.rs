@@ -175,10 +175,45 @@ impl Config {
         Ok(toml::from_str(text)?)
     }
 
+    /// A run's saved `config.toml`, read with the behaviour it ran with: a key
+    /// in [`LEGACY`] that the file lacks takes the value that meant what the run
+    /// did before the key existed, not today's default.
+    pub fn parse_saved(text: &str) -> Result<Config> {
+        let mut table: toml::Table = text.parse()?;
+        for (path, key, value) in LEGACY {
+            let mut t = &mut table;
+            for part in path.split('.') {
+                t = t
+                    .entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .with_context(|| format!("[{path}] is not a table"))?;
+            }
+            if !t.contains_key(key) {
+                let v: toml::Table = format!("v = {value}").parse()?;
+                t.insert(key.to_string(), v["v"].clone());
+            }
+        }
+        Config::parse(&toml::to_string(&table)?)
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
     }
 }
+
+/// Keys added after runs had been made, whose default is not what a run
+/// without the key did: (table, key, the value that reproduces the run made
+/// before the key existed). A run saved without `train.min_epochs` stopped on
+/// patience alone; one without the probe keys kept the domain field and
+/// concatenated the embedding; one without `conditioning` was the classic form.
+const LEGACY: [(&str, &str, &str); 5] = [
+    ("train", "min_epochs", "0"),
+    ("embed", "probe_domain_fields", "\"keep\""),
+    ("embed", "probe_head", "\"concat\""),
+    ("model.cgc", "conditioning", "\"none\""),
+    ("model.ple", "conditioning", "\"none\""),
+];
 
 /// Which stage a finished run belongs to: only the config sections that stage
 /// reads decide whether it can be reused.
@@ -228,7 +263,7 @@ pub fn check_reusable(dir: &Path, cfg: &Config, stage: Stage) -> Result<()> {
     let path = dir.join("config.toml");
     let saved = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let saved = Config::parse(&saved).with_context(|| format!("in {}", path.display()))?;
+    let saved = Config::parse_saved(&saved).with_context(|| format!("in {}", path.display()))?;
     if saved.relevant(stage) != cfg.relevant(stage) {
         anyhow::bail!(
             "{} holds a finished run made with a different config ({}): delete it, or choose another run name or runs_dir",
@@ -461,6 +496,15 @@ mod tests {
         let c = Config::default();
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
         assert_eq!(Config::parse("").unwrap(), c);
+        // A saved config is read with the behaviour of its time: without
+        // `min_epochs` the run stopped on patience alone.
+        let old = Config::parse_saved("[train]\npatience = 4\n").unwrap();
+        assert_eq!(old.train.min_epochs, 0);
+        assert_eq!(
+            old.embed.probe_head,
+            crate::config::embed::ProbeHead::Concat
+        );
+        assert_eq!(Config::parse_saved(&c.to_toml()).unwrap(), c);
     }
 
     #[test]
