@@ -17,6 +17,18 @@ pub enum Arm {
     Random,
 }
 
+impl Arm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::None => "none",
+            Arm::Id => "id",
+            Arm::Embedding => "embedding",
+            Arm::Adapted => "adapted",
+            Arm::Random => "random",
+        }
+    }
+}
+
 /// One leave-one-domain-out study of `[[ablate.lodo]]`: `pipeline lodo -c
 /// <config> --folds <folds> --seeds <ablate.seeds> --arms <arms>`, written to
 /// `<out_dir>/<name>.{md,csv,svg}`.

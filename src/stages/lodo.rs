@@ -82,28 +82,11 @@ pub struct LodoStudyResult {
     pub arms: Vec<ArmSummary>,
 }
 
-trait ArmName {
-    fn as_str(self) -> &'static str;
-    fn label(self, base: &Config) -> String;
-}
-
-impl ArmName for Arm {
-    fn as_str(self) -> &'static str {
-        match self {
-            Arm::None => "none",
-            Arm::Id => "id",
-            Arm::Embedding => "embedding",
-            Arm::Adapted => "adapted",
-            Arm::Random => "random",
-        }
-    }
-
-    /// The arm's name in tables: `adapted` takes its method's (`lora`, …).
-    fn label(self, base: &Config) -> String {
-        match self {
-            Arm::Adapted => format!("adapted-{}", base.embed.method.as_str()),
-            _ => self.as_str().into(),
-        }
+/// The arm's name in tables: `adapted` takes its method's (`adapted-lora`, …).
+fn label(arm: Arm, base: &Config) -> String {
+    match arm {
+        Arm::Adapted => format!("adapted-{}", base.embed.method.as_str()),
+        _ => arm.as_str().into(),
     }
 }
 
@@ -265,7 +248,7 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
                 c.train.run_name = Some(format!(
                     "lodo-{}-{}-{}-k{k}-fold{fi}-seed{seed}",
                     c.model.label(),
-                    arm.label(base),
+                    label(arm, base),
                     prepared.meta.recipe
                 ));
                 let (_, dir, _) = ensure_train(&c)?;
@@ -293,7 +276,7 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
         (mean(&aucs), mean(&lls))
     };
     let seconds = start.elapsed().as_secs_f64();
-    let labels: Vec<String> = plan.arms.iter().map(|a| a.label(base)).collect();
+    let labels: Vec<String> = plan.arms.iter().map(|&a| label(a, base)).collect();
     let arms: Vec<&str> = labels.iter().map(String::as_str).collect();
     let mut md = format!(
         "# Leave-one-domain-out: {} on {}\n\n{} folds ({}), seeds {:?}, arms {}; the \
