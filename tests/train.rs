@@ -9,19 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn cfg(tmp: &Path, model: ModelName, run: &str) -> Config {
-    let raw = tmp.join("raw");
-    if !raw.join("ml-100k/u.data").is_file() {
-        common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
-    }
-    let mut c = common::config("ml100k-occupation", &raw, &tmp.join("prepared"));
-    c.model.name = model;
-    c.train.runs_dir = tmp.join("runs");
-    c.train.run_name = Some(run.into());
-    c.train.batch_size = 64;
-    c.train.epochs = 4;
-    c.train.patience = 10;
-    c.train.lr = 3e-3;
-    c
+    common::small_train_config(tmp, model, run)
 }
 
 #[test]

@@ -326,3 +326,26 @@ pub fn tiny_run_config(tmp: &Path) -> PathBuf {
     .unwrap();
     cfg
 }
+
+/// A small MovieLens-100k by occupation under `tmp` (60 users, 50 items) and a
+/// config that trains `model` on it as run `run`: batch 64, 4 epochs, lr 3e-3.
+#[allow(dead_code)]
+pub fn small_train_config(
+    tmp: &Path,
+    model: llmctr::models::config::ModelName,
+    run: &str,
+) -> Config {
+    let raw = tmp.join("raw");
+    if !raw.join("ml-100k/u.data").is_file() {
+        write_small_ml100k(&raw.join("ml-100k"), 60, 50);
+    }
+    let mut c = config("ml100k-occupation", &raw, &tmp.join("prepared"));
+    c.model.name = model;
+    c.train.runs_dir = tmp.join("runs");
+    c.train.run_name = Some(run.into());
+    c.train.batch_size = 64;
+    c.train.epochs = 4;
+    c.train.patience = 10;
+    c.train.lr = 3e-3;
+    c
+}
