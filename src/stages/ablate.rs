@@ -272,6 +272,21 @@ fn lodo_summary(
         config_path.display(),
         a.seeds
     );
+    let distinct: std::collections::BTreeMap<&Path, f64> = studies
+        .iter()
+        .flat_map(|(_, r)| r.run_seconds.iter().map(|(d, t)| (d.as_path(), *t)))
+        .collect();
+    let runs = distinct.len();
+    let trained: f64 = distinct.values().sum();
+    md = md.replacen(
+        "\n\n| study |",
+        &format!(
+            " The studies hold {runs} distinct training runs (studies share their `none` \
+             and `random` runs), with {trained:.0} s of recorded training time in all (1 thread each; embed and pool \
+             runs of the adapted arms not counted).\n\n| study |"
+        ),
+        1,
+    );
     let f = |x: Option<f64>| x.map_or("n/a".into(), |v| format!("{v:.4}"));
     let pair = |p: &Option<[crate::stages::lodo::Paired; 2]>, i: usize| {
         p.as_ref().map_or("—".into(), |x| paired_cell(&x[i]))
