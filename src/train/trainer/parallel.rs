@@ -67,7 +67,15 @@ impl Trainer {
         let first = match &self.first {
             Some(_) => {
                 let g1 = self.comm.all_gather_f32(&g_first)?;
-                (g1.len() == rows_all.len()).then(|| merge_rows(&rows_all, &g1, 1).1)
+                if g1.len() != rows_all.len() {
+                    bail!(
+                        "step {}: the ranks sent {} first-order gradients for {} rows",
+                        self.progress.step + 1,
+                        g1.len(),
+                        rows_all.len()
+                    );
+                }
+                Some(merge_rows(&rows_all, &g1, 1).1)
             }
             None => None,
         };
