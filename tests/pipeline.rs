@@ -414,3 +414,128 @@ fn compare_with_held_out_domains_reuses_its_runs() {
         .collect();
     assert!(!names.iter().any(|n| n.contains(".stale-")), "{names:?}");
 }
+
+/// A grid over `[pool]` (and keys set together) on a config with `[embed]`:
+/// every point embeds and pools as `pipeline run` does, points with the same
+/// `[embed]` settings share one embed run, each point trains on its own pooled
+/// matrix, and the table gives the pooled embeddings' kernel perplexity.
+#[test]
+fn grid_points_embed_and_pool_their_own_domain_embeddings() {
+    use llmctr::stages::grid::{GridPlan, grid, parse_axis};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = setup(tmp.path());
+    cfg.pool.mode = PoolMode::Parameterless;
+    cfg.model.cgc.specific_experts = 1;
+    let base = tmp.path().join("base.toml");
+    std::fs::write(&base, cfg.to_toml()).unwrap();
+    let plan = GridPlan {
+        axes: vec![
+            parse_axis(
+                "pool.query,pool.normalize=[\"mean\", \"none\"]|[\"last\", \"standardize\"]",
+            )
+            .unwrap(),
+        ],
+        seeds: vec![1],
+        out: tmp.path().join("grid"),
+    };
+    let md_path = grid(Some(&base), None, &plan).unwrap();
+    let md = std::fs::read_to_string(&md_path).unwrap();
+    assert!(md.contains("kernel perplexity |"), "{md}");
+    assert!(
+        md.contains("pool.query=\"last\" pool.normalize=\"standardize\""),
+        "{md}"
+    );
+    let runs = tmp.path().join("runs");
+    let names: Vec<String> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("embed-")).count(),
+        1,
+        "one embed run shared by both points: {names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("pool-")).count(),
+        2,
+        "{names:?}"
+    );
+    let heads: Vec<&String> = names.iter().filter(|n| n.starts_with("grid-")).collect();
+    assert_eq!(heads.len(), 2, "{names:?}");
+    let read = |n: &str| {
+        Config::parse_saved(&std::fs::read_to_string(runs.join(n).join("config.toml")).unwrap())
+            .unwrap()
+    };
+    let (a, b) = (read(heads[0]), read(heads[1]));
+    assert_ne!(a.model.domain_embeddings, b.model.domain_embeddings);
+    for c in [&a, &b] {
+        let e = c.model.domain_embeddings.as_ref().unwrap();
+        assert!(e.starts_with(&runs) && e.is_file(), "{}", e.display());
+    }
+    // Reused on a second call: no new run directory.
+    grid(Some(&base), None, &plan).unwrap();
+    assert_eq!(std::fs::read_dir(&runs).unwrap().count(), names.len());
+}
+
+/// `[[ablate.seen]]`: the config's LLM arm against the random control, the id,
+/// no domain input and the DNN with the field kept, every domain trained; the
+/// study's table (per seed, over domains, per domain) and `seen.md`; a second
+/// call trains nothing.
+#[test]
+fn ablate_seen_study_compares_the_llm_arm_with_its_controls() {
+    use llmctr::config::ablate::SeenStudy;
+    use llmctr::models::config::DomainFields;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut study = setup(tmp.path());
+    study.pool.mode = PoolMode::Parameterless;
+    study.model.name = ModelName::Pepnet;
+    study.model.domain_fields = DomainFields::Drop;
+    let study_path = tmp.path().join("study.toml");
+    std::fs::write(&study_path, study.to_toml()).unwrap();
+    let mut cfg = setup(tmp.path());
+    let a = &mut cfg.ablate;
+    a.recipes = Vec::new();
+    a.seeds = vec![1, 2];
+    a.out_dir = tmp.path().join("results");
+    a.seen = vec![SeenStudy {
+        config: study_path,
+        name: Some("seen-occupation".into()),
+    }];
+    let out = llmctr::stages::ablate::ablate(&cfg, &tmp.path().join("ablate.toml")).unwrap();
+    assert_eq!(out, tmp.path().join("results/seen.md"));
+    let md = std::fs::read_to_string(&out).unwrap();
+    for arm in [
+        "pepnet on the LLM embeddings (none / name / parameterless)",
+        "random vector per domain",
+        "domain id",
+        "no domain input",
+        "dnn, domain field kept",
+    ] {
+        assert!(md.contains(&format!("| {arm} |")), "{arm}: {md}");
+    }
+    // 4 domains with test rows: a paired cell has a sign count and a p-value.
+    assert!(md.contains(", p "), "{md}");
+    let own = std::fs::read_to_string(tmp.path().join("results/seen-occupation.md")).unwrap();
+    assert!(
+        own.starts_with("# Seen domains: ml100k-occupation, pepnet"),
+        "{own}"
+    );
+    for d in ["student", "homemaker", "writer", "doctor"] {
+        assert!(own.contains(&format!("| {d} |")), "{d}: {own}");
+    }
+    let runs = tmp.path().join("runs");
+    let count = || std::fs::read_dir(&runs).unwrap().count();
+    let before = count();
+    // 5 arms × 2 seeds, one embed and one pool run, the random matrix.
+    assert_eq!(
+        before,
+        5 * 2 + 3,
+        "{:?}",
+        std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
+    llmctr::stages::ablate::ablate(&cfg, &tmp.path().join("ablate.toml")).unwrap();
+    assert_eq!(count(), before, "nothing trained again");
+}

@@ -71,6 +71,32 @@ impl LodoStudy {
     }
 }
 
+/// One seen-domain study of `[[ablate.seen]]`: the config's LLM arm (as
+/// `pipeline run` makes it) against the random control, the domain id, no
+/// domain input and the DNN with the domain field kept, every domain trained,
+/// seeds `ablate.seeds`; written to `<out_dir>/<name>.md`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SeenStudy {
+    pub config: PathBuf,
+    /// Output stem. Default: `seen-` and the config's file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl SeenStudy {
+    pub fn stem(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            format!(
+                "seen-{}",
+                self.config
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+            )
+        })
+    }
+}
+
 /// `[ablate]`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -102,6 +128,10 @@ pub struct AblateConfig {
     /// arms are summarised in `<out_dir>/lodo.md`. Default none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lodo: Vec<LodoStudy>,
+    /// Seen-domain studies, run after the leave-one-domain-out ones; summarised
+    /// in `<out_dir>/seen.md`. Default none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<SeenStudy>,
 }
 
 impl Default for AblateConfig {
@@ -129,6 +159,7 @@ impl Default for AblateConfig {
             holdout_baselines: vec![ModelName::Cgc],
             out_dir: "results/ablation".into(),
             lodo: Vec::new(),
+            seen: Vec::new(),
         }
     }
 }

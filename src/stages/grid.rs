@@ -8,26 +8,45 @@
 
 use crate::config::Config;
 use crate::fsutil::{sha256_bytes, write_atomic};
-use crate::stages::run::ensure_train;
+use crate::stages::pool::PoolResult;
+use crate::stages::run::{ensure_embed, ensure_pool, ensure_train, llm_head};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// One axis: a dotted key and its alternatives, as TOML values.
+/// One axis: one dotted key, or several keys set together, and the
+/// alternatives. With several keys every alternative is a TOML array holding
+/// one value per key, in the keys' order.
 #[derive(Clone, Debug)]
 pub struct Axis {
-    pub key: String,
+    pub keys: Vec<String>,
     pub values: Vec<toml::Value>,
 }
 
-/// Parse `KEY=V1|V2|…`; each value is a TOML value (`16`, `[64, 32]`, `"domain"`).
+impl Axis {
+    /// The (key, value) settings of alternative `v`.
+    fn settings(&self, v: &toml::Value) -> Vec<(String, toml::Value)> {
+        match (self.keys.len(), v) {
+            (1, _) => vec![(self.keys[0].clone(), v.clone())],
+            (_, toml::Value::Array(a)) => {
+                self.keys.iter().cloned().zip(a.iter().cloned()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Parse `KEY=V1|V2|…` (each value a TOML value: `16`, `[64, 32]`, `"domain"`)
+/// or `KEY1,KEY2=[V1a, V1b]|[V2a, V2b]` (keys set together).
 pub fn parse_axis(s: &str) -> Result<Axis> {
     let (key, vals) = s
         .split_once('=')
         .with_context(|| format!("--set {s:?}: expected KEY=VALUE|VALUE…"))?;
-    let key = key.trim().to_string();
-    if key.is_empty() || key.split('.').any(str::is_empty) {
-        bail!("--set {s:?}: {key:?} is not a dotted key like model.cgc.tower");
+    let keys: Vec<String> = key.split(',').map(|k| k.trim().to_string()).collect();
+    for k in &keys {
+        if k.is_empty() || k.split('.').any(str::is_empty) {
+            bail!("--set {s:?}: {k:?} is not a dotted key like model.cgc.tower");
+        }
     }
     let values = vals
         .split('|')
@@ -39,7 +58,19 @@ pub fn parse_axis(s: &str) -> Result<Axis> {
                 .with_context(|| format!("--set {key}: {:?} is not a TOML value", v.trim()))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Axis { key, values })
+    if keys.len() > 1 {
+        for v in &values {
+            if v.as_array().map(Vec::len) != Some(keys.len()) {
+                bail!(
+                    "--set {s:?}: {} keys are set together, so every alternative must be \
+                     an array of {} values (one per key), not {v}",
+                    keys.len(),
+                    keys.len()
+                );
+            }
+        }
+    }
+    Ok(Axis { keys, values })
 }
 
 /// `base` (a TOML table) with `key` set to `value`, creating tables on the way.
@@ -67,7 +98,7 @@ fn combinations(axes: &[Axis]) -> Vec<Vec<(String, toml::Value)>> {
             .flat_map(|c| {
                 a.values.iter().map(move |v| {
                     let mut c = c.clone();
-                    c.push((a.key.clone(), v.clone()));
+                    c.extend(a.settings(v));
                     c
                 })
             })
@@ -85,6 +116,9 @@ pub struct GridPlan {
 
 struct Point {
     label: String,
+    /// LLM points: the pooled embedding's kernel perplexity (w = 1/√h) and its
+    /// largest possible value.
+    perplexity: Option<(f64, usize)>,
     valid: Vec<f64>,
     epochs: Vec<usize>,
     seconds: f64,
@@ -111,6 +145,7 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
     let mut points = Vec::new();
     let mut done = 0;
     let mut first: Option<Config> = None;
+    let mut llm_points = false;
     for combo in &combos {
         let mut t = table.clone();
         for (k, v) in combo {
@@ -131,8 +166,18 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
         // The point's whole config names its runs: two grids on different base
         // configs never share a run directory.
         let tag = &sha256_bytes(cfg.to_toml().as_bytes())[..10];
+        let (cfg, perplexity) = if uses_llm(&t, &cfg) {
+            let (head, pooled) =
+                embed_and_pool(&cfg).with_context(|| format!("grid point {label}"))?;
+            let kp = pooled.kernel_perplexity.map(|k| (k.pooling, k.of));
+            (head, kp)
+        } else {
+            (cfg, None)
+        };
+        llm_points |= perplexity.is_some();
         let mut p = Point {
             label: label.clone(),
+            perplexity,
             valid: Vec::new(),
             epochs: Vec::new(),
             seconds: 0.0,
@@ -174,17 +219,32 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
     let cfg = first.context("grid has no point")?;
     let mut md = format!(
         "# Grid on valid: {} on {}\n\n{} points × seeds {:?} ({total} runs) in {:.0} s; \
-         base config {}. Sorted by mean valid AUC (best valid epoch); test not shown.\n\n\
-         | # | setting | valid AUC (mean ± sd) | best epochs | train s |\n| --- | --- | --- | --- | --- |\n",
+         base config {}. Sorted by mean valid AUC (best valid epoch); test not shown.{}\n\n\
+         | # | setting | valid AUC (mean ± sd) | best epochs | train s |{}\n| --- | --- | --- | --- | --- |{}\n",
         cfg.model.label(),
         cfg.data.recipe,
         combos.len(),
         plan.seeds,
         start.elapsed().as_secs_f64(),
         base.map_or("(defaults)".into(), |p| p.display().to_string()),
+        if llm_points {
+            " Each point's domain embeddings come from its `[embed]` and `[pool]` settings \
+             (embed and pool runs in the runs folder, shared by points with the same \
+             settings); kernel perplexity: the pooled embeddings' effective number of \
+             neighbours per domain (w = 1/√h), of the largest possible."
+        } else {
+            ""
+        },
+        if llm_points {
+            " kernel perplexity |"
+        } else {
+            ""
+        },
+        if llm_points { " --- |" } else { "" },
     );
-    let mut csv =
-        String::from("rank,setting,valid_auc_mean,valid_auc_sd,best_epochs,train_seconds\n");
+    let mut csv = String::from(
+        "rank,setting,valid_auc_mean,valid_auc_sd,best_epochs,train_seconds,kernel_perplexity\n",
+    );
     for (i, p) in points.iter().enumerate() {
         let ep = p
             .epochs
@@ -192,8 +252,13 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
             .map(usize::to_string)
             .collect::<Vec<_>>()
             .join(", ");
+        let kp = match p.perplexity {
+            Some((v, of)) => format!(" {v:.1} of {of} |"),
+            None if llm_points => " — |".into(),
+            None => String::new(),
+        };
         md.push_str(&format!(
-            "| {}{} | `{}` | {:.4} ± {:.4} | {ep} | {:.0} |\n",
+            "| {}{} | `{}` | {:.4} ± {:.4} | {ep} | {:.0} |{kp}\n",
             i + 1,
             if i == 0 { " (best)" } else { "" },
             p.label,
@@ -202,13 +267,15 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
             p.seconds
         ));
         csv.push_str(&format!(
-            "{},\"{}\",{:.6},{:.6},{},{:.1}\n",
+            "{},\"{}\",{:.6},{:.6},{},{:.1},{}\n",
             i + 1,
             p.label.replace('"', "\"\""),
             mean(&p.valid),
             sd(&p.valid),
             ep.replace(", ", " "),
-            p.seconds
+            p.seconds,
+            p.perplexity
+                .map_or(String::new(), |(v, _)| format!("{v:.3}"))
         ));
     }
     if let Some(dir) = plan.out.parent() {
@@ -220,6 +287,37 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
     Ok(md_path)
 }
 
+/// Whether a point's domain embeddings come from its `[embed]` and `[pool]`
+/// settings, as in `pipeline run`: its config has either table (from the base
+/// config or an axis) and names no fixed embedding file.
+fn uses_llm(t: &toml::Table, cfg: &Config) -> bool {
+    (t.contains_key("embed") || t.contains_key("pool")) && cfg.model.domain_embeddings.is_none()
+}
+
+/// Embed and pool as `cfg` says (reusing finished runs), in the point's runs
+/// folder; returns the point's head config on the pooled embeddings. The embed
+/// run's name carries a hash of the `[embed]` settings, because settings its
+/// default name leaves out (the probe's query, the adapters' sizes) differ
+/// between points.
+fn embed_and_pool(cfg: &Config) -> Result<(Config, PoolResult)> {
+    let mut c = cfg.clone();
+    c.embed.runs_dir = c.train.runs_dir.clone();
+    c.pool.runs_dir = c.train.runs_dir.clone();
+    c.embed.run_name = None;
+    let etag = sha256_bytes(toml::to_string(&c.embed)?.as_bytes());
+    c.embed.run_name = Some(format!(
+        "{}-{}",
+        c.embed.run_name(&c.data.recipe, &c.data.holdout_domains),
+        &etag[..10]
+    ));
+    let (embedded, _) = ensure_embed(&c)?;
+    c.pool.from = Some(PathBuf::from(&embedded.run_dir));
+    c.pool.run_name = None;
+    let (pooled, _) = ensure_pool(&c)?;
+    let head = llm_head(&c, Path::new(&pooled.run_dir), String::new());
+    Ok((head, pooled))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,7 +325,7 @@ mod tests {
     #[test]
     fn axes_parse_and_combine() {
         let a = parse_axis("model.cgc.tower=[8]|[64, 32]").unwrap();
-        assert_eq!(a.key, "model.cgc.tower");
+        assert_eq!(a.keys, ["model.cgc.tower"]);
         assert_eq!(a.values.len(), 2);
         let b = parse_axis("model.cgc.conditioning=\"none\"|\"domain\"").unwrap();
         let c = combinations(&[a, b]);
@@ -242,7 +340,24 @@ mod tests {
             cfg.model.cgc.conditioning,
             crate::models::config::Conditioning::Domain
         );
-        for bad in ["model.cgc.tower", "=3", "a..b=1", "model.x=[1"] {
+        let linked = parse_axis(
+            "pool.mode,pool.query=[\"parametric\", \"last\"]|[\"parameterless\", \"mean\"]",
+        )
+        .unwrap();
+        let c = combinations(&[linked]);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1].len(), 2);
+        assert_eq!(c[1][0], ("pool.mode".into(), "parameterless".into()));
+        assert_eq!(c[1][1], ("pool.query".into(), "mean".into()));
+        for bad in [
+            "model.cgc.tower",
+            "=3",
+            "a..b=1",
+            "model.x=[1",
+            "pool.mode,pool.query=\"mean\"",
+            "pool.mode,pool.query=[\"parametric\"]",
+            "pool.mode,=[1, 2]",
+        ] {
             assert!(parse_axis(bad).is_err(), "{bad}");
         }
     }

@@ -9,4 +9,5 @@ pub mod pool;
 pub mod predict;
 pub mod prepare;
 pub mod run;
+pub mod seen;
 pub mod train;

@@ -166,14 +166,33 @@ fn reusing(o: Origin) -> &'static str {
     }
 }
 
-pub fn run(cfg: &Config) -> Result<RunSummary> {
-    let start = Instant::now();
-    let prepared = prepare(cfg, false)?;
-    tracing::info!(
-        "data: {} ({} domains)",
-        prepared.dir.display(),
-        prepared.meta.domains.len()
-    );
+/// The LLM arm of a config: embed → pool → its head on the pooled embeddings,
+/// once per `run.seeds`, each stage reused when finished.
+pub struct LlmArm {
+    pub embed: EmbedResult,
+    pub pool: PoolResult,
+    /// The head's config on the pooled embeddings (seed and run name unset).
+    pub head: Config,
+    pub runs: Vec<FinalMetrics>,
+    pub dirs: Vec<PathBuf>,
+    /// Whether embed, pool and the first seed's training were computed now.
+    pub origins: [Origin; 3],
+}
+
+impl LlmArm {
+    /// `<model> on the LLM embeddings (<method> / <template> / <pool mode>)`.
+    pub fn label(&self) -> String {
+        format!(
+            "{} on the LLM embeddings ({} / {} / {})",
+            self.head.model.label(),
+            self.head.embed.method.as_str(),
+            self.head.embed.template_stem(),
+            self.head.pool.mode.as_str()
+        )
+    }
+}
+
+pub fn llm_arm(cfg: &Config) -> Result<LlmArm> {
     let (embedded, oe) = ensure_embed(cfg)?;
     tracing::info!("embed: {}{}", reusing(oe), embedded.run_dir);
     let mut pc = cfg.clone();
@@ -181,10 +200,10 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
     let (pooled, op) = ensure_pool(&pc)?;
     tracing::info!("pool: {}{}", reusing(op), pooled.run_dir);
     let head = llm_head(&pc, Path::new(&pooled.run_dir), String::new());
-    let seeds = &cfg.run.seeds;
-    let mut llm_runs = Vec::new();
-    let mut first: Option<(FinalMetrics, PathBuf, Origin)> = None;
-    for &seed in seeds {
+    let mut runs = Vec::new();
+    let mut dirs = Vec::new();
+    let mut first = None;
+    for &seed in &cfg.run.seeds {
         let mut c = head.clone();
         c.train.seed = seed;
         c.train.run_name = Some(llm_run_name(&c));
@@ -195,23 +214,37 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
             reusing(ot),
             dir.display()
         );
-        llm_runs.push(m.clone());
-        first.get_or_insert((m, dir, ot));
+        runs.push(m);
+        dirs.push(dir);
+        first.get_or_insert(ot);
     }
-    let (cgc, dir, ot) = first.context("run.seeds is empty")?;
+    let ot = first.context("run.seeds is empty")?;
+    Ok(LlmArm {
+        embed: embedded,
+        pool: pooled,
+        head,
+        runs,
+        dirs,
+        origins: [oe, op, ot],
+    })
+}
+
+pub fn run(cfg: &Config) -> Result<RunSummary> {
+    let start = Instant::now();
+    let prepared = prepare(cfg, false)?;
+    tracing::info!(
+        "data: {} ({} domains)",
+        prepared.dir.display(),
+        prepared.meta.domains.len()
+    );
+    let llm = llm_arm(cfg)?;
+    let seeds = &cfg.run.seeds;
+    let dir = llm.dirs[0].clone();
+    let cgc = llm.runs[0].clone();
     let report = crate::report::report(&dir)?;
     if cfg.run.compare {
-        let arms = comparison_arms(&head, seeds)?;
-        let mut all = vec![(
-            format!(
-                "{} on the LLM embeddings ({} / {} / {})",
-                head.model.label(),
-                cfg.embed.method.as_str(),
-                cfg.embed.template_stem(),
-                cfg.pool.mode.as_str()
-            ),
-            llm_runs,
-        )];
+        let arms = comparison_arms(&llm.head, seeds)?;
+        let mut all = vec![(llm.label(), llm.runs.clone())];
         all.extend(arms);
         let table = comparison_md(&all);
         let md = std::fs::read_to_string(&report)?;
@@ -231,13 +264,13 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         )?;
     }
     Ok(RunSummary {
-        embed: embedded,
-        pool: pooled,
+        embed: llm.embed,
+        pool: llm.pool,
         cgc,
         cgc_dir: dir,
         report,
         seconds: start.elapsed().as_secs_f64(),
-        origins: [oe, op, ot],
+        origins: llm.origins,
     })
 }
 
@@ -246,7 +279,7 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
 /// without a domain input (the conditioned form kept, so the arms differ in the
 /// domain input alone), and the DNN with the domain-defining field kept (the
 /// plain model of the literature).
-fn comparison_arms(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<FinalMetrics>)>> {
+pub fn comparison_arms(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<FinalMetrics>)>> {
     use crate::models::config::{Conditioning, DomainFields, ModelName};
     let pin = |c: &mut Config| {
         let m = &mut c.model;
