@@ -245,6 +245,11 @@ pub struct PoolArgs {
     /// none, standardize or whiten (overrides pool.normalize).
     #[arg(long, value_enum)]
     pub normalize: Option<crate::geometry::Normalize>,
+    /// Where --normalize is estimated: domains (the training domains' tokens) or
+    /// background (the embed run's background prompts, made with
+    /// --background) (overrides pool.normalize_on).
+    #[arg(long, value_enum)]
+    pub normalize_on: Option<crate::config::pool::NormalizeOn>,
     /// Whitening shrinkage in (0, 1] (overrides pool.shrinkage).
     #[arg(long)]
     pub shrinkage: Option<f64>,
@@ -286,6 +291,10 @@ pub struct EmbedArgs {
     /// Prompt template file (overrides embed.template).
     #[arg(long)]
     pub template: Option<PathBuf>,
+    /// A file of background names, one per line, embedded with the same
+    /// template for `pool --normalize-on background` (overrides embed.background).
+    #[arg(long)]
+    pub background: Option<PathBuf>,
     /// .gguf file, checkpoint folder or Hub id (overrides embed.model).
     #[arg(long)]
     pub model: Option<String>,
@@ -703,6 +712,9 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(a) = args.shrinkage {
                 p.shrinkage = a;
             }
+            if let Some(o) = args.normalize_on {
+                p.normalize_on = o;
+            }
             if let Some(s) = args.seed {
                 p.seed = s;
             }
@@ -769,6 +781,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             if let Some(t) = &args.template {
                 e.template = t.clone();
+            }
+            if let Some(b) = &args.background {
+                e.background = Some(b.clone());
             }
             if let Some(m) = &args.model {
                 e.model = m.clone();

@@ -539,3 +539,91 @@ fn ablate_seen_study_compares_the_llm_arm_with_its_controls() {
     llmctr::stages::ablate::ablate(&cfg, &tmp.path().join("ablate.toml")).unwrap();
     assert_eq!(count(), before, "nothing trained again");
 }
+
+/// `embed.background`: the background names are embedded with the template and
+/// `pool.normalize_on = "background"` estimates the normalisation on their
+/// tokens; label-based placeholders, repeated names and a missing background
+/// file are errors that say where.
+#[test]
+fn pool_normalises_on_background_prompts() {
+    use llmctr::config::pool::NormalizeOn;
+    use llmctr::geometry::Normalize;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = setup(tmp.path());
+    let bg = tmp.path().join("background.txt");
+    std::fs::write(
+        &bg,
+        "# jobs\nnurse\npilot  # a comment\n\nbaker\nfarmer\nchef\n",
+    )
+    .unwrap();
+    cfg.embed.background = Some(bg.clone());
+    let r = embed(&cfg, false, None).unwrap().unwrap();
+    assert_eq!(r.background, Some(5));
+    assert!(r.run_dir.contains("-bg-background-"), "{}", r.run_dir);
+    let t = candle_core::safetensors::load(
+        Path::new(&r.run_dir).join("background_states.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(t["states"].dim(0).unwrap(), 5);
+    assert_eq!(t["mask"].dim(0).unwrap(), 5);
+
+    cfg.pool.mode = PoolMode::Parameterless;
+    cfg.pool.normalize = Normalize::Standardize;
+    let on_domains = pool(&cfg).unwrap();
+    cfg.pool.normalize_on = NormalizeOn::Background;
+    let on_bg = pool(&cfg).unwrap();
+    assert!(
+        on_bg.run_dir.contains("-standardize-bg-"),
+        "{}",
+        on_bg.run_dir
+    );
+    let read = |d: &str| {
+        candle_core::safetensors::load(
+            Path::new(d).join("domain_embeddings.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()["domain_embeddings"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let (a, b) = (read(&on_domains.run_dir), read(&on_bg.run_dir));
+    assert_eq!(a.len(), b.len());
+    assert!(
+        a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-4),
+        "the estimate's source must matter"
+    );
+    assert!(b.iter().all(|x| x.is_finite()));
+
+    // An embed run without background prompts cannot feed it.
+    let mut plain = cfg.clone();
+    plain.embed.background = None;
+    embed(&plain, false, None).unwrap().unwrap();
+    plain.pool.run_name = Some("pool-needs-bg".into());
+    let err = format!("{:#}", pool(&plain).unwrap_err());
+    assert!(
+        err.contains("background_states.safetensors is missing"),
+        "{err}"
+    );
+    // Background names have no train statistics.
+    let stats = tmp.path().join("stats.txt");
+    std::fs::write(&stats, "The users \"{domain}\": {rows} ratings.").unwrap();
+    let mut c = cfg.clone();
+    c.embed.template = stats;
+    let err = format!("{:#}", embed(&c, false, None).unwrap_err());
+    assert!(
+        err.contains("{rows}") && err.contains("background"),
+        "{err}"
+    );
+    // A name listed twice, by line.
+    std::fs::write(&bg, "nurse\npilot\nnurse\n").unwrap();
+    let mut c = cfg.clone();
+    c.embed.run_name = Some("embed-dup".into());
+    let err = format!("{:#}", embed(&c, false, None).unwrap_err());
+    assert!(
+        err.contains("background.txt:3") && err.contains("twice"),
+        "{err}"
+    );
+}

@@ -110,6 +110,14 @@ pub struct EmbedConfig {
     /// `--features cuda`. An execution setting: runs made on another device are
     /// reused. Default `cpu`.
     pub device: String,
+    /// Background names: a text file, one name per line (`#` starts a
+    /// comment), e.g. prompts/background/occupations.txt. Each is rendered with
+    /// the template as a domain of its own (the template may then use only
+    /// `{dataset}`, `{domain}` and `{category_name}`) and run through the model
+    /// (with the adapters of the best epoch); their token states go to
+    /// `background_states.safetensors`, for `pool.normalize_on = "background"`.
+    /// Default none.
+    pub background: Option<PathBuf>,
     /// Runs go to `<runs_dir>/<run name>/`. Default `runs`.
     pub runs_dir: PathBuf,
     /// Default `embed-<method>-<recipe>-<template>-seed<seed>`.
@@ -128,6 +136,9 @@ impl EmbedConfig {
             );
         }
         c.file("embed.template", &self.template);
+        if let Some(b) = &self.background {
+            c.file("embed.background", b);
+        }
         let l = &self.lora;
         c.at_least_one("embed.lora.r", l.r);
         c.positive("embed.lora.alpha", l.alpha);
@@ -189,14 +200,20 @@ impl EmbedConfig {
     }
 
     /// The run directory's name: `run_name`, or
-    /// `embed-<method>-<recipe>-<template>[-layer<k>[+<k>…]][-holdout-<domains>]-seed<seed>`.
+    /// `embed-<method>-<recipe>-<template>[-layer<k>[+<k>…]][-bg-<background>][-holdout-<domains>]-seed<seed>`.
     pub fn run_name(&self, recipe: &str, holdout: &[String]) -> String {
         self.run_name.clone().unwrap_or_else(|| {
             format!(
-                "embed-{}-{recipe}-{}{}{}-seed{}",
+                "embed-{}-{recipe}-{}{}{}{}-seed{}",
                 self.method.as_str(),
                 self.template_stem(),
                 self.layer_suffix(),
+                self.background.as_ref().map_or(String::new(), |b| format!(
+                    "-bg-{}",
+                    b.file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                )),
                 crate::train::trainer::holdout_suffix(holdout),
                 self.seed
             )
@@ -260,6 +277,7 @@ impl Default for EmbedConfig {
             seed: 1,
             max_prompt_tokens: 512,
             device: "cpu".into(),
+            background: None,
             runs_dir: "runs".into(),
             run_name: None,
         }

@@ -28,6 +28,16 @@ impl PoolMode {
     }
 }
 
+/// Where `pool.normalize` estimates its mean and scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NormalizeOn {
+    /// The training domains' prompt tokens (a held-out domain's never).
+    Domains,
+    /// The tokens of the embed run's background prompts (`embed.background`).
+    Background,
+}
+
 /// `[pool]`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -41,6 +51,10 @@ pub struct PoolConfig {
     /// dimension) or `whiten`, estimated on the training domains' tokens only.
     /// Default `none`.
     pub normalize: Normalize,
+    /// Where `normalize` is estimated: `domains` (the training domains'
+    /// tokens) or `background` (the background prompts' tokens, which the embed
+    /// run must have made: `embed.background`). Default `domains`.
+    pub normalize_on: NormalizeOn,
     /// `whiten`: shrinkage α ∈ (0, 1] of the correlation matrix towards the
     /// identity (1 = standardise only). Default 0.1.
     pub shrinkage: f64,
@@ -74,6 +88,7 @@ impl Default for PoolConfig {
             mode: PoolMode::Parametric,
             query: Query::Last,
             normalize: Normalize::None,
+            normalize_on: NormalizeOn::Domains,
             shrinkage: 0.1,
             learned_query: true,
             scale: None,
@@ -97,6 +112,13 @@ impl PoolConfig {
         }
         if !(self.shrinkage > 0.0 && self.shrinkage <= 1.0) {
             c.bad("pool.shrinkage", self.shrinkage, "must be in (0, 1]");
+        }
+        if self.normalize_on == NormalizeOn::Background && self.normalize == Normalize::None {
+            c.bad(
+                "pool.normalize_on",
+                "\"background\"",
+                "needs pool.normalize = \"standardize\" or \"whiten\" (there is nothing to estimate)",
+            );
         }
         c.positive("pool.lr", self.lr);
         c.at_least_one("pool.batches_per_step", self.batches_per_step);
@@ -122,7 +144,8 @@ impl PoolConfig {
     /// `pool-<mode>[-<query>][-<normalize>]-<embed run>[-seed<seed>]`, the query
     /// and the normalisation named when not the defaults (`last`, `none`), the
     /// seed when parametric.
-    /// `[-<query>][-<normalize>]`, each when not the default (`last`, `none`).
+    /// `[-<query>][-<normalize>[-bg]]`, each when not the default (`last`,
+    /// `none`; `-bg` when normalised on the background prompts).
     pub fn options_suffix(&self) -> String {
         let mut opts = String::new();
         if self.query != Query::Last {
@@ -132,6 +155,9 @@ impl PoolConfig {
         if self.normalize != Normalize::None {
             opts.push('-');
             opts.push_str(self.normalize.as_str());
+            if self.normalize_on == NormalizeOn::Background {
+                opts.push_str("-bg");
+            }
         }
         opts
     }

@@ -140,6 +140,8 @@ pub fn embed_encoder(
         &cfg.data.holdout_domains,
         device,
     )?;
+    let bg =
+        crate::stages::embed::render_background(e, &ds.meta, &enc.tokenizer, true, max, device)?;
     let dir = e
         .runs_dir
         .join(e.run_name(&ds.meta.recipe, &cfg.data.holdout_domains));
@@ -161,6 +163,14 @@ pub fn embed_encoder(
     let dm = pool::query(&states, Tokens::new(&p.mask, None), Query::Mean)?;
     let ppl = pool::kernel_perplexities(&dm)?;
     save_outputs(&dir, &states, &p, &dm, &ds.domain_names)?;
+    if let Some(b) = &bg {
+        let st = enc.states(&b.ids, &b.mask)?;
+        crate::stages::embed::save_background(&dir, &st, b)?;
+        tracing::info!(
+            "embed encoder: {} background prompts' token states written",
+            b.texts.len()
+        );
+    }
     tracing::info!("embed encoder: {ppl}");
     let r = EmbedResult {
         method: Method::Encoder.as_str().into(),
@@ -177,6 +187,7 @@ pub fn embed_encoder(
         layers: Vec::new(),
         kernel_perplexity: Some(ppl),
         adapter_shift: None,
+        background: bg.as_ref().map(|b| b.texts.len()),
     };
     write_atomic(
         &dir.join("result.json"),

@@ -15,7 +15,7 @@
 pub use crate::config::embed::{EmbedConfig, LayerChoice, Method, ProbeHead};
 
 use crate::config::{Config, Stage, check_finite, check_reusable, load_safetensors};
-use crate::data::meta::Catalog;
+use crate::data::meta::{Catalog, Meta};
 use crate::fingerprint::Inputs;
 use crate::fsutil::{save_tensors_atomic, write_atomic};
 use crate::llm::adapters::Adapters;
@@ -234,6 +234,89 @@ pub fn require_names(p: &Prompts, names: &[String], template: &Path) -> Result<(
     Ok(())
 }
 
+/// The names of a background file (`embed.background`): one per line, blank
+/// lines and `#` comments skipped; an empty file or a repeated name is an error
+/// naming the line.
+pub fn background_names(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read embed.background {}", path.display()))?;
+    let mut names: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let name = line.split('#').next().unwrap_or("").trim();
+        if name.is_empty() {
+            continue;
+        }
+        if names.iter().any(|n| n == name) {
+            bail!("{}:{}: {name:?} is listed twice", path.display(), i + 1);
+        }
+        names.push(name.to_string());
+    }
+    if names.is_empty() {
+        bail!(
+            "{}: no background names (one per line; `#` starts a comment)",
+            path.display()
+        );
+    }
+    Ok(names)
+}
+
+/// The background prompts of `embed.background`: every name rendered with the
+/// template as a domain without rows, so only the label-free placeholders
+/// `{dataset}`, `{domain}` and `{category_name}` have values.
+pub(crate) fn render_background(
+    e: &EmbedConfig,
+    meta: &Meta,
+    tok: &crate::llm::tokenizer::Tok,
+    special: bool,
+    max: usize,
+    device: &Device,
+) -> Result<Option<Prompts>> {
+    let Some(path) = &e.background else {
+        return Ok(None);
+    };
+    let names = background_names(path)?;
+    let text = std::fs::read_to_string(&e.template)
+        .with_context(|| format!("cannot read prompt template {}", e.template.display()))?;
+    if let Some(key) = prompt::placeholders(&text)
+        .into_iter()
+        .find(|k| !UNSEEN_PLACEHOLDERS.contains(&k.as_str()))
+    {
+        bail!(
+            "embed.background = {}: the template {} uses {{{key}}}, which a background name has no value for; background prompts allow only {{dataset}}, {{domain}} and {{category_name}} (e.g. prompts/name.txt)",
+            path.display(),
+            e.template.display()
+        );
+    }
+    let mut m = meta.clone();
+    m.domains = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| crate::data::meta::DomainMeta {
+            id: i as u32,
+            name,
+            rows: Default::default(),
+            train_stats: Default::default(),
+        })
+        .collect();
+    render_prompts_with(&e.template, &m, None, tok, special, max, &[], device)
+        .with_context(|| format!("embed.background = {}", path.display()))
+        .map(Some)
+}
+
+/// `background_states.safetensors`: the background prompts' token states, mask
+/// and domain-name mask.
+pub(crate) fn save_background(dir: &Path, states: &Tensor, p: &Prompts) -> Result<()> {
+    let cpu = Device::Cpu;
+    let mut out = HashMap::new();
+    out.insert("states".to_string(), states.to_device(&cpu)?);
+    out.insert("mask".to_string(), p.mask.to_device(&cpu)?);
+    out.insert("name_mask".to_string(), p.names.to_device(&cpu)?);
+    save_tensors_atomic(&out, &dir.join(BACKGROUND_FILE))
+}
+
+/// The embed run's file of background token states.
+pub const BACKGROUND_FILE: &str = "background_states.safetensors";
+
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct EmbedEpoch {
     pub epoch: usize,
@@ -279,6 +362,9 @@ pub struct EmbedResult {
     /// frozen model's (the same prompts and pooling, no adapters).
     #[serde(default)]
     pub adapter_shift: Option<pool::AdapterShift>,
+    /// How many background prompts were embedded (`embed.background`).
+    #[serde(default)]
+    pub background: Option<usize>,
 }
 
 /// The token states, their mask and domain-name mask (`token_states.safetensors`),
@@ -407,6 +493,9 @@ pub fn inputs(cfg: &Config, prepared: &Path) -> Result<Inputs> {
     if template_catalog(&cfg.embed.template, prepared)?.is_some() {
         i = i.file("catalogue statistics", &prepared.join(Catalog::FILE))?;
     }
+    if let Some(b) = &cfg.embed.background {
+        i = i.file("background names", b)?;
+    }
     match cfg.embed.method {
         Method::Encoder => i.model(&cfg.embed.encoder),
         _ => i.model(&cfg.embed.model),
@@ -443,6 +532,14 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     if e.query == Query::Name {
         require_names(&p, &ds.domain_names, &e.template)?;
     }
+    let bg = render_background(
+        e,
+        &ds.meta,
+        &llm.tokenizer,
+        false,
+        e.max_prompt_tokens,
+        &llm.decoder.device,
+    )?;
     let layers = e.layers(llm.decoder.layers.len())?;
     let name = e.run_name(&ds.meta.recipe, &cfg.data.holdout_domains);
     let dir = e.runs_dir.join(name);
@@ -472,6 +569,11 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     let mut probe = Probe::new(&ds, h, e, &mut rng)?;
     // Layers below the lowest adapter never change: run them once.
     let reader = Reader::new(&llm, &p.ids, &layers, &ad, &mut rng)?;
+    // Its own random stream: the domains' numbers do not depend on it.
+    let bg_reader = match &bg {
+        Some(b) => Some(Reader::new(&llm, &b.ids, &layers, &ad, &mut base.fork(2))?),
+        None => None,
+    };
     tracing::info!(
         "embed {}: {} prompts of up to {} tokens, hidden states {layers:?} read, layers 0..{} cached, {} adapter parameters",
         e.method.as_str(),
@@ -496,6 +598,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     let mut pr = EmbedProgress::default();
     let mut best_dm: Option<Tensor> = None;
     let mut best_states: Option<Tensor> = None;
+    let mut best_bg: Option<Tensor> = None;
     if resume && dir.join("checkpoint.json").is_file() {
         let ck_json = dir.join("checkpoint.json");
         pr = serde_json::from_slice(&std::fs::read(&ck_json)?)
@@ -532,6 +635,12 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
             let dm = get("best_domain_embeddings", &[d, h])?;
             best_states = Some(get("best_states", &[d, p.ids.dim(1)?, h])?);
             best_dm = Some(dm);
+            if let Some(b) = &bg {
+                best_bg = Some(get(
+                    "best_background_states",
+                    &[b.texts.len(), b.ids.dim(1)?, h],
+                )?);
+            }
         }
         tracing::info!("resuming {} after epoch {}", dir.display(), pr.epochs_done);
     }
@@ -601,6 +710,12 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
             pr.bad = 0;
             best_dm = Some(dm);
             best_states = Some(states);
+            if let Some(r) = &bg_reader {
+                best_bg = Some(
+                    r.states(&llm, &ad, false, &mut base.fork(3))?
+                        .to_device(&cpu)?,
+                );
+            }
             if !ad.is_empty() {
                 peft::save(
                     &dir.join("adapter"),
@@ -632,6 +747,9 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         if let (Some(d), Some(st)) = (&best_dm, &best_states) {
             ck.insert("best_domain_embeddings".into(), d.clone());
             ck.insert("best_states".into(), st.clone());
+        }
+        if let Some(b) = &best_bg {
+            ck.insert("best_background_states".into(), b.clone());
         }
         save_tensors_atomic(&ck, &dir.join("checkpoint.safetensors"))?;
         write_atomic(
@@ -674,6 +792,13 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         Some(s)
     };
     save_outputs(&dir, &states, &p, &dm, &names)?;
+    if let (Some(b), Some(st)) = (&bg, &best_bg) {
+        save_background(&dir, st, b)?;
+        tracing::info!(
+            "embed: {} background prompts' token states written",
+            b.texts.len()
+        );
+    }
     let r = EmbedResult {
         method: e.method.as_str().into(),
         recipe: ds.meta.recipe.clone(),
@@ -689,6 +814,7 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         layers,
         kernel_perplexity: Some(ppl),
         adapter_shift: shift,
+        background: bg.as_ref().map(|b| b.texts.len()),
     };
     tracing::info!("embed {}: {ppl}", e.method.as_str());
     write_atomic(

@@ -15,6 +15,7 @@
 
 pub use crate::config::pool::{PoolConfig, PoolMode};
 
+use crate::config::pool::NormalizeOn;
 use crate::config::{Config, check_finite, load_safetensors};
 use crate::fingerprint::Inputs;
 use crate::fsutil::{save_tensors_atomic, write_atomic};
@@ -57,11 +58,64 @@ pub struct PoolResult {
     pub run_dir: String,
 }
 
-/// What a pool run reads: the prepared dataset and the embed run's token states.
-pub fn inputs(prepared: &Path, from: &Path) -> Result<Inputs> {
-    Inputs::default()
+/// What a pool run reads: the prepared dataset and the embed run's token
+/// states (and its background prompts' states when normalised on them).
+pub fn inputs(
+    prepared: &Path,
+    from: &Path,
+    pc: &crate::config::pool::PoolConfig,
+) -> Result<Inputs> {
+    let i = Inputs::default()
         .prepared(prepared)?
-        .file("token states", &from.join("token_states.safetensors"))
+        .file("token states", &from.join("token_states.safetensors"))?;
+    if pc.normalize_on == NormalizeOn::Background {
+        return i.file("background token states", &background_file(from)?);
+    }
+    Ok(i)
+}
+
+/// The embed run's background states file; an error saying how to make it when
+/// it is missing.
+fn background_file(from: &Path) -> Result<std::path::PathBuf> {
+    let file = from.join(crate::stages::embed::BACKGROUND_FILE);
+    if !file.is_file() {
+        bail!(
+            "pool.normalize_on = \"background\": {} is missing; make the embed run with embed.background (a file of names, e.g. prompts/background/occupations.txt)",
+            file.display()
+        );
+    }
+    Ok(file)
+}
+
+/// The background prompts' token states and mask of the embed run `from`, for
+/// `pool.normalize_on = "background"`, checked against the domains' width `h`.
+fn background_states(from: &Path, h: usize) -> Result<(Tensor, Tensor)> {
+    let file = background_file(from)?;
+    let t = load_safetensors(&file)?;
+    let get = |k: &str| -> Result<Tensor> {
+        let x = t
+            .get(k)
+            .with_context(|| format!("{} has no tensor `{k}`", file.display()))?
+            .to_dtype(DType::F32)?;
+        check_finite(&x, &file, k)?;
+        Ok(x)
+    };
+    let (states, mask) = (get("states")?, get("mask")?);
+    let (b, tn, hb) = states.dims3().with_context(|| {
+        format!(
+            "{}: tensor `states` must be (prompts, tokens, h)",
+            file.display()
+        )
+    })?;
+    if hb != h || mask.dims() != [b, tn] {
+        bail!(
+            "{}: tensors `states` {:?} and `mask` {:?} do not fit the domains' width {h}",
+            file.display(),
+            states.dims(),
+            mask.dims()
+        );
+    }
+    Ok((states, mask))
 }
 
 /// Run the stage.
@@ -191,30 +245,39 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
             dir.display()
         );
     }
-    let inputs = inputs(&prepared.dir, &from)?;
+    let inputs = inputs(&prepared.dir, &from, pc)?;
     std::fs::create_dir_all(&dir)?;
     write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     inputs.save(&dir)?;
     let mut params = HashMap::new();
-    // Geometry from the training domains' tokens only.
+    // Geometry from the training domains' tokens only, or from the background
+    // prompts' tokens.
     let seen: Vec<usize> = (0..d).filter(|i| !ds.holdout.contains(i)).collect();
-    let states = match Normalizer::fit(pc.normalize, &states, &mask, &seen, pc.shrinkage)
-        .with_context(|| format!("pool.normalize = \"{}\"", pc.normalize.as_str()))?
-    {
-        Some(n) => {
-            let (mean, m) = n.tensors()?;
-            params.insert("normalize_mean".to_string(), mean);
-            params.insert("normalize_matrix".to_string(), m);
-            tracing::info!(
-                "pool: {} estimated on {} tokens of {} training domains",
-                pc.normalize.as_str(),
-                n.tokens,
-                seen.len()
-            );
-            n.apply(&states)?
+    let fitted = match pc.normalize_on {
+        NormalizeOn::Domains => Normalizer::fit(pc.normalize, &states, &mask, &seen, pc.shrinkage)
+            .map(|n| (n, format!("{} training domains", seen.len()))),
+        NormalizeOn::Background => {
+            let (bs, bm) = background_states(&from, h)?;
+            let all: Vec<usize> = (0..bs.dim(0)?).collect();
+            Normalizer::fit(pc.normalize, &bs, &bm, &all, pc.shrinkage)
+                .map(|n| (n, format!("{} background prompts", all.len())))
         }
-        None => states,
     };
+    let states =
+        match fitted.with_context(|| format!("pool.normalize = \"{}\"", pc.normalize.as_str()))? {
+            (Some(n), on) => {
+                let (mean, m) = n.tensors()?;
+                params.insert("normalize_mean".to_string(), mean);
+                params.insert("normalize_matrix".to_string(), m);
+                tracing::info!(
+                    "pool: {} estimated on {} tokens of {on}",
+                    pc.normalize.as_str(),
+                    n.tokens,
+                );
+                n.apply(&states)?
+            }
+            (None, _) => states,
+        };
     let tok = Tokens::new(&mask, names.as_ref());
     let (dm, best_epoch, best_auc) = match pc.mode {
         PoolMode::Plain => (pooling::query(&states, tok, pc.query)?, 0, None),

@@ -105,7 +105,7 @@ pub fn ensure_pool(cfg: &Config) -> Result<(PoolResult, Origin)> {
     let recipe = &prepared.meta.recipe;
     let dir = cfg.pool.run_dir(cfg, recipe);
     settle(&dir, cfg, Stage::Pool, || {
-        crate::stages::pool::inputs(&prepared.dir, &cfg.pool.source(cfg, recipe))
+        crate::stages::pool::inputs(&prepared.dir, &cfg.pool.source(cfg, recipe), &cfg.pool)
     })?;
     if dir.join("result.json").is_file() {
         return Ok((read_json(&dir.join("result.json"))?, Origin::Reused));
