@@ -83,10 +83,13 @@ pub enum Command {
     /// with domain_embeddings.safetensors, pool_params.safetensors, the probe
     /// metrics and the embeddings' kernel perplexity (result.json, printed).
     Pool(PoolArgs),
-    /// The ablation grid of a config's [ablate] section (prompt template × method
-    /// × pooling × seed, baselines, held-out domains), reusing every finished run
-    /// with the same settings; writes a table (Markdown + CSV) and SVG plots to
-    /// ablate.out_dir.
+    /// The ablation of a config's [ablate] section, reusing every finished run
+    /// with the same settings: leave-one-domain-out studies ([[ablate.lodo]],
+    /// summarised in lodo.md), seen-domain studies ([[ablate.seen]]: the LLM arm
+    /// against a random vector per domain, the id, no domain input and the DNN;
+    /// seen.md), and the older seen-domain grid (ablate.recipes: template ×
+    /// method × pooling × seed, baselines; ablation.md). Tables (Markdown + CSV)
+    /// and SVG plots go to ablate.out_dir.
     Ablate(RunArgs),
     /// Render one training run's report (report.md with learning_curve.svg and
     /// domain_auc.svg) in its run directory.
@@ -121,10 +124,13 @@ pub enum Command {
     /// per-domain test AUC and logloss, pooled AUC per fold, and paired
     /// differences against `none` with sign counts and permutation p-values.
     Lodo(LodoArgs),
-    /// Train every combination of settings (`--set KEY=V1|V2|…`, TOML values) on
-    /// a base config for each seed, and write a table of the combinations by
-    /// mean valid AUC (test not shown: a grid chooses on valid). Finished runs are
-    /// reused.
+    /// Train every combination of settings (`--set KEY=V1|V2|…`, TOML values;
+    /// `--set K1,K2=[a1, a2]|[b1, b2]` sets keys together) on a base config for
+    /// each seed, and write a table of the combinations by mean valid AUC (test
+    /// not shown: a grid chooses on valid). A config with `[embed]` or `[pool]`
+    /// settings and no model.domain_embeddings file embeds and pools per point,
+    /// as `run` does, and the table adds the pooled embeddings' kernel
+    /// perplexity. Finished runs are reused.
     Grid(GridArgs),
     /// Per-row scores of a finished training run as CSV (row, domain, label,
     /// score): a prepared split (--split, default test), or new raw rows
@@ -353,8 +359,10 @@ pub struct GridArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// An axis: a dotted config key and its alternatives as TOML values,
-    /// separated by `|`, e.g. `model.cgc.tower=[8]|[64]` (repeatable; the grid is
-    /// every combination).
+    /// separated by `|`, e.g. `model.cgc.tower=[8]|[64]`, or keys set together,
+    /// each alternative an array with one value per key, e.g.
+    /// `pool.mode,pool.query=["parametric", "last"]|["parameterless", "mean"]`
+    /// (repeatable; the grid is every combination).
     #[arg(long = "set", required = true)]
     pub set: Vec<String>,
     /// Seeds.

@@ -38,6 +38,12 @@ pub enum NormalizeOn {
     Background,
 }
 
+impl NormalizeOn {
+    fn is_domains(&self) -> bool {
+        *self == NormalizeOn::Domains
+    }
+}
+
 /// `[pool]`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -53,7 +59,10 @@ pub struct PoolConfig {
     pub normalize: Normalize,
     /// Where `normalize` is estimated: `domains` (the training domains'
     /// tokens) or `background` (the background prompts' tokens, which the embed
-    /// run must have made: `embed.background`). Default `domains`.
+    /// run must have made: `embed.background`). Default `domains`. Left out of
+    /// the written config when default, so configs (and the grid's run names,
+    /// which hash them) read as before the key existed.
+    #[serde(skip_serializing_if = "NormalizeOn::is_domains")]
     pub normalize_on: NormalizeOn,
     /// `whiten`: shrinkage α ∈ (0, 1] of the correlation matrix towards the
     /// identity (1 = standardise only). Default 0.1.
