@@ -398,3 +398,39 @@ fn lodo_adapted_arm_trains_adapters_per_fold_without_the_held_out_domains() {
         assert_eq!(now, t, "{} was trained again", e.display());
     }
 }
+
+/// The background prompts' states come from the adapters of the best epoch, and
+/// a stopped and resumed run writes the same ones as the uninterrupted run.
+#[test]
+fn background_states_survive_a_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut cfg, _, _) = setup(tmp.path(), 12, "{domain} likes films.", Method::Ptuning);
+    let bg = tmp.path().join("bg.txt");
+    std::fs::write(&bg, "nurse\npilot\nbaker\n").unwrap();
+    cfg.embed.background = Some(bg);
+    cfg.embed.epochs = 3;
+    cfg.embed.batches_per_llm_step = 3;
+    cfg.embed.run_name = Some("whole".into());
+    let whole = embed(&cfg, false, None).unwrap().unwrap();
+    cfg.embed.run_name = Some("parts".into());
+    assert!(embed(&cfg, false, Some(1)).unwrap().is_none());
+    let parts = embed(&cfg, true, None).unwrap().unwrap();
+    let load = |r: &llmctr::stages::embed::EmbedResult| {
+        candle_core::safetensors::load(
+            std::path::Path::new(&r.run_dir).join("background_states.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap()["states"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let (a, b) = (load(&whole), load(&parts));
+    assert_eq!(a, b);
+    // Not the frozen model's: the adapters moved them.
+    cfg.embed.method = Method::None;
+    cfg.embed.run_name = Some("frozen".into());
+    let frozen = embed(&cfg, false, None).unwrap().unwrap();
+    assert_ne!(load(&frozen), a);
+}
