@@ -87,19 +87,22 @@ fn background_file(from: &Path) -> Result<std::path::PathBuf> {
     Ok(file)
 }
 
+/// Tensor `k` of the safetensors file `file` (loaded as `t`), as f32, finite.
+fn named_f32(t: &HashMap<String, Tensor>, file: &Path, k: &str) -> Result<Tensor> {
+    let x = t
+        .get(k)
+        .with_context(|| format!("{} has no tensor `{k}`", file.display()))?
+        .to_dtype(DType::F32)?;
+    check_finite(&x, file, k)?;
+    Ok(x)
+}
+
 /// The background prompts' token states and mask of the embed run `from`, for
 /// `pool.normalize_on = "background"`, checked against the domains' width `h`.
 fn background_states(from: &Path, h: usize) -> Result<(Tensor, Tensor)> {
     let file = background_file(from)?;
     let t = load_safetensors(&file)?;
-    let get = |k: &str| -> Result<Tensor> {
-        let x = t
-            .get(k)
-            .with_context(|| format!("{} has no tensor `{k}`", file.display()))?
-            .to_dtype(DType::F32)?;
-        check_finite(&x, &file, k)?;
-        Ok(x)
-    };
+    let get = |k: &str| named_f32(&t, &file, k);
     let (states, mask) = (get("states")?, get("mask")?);
     let (b, tn, hb) = states.dims3().with_context(|| {
         format!(
@@ -136,14 +139,7 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
         );
     }
     let t = load_safetensors(&file)?;
-    let get = |k: &str| -> Result<Tensor> {
-        let x = t
-            .get(k)
-            .with_context(|| format!("{} has no tensor `{k}`", file.display()))?
-            .to_dtype(DType::F32)?;
-        check_finite(&x, &file, k)?;
-        Ok(x)
-    };
+    let get = |k: &str| named_f32(&t, &file, k);
     let (states, mask) = (get("states")?, get("mask")?);
     // Written by embed runs since domain names were recorded; older files lack it.
     let names = if t.contains_key("name_mask") {
