@@ -194,3 +194,34 @@ fn report_explains_what_is_missing_and_new_commands_have_help() {
         );
     }
 }
+
+/// Every committed config parses (unknown keys are errors) and validates, and
+/// every study configs/ablate.toml names exists and does too.
+#[test]
+fn every_committed_config_loads() {
+    use llmctr::config::Config;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for dir in ["configs", "configs/experiments", "configs/grids"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Config::load(Some(&p)).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 20, "{n} configs");
+    let a = Config::load(Some(&root.join("configs/ablate.toml")))
+        .unwrap()
+        .ablate;
+    assert!(!a.lodo.is_empty() && !a.seen.is_empty());
+    for p in a
+        .lodo
+        .iter()
+        .map(|l| &l.config)
+        .chain(a.seen.iter().map(|s| &s.config))
+    {
+        Config::load(Some(&root.join(p))).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+    }
+}

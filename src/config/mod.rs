@@ -433,6 +433,9 @@ fn validate_ablate(a: &ablate::AblateConfig, c: &mut Checks) {
     }
     c.file("ablate.holdout_template", &a.holdout_template);
     c.dir("ablate.out_dir", &a.out_dir);
+    for (i, l) in a.seen.iter().enumerate() {
+        c.file(&format!("ablate.seen[{i}].config"), &l.config);
+    }
     for (i, l) in a.lodo.iter().enumerate() {
         c.file(&format!("ablate.lodo[{i}].config"), &l.config);
         if l.arms.is_empty() {
