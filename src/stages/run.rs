@@ -180,10 +180,15 @@ pub struct LlmArm {
 }
 
 impl LlmArm {
-    /// `<model> on the LLM embeddings (<method> / <template> / <pool mode>)`.
+    /// `<model> on the LLM embeddings (<method> / <template> / <pool mode>)`
+    /// (`sentence-encoder embeddings` for the encoder method).
     pub fn label(&self) -> String {
+        let what = match self.head.embed.method {
+            crate::stages::embed::Method::Encoder => "sentence-encoder",
+            _ => "LLM",
+        };
         format!(
-            "{} on the LLM embeddings ({} / {} / {})",
+            "{} on the {what} embeddings ({} / {} / {})",
             self.head.model.label(),
             self.head.embed.method.as_str(),
             self.head.embed.template_stem(),
@@ -380,7 +385,7 @@ pub fn comparison_md(arms: &[(String, Vec<FinalMetrics>)]) -> String {
         .unwrap_or_default();
     let mut md = format!(
         "# Does the LLM embedding help?\n\nSeeds {}; test split; mean ± sample sd over seeds. \
-         Δ: the LLM arm minus the arm, per seed, then averaged (+/−: seeds where the LLM \
+         Δ: the embedding arm (first row) minus the arm, per seed, then averaged (+/−: seeds where the embedding \
          arm is higher/lower).\n\n| arm | test AUC | tail AUC (7 smallest) |{} Δ test AUC (+/−) |\n| --- | --- | --- |{} --- |\n",
         seeds.join(", "),
         if unseen { " unseen AUC |" } else { "" },
@@ -428,7 +433,7 @@ pub fn comparison_md(arms: &[(String, Vec<FinalMetrics>)]) -> String {
         ));
     }
     md.push_str(&format!(
-        "\n**Verdict:** the LLM embedding arm's test AUC is {}: {}. Same sign in every seed is \
+        "\n**Verdict:** the embedding arm's test AUC is {}: {}. Same sign in every seed is \
          not significance (3 seeds: a sign test's p is 0.25); `pipeline lodo` gives paired tests \
          over domains.\n",
         pm(&get(llm, &|m| m.test.auc)),
