@@ -58,16 +58,21 @@ fn default_folds() -> usize {
     5
 }
 
+/// `name`, or `<prefix>-` and the config's file stem.
+fn study_stem(prefix: &str, name: &Option<String>, config: &std::path::Path) -> String {
+    name.clone().unwrap_or_else(|| {
+        format!(
+            "{prefix}-{}",
+            config
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+        )
+    })
+}
+
 impl LodoStudy {
     pub fn stem(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            format!(
-                "lodo-{}",
-                self.config
-                    .file_stem()
-                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
-            )
-        })
+        study_stem("lodo", &self.name, &self.config)
     }
 }
 
@@ -86,14 +91,7 @@ pub struct SeenStudy {
 
 impl SeenStudy {
     pub fn stem(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            format!(
-                "seen-{}",
-                self.config
-                    .file_stem()
-                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
-            )
-        })
+        study_stem("seen", &self.name, &self.config)
     }
 }
 
@@ -161,5 +159,31 @@ impl Default for AblateConfig {
             lodo: Vec::new(),
             seen: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_study_is_named_by_its_name_or_its_config() {
+        let lodo = LodoStudy {
+            config: "configs/experiments/lodo-m2m.toml".into(),
+            arms: default_arms(),
+            folds: 5,
+            name: None,
+        };
+        assert_eq!(lodo.stem(), "lodo-lodo-m2m");
+        let seen = SeenStudy {
+            config: "configs/experiments/seen-age3.toml".into(),
+            name: None,
+        };
+        assert_eq!(seen.stem(), "seen-seen-age3");
+        let named = SeenStudy {
+            name: Some("seen-occupation".into()),
+            ..seen
+        };
+        assert_eq!(named.stem(), "seen-occupation");
     }
 }
