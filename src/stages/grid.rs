@@ -218,13 +218,14 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
     points.sort_by(|a, b| mean(&b.valid).total_cmp(&mean(&a.valid)));
     let cfg = first.context("grid has no point")?;
     let mut md = format!(
-        "# Grid on valid: {} on {}\n\n{} points × seeds {:?} ({total} runs) in {:.0} s; \
-         base config {}. Sorted by mean valid AUC (best valid epoch); test not shown.{}\n\n\
+        "# Grid on valid: {} on {}\n\n{} points × seeds {:?} ({total} runs, {:.0} s of \
+         recorded training; this call took {:.0} s, finished runs reused); base config {}. Sorted by mean valid AUC (best valid epoch); test not shown.{}\n\n\
          | # | setting | valid AUC (mean ± sd) | best epochs | train s |{}\n| --- | --- | --- | --- | --- |{}\n",
         cfg.model.label(),
         cfg.data.recipe,
         combos.len(),
         plan.seeds,
+        points.iter().map(|p| p.seconds).sum::<f64>(),
         start.elapsed().as_secs_f64(),
         base.map_or("(defaults)".into(), |p| p.display().to_string()),
         if llm_points {
@@ -304,7 +305,11 @@ fn embed_and_pool(cfg: &Config) -> Result<(Config, PoolResult)> {
     c.embed.runs_dir = c.train.runs_dir.clone();
     c.pool.runs_dir = c.train.runs_dir.clone();
     c.embed.run_name = None;
-    let etag = sha256_bytes(toml::to_string(&c.embed)?.as_bytes());
+    // The device is an execution setting (runs made on another are reused):
+    // it does not name the run either.
+    let mut key = c.embed.clone();
+    key.device = crate::stages::embed::EmbedConfig::default().device;
+    let etag = sha256_bytes(toml::to_string(&key)?.as_bytes());
     c.embed.run_name = Some(format!(
         "{}-{}",
         c.embed.run_name(&c.data.recipe, &c.data.holdout_domains),
