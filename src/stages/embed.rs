@@ -303,15 +303,22 @@ pub(crate) fn render_background(
         .map(Some)
 }
 
-/// `background_states.safetensors`: the background prompts' token states, mask
-/// and domain-name mask.
-pub(crate) fn save_background(dir: &Path, states: &Tensor, p: &Prompts) -> Result<()> {
+/// Prompts' token states with their mask and domain-name mask (tensors
+/// `states`, `mask`, `name_mask`), as `token_states.safetensors` and
+/// `background_states.safetensors` hold them.
+fn save_token_states(file: &Path, states: &Tensor, p: &Prompts) -> Result<()> {
     let cpu = Device::Cpu;
     let mut out = HashMap::new();
     out.insert("states".to_string(), states.to_device(&cpu)?);
     out.insert("mask".to_string(), p.mask.to_device(&cpu)?);
     out.insert("name_mask".to_string(), p.names.to_device(&cpu)?);
-    save_tensors_atomic(&out, &dir.join(BACKGROUND_FILE))
+    save_tensors_atomic(&out, file)
+}
+
+/// `background_states.safetensors`: the background prompts' token states, mask
+/// and domain-name mask.
+pub(crate) fn save_background(dir: &Path, states: &Tensor, p: &Prompts) -> Result<()> {
+    save_token_states(&dir.join(BACKGROUND_FILE), states, p)
 }
 
 /// The embed run's file of background token states.
@@ -377,11 +384,7 @@ pub(crate) fn save_outputs(
     names: &[String],
 ) -> Result<()> {
     let cpu = Device::Cpu;
-    let mut out = HashMap::new();
-    out.insert("states".to_string(), states.to_device(&cpu)?);
-    out.insert("mask".to_string(), p.mask.to_device(&cpu)?);
-    out.insert("name_mask".to_string(), p.names.to_device(&cpu)?);
-    save_tensors_atomic(&out, &dir.join("token_states.safetensors"))?;
+    save_token_states(&dir.join("token_states.safetensors"), states, p)?;
     let mut de = HashMap::new();
     de.insert("domain_embeddings".to_string(), dm.to_device(&cpu)?);
     save_tensors_atomic(&de, &dir.join("domain_embeddings.safetensors"))?;

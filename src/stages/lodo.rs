@@ -60,6 +60,20 @@ pub struct Paired {
     pub p: Option<f64>,
 }
 
+impl Paired {
+    /// The paired differences `d`: their mean, sign counts and sign-flip
+    /// p-value (20,000 draws, seed 7, as every study table uses).
+    pub fn of(d: &[f64]) -> Paired {
+        let (up, down, p) = sign_flip_test(d, 20_000, 7);
+        Paired {
+            mean: mean(d),
+            up,
+            down,
+            p,
+        }
+    }
+}
+
 /// One arm of a finished study: its means over the held-out domains and its
 /// paired differences against `none` and `random` (AUC, then logloss; None
 /// for the reference itself or when the study lacks it).
@@ -361,13 +375,7 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
             let dv: Vec<f64> = (0..d)
                 .filter_map(|dom| Some(pick(per_arm(ai, dom))? - pick(per_arm(f, dom))?))
                 .collect();
-            let (up, down, p) = sign_flip_test(&dv, 20_000, 7);
-            Paired {
-                mean: mean(&dv),
-                up,
-                down,
-                p,
-            }
+            Paired::of(&dv)
         };
         let against = |r: Arm| -> Option<[Paired; 2]> {
             let f = plan.arms.iter().position(|a| *a == r)?;

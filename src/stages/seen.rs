@@ -8,7 +8,7 @@
 
 use crate::config::Config;
 use crate::fsutil::write_atomic;
-use crate::stages::lodo::{Paired, paired_cell, random_control, sign_flip_test};
+use crate::stages::lodo::{Paired, paired_cell, random_control};
 use crate::stages::run::{comparison_arms, comparison_md, ensure_train, llm_arm};
 use crate::train::trainer::FinalMetrics;
 use anyhow::{Context, Result};
@@ -62,13 +62,7 @@ fn paired_over_domains(a: &[FinalMetrics], b: &[FinalMetrics]) -> Paired {
         .zip(&db)
         .filter_map(|((_, x), (_, y))| Some((*x)? - (*y)?))
         .collect();
-    let (up, down, p) = sign_flip_test(&d, 20_000, 7);
-    Paired {
-        mean: (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64),
-        up,
-        down,
-        p,
-    }
+    Paired::of(&d)
 }
 
 /// Run (or reuse) the study of `cfg` over `seeds`; writes `<out>.md`.
