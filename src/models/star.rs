@@ -248,7 +248,7 @@ mod tests {
                 }],
             }
         };
-        let feat = Tensor::randn(0f32, 1.0, (64, 3), &dev).unwrap();
+        let feat = rng.normal_tensor((64, 3), 1.0, DType::F32, &dev).unwrap();
         for _ in 0..20 {
             star.forward(&inputs(&feat, &[0.5, -0.5, 0.25]), true, &mut rng)
                 .unwrap();

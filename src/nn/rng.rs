@@ -3,6 +3,7 @@
 //! initialisation, shuffling, dropout, gate noise — comes from here, and a run
 //! repeats exactly from its seed. The state is saved in checkpoints.
 
+use candle_core::{DType, Device, Result, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -57,6 +58,23 @@ impl Rng {
         let u1 = self.uniform().max(f64::MIN_POSITIVE);
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// A tensor of normal draws with standard deviation `std`, in `dtype` on `dev`.
+    /// Tests use it where candle's `Tensor::randn` would draw from an unseeded
+    /// generator, so a failure repeats.
+    pub fn normal_tensor(
+        &mut self,
+        shape: impl Into<Shape>,
+        std: f64,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let v: Vec<f64> = (0..shape.elem_count())
+            .map(|_| self.normal() * std)
+            .collect();
+        Tensor::from_vec(v, shape, dev)?.to_dtype(dtype)
     }
 
     /// Uniform integer in 0..n.
