@@ -30,7 +30,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// A hidden sibling name unique to this process and call (threads may write at once).
-fn tmp_sibling(path: &Path, what: &str) -> PathBuf {
+pub(crate) fn tmp_sibling(path: &Path, what: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()

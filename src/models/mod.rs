@@ -259,7 +259,9 @@ pub(crate) mod testutil {
                 None => Ok(l),
             }
         };
-        let (err, dead) = crate::nn::gradcheck::check(&ps, 6, 1e-6, &f).unwrap();
+        // Step 1e-5: at 1e-6 the differences' rounding error reached 3e-5 of
+        // PEPNet's smaller gradients; at 1e-4 a ReLU kink falls inside a step of PLE.
+        let (err, dead) = crate::nn::gradcheck::check(&ps, 6, 1e-5, &f).unwrap();
         // Parameters of domain 2 (absent from the batch) get no gradient, by design.
         // So do a held-out domain's (1, when conditioned) specific experts.
         let dead: Vec<String> = dead
