@@ -303,6 +303,40 @@ fn peft_round_trip_reproduces_the_states() {
     }
 }
 
+#[test]
+fn a_peft_file_adapting_one_module_twice_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_tiny_llama(&tmp.path().join("m"), 2, true);
+    let l = load_hf_dir(&tmp.path().join("m"), &Device::Cpu).unwrap();
+    let cfg = l.decoder.cfg.clone();
+    let lora = LoraConfig {
+        layers: vec![1],
+        ..all_targets()
+    };
+    let ad = Adapters::lora(&lora, &cfg, &Device::Cpu, &mut Rng::new(3)).unwrap();
+    let dir = tmp.path().join("a");
+    peft::save(&dir, &ad, &cfg, "tiny", RopeLayout::HalfSplit).unwrap();
+    let file = dir.join("adapter_model.safetensors");
+    let mut t = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    // The same module again under a shorter prefix, as a hand-edited file may have.
+    let base = "base_model.model.model.layers.1.mlp.down_proj";
+    for ab in ["lora_A", "lora_B"] {
+        let x = t[&format!("{base}.{ab}.weight")].clone();
+        t.insert(format!("model.layers.1.mlp.down_proj.{ab}.weight"), x);
+    }
+    candle_core::safetensors::save(&t, &file).unwrap();
+    let Err(err) = peft::load(&dir, &cfg, &Device::Cpu, RopeLayout::HalfSplit) else {
+        panic!("a module adapted twice was accepted");
+    };
+    let err = format!("{err:#}");
+    assert!(
+        err.contains(&format!("{base}.lora_A.weight"))
+            && err.contains("model.layers.1.mlp.down_proj.lora_A.weight")
+            && err.contains("both adapt down_proj of layer 1"),
+        "{err}"
+    );
+}
+
 fn safetensors_names(p: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = candle_core::safetensors::load(p, &Device::Cpu)
         .unwrap()

@@ -455,6 +455,20 @@ fn validate_ablate(a: &ablate::AblateConfig, c: &mut Checks) {
     }
 }
 
+/// [`check_finite`] on every tensor of a file, in name order, so a file with
+/// several bad tensors names the same one on every run.
+pub fn check_all_finite(
+    tensors: &std::collections::HashMap<String, Tensor>,
+    file: &Path,
+) -> Result<()> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        check_finite(&tensors[name], file, name)?;
+    }
+    Ok(())
+}
+
 /// Refuse a tensor read from `file` (named `name` there) that holds NaN or an
 /// infinity, naming the first such value's index.
 pub fn check_finite(t: &Tensor, file: &Path, name: &str) -> Result<()> {

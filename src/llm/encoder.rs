@@ -58,9 +58,7 @@ pub fn load_encoder(dir: &Path, device: &Device) -> Result<Encoder> {
     let files = crate::llm::load::weight_files(dir)?;
     for f in &files {
         let t = crate::config::load_safetensors(f)?;
-        for (k, x) in &t {
-            crate::config::check_finite(x, f, k)?;
-        }
+        crate::config::check_all_finite(&t, f)?;
         tensors.extend(t);
     }
     let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);

@@ -180,11 +180,14 @@ pub fn gguf_tensors(
     };
     cfg.validate()
         .with_context(|| format!("{}: GGUF metadata", path.display()))?;
-    let names: Vec<(String, String)> = ct
+    // In name order (candle keeps them in a HashMap), so a file with several
+    // faults names the same one on every run.
+    let mut names: Vec<(String, String)> = ct
         .tensor_infos
         .keys()
         .filter_map(|k| hf_name(k).map(|h| (k.clone(), h)))
         .collect();
+    names.sort();
     // Shapes and sizes are checked before any data is read.
     let gguf_name: HashMap<&str, &str> = names
         .iter()

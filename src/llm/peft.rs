@@ -130,9 +130,7 @@ pub fn load(
     .with_context(|| format!("{} is not JSON", cfg_path.display()))?;
     let st = dir.join("adapter_model.safetensors");
     let t = crate::config::load_safetensors(&st)?;
-    for (name, x) in &t {
-        crate::config::check_finite(x, &st, name)?;
-    }
+    crate::config::check_all_finite(&t, &st)?;
     let t: HashMap<String, Tensor> = t
         .into_iter()
         .map(|(k, x)| Ok((k, x.to_device(device)?)))
@@ -157,7 +155,12 @@ pub fn load(
             let mut mods = Vec::new();
             let mut targets = Vec::new();
             let mut layers = Vec::new();
-            for (name, a) in &t {
+            // In name order, so a file with two faults names the same one each run.
+            let mut names: Vec<&String> = t.keys().collect();
+            names.sort();
+            let mut seen = std::collections::BTreeMap::new();
+            for name in names {
+                let a = &t[name];
                 let Some(base) = name.strip_suffix(".lora_A.weight") else {
                     continue;
                 };
@@ -186,6 +189,13 @@ pub fn load(
                     .with_context(|| {
                         format!("{}: tensor {name} adapts an unknown module", st.display())
                     })?;
+                if let Some(first) = seen.insert((layer, target), name) {
+                    bail!(
+                        "{}: {first} and {name} both adapt {} of layer {layer}",
+                        st.display(),
+                        target.module()
+                    );
+                }
                 let (d_in, d_out) = target.dims(model);
                 if a.dims() != [r, d_in] || b.dims() != [d_out, r] {
                     bail!(
