@@ -103,20 +103,26 @@ pub fn report(probs: &[f32], labels: &[f32], domains: &[u32], names: &[String]) 
             auc: auc(p, y),
         })
         .collect();
+    Report {
+        auc: auc(probs, labels),
+        logloss: logloss(probs, labels),
+        rows: probs.len(),
+        weighted_domain_auc: weighted_auc(&doms),
+        domains: doms,
+    }
+}
+
+/// The mean of the defined per-domain AUCs weighted by their rows; `None` when
+/// no domain has one.
+pub fn weighted_auc<'a>(domains: impl IntoIterator<Item = &'a DomainAuc>) -> Option<f64> {
     let (mut num, mut den) = (0.0, 0.0);
-    for d in &doms {
+    for d in domains {
         if let Some(a) = d.auc {
             num += a * d.rows as f64;
             den += d.rows as f64;
         }
     }
-    Report {
-        auc: auc(probs, labels),
-        logloss: logloss(probs, labels),
-        rows: probs.len(),
-        domains: doms,
-        weighted_domain_auc: (den > 0.0).then(|| num / den),
-    }
+    (den > 0.0).then(|| num / den)
 }
 
 #[cfg(test)]

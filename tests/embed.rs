@@ -270,6 +270,98 @@ fn stopped_and_resumed_embed_equals_the_uninterrupted_run() {
 }
 
 #[test]
+fn episodes_leave_domains_out_of_the_probe_and_resume_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut cfg, _, _) = setup(
+        tmp.path(),
+        13,
+        "{domain} likes {top_categories}.",
+        Method::Lora,
+    );
+    cfg.embed.epochs = 3;
+    cfg.embed.batches_per_llm_step = 2;
+    cfg.embed.episodes = 0.5;
+    let whole = embed(&cfg, false, None).unwrap().unwrap();
+    let dir = PathBuf::from(&whole.run_dir);
+    assert!(
+        dir.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains("-ep50-"),
+        "{}",
+        dir.display()
+    );
+    let epochs: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(epochs.len(), 3);
+    // Half of the domains with training rows (the unit test checks the count).
+    let domains = whole_domains(&dir);
+    let mut subsets = std::collections::BTreeSet::new();
+    for e in &epochs {
+        let held: Vec<String> = serde_json::from_value(e["episode_held_out"].clone()).unwrap();
+        assert!(!held.is_empty() && held.len() < domains, "{e}");
+        assert!(e["held_out_valid_auc"].is_number(), "{e}");
+        assert!(e["trained_valid_auc"].is_number(), "{e}");
+        subsets.insert(held);
+    }
+    assert!(subsets.len() > 1, "a new subset each epoch: {subsets:?}");
+    assert_eq!(
+        subsets
+            .iter()
+            .map(Vec::len)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        1,
+        "the same share each epoch: {subsets:?}"
+    );
+    // The same settings without episodes train other adapters.
+    let mut off = cfg.clone();
+    off.embed.episodes = 0.0;
+    let plain = embed(&off, false, None).unwrap().unwrap();
+    assert!(
+        !PathBuf::from(&plain.run_dir)
+            .to_string_lossy()
+            .contains("-ep")
+    );
+    assert_ne!(load_embeddings(&whole), load_embeddings(&plain));
+    // Stopped after an epoch and resumed: the same numbers.
+    cfg.embed.run_name = Some("parts".into());
+    assert!(embed(&cfg, false, Some(1)).unwrap().is_none());
+    let parts = embed(&cfg, true, None).unwrap().unwrap();
+    assert_eq!(whole.probe_valid_auc, parts.probe_valid_auc);
+    assert_eq!(load_embeddings(&whole), load_embeddings(&parts));
+    // Out of range, or on a method without adapters: refused, naming the key.
+    for (method, share) in [(Method::Lora, 1.0), (Method::None, 0.25)] {
+        let mut c = cfg.clone();
+        c.embed.method = method;
+        c.embed.episodes = share;
+        let err = format!("{:#}", c.validate().unwrap_err());
+        assert!(err.contains("embed.episodes"), "{err}");
+    }
+}
+
+/// How many domains an embed run's `domain_embeddings.safetensors` holds.
+fn whole_domains(dir: &Path) -> usize {
+    candle_core::safetensors::load(dir.join("domain_embeddings.safetensors"), &Device::Cpu).unwrap()
+        ["domain_embeddings"]
+        .dim(0)
+        .unwrap()
+}
+
+fn load_embeddings(r: &llmctr::stages::embed::EmbedResult) -> Vec<Vec<f32>> {
+    candle_core::safetensors::load(
+        Path::new(&r.run_dir).join("domain_embeddings.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap()["domain_embeddings"]
+        .to_vec2::<f32>()
+        .unwrap()
+}
+
+#[test]
 fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = common::tiny_run_config(tmp.path());

@@ -128,12 +128,14 @@ impl Probe {
         Ok((logits, g.unique, var))
     }
 
-    /// One probe step; returns the loss and the gradient w.r.t. `dm`.
+    /// One probe step (no update of the probe when `update` is false); returns
+    /// the loss and the gradient w.r.t. `dm`.
     fn step(
         &mut self,
         split: &SplitData,
         rows: &[usize],
         dm: &Var,
+        update: bool,
     ) -> Result<(f64, Option<Tensor>)> {
         let (logits, unique, var) = self.logits(split, rows, dm.as_tensor())?;
         let y: Vec<f32> = rows.iter().map(|&r| split.labels[r]).collect();
@@ -144,6 +146,9 @@ impl Probe {
             bail!("non-finite probe loss ({value})");
         }
         let grads = loss.backward()?;
+        if !update {
+            return Ok((value, grads.get(dm.as_tensor()).cloned()));
+        }
         self.step += 1;
         self.dense.step(&self.ps, &grads, &self.adam, self.step)?;
         if let Some(g) = grads.get(var.as_tensor()) {
@@ -227,18 +232,20 @@ impl Probe {
     /// Probe steps on `group` in batches of `batch_size`, the domain matrix `dm`
     /// held fixed; returns the summed loss (weighted by rows) and the mean over
     /// the batches of the gradient w.r.t. `dm`, to push once through whatever
-    /// made `dm` (the LLM, the pooling).
+    /// made `dm` (the LLM, the pooling). With `update` false the probe is left
+    /// as it is: only the loss and the gradient are computed (episodes).
     pub(crate) fn steps(
         &mut self,
         split: &SplitData,
         group: &[usize],
         batch_size: usize,
         dm: &Tensor,
+        update: bool,
     ) -> Result<(f64, Option<Tensor>)> {
         let dv = Var::from_tensor(&dm.detach())?;
         let (mut sum, mut acc, mut k) = (0.0, None::<Tensor>, 0usize);
         for batch in group.chunks(batch_size.max(1)) {
-            let (l, g) = self.step(split, batch, &dv)?;
+            let (l, g) = self.step(split, batch, &dv, update)?;
             sum += l * batch.len() as f64;
             if let Some(g) = g {
                 acc = Some(match acc {

@@ -331,6 +331,44 @@ pub struct EmbedEpoch {
     pub probe_valid_auc: Option<f64>,
     pub llm_steps: usize,
     pub seconds: f64,
+    /// Episodes: the training domains the probe was not updated on this epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub episode_held_out: Vec<String>,
+    /// Episodes: the probe's valid AUC on those domains and on the other
+    /// training domains (per-domain AUCs weighted by their valid rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_valid_auc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_valid_auc: Option<f64>,
+}
+
+/// The training domains an epoch's episode leaves out of the probe's updates:
+/// `round(share · n)` of the `n` domains with training rows (at least 1, at
+/// most n − 1), drawn from `rng`; none when `share` is 0 or n < 2.
+pub(crate) fn episode_held_out(
+    share: f64,
+    train_domains: &[u32],
+    d: usize,
+    rng: &mut Rng,
+) -> Vec<bool> {
+    let mut held = vec![false; d];
+    let mut present: Vec<usize> = {
+        let mut seen = vec![false; d];
+        for &x in train_domains {
+            seen[x as usize] = true;
+        }
+        (0..d).filter(|&i| seen[i]).collect()
+    };
+    let n = present.len();
+    if share <= 0.0 || n < 2 {
+        return held;
+    }
+    let k = ((share * n as f64).round() as usize).clamp(1, n - 1);
+    rng.shuffle(&mut present);
+    for &i in &present[..k] {
+        held[i] = true;
+    }
+    held
 }
 
 /// Counters saved with each epoch's checkpoint.
@@ -507,6 +545,31 @@ pub fn inputs(cfg: &Config, prepared: &Path) -> Result<Inputs> {
 
 /// Run the stage; `resume` continues an interrupted run from its last epoch;
 /// `stop_after` stops (resumably) once that many epochs are done.
+/// One LLM step's probe work under episodes: probe steps on the rows of the
+/// domains not `held` out, then the loss and gradient of the held-out rows
+/// through the probe as it now is, without updating it. The gradient w.r.t.
+/// the domain matrix is the row-weighted mean of the two.
+fn episode_steps(
+    probe: &mut Probe,
+    split: &crate::train::data::SplitData,
+    group: &[usize],
+    held: &[bool],
+    batch_size: usize,
+    dm: &Tensor,
+) -> Result<(f64, Option<Tensor>)> {
+    let (query, support): (Vec<usize>, Vec<usize>) = group
+        .iter()
+        .partition(|&&r| held[split.domains[r] as usize]);
+    let (ls, gs) = probe.steps(split, &support, batch_size, dm, true)?;
+    let (lq, gq) = probe.steps(split, &query, batch_size, dm, false)?;
+    let (ns, nq) = (support.len() as f64, query.len() as f64);
+    let g = match (gs, gq) {
+        (Some(a), Some(b)) => Some(((a * ns)? + (b * nq)?)?.affine(1.0 / (ns + nq), 0.0)?),
+        (a, b) => a.or(b),
+    };
+    Ok((ls + lq, g))
+}
+
 pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Option<EmbedResult>> {
     let e = &cfg.embed;
     cfg.validate()?;
@@ -654,6 +717,12 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         let mut order: Vec<usize> = (0..ds.train.n).collect();
         base.fork(100 + epoch as u64).shuffle(&mut order);
         let mut erng = base.fork(10_000 + epoch as u64);
+        let held = episode_held_out(
+            e.episodes,
+            &ds.train.domains,
+            names.len(),
+            &mut base.fork(300_000 + epoch as u64),
+        );
         let (mut sum, mut count) = (0.0, 0usize);
         let per = e.batches_per_llm_step.max(1) * e.batch_size;
         for group in order.chunks(per) {
@@ -661,7 +730,12 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
             let (_states, dm) =
                 domain_matrix(&llm, &reader, &p, &ad, e.query, train_llm, &mut erng)?;
             // The (D, h) domain matrix crosses to the probe's CPU and its gradient back.
-            let (loss, g) = probe.steps(&ds.train, group, e.batch_size, &dm.to_device(&cpu)?)?;
+            let dm_cpu = dm.to_device(&cpu)?;
+            let (loss, g) = if e.episodes > 0.0 {
+                episode_steps(&mut probe, &ds.train, group, &held, e.batch_size, &dm_cpu)?
+            } else {
+                probe.steps(&ds.train, group, e.batch_size, &dm_cpu, true)?
+            };
             sum += loss;
             count += group.len();
             if train_llm && let Some(g) = g {
@@ -686,19 +760,47 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         let (states, dm) = domain_matrix(&llm, &reader, &p, &ad, e.query, false, &mut erng)?;
         let (states, dm) = (states.to_device(&cpu)?, dm.to_device(&cpu)?);
         let valid = probe.evaluate(&ds.valid, &dm, &names)?;
+        let in_episode = |want: bool| {
+            crate::metrics::weighted_auc(
+                valid
+                    .domains
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, d)| held[*i] == want && d.rows > 0)
+                    .map(|(_, d)| d),
+            )
+        };
+        let episodes = held.iter().any(|&h| h);
         let em = EmbedEpoch {
             epoch,
             probe_train_loss: sum / count.max(1) as f64,
             probe_valid_auc: valid.auc,
             llm_steps: pr.llm_steps,
             seconds: t0.elapsed().as_secs_f64(),
+            episode_held_out: (0..names.len())
+                .filter(|&i| held[i])
+                .map(|i| names[i].clone())
+                .collect(),
+            held_out_valid_auc: if episodes { in_episode(true) } else { None },
+            trained_valid_auc: if episodes { in_episode(false) } else { None },
         };
+        let fmt = |a: Option<f64>| a.map_or("n/a".into(), |a| format!("{a:.4}"));
         tracing::info!(
-            "embed epoch {epoch}: probe loss {:.4}, valid AUC {}, {} LLM steps, {:.1}s",
+            "embed epoch {epoch}: probe loss {:.4}, valid AUC {}, {} LLM steps, {:.1}s{}",
             em.probe_train_loss,
-            valid.auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            fmt(valid.auc),
             pr.llm_steps,
-            em.seconds
+            em.seconds,
+            if episodes {
+                format!(
+                    "; episode: valid AUC {} on the {} domains left out of the probe's updates, {} on the others",
+                    fmt(em.held_out_valid_auc),
+                    em.episode_held_out.len(),
+                    fmt(em.trained_valid_auc)
+                )
+            } else {
+                String::new()
+            }
         );
         pr.history.push(em);
         let lines: String = pr
@@ -825,4 +927,33 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
         serde_json::to_string_pretty(&r)?.as_bytes(),
     )?;
     Ok(Some(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn episodes_hold_out_a_share_of_the_domains_with_training_rows() {
+        // Domains 0..6; domain 2 and 5 have no training rows.
+        let train = [0u32, 1, 1, 3, 4, 0, 3];
+        let held = |share: f64, seed: u64| episode_held_out(share, &train, 6, &mut Rng::new(seed));
+        assert_eq!(held(0.0, 1), vec![false; 6]);
+        for seed in 0..20 {
+            let h = held(0.5, seed);
+            assert_eq!(h.iter().filter(|&&x| x).count(), 2, "round(0.5 · 4)");
+            assert!(!h[2] && !h[5], "only domains with training rows: {h:?}");
+            assert_eq!(h, held(0.5, seed), "the same draw from the same seed");
+            // Never none and never all of them.
+            assert_eq!(held(0.01, seed).iter().filter(|&&x| x).count(), 1);
+            assert_eq!(held(0.99, seed).iter().filter(|&&x| x).count(), 3);
+        }
+        let draws: std::collections::BTreeSet<Vec<bool>> = (0..20).map(|s| held(0.5, s)).collect();
+        assert!(draws.len() > 1, "the subset changes with the stream");
+        // One training domain: nothing to hold out.
+        assert_eq!(
+            episode_held_out(0.5, &[1, 1], 3, &mut Rng::new(0)),
+            vec![false; 3]
+        );
+    }
 }

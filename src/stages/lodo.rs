@@ -99,10 +99,15 @@ pub struct LodoStudyResult {
     pub arms: Vec<ArmSummary>,
 }
 
-/// The arm's name in tables: `adapted` takes its method's (`adapted-lora`, …).
+/// The arm's name in tables and run names: `adapted` takes its method's
+/// (`adapted-lora`, …) and its episodes' share (`adapted-lora-ep25`).
 fn label(arm: Arm, base: &Config) -> String {
     match arm {
-        Arm::Adapted => format!("adapted-{}", base.embed.method.as_str()),
+        Arm::Adapted => format!(
+            "adapted-{}{}",
+            base.embed.method.as_str(),
+            base.embed.episodes_suffix()
+        ),
         _ => arm.as_str().into(),
     }
 }

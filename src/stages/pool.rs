@@ -351,7 +351,7 @@ fn train_parametric(
         let (mut sum, mut count) = (0.0, 0usize);
         for group in order.chunks(bs * pc.batches_per_step.max(1)) {
             let dm = layer.forward(states, tok)?;
-            let (loss, g) = probe.steps(&ds.train, group, bs, &dm)?;
+            let (loss, g) = probe.steps(&ds.train, group, bs, &dm, true)?;
             sum += loss;
             count += group.len();
             if let Some(g) = g {
