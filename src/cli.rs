@@ -301,6 +301,11 @@ pub struct EmbedArgs {
     /// template for `pool --normalize-on background` (overrides embed.background).
     #[arg(long)]
     pub background: Option<PathBuf>,
+    /// Episodes: the share of the training domains left out of the probe's
+    /// updates each epoch, whose rows still train the adapters through it, in
+    /// [0, 1); lora and ptuning only (overrides embed.episodes).
+    #[arg(long)]
+    pub episodes: Option<f64>,
     /// .gguf file, checkpoint folder or Hub id (overrides embed.model).
     #[arg(long)]
     pub model: Option<String>,
@@ -792,6 +797,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             if let Some(b) = &args.background {
                 e.background = Some(b.clone());
+            }
+            if let Some(x) = args.episodes {
+                e.episodes = x;
             }
             if let Some(m) = &args.model {
                 e.model = m.clone();
