@@ -543,8 +543,6 @@ pub fn inputs(cfg: &Config, prepared: &Path) -> Result<Inputs> {
     }
 }
 
-/// Run the stage; `resume` continues an interrupted run from its last epoch;
-/// `stop_after` stops (resumably) once that many epochs are done.
 /// One LLM step's probe work under episodes: probe steps on the rows of the
 /// domains not `held` out, then the loss and gradient of the held-out rows
 /// through the probe as it now is, without updating it. The gradient w.r.t.
@@ -570,6 +568,8 @@ fn episode_steps(
     Ok((ls + lq, g))
 }
 
+/// Run the stage; `resume` continues an interrupted run from its last epoch;
+/// `stop_after` stops (resumably) once that many epochs are done.
 pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Option<EmbedResult>> {
     let e = &cfg.embed;
     cfg.validate()?;
