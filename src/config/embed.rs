@@ -216,10 +216,12 @@ impl EmbedConfig {
         c.run_name("embed.run_name", self.run_name.as_deref());
     }
 
-    /// `-ep<percent>` when episodes are on, else empty.
+    /// `-ep<percent>` when episodes are on (`-ep25`, `-ep12.5`), else empty.
     pub fn episodes_suffix(&self) -> String {
         if self.episodes > 0.0 {
-            format!("-ep{}", (self.episodes * 100.0).round() as u32)
+            // Rounded to 1e-6 percent, so 0.07 reads `7`, not `7.000000000000001`.
+            let pct = (self.episodes * 1e8).round() / 1e6;
+            format!("-ep{pct}")
         } else {
             String::new()
         }
@@ -330,4 +332,25 @@ fn is_zero(x: &f64) -> bool {
 pub enum ProbeHead {
     Concat,
     Gated,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn episode_suffixes_keep_the_share() {
+        let with = |x: f64| {
+            EmbedConfig {
+                episodes: x,
+                ..EmbedConfig::default()
+            }
+            .episodes_suffix()
+        };
+        assert_eq!(with(0.0), "");
+        assert_eq!(with(0.25), "-ep25");
+        assert_eq!(with(0.07), "-ep7");
+        assert_eq!(with(0.125), "-ep12.5");
+        assert_ne!(with(0.25), with(0.251));
+    }
 }
