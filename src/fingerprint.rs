@@ -162,8 +162,8 @@ impl Inputs {
 /// SHA-256 of a file, remembered for the rest of the process while the file's
 /// size, modification time, ctime and inode stay the same: `ablate` and `compare`
 /// check the same prepared shards and model for every run they reuse. A file
-/// changed less than 2 s before its hash is not remembered: timestamps are
-/// coarser than that on some file systems, so a same-size rewrite could keep them.
+/// changed less than [`crate::fsutil::RACY_NS`] before its hash is not
+/// remembered.
 fn hash(path: &Path) -> Result<String> {
     use std::os::unix::fs::MetadataExt;
     type Key = (PathBuf, u64, i64, i64, i64, i64, u64);
@@ -182,11 +182,8 @@ fn hash(path: &Path) -> Result<String> {
         return Ok(h);
     }
     let h = sha256_file(path)?;
-    let changed_ns = m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128;
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
-    if now_ns - changed_ns >= 2_000_000_000
+    let changed_ns = i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec());
+    if changed_ns + crate::fsutil::RACY_NS <= crate::fsutil::now_ns()
         && let Ok(mut s) = SEEN.lock()
     {
         s.insert(key, h.clone());

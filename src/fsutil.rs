@@ -29,6 +29,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A file whose ctime is less than this before its hash was taken is hashed
+/// again: timestamps are that coarse on some file systems, so a same-size
+/// rewrite soon after could keep them.
+pub const RACY_NS: i128 = 2_000_000_000;
+
+/// Now, in ns since the epoch.
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
 /// A hidden sibling name unique to this process and call (threads may write at once).
 pub(crate) fn tmp_sibling(path: &Path, what: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -21,7 +21,7 @@ use crate::data::shard::{shard_bytes, shard_name, slice_rows};
 use crate::data::split::Split;
 use crate::data::table::BuiltTable;
 use crate::data::{amazon, criteo};
-use crate::fsutil::{StagingDir, sha256_bytes, sha256_file, write_atomic};
+use crate::fsutil::{RACY_NS, StagingDir, now_ns, sha256_bytes, sha256_file, write_atomic};
 use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -63,15 +63,6 @@ struct InputStamp {
     #[serde(default)]
     hashed_ns: i128,
     sha256: String,
-}
-
-/// A file whose ctime is less than this before its hash was taken is hashed again.
-const RACY_NS: i128 = 2_000_000_000;
-
-fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 impl InputStamp {
