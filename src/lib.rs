@@ -19,4 +19,5 @@ pub mod plot;
 pub mod pool;
 pub mod report;
 pub mod stages;
+pub mod stats;
 pub mod train;

@@ -78,6 +78,13 @@ pub struct DataConfig {
     #[serde(skip_serializing_if = "is_zero")]
     pub shard_rows: usize,
     pub criteo: CriteoConfig,
+    /// The schema of a `table-<name>` recipe (docs/data.md, "Your own table").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<crate::data::schema::TableSchema>,
+    /// A TOML file holding that schema instead (the keys of `[data.table]` at its
+    /// top level); read when the config is loaded, and written out inline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<PathBuf>,
 }
 
 /// Left out of a written config at its default, so that configs written before
@@ -98,6 +105,8 @@ impl Default for DataConfig {
             holdout_domains: Vec::new(),
             shard_rows: 0,
             criteo: CriteoConfig::default(),
+            table: None,
+            schema: None,
         }
     }
 }
@@ -148,7 +157,11 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let c = Self::parse(&text).with_context(|| format!("in config file {}", path.display()))?;
+        let mut c =
+            Self::parse(&text).with_context(|| format!("in config file {}", path.display()))?;
+        c.data
+            .read_schema()
+            .with_context(|| format!("in config file {}", path.display()))?;
         c.validate()
             .with_context(|| format!("in config file {}", path.display()))?;
         Ok(c)
@@ -380,8 +393,47 @@ impl Checks {
 }
 
 impl DataConfig {
+    /// `data.schema` read into `data.table`.
+    pub fn read_schema(&mut self) -> Result<()> {
+        let Some(p) = self.schema.take() else {
+            return Ok(());
+        };
+        if self.table.is_some() {
+            bail!("data.schema and [data.table] are both given: keep one");
+        }
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("data.schema: cannot read {}", p.display()))?;
+        self.table = Some(
+            toml::from_str(&text)
+                .with_context(|| format!("in the table schema {}", p.display()))?,
+        );
+        Ok(())
+    }
+
     fn validate(&self, c: &mut Checks) {
         c.recipe("data.recipe", &self.recipe);
+        let is_table = self.recipe.starts_with("table-");
+        match &self.table {
+            None if is_table => c.bad(
+                "data.recipe",
+                format!("{:?}", self.recipe),
+                "a table recipe needs its schema in [data.table]",
+            ),
+            Some(_) if !is_table => c.bad(
+                "data.table",
+                "{…}",
+                format!(
+                    "a schema is read by a `table-<name>` recipe, not by {:?}",
+                    self.recipe
+                ),
+            ),
+            Some(t) => {
+                for (k, m) in t.problems() {
+                    c.bad(&k, "…", m);
+                }
+            }
+            None => {}
+        }
         c.dir("data.raw_dir", &self.raw_dir);
         c.dir("data.prepared_dir", &self.prepared_dir);
         c.dir("data.models_dir", &self.models_dir);

@@ -254,8 +254,8 @@ pub fn load(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
     Ok((
         table,
         StatsSpec {
-            user_field: 0,
-            item_field: 1,
+            user_field: Some(0),
+            item_field: Some(1),
             category_field: Some(3),
             titles,
         },

@@ -367,6 +367,7 @@ pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> 
         fields,
         domains,
         category_name: None,
+        domain_fields: None,
     })
 }
 

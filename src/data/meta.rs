@@ -19,6 +19,11 @@ pub struct Meta {
     pub domains: Vec<DomainMeta>,
     /// What the statistics call a "category" (`genres`, `categories`), if any.
     pub category_name: Option<String>,
+    /// The fields the domains are made from (dropped under
+    /// `model.domain_fields = "drop"`); absent for the built-in recipes, whose
+    /// names say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_fields: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -233,6 +238,24 @@ pub struct CatalogDomain {
     pub year: Option<String>,
     /// Up to five of their titles, lowest item ids first.
     pub titles: Vec<String>,
+    /// A user's table: the domain's description from its schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A user's table: the domain's train rows (no labels read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// A user's table: the most common values of its `catalog_column` among
+    /// the domain's train rows, with their share of those rows (at most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<Share>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Share {
+    pub value: String,
+    /// Rows with the value / rows of the domain.
+    pub share: f64,
 }
 
 impl Catalog {
@@ -250,8 +273,8 @@ impl Catalog {
         read_prepared_json(
             dir,
             Self::FILE,
-            "only the MovieLens recipes have catalogue statistics, and a dataset \
-             prepared before they existed has none",
+            "only the MovieLens recipes and users' tables have catalogue statistics, and \
+             a dataset prepared before they existed has none",
         )
     }
 }

@@ -11,5 +11,7 @@ pub mod parquet_table;
 pub mod recipe;
 pub mod shard;
 pub mod split;
+pub mod schema;
 pub mod table;
+pub mod tabular;
 pub mod text;

@@ -759,8 +759,8 @@ pub fn load(
         .into());
     }
     let spec = StatsSpec {
-        user_field: 0,
-        item_field: 1,
+        user_field: Some(0),
+        item_field: Some(1),
         category_field: Some(8),
         titles: raw
             .items

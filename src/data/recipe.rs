@@ -15,10 +15,13 @@ pub enum Recipe {
     Amazon { categories: Vec<String> },
     /// `criteo`: domain = one categorical column chosen in the config.
     Criteo,
+    /// `table-<name>`: a user's own table, described by `[data.table]`.
+    Table { name: String },
 }
 
 pub const RECIPES_HELP: &str = "ml100k-age3, ml100k-occupation, ml100k-gender, ml100k-genre, \
-    ml1m-age3, ml1m-occupation, ml1m-gender, ml1m-genre, amazon-<Category>+<Category>+..., criteo";
+    ml1m-age3, ml1m-occupation, ml1m-gender, ml1m-genre, amazon-<Category>+<Category>+..., criteo, \
+    table-<name> (your own table, described by [data.table])";
 
 impl FromStr for Recipe {
     type Err = String;
@@ -26,6 +29,19 @@ impl FromStr for Recipe {
     fn from_str(s: &str) -> Result<Self, String> {
         if s == "criteo" {
             return Ok(Recipe::Criteo);
+        }
+        if let Some(name) = s.strip_prefix("table-") {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+            {
+                return Err(format!(
+                    "recipe {s:?}: a table's name is letters, digits, `_` and `-` \
+                     (table-adult-education)"
+                ));
+            }
+            return Ok(Recipe::Table { name: name.into() });
         }
         if let Some(rest) = s.strip_prefix("amazon-") {
             let categories: Vec<String> = rest.split('+').map(str::to_string).collect();
@@ -80,7 +96,8 @@ impl Recipe {
             .into_iter()
             .map(String::from)
             .collect(),
-            Recipe::Amazon { .. } => Vec::new(),
+            // A table's are in its prepared meta.json (`domain_fields`).
+            Recipe::Amazon { .. } | Recipe::Table { .. } => Vec::new(),
             Recipe::Criteo => vec![criteo_field.to_string()],
         }
     }
@@ -104,6 +121,7 @@ impl fmt::Display for Recipe {
             }
             Recipe::Amazon { categories } => write!(f, "amazon-{}", categories.join("+")),
             Recipe::Criteo => write!(f, "criteo"),
+            Recipe::Table { name } => write!(f, "table-{name}"),
         }
     }
 }
@@ -125,6 +143,7 @@ mod tests {
             "ml1m-genre",
             "amazon-Books+Digital_Music",
             "criteo",
+            "table-adult-education",
         ] {
             assert_eq!(s.parse::<Recipe>().unwrap().to_string(), s);
         }

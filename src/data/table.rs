@@ -27,6 +27,8 @@ pub struct FieldDef {
     pub name: String,
     pub kind: FieldKind,
     pub closed: Option<Vec<String>>,
+    /// Open fields: values seen fewer times than this in train get id 0. 1: none.
+    pub min_count: u32,
 }
 
 impl FieldDef {
@@ -35,6 +37,7 @@ impl FieldDef {
             name: name.into(),
             kind: FieldKind::Categorical,
             closed: None,
+            min_count: 1,
         }
     }
 
@@ -43,6 +46,7 @@ impl FieldDef {
             name: name.into(),
             kind,
             closed: Some(values.iter().map(|s| s.to_string()).collect()),
+            min_count: 1,
         }
     }
 }
@@ -82,8 +86,9 @@ struct Column {
 
 /// What the statistics need to know about the fields.
 pub struct StatsSpec {
-    pub user_field: usize,
-    pub item_field: usize,
+    /// The user and item fields, where the dataset has them (distinct counts).
+    pub user_field: Option<usize>,
+    pub item_field: Option<usize>,
     /// A categorical or multi-hot field whose values are the item's categories.
     pub category_field: Option<usize>,
     /// Item raw id → title.
@@ -93,6 +98,9 @@ pub struct StatsSpec {
 pub struct TableBuilder {
     columns: Vec<Column>,
     hashes: Vec<u64>,
+    /// A row's split when the input decides it (time cut, pre-split files);
+    /// None: by the key's hash.
+    splits: Vec<Option<Split>>,
     timestamps: Vec<i64>,
     labels: Vec<u8>,
     domains: Vec<u32>,
@@ -130,6 +138,7 @@ impl TableBuilder {
         TableBuilder {
             columns,
             hashes: Vec::new(),
+            splits: Vec::new(),
             timestamps: Vec::new(),
             labels: Vec::new(),
             domains: Vec::new(),
@@ -149,6 +158,20 @@ impl TableBuilder {
     pub fn push(
         &mut self,
         key: &str,
+        timestamp: i64,
+        label: u8,
+        domain: u32,
+        values: &[Value],
+    ) -> Result<()> {
+        self.push_in(None, fnv1a64(key.as_bytes()), timestamp, label, domain, values)
+    }
+
+    /// Add one row whose split is `split`, or (None) that of its key's hash
+    /// `hash`; the hash also orders rows of equal timestamp.
+    pub fn push_in(
+        &mut self,
+        split: Option<Split>,
+        hash: u64,
         timestamp: i64,
         label: u8,
         domain: u32,
@@ -180,7 +203,8 @@ impl TableBuilder {
                 _ => bail!("internal: wrong value kind for field `{}`", col.def.name),
             }
         }
-        self.hashes.push(fnv1a64(key.as_bytes()));
+        self.hashes.push(hash);
+        self.splits.push(split);
         self.timestamps.push(timestamp);
         self.labels.push(label);
         self.domains.push(domain);
@@ -191,7 +215,8 @@ impl TableBuilder {
         // Rows of each split, in canonical order.
         let mut order: [Vec<usize>; 3] = Default::default();
         for (i, h) in self.hashes.iter().enumerate() {
-            order[Split::of_bucket(h % 10).index()].push(i);
+            let split = self.splits[i].unwrap_or_else(|| Split::of_bucket(h % 10));
+            order[split.index()].push(i);
         }
         for rows in &mut order {
             rows.sort_by_key(|&i| (self.timestamps[i], self.hashes[i], i));
@@ -217,10 +242,22 @@ impl TableBuilder {
                 }
                 cardinality = list.len() as u32 + 1;
             } else {
+                // Train occurrences, when rare values are to be left out.
+                let mut count = vec![0u32; col.interner.values.len()];
+                if col.def.min_count > 1 {
+                    for &r in train {
+                        for &c in row_codes(col, r) {
+                            if c != MISSING {
+                                count[c as usize] = count[c as usize].saturating_add(1);
+                            }
+                        }
+                    }
+                }
+                let rare = |c: u32| col.def.min_count > 1 && count[c as usize] < col.def.min_count;
                 let mut next = 1u32;
                 for &r in train {
                     for &c in row_codes(col, r) {
-                        if c != MISSING && map[c as usize] == 0 {
+                        if c != MISSING && map[c as usize] == 0 && !rare(c) {
                             map[c as usize] = next;
                             next += 1;
                         }
@@ -304,8 +341,8 @@ impl TableBuilder {
     }
 
     fn train_stats(&self, train: &[usize], spec: &StatsSpec) -> Vec<DomainStats> {
-        let users = &self.columns[spec.user_field];
-        let items = &self.columns[spec.item_field];
+        let users = spec.user_field.map(|f| &self.columns[f]);
+        let items = spec.item_field.map(|f| &self.columns[f]);
         let cats = spec.category_field.map(|f| &self.columns[f]);
         (0..self.n_domains as u32)
             .map(|d| {
@@ -359,14 +396,18 @@ impl TableBuilder {
 
                 let mut item_pos: HashMap<u32, u64> = HashMap::new();
                 for &r in &positives {
-                    if let Some(&c) = row_codes(items, r).first().filter(|&&c| c != MISSING) {
+                    let first = items.and_then(|items| row_codes(items, r).first());
+                    if let Some(&c) = first.filter(|&&c| c != MISSING) {
                         *item_pos.entry(c).or_default() += 1;
                     }
                 }
-                let mut ranked: Vec<(&str, u64)> = item_pos
-                    .into_iter()
-                    .map(|(c, n)| (items.interner.values[c as usize].as_str(), n))
-                    .collect();
+                let mut ranked: Vec<(&str, u64)> = match items {
+                    Some(items) => item_pos
+                        .into_iter()
+                        .map(|(c, n)| (items.interner.values[c as usize].as_str(), n))
+                        .collect(),
+                    None => Vec::new(),
+                };
                 ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
                 let example_titles = ranked
                     .into_iter()
@@ -377,8 +418,8 @@ impl TableBuilder {
 
                 DomainStats {
                     rows: rows.len() as u64,
-                    users: Some(distinct(users)),
-                    items: Some(distinct(items)),
+                    users: users.map(distinct),
+                    items: items.map(distinct),
                     positives: n_pos,
                     positive_rate: (!rows.is_empty()).then(|| n_pos as f64 / rows.len() as f64),
                     top_categories,
@@ -443,8 +484,8 @@ mod tests {
 
     fn spec() -> StatsSpec {
         StatsSpec {
-            user_field: 0,
-            item_field: 1,
+            user_field: Some(0),
+            item_field: Some(1),
             category_field: Some(2),
             titles: [("a", "Alpha"), ("b", "Beta")]
                 .iter()

@@ -20,13 +20,16 @@ pub fn placeholders(template: &str) -> Vec<String> {
 }
 
 /// The placeholders filled from the catalogue statistics (`catalog.json`).
-pub const CATALOG_PLACEHOLDERS: [&str; 6] = [
+pub const CATALOG_PLACEHOLDERS: [&str; 9] = [
     "catalog_users",
     "catalog_female_pct",
     "catalog_age",
     "catalog_items",
     "catalog_year",
     "catalog_titles",
+    "description",
+    "catalog_rows",
+    "catalog_shares",
 ];
 
 /// Render `template` (read from `file`, named in errors) for one domain;
@@ -46,7 +49,7 @@ fn catalog_value(key: &str, c: Option<&CatalogDomain>) -> std::result::Result<St
     let Some(c) = c else {
         return Err(
             "needs the prepared dataset's catalogue statistics (catalog.json), \
-                    which only the MovieLens recipes have"
+                    which the MovieLens recipes and users' tables have"
                 .into(),
         );
     };
@@ -140,7 +143,7 @@ pub fn render_spans(
                 out.push_str(&v)
             }
             None => bail!(
-                "{}:{line}: unknown placeholder {{{key}}} (known: dataset, domain, rows, users, items, positives, positive_pct, category_name, top_categories, example_titles, and the label-free catalog_users, catalog_female_pct, catalog_age, catalog_items, catalog_year, catalog_titles)",
+                "{}:{line}: unknown placeholder {{{key}}} (known: dataset, domain, rows, users, items, positives, positive_pct, category_name, top_categories, example_titles, and the label-free catalog_users, catalog_female_pct, catalog_age, catalog_items, catalog_year, catalog_titles, description, catalog_rows, catalog_shares)",
                 file.display()
             ),
         }

@@ -58,6 +58,9 @@ pub struct Paired {
     pub up: usize,
     pub down: usize,
     pub p: Option<f64>,
+    /// The smallest mean difference the comparison could detect (80% power,
+    /// 5% two-sided, from the spread of `d`; [`crate::stats::detectable`]).
+    pub detectable: Option<f64>,
 }
 
 impl Paired {
@@ -70,6 +73,7 @@ impl Paired {
             up,
             down,
             p,
+            detectable: crate::stats::detectable(d),
         }
     }
 }
@@ -132,7 +136,9 @@ struct Cell {
 
 /// The held-out domains' test rows of a finished run, from its
 /// `predictions_test.safetensors`: per domain, then pooled over them.
-fn held_out_metrics(run: &Path, held: &[usize]) -> Result<(BTreeMap<usize, Cell>, Option<f64>)> {
+type HeldOut = (BTreeMap<usize, Cell>, Option<f64>, (Vec<f32>, Vec<f32>));
+
+fn held_out_metrics(run: &Path, held: &[usize]) -> Result<HeldOut> {
     let file = run.join("predictions_test.safetensors");
     let t = crate::config::load_safetensors(&file)?;
     let get = |k: &str| {
@@ -164,7 +170,8 @@ fn held_out_metrics(run: &Path, held: &[usize]) -> Result<(BTreeMap<usize, Cell>
         all_p.extend(p);
         all_y.extend(y);
     }
-    Ok((per, metrics::auc(&all_p, &all_y)))
+    let pooled = metrics::auc(&all_p, &all_y);
+    Ok((per, pooled, (all_p, all_y)))
 }
 
 /// Paired differences `d`: the sign count (positive, negative) and the
@@ -244,6 +251,8 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
     // (arm, domain) → per-seed cells; (arm, fold) → per-seed pooled AUC.
     let mut cells: BTreeMap<(usize, usize), Vec<Cell>> = BTreeMap::new();
     let mut pooled: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+    // (arm, seed) → every held-out test row of every fold: (scores, labels).
+    let mut all_rows: BTreeMap<(usize, u64), (Vec<f32>, Vec<f32>)> = BTreeMap::new();
     let runs = plan.arms.len() * k * plan.seeds.len();
     let mut trained = 0.0;
     let mut run_seconds = Vec::with_capacity(runs);
@@ -278,7 +287,10 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
                 let (m, dir, _) = ensure_train(&c)?;
                 trained += m.train_seconds;
                 run_seconds.push((dir.clone(), m.train_seconds));
-                let (per, all) = held_out_metrics(&dir, fold)?;
+                let (per, all, (p, y)) = held_out_metrics(&dir, fold)?;
+                let rows = all_rows.entry((ai, seed)).or_default();
+                rows.0.extend(p);
+                rows.1.extend(y);
                 for (dom, cell) in per {
                     cells.entry((ai, dom)).or_default().push(cell);
                 }
@@ -358,7 +370,9 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
     ));
     md.push_str(
         "Over the held-out domains with a defined value in both arms; p: two-sided \
-         sign-flip permutation test of the mean difference (20,000 draws).\n\n\
+         sign-flip permutation test of the mean difference (20,000 draws); ±: the \
+         smallest mean difference detectable at 80% power (5% two-sided) given the \
+         spread of the paired differences.\n\n\
          | arm | mean AUC | mean pooled AUC per fold | mean logloss |",
     );
     for (_, r) in &refs {
@@ -416,6 +430,7 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
         md.push('\n');
         summaries.push(summary);
     }
+    md.push_str(&pooled_section(&labels, &plan.seeds, &all_rows, &refs));
     let md_path = plan.out.with_extension("md");
     write_atomic(&md_path, md.as_bytes())?;
     write_atomic(&plan.out.with_extension("csv"), csv.as_bytes())?;
@@ -430,9 +445,76 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
     })
 }
 
-/// `mean (up/down, p …)`, as the tables print a paired difference.
+/// The tables' section on every held-out row of every fold pooled: per arm,
+/// AUC and logloss (mean ± sd over seeds), and the paired differences over
+/// seeds against `refs` (a per-domain constant cannot move the AUC within a
+/// domain; pooled, it moves the ranking across domains and the calibration).
+fn pooled_section(
+    labels: &[String],
+    seeds: &[u64],
+    rows: &BTreeMap<(usize, u64), (Vec<f32>, Vec<f32>)>,
+    refs: &[(usize, &str)],
+) -> String {
+    let metric = |ai: usize, seed: u64| -> Option<(f64, f64)> {
+        let (p, y) = rows.get(&(ai, seed))?;
+        Some((metrics::auc(p, y)?, metrics::logloss(p, y)))
+    };
+    let n_rows = rows.get(&(0, seeds[0])).map_or(0, |r| r.0.len());
+    let mut md = format!(
+        "\n## Pooled over all held-out rows\n\nEvery fold's held-out test rows together \
+         ({n_rows} rows): AUC and logloss per seed, mean ± sd over seeds {seeds:?}; the \
+         differences are paired over seeds (p: sign-flip test over seeds; ±: the smallest \
+         mean difference detectable at 80% power, 5% two-sided, from the spread of the \
+         paired differences).\n\n| arm | pooled AUC | pooled logloss |"
+    );
+    for (_, r) in refs {
+        md.push_str(&format!(" ΔAUC vs {r} | Δlogloss vs {r} |"));
+    }
+    md.push_str("\n| --- | --- | --- |");
+    md.push_str(&" --- | --- |".repeat(refs.len()));
+    md.push('\n');
+    let ms = |v: &[f64]| {
+        crate::stats::mean_sd(v).map_or("n/a".into(), |(m, s)| format!("{m:.4} ± {s:.4}"))
+    };
+    for (ai, label) in labels.iter().enumerate() {
+        let per: Vec<(f64, f64)> = seeds.iter().filter_map(|&s| metric(ai, s)).collect();
+        let aucs: Vec<f64> = per.iter().map(|x| x.0).collect();
+        let lls: Vec<f64> = per.iter().map(|x| x.1).collect();
+        md.push_str(&format!("| `{label}` | {} | {} |", ms(&aucs), ms(&lls)));
+        for &(ri, _) in refs {
+            if ri == ai {
+                md.push_str(" — | — |");
+                continue;
+            }
+            let diff = |pick: fn((f64, f64)) -> f64| -> Vec<f64> {
+                seeds
+                    .iter()
+                    .filter_map(|&s| Some(pick(metric(ai, s)?) - pick(metric(ri, s)?)))
+                    .collect()
+            };
+            md.push_str(&format!(
+                " {} | {} |",
+                paired_cell(&Paired::of(&diff(|x| x.0))),
+                paired_cell(&Paired::of(&diff(|x| x.1)))
+            ));
+        }
+        md.push('\n');
+    }
+    md
+}
+
+/// `mean (up/down, p …, ±detectable)`, as the tables print a paired
+/// difference: a difference smaller in size than the last figure could not
+/// have been told from none.
 pub fn paired_cell(x: &Paired) -> String {
-    format!("{} ({}/{}, p {})", fmt(x.mean), x.up, x.down, fmt(x.p))
+    format!(
+        "{} ({}/{}, p {}, ±{})",
+        fmt(x.mean),
+        x.up,
+        x.down,
+        fmt(x.p),
+        fmt(x.detectable)
+    )
 }
 
 /// The `random` arm's domain embeddings: one vector per domain, each dimension

@@ -19,7 +19,9 @@ use crate::data::movielens::{self, Source, Version};
 use crate::data::recipe::Recipe;
 use crate::data::shard::{shard_bytes, shard_name, slice_rows};
 use crate::data::split::Split;
+use crate::data::schema::TableSchema;
 use crate::data::table::BuiltTable;
+use crate::data::tabular::{self, TableRecord};
 use crate::data::{amazon, criteo};
 use crate::fsutil::{RACY_NS, StagingDir, now_ns, sha256_bytes, sha256_file, write_atomic};
 use anyhow::{Context, Result, anyhow};
@@ -124,6 +126,11 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
     }
     let settings = match &recipe {
         Recipe::Criteo => toml::to_string(&cfg.data.criteo)?,
+        Recipe::Table { .. } => format!(
+            "{}shard_rows {}",
+            toml::to_string(&cfg.data.table)?,
+            cfg.data.shard_rows
+        ),
         // Empty at the default (one shard per split), as before the key existed.
         _ if cfg.data.shard_rows == 0 => String::new(),
         _ => format!("shard_rows {}", cfg.data.shard_rows),
@@ -190,6 +197,28 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
         (Recipe::Criteo, Inputs::Criteo(file)) => {
             criteo::prepare(file, &cfg.data.criteo, staging.path())?
         }
+        (Recipe::Table { .. }, Inputs::Table(schema)) => {
+            let loaded = tabular::load(schema)?;
+            let built = loaded.builder.build(&loaded.spec)?;
+            loaded.catalog.write(staging.path())?;
+            write_atomic(
+                &staging.path().join(TableRecord::FILE),
+                serde_json::to_string_pretty(&loaded.record)?.as_bytes(),
+            )?;
+            let names: Vec<&str> = loaded.domains.iter().map(String::as_str).collect();
+            let mut meta = write_built(
+                staging.path(),
+                &recipe,
+                &loaded.label,
+                built,
+                &names,
+                schema.catalog_column.as_deref().unwrap_or("categories"),
+                cfg.data.shard_rows,
+            )?;
+            meta.category_name = schema.catalog_column.clone();
+            meta.domain_fields = Some(schema.domain_fields());
+            meta
+        }
         _ => anyhow::bail!("internal: the inputs resolved for {recipe} do not match it"),
     };
     write_atomic(&staging.path().join("meta.json"), meta.to_json().as_bytes())?;
@@ -236,6 +265,9 @@ fn up_to_date(out: &Path, stamp: Option<&Stamp>, fingerprint: &str) -> Option<Me
     if !streamed && !out.join(crate::data::meta::Vocab::FILE).is_file() {
         return None;
     }
+    if meta.recipe.starts_with("table-") && !out.join(TableRecord::FILE).is_file() {
+        return None;
+    }
     Some(meta)
 }
 
@@ -243,6 +275,7 @@ enum Inputs {
     MovieLens(Version, Source),
     Amazon(Vec<amazon::CategoryFiles>),
     Criteo(PathBuf),
+    Table(Box<TableSchema>),
 }
 
 impl Inputs {
@@ -294,6 +327,12 @@ impl Inputs {
                 Inputs::Amazon(amazon::locate(&raw.join("amazon"), categories)?)
             }
             Recipe::Criteo => Inputs::Criteo(criteo::locate(raw, cfg.data.criteo.file.as_deref())?),
+            Recipe::Table { .. } => Inputs::Table(Box::new(
+                cfg.data
+                    .table
+                    .clone()
+                    .context("a table recipe needs its schema in [data.table]")?,
+            )),
         })
     }
 
@@ -302,6 +341,7 @@ impl Inputs {
             Inputs::MovieLens(v, _) => movielens::hint(*v),
             Inputs::Amazon(_) => amazon::HINT,
             Inputs::Criteo(_) => criteo::HINT,
+            Inputs::Table(_) => tabular::HINT,
         }
     }
 
@@ -314,6 +354,7 @@ impl Inputs {
                 .flat_map(|c| std::iter::once(c.reviews.clone()).chain(c.meta.clone()))
                 .collect(),
             Inputs::Criteo(f) => vec![f.clone()],
+            Inputs::Table(s) => tabular::input_files(s),
         }
     }
 }
@@ -392,5 +433,6 @@ pub fn write_built(
         fields: built.fields,
         domains,
         category_name: Some(category_name.to_string()),
+        domain_fields: None,
     })
 }

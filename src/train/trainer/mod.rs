@@ -663,6 +663,11 @@ fn domain_defining(
     dataset_dir: &Path,
 ) -> Result<(crate::data::meta::Meta, Vec<String>)> {
     let meta = crate::data::meta::Meta::read(dataset_dir)?;
+    // A table records its own; a built-in recipe's name says them.
+    if let Some(fields) = &meta.domain_fields {
+        let drop = fields.clone();
+        return Ok((meta, drop));
+    }
     let recipe: crate::data::recipe::Recipe = meta
         .recipe
         .parse()
