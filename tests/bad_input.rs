@@ -443,6 +443,17 @@ fn ml100k_u_data_wrong_field_count() {
 }
 
 #[test]
+fn ml100k_u_data_negative_timestamp() {
+    let mut fx = Fixture::ml100k();
+    let l = fx.line(U_DATA, 4);
+    let f: Vec<&str> = l.split('\t').collect();
+    fx.set(U_DATA, 4, format!("{}\t{}\t{}\t-5", f[0], f[1], f[2]));
+    let e = fx.fails();
+    assert_place(&e, "u.data", 4, Some("timestamp"));
+    assert_has(&e, &["negative timestamp -5"]);
+}
+
+#[test]
 fn ml100k_u_data_commas_instead_of_tabs() {
     let mut fx = Fixture::ml100k();
     let l = fx.line(U_DATA, 2).replace('\t', ",");

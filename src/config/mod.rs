@@ -546,6 +546,29 @@ pub fn check_finite(t: &Tensor, file: &Path, name: &str) -> Result<()> {
     )
 }
 
+/// Refuse values larger in size than `limit` (an embedding file holding 1e30
+/// trains without an error but means nothing), naming the file, tensor, index
+/// and value.
+pub fn check_magnitude(t: &Tensor, file: &Path, name: &str, limit: f32) -> Result<()> {
+    let v = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let Some(i) = v.iter().position(|x| x.abs() > limit) else {
+        return Ok(());
+    };
+    let cols = t.dims().last().copied().unwrap_or(1).max(1);
+    bail!(
+        "{}: tensor `{name}` {:?} holds {} at row {}, column {}; values beyond ±{limit:e} are refused \
+         (is it the right file, in the right dtype?)",
+        file.display(),
+        t.dims(),
+        v[i],
+        i / cols,
+        i % cols
+    )
+}
+
 /// A safetensors file's tensors; an unreadable or truncated file is an error naming it.
 pub fn load_safetensors(file: &Path) -> Result<HashMap<String, Tensor>> {
     candle_core::safetensors::load(file, &candle_core::Device::Cpu).with_context(|| {

@@ -249,6 +249,20 @@ fn rating_value(file: &Path, place: Place, field: &str, r: i64) -> DataResult<u6
     }
 }
 
+/// A rating's time: seconds since 1970, never negative.
+fn timestamp_value(file: &Path, place: Place, field: &str, t: i64) -> DataResult<i64> {
+    if t >= 0 {
+        Ok(t)
+    } else {
+        Err(DataError::field(
+            file,
+            place,
+            field,
+            format!("negative timestamp {t} (seconds since 1970 are never negative)"),
+        ))
+    }
+}
+
 fn year_from_release(file: &Path, place: Place, date: &str) -> DataResult<Option<String>> {
     if date.is_empty() {
         return Ok(None);
@@ -353,7 +367,12 @@ fn read_grouplens_100k(dir: &Path) -> DataResult<Raw> {
                 "rating",
                 parse_i64(&data, n, "rating", f[2])?,
             )?,
-            ts: parse_i64(&data, n, "timestamp", f[3])?,
+            ts: timestamp_value(
+                &data,
+                place.clone(),
+                "timestamp",
+                parse_i64(&data, n, "timestamp", f[3])?,
+            )?,
             place,
         });
     }
@@ -438,7 +457,7 @@ fn read_parquet_100k(dir: &Path) -> DataResult<Raw> {
             user: non_negative(&t, r, 0)?,
             item: non_negative(&t, r, 1)?,
             rating: rating_value(&data, place.clone(), "rating", t.int(r, 2)?)?,
-            ts: t.int(r, 3)?,
+            ts: timestamp_value(&data, place.clone(), "timestamp", t.int(r, 3)?)?,
             place,
         });
     }
@@ -544,7 +563,12 @@ fn read_grouplens_1m(dir: &Path) -> DataResult<Raw> {
                 "Rating",
                 parse_i64(&data, n, "Rating", f[2])?,
             )?,
-            ts: parse_i64(&data, n, "Timestamp", f[3])?,
+            ts: timestamp_value(
+                &data,
+                place.clone(),
+                "Timestamp",
+                parse_i64(&data, n, "Timestamp", f[3])?,
+            )?,
             place,
         });
     }

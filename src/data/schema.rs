@@ -46,6 +46,10 @@ pub struct TableSchema {
     /// labels) fill `{catalog_shares}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog_column: Option<String>,
+    /// A categorical or multi-valued field whose values are the items'
+    /// categories: each domain's most liked ones (train) fill `{top_categories}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_field: Option<String>,
     /// A side-table column with each item's title (`{example_titles}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title_column: Option<String>,
@@ -458,6 +462,18 @@ impl TableSchema {
             if c.min_count == Some(0) {
                 bad_col!(".min_count", "must be at least 1".into());
             }
+        }
+        if let Some(f) = &self.category_field
+            && !self
+                .columns
+                .0
+                .iter()
+                .any(|(n, c)| n == f && !matches!(c.kind, ColumnType::Numeric | ColumnType::Timestamp))
+        {
+            bad!(
+                "category_field",
+                format!("{f:?} is not a categorical, multi or flags field of data.table.columns")
+            );
         }
         if let Some(fields) = &self.domain.fields {
             for f in fields {

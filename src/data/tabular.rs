@@ -926,11 +926,7 @@ pub fn load(schema: &TableSchema) -> Result<Loaded> {
     let spec = StatsSpec {
         user_field: field_index("user_id"),
         item_field: field_index("item_id"),
-        category_field: schema.catalog_column.as_deref().and_then(|c| {
-            features
-                .iter()
-                .position(|(n, s)| s.kind != ColumnType::Numeric && s.source(n) == c)
-        }),
+        category_field: schema.category_field.as_deref().and_then(field_index),
         titles,
     };
     let l = &schema.label;

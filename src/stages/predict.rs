@@ -23,6 +23,7 @@ use crate::data::error::{DataError, Place};
 use crate::data::meta::{Meta, Vocab};
 use crate::data::movielens::{self, Version};
 use crate::data::recipe::Recipe;
+use crate::data::tabular::TableRecord;
 use crate::data::text::{Lines, parse_u64, split_exact, utf8};
 use crate::fingerprint::Freshness;
 use crate::fsutil::write_atomic;
@@ -336,10 +337,16 @@ pub fn predict_input(run: &Path, req: &InputRequest) -> Result<Scored> {
         );
     }
     let vocab = Vocab::read(&t.ds.dir)?;
+    let table = if t.ds.meta.recipe.starts_with("table-") {
+        Some(crate::data::tabular::TableRecord::read(&t.ds.dir)?)
+    } else {
+        None
+    };
     let (split, labelled) = read_rows(
         req.input,
         &t.ds.meta,
         &vocab,
+        table.as_ref(),
         &t.ds.features,
         &t.ds.domain_names,
         req.domain,
@@ -396,9 +403,23 @@ enum Raw {
     Uint,
     /// A MovieLens-100k age in years, bucketed as the recipe does.
     Age100k,
+    /// A user's table: a number cut at the prepared edges (after ln(1 + x)).
+    Bucket { log1p: bool },
+    /// A user's table: the text after the last `sep`.
+    LastPart,
 }
 
-fn raw_rule(recipe: &Recipe, field: &str) -> Raw {
+fn raw_rule(recipe: &Recipe, table: Option<&TableRecord>, field: &str) -> Raw {
+    if let Some(spec) = table.and_then(|t| t.schema.columns.0.iter().find(|(n, _)| n == field)) {
+        use crate::data::schema::ColumnType;
+        return match spec.1.kind {
+            ColumnType::Numeric => Raw::Bucket {
+                log1p: spec.1.log1p,
+            },
+            ColumnType::Categorical if spec.1.last_part.is_some() => Raw::LastPart,
+            _ => Raw::Text,
+        };
+    }
     match (recipe, field) {
         (Recipe::MovieLens { .. }, "user_id" | "item_id") => Raw::Uint,
         (
@@ -418,6 +439,7 @@ fn read_rows(
     file: &Path,
     meta: &Meta,
     vocab: &Vocab,
+    table: Option<&TableRecord>,
     features: &[String],
     domain_names: &[String],
     domain: Option<&str>,
@@ -468,7 +490,20 @@ fn read_rows(
             .into()
         })
     };
-    let feature_cols: Vec<usize> = features.iter().map(|f| col(f)).collect::<Result<_>>()?;
+    // A table's field may be named by its source column (`from`) in raw rows.
+    let source = |f: &str| -> Option<String> {
+        let (n, c) = table?.schema.columns.0.iter().find(|(n, _)| n == f)?;
+        Some(c.source(n).to_string())
+    };
+    let feature_cols: Vec<usize> = features
+        .iter()
+        .map(|f| match source(f) {
+            Some(src) if !seen.contains_key(f.as_str()) && seen.contains_key(src.as_str()) => {
+                col(&src)
+            }
+            _ => col(f),
+        })
+        .collect::<Result<_>>()?;
     let domain_col = match domain {
         None => Some(col("domain")?),
         Some(_) if seen.contains_key("domain") => {
@@ -530,8 +565,37 @@ fn read_rows(
             let id = if v.is_empty() {
                 0
             } else {
-                let key = match raw_rule(&recipe, name) {
+                let key = match raw_rule(&recipe, table, name) {
                     Raw::Text => v.to_string(),
+                    Raw::LastPart => {
+                        let sep = table
+                            .and_then(|t| t.schema.columns.0.iter().find(|(n, _)| n == name))
+                            .and_then(|(_, c)| c.last_part.clone())
+                            .unwrap_or_default();
+                        match v.rfind(sep.as_str()) {
+                            Some(i) if !sep.is_empty() => v[i + sep.len()..].to_string(),
+                            _ => v.to_string(),
+                        }
+                    }
+                    Raw::Bucket { log1p } => {
+                        let x: f64 = v.parse().ok().filter(|x: &f64| x.is_finite()).ok_or_else(
+                            || DataError::field(file, Place::Line(ln), name, format!("{v:?} is not a number")),
+                        )?;
+                        let x = if log1p { x.ln_1p() } else { x };
+                        let edges = table.and_then(|t| t.edges.get(name)).map_or(&[][..], Vec::as_slice);
+                        let labels = meta
+                            .fields
+                            .iter()
+                            .find(|m| &m.name == name)
+                            .and_then(|m| m.values.as_ref());
+                        match labels {
+                            Some(l) if !edges.is_empty() => {
+                                l[crate::data::tabular::bucket(edges, x)].clone()
+                            }
+                            Some(l) => l.first().cloned().unwrap_or_default(),
+                            None => v.to_string(),
+                        }
+                    }
                     Raw::Uint => parse_u64(file, ln, name, v)?.to_string(),
                     Raw::Age100k => {
                         movielens::age_bucket(parse_u64(file, ln, name, v)?).to_string()

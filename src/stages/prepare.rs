@@ -212,10 +212,10 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
                 &loaded.label,
                 built,
                 &names,
-                schema.catalog_column.as_deref().unwrap_or("categories"),
+                schema.category_field.as_deref().unwrap_or("categories"),
                 cfg.data.shard_rows,
             )?;
-            meta.category_name = schema.catalog_column.clone();
+            meta.category_name = schema.category_field.clone();
             meta.domain_fields = Some(schema.domain_fields());
             meta
         }

@@ -201,6 +201,7 @@ impl Trainer {
                     ),
                 };
                 crate::config::check_finite(&mat, path, name)?;
+                crate::config::check_magnitude(&mat, path, name, 1e6)?;
                 let proj = Linear::new(&mut ps, "domain_proj", h, m.embedding_dim, &mut rng)?;
                 Some((mat, proj))
             }
