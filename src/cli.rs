@@ -121,8 +121,10 @@ pub enum Command {
     /// Leave-one-domain-out: hold out each domain (or each of k folds of domains)
     /// in turn and score it as an unseen domain, for the arms none / id / embedding
     /// of the configured model (the domain-defining field dropped in every arm);
-    /// per-domain test AUC and logloss, pooled AUC per fold, and paired
-    /// differences against `none` with sign counts and permutation p-values.
+    /// per-domain test AUC and logloss, pooled AUC per fold, every held-out row
+    /// of every fold pooled (AUC and logloss per seed), and paired differences
+    /// against `none` and `random` with sign counts, permutation p-values and
+    /// the smallest difference each comparison could detect (80% power).
     Lodo(LodoArgs),
     /// Train every combination of settings (`--set KEY=V1|V2|…`, TOML values;
     /// `--set K1,K2=[a1, a2]|[b1, b2]` sets keys together) on a base config for

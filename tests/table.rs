@@ -459,3 +459,73 @@ year = { from = "released", last_part = "-" }
     assert_eq!(got.scores, want.scores);
     assert_eq!(got.domains, want.domains);
 }
+
+#[test]
+fn a_streamed_table_holds_the_same_rows_as_the_in_memory_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = r#"file = "{dir}/log.csv.gz"
+label = { column = "clicked" }
+domain = { column = "region" }
+catalog_column = "country"
+[columns]
+user_id = { from = "user" }
+tags = { type = "multi", sep = "|" }
+price = { type = "numeric", buckets = 4 }
+country = { min_count = 10 }
+day = "timestamp"
+"#;
+    let mem = setup(tmp.path(), &[("log.csv.gz", &gz(log_csv().as_bytes()))], schema);
+    let a = prepare(&mem, false).unwrap();
+    let tmp2 = tempfile::tempdir().unwrap();
+    let mut streamed = setup(
+        tmp2.path(),
+        &[("log.csv.gz", &gz(log_csv().as_bytes()))],
+        &schema.replace("[columns]", "stream = true\n[columns]"),
+    );
+    streamed.data.shard_rows = 50;
+    let b = prepare(&streamed, false).unwrap();
+    assert_eq!(b.meta.splits.train.shards.len(), a.meta.splits.train.rows.div_ceil(50) as usize);
+    // Same rows per split and domain, same positives, fields and catalogue.
+    let strip = |m: &Meta| {
+        m.domains
+            .iter()
+            .map(|d| (d.name.clone(), d.rows, d.train_stats.positives, d.train_stats.users))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&a.meta), strip(&b.meta));
+    assert_eq!(a.meta.fields, b.meta.fields, "cardinalities and bucket labels");
+    assert_eq!(
+        llmctr::data::meta::Catalog::read(&a.dir).unwrap(),
+        llmctr::data::meta::Catalog::read(&b.dir).unwrap()
+    );
+    // The same multiset of (label, domain, timestamp, bag length) per split.
+    let rows = |dir: &Path, split: &str, meta: &Meta| {
+        let s = match split {
+            "train" => &meta.splits.train,
+            "valid" => &meta.splits.valid,
+            _ => &meta.splits.test,
+        };
+        let mut out = Vec::new();
+        for f in &s.shards {
+            let c = llmctr::data::shard::read_shard(&dir.join(split).join(f)).unwrap();
+            let lab = c["label"].as_u8().unwrap().to_vec();
+            let dom = c["domain"].as_u32().unwrap().to_vec();
+            let off = c["tags.offsets"].as_u32().unwrap().to_vec();
+            for i in 0..lab.len() {
+                out.push((lab[i], dom[i], off[i + 1] - off[i]));
+            }
+        }
+        out.sort();
+        out
+    };
+    for split in ["train", "valid", "test"] {
+        assert_eq!(rows(&a.dir, split, &a.meta), rows(&b.dir, split, &b.meta), "{split}");
+    }
+    // A model trains on the streamed shards.
+    let mut c = streamed.clone();
+    c.model.name = ModelName::Dnn;
+    c.train.runs_dir = tmp2.path().join("runs");
+    c.train.epochs = 1;
+    let m = llmctr::stages::train::train(&c, false, None).unwrap().unwrap();
+    assert!(m.test.logloss.is_finite());
+}

@@ -18,14 +18,13 @@ use super::error::{DataError, DataResult, Place};
 use super::meta::{
     DomainMeta, DomainStats, FORMAT, FieldKind, FieldMeta, Meta, SplitCounts, SplitMeta, SplitsMeta,
 };
-use super::shard::{ColumnData, shard_bytes, shard_name};
+use super::shard::ShardWriter;
 use super::split::{Split, fnv1a64};
 use super::text::{Lines, plain_or_gz, utf8};
 use crate::config::CriteoConfig;
-use crate::fsutil::write_atomic;
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub const HINT: &str = "put the Criteo display-advertising challenge TSV (train.txt, or \
@@ -292,7 +291,7 @@ pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> 
     // Pass 2: encode and write shards.
     let mut writers: Vec<ShardWriter> = Split::ALL
         .iter()
-        .map(|s| ShardWriter::new(out_dir.join(s.name()), &names, cfg.shard_rows))
+        .map(|s| ShardWriter::new(out_dir.join(s.name()), &names, &[], cfg.shard_rows))
         .collect();
     let mut domain_rows = vec![SplitCounts::default(); domain_names.len()];
     let mut stats = vec![(0u64, 0u64); domain_names.len()];
@@ -313,7 +312,7 @@ pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> 
         for ((id, h), voc) in ids.iter_mut().zip(&p.hashes).zip(&vocabs) {
             *id = h.and_then(|h| voc.get(&h).copied()).unwrap_or(0);
         }
-        writers[split.index()].push(p.label, domain, line0 as i64, &ids)?;
+        writers[split.index()].push(p.label, domain, line0 as i64, &ids, &[])?;
         if n % 65_536 == 0 {
             pb.set_position(lines.progress().0);
         }
@@ -369,91 +368,6 @@ pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> 
         category_name: None,
         domain_fields: None,
     })
-}
-
-/// Buffers one split's rows and writes a shard every `shard_rows` rows.
-struct ShardWriter {
-    dir: std::path::PathBuf,
-    names: Vec<String>,
-    cap: usize,
-    labels: Vec<u8>,
-    domains: Vec<u32>,
-    times: Vec<i64>,
-    cols: Vec<Vec<u32>>,
-    shards: Vec<String>,
-    rows: u64,
-}
-
-impl ShardWriter {
-    fn new(dir: std::path::PathBuf, names: &[String], cap: usize) -> Self {
-        ShardWriter {
-            dir,
-            names: names.to_vec(),
-            cap,
-            labels: Vec::with_capacity(cap),
-            domains: Vec::with_capacity(cap),
-            times: Vec::with_capacity(cap),
-            cols: names.iter().map(|_| Vec::with_capacity(cap)).collect(),
-            shards: Vec::new(),
-            rows: 0,
-        }
-    }
-
-    fn push(&mut self, label: u8, domain: u32, time: i64, ids: &[u32]) -> Result<()> {
-        self.labels.push(label);
-        self.domains.push(domain);
-        self.times.push(time);
-        for (c, &id) in self.cols.iter_mut().zip(ids) {
-            c.push(id);
-        }
-        self.rows += 1;
-        if self.labels.len() >= self.cap {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if self.labels.is_empty() && !self.shards.is_empty() {
-            return Ok(());
-        }
-        let mut cols = BTreeMap::new();
-        cols.insert(
-            "label".to_string(),
-            ColumnData::U8(std::mem::take(&mut self.labels)),
-        );
-        cols.insert(
-            "domain".to_string(),
-            ColumnData::U32(std::mem::take(&mut self.domains)),
-        );
-        cols.insert(
-            "timestamp".to_string(),
-            ColumnData::I64(std::mem::take(&mut self.times)),
-        );
-        for (n, c) in self.names.iter().zip(&mut self.cols) {
-            cols.insert(n.clone(), ColumnData::U32(std::mem::take(c)));
-        }
-        let name = shard_name(self.shards.len());
-        write_atomic(&self.dir.join(&name), &shard_bytes(&cols)?)?;
-        self.shards.push(name);
-        self.labels.reserve(self.cap);
-        self.domains.reserve(self.cap);
-        self.times.reserve(self.cap);
-        for c in &mut self.cols {
-            c.reserve(self.cap);
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<SplitMeta> {
-        if !self.labels.is_empty() || self.shards.is_empty() {
-            self.flush()?;
-        }
-        Ok(SplitMeta {
-            rows: self.rows,
-            shards: self.shards,
-        })
-    }
 }
 
 #[cfg(test)]

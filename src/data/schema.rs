@@ -53,6 +53,12 @@ pub struct TableSchema {
     /// A side-table column with each item's title (`{example_titles}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title_column: Option<String>,
+    /// Read the table twice, row by row, in bounded memory, writing shards of
+    /// `data.shard_rows` rows (default 262,144): for tables larger than memory.
+    /// Rows keep file order and ids follow first appearance in file order (the
+    /// in-memory rules order rows by time and key hash; docs/data.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
     /// The feature fields, in this order: field name → column spec.
     pub columns: Columns,
 }

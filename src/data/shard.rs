@@ -196,6 +196,116 @@ pub fn shard_name(i: usize) -> String {
     format!("part-{i:05}.safetensors")
 }
 
+/// Buffers one split's rows and writes a shard every `cap` rows (streamed
+/// recipes: Criteo, users' tables with `stream = true`).
+pub struct ShardWriter {
+    dir: std::path::PathBuf,
+    names: Vec<String>,
+    bag_names: Vec<String>,
+    cap: usize,
+    labels: Vec<u8>,
+    domains: Vec<u32>,
+    times: Vec<i64>,
+    cols: Vec<Vec<u32>>,
+    /// Per bag: (values, offsets).
+    bags: Vec<(Vec<u32>, Vec<u32>)>,
+    shards: Vec<String>,
+    rows: u64,
+}
+
+impl ShardWriter {
+    /// `names`: the categorical columns; `bags`: the multi-hot ones.
+    pub fn new(dir: std::path::PathBuf, names: &[String], bags: &[String], cap: usize) -> Self {
+        ShardWriter {
+            dir,
+            names: names.to_vec(),
+            bag_names: bags.to_vec(),
+            cap,
+            labels: Vec::with_capacity(cap),
+            domains: Vec::with_capacity(cap),
+            times: Vec::with_capacity(cap),
+            cols: names.iter().map(|_| Vec::with_capacity(cap)).collect(),
+            bags: bags.iter().map(|_| (Vec::new(), vec![0])).collect(),
+            shards: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// One row: its categorical ids in `names` order, its bags in `bags` order.
+    pub fn push(
+        &mut self,
+        label: u8,
+        domain: u32,
+        time: i64,
+        ids: &[u32],
+        bags: &[Vec<u32>],
+    ) -> Result<()> {
+        self.labels.push(label);
+        self.domains.push(domain);
+        self.times.push(time);
+        for (c, &id) in self.cols.iter_mut().zip(ids) {
+            c.push(id);
+        }
+        for ((values, offsets), b) in self.bags.iter_mut().zip(bags) {
+            values.extend_from_slice(b);
+            offsets.push(values.len() as u32);
+        }
+        self.rows += 1;
+        if self.labels.len() >= self.cap {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.labels.is_empty() && !self.shards.is_empty() {
+            return Ok(());
+        }
+        let mut cols = BTreeMap::new();
+        cols.insert(
+            "label".to_string(),
+            ColumnData::U8(std::mem::take(&mut self.labels)),
+        );
+        cols.insert(
+            "domain".to_string(),
+            ColumnData::U32(std::mem::take(&mut self.domains)),
+        );
+        cols.insert(
+            "timestamp".to_string(),
+            ColumnData::I64(std::mem::take(&mut self.times)),
+        );
+        for (n, c) in self.names.iter().zip(&mut self.cols) {
+            cols.insert(n.clone(), ColumnData::U32(std::mem::take(c)));
+        }
+        for (n, (values, offsets)) in self.bag_names.iter().zip(&mut self.bags) {
+            cols.insert(format!("{n}.values"), ColumnData::U32(std::mem::take(values)));
+            let o = std::mem::replace(offsets, vec![0]);
+            cols.insert(format!("{n}.offsets"), ColumnData::U32(o));
+        }
+        let name = shard_name(self.shards.len());
+        crate::fsutil::write_atomic(&self.dir.join(&name), &shard_bytes(&cols)?)?;
+        self.shards.push(name);
+        self.labels.reserve(self.cap);
+        self.domains.reserve(self.cap);
+        self.times.reserve(self.cap);
+        for c in &mut self.cols {
+            c.reserve(self.cap);
+        }
+        Ok(())
+    }
+
+    /// Write what is buffered (a split without rows gets one empty shard).
+    pub fn finish(mut self) -> Result<crate::data::meta::SplitMeta> {
+        if !self.labels.is_empty() || self.shards.is_empty() {
+            self.flush()?;
+        }
+        Ok(crate::data::meta::SplitMeta {
+            rows: self.rows,
+            shards: self.shards,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,19 +86,21 @@ fn format_of(path: &Path, given: Option<Format>) -> Result<Format> {
     }
 }
 
-/// Read a whole table. `format`/`delimiter`: the schema's, or from the name.
+/// Read a whole table into memory (side tables, descriptions).
 pub fn read_table(path: &Path, format: Option<Format>, delimiter: Option<&str>) -> Result<RawTable> {
-    match format_of(path, format)? {
-        Format::Parquet => Ok(read_parquet(path)?),
-        f => {
-            let d = match delimiter {
-                Some(d) => d.as_bytes().first().copied().unwrap_or(b','),
-                None if f == Format::Csv => b',',
-                None => b'\t',
-            };
-            Ok(read_text(path, d)?)
-        }
-    }
+    let mut cells = Vec::new();
+    let mut places = Vec::new();
+    let header = for_each_row(path, format, delimiter, &mut |_, place, row| {
+        cells.extend(row.iter().map(|c| c.map(Box::<str>::from)));
+        places.push(place);
+        Ok(())
+    })?;
+    Ok(RawTable {
+        file: path.to_path_buf(),
+        header,
+        cells,
+        places,
+    })
 }
 
 fn check_header(path: &Path, header: &[String]) -> DataResult<()> {
@@ -122,75 +124,115 @@ fn check_header(path: &Path, header: &[String]) -> DataResult<()> {
     Ok(())
 }
 
-fn read_text(path: &Path, delimiter: u8) -> DataResult<RawTable> {
+type RowFn<'a> = dyn FnMut(&[String], Place, &[Option<&str>]) -> Result<()> + 'a;
+
+/// Read a table row by row, in file order: `f(header, place, cells)` for each
+/// data row (a missing cell, parquet's null, is None). Returns the header. A
+/// file without a header or without rows is an error naming it.
+pub fn for_each_row(
+    path: &Path,
+    format: Option<Format>,
+    delimiter: Option<&str>,
+    f: &mut RowFn,
+) -> Result<Vec<String>> {
+    match format_of(path, format)? {
+        Format::Parquet => for_each_parquet_row(path, f),
+        fmt => {
+            let d = match delimiter {
+                Some(d) => d.as_bytes().first().copied().unwrap_or(b','),
+                None if fmt == Format::Csv => b',',
+                None => b'\t',
+            };
+            for_each_text_row(path, d, f)
+        }
+    }
+}
+
+/// The header of a table, without reading its rows.
+pub fn header_of(path: &Path, format: Option<Format>, delimiter: Option<&str>) -> Result<Vec<String>> {
+    if format_of(path, format)? == Format::Parquet {
+        let (_, header) = open_parquet(path)?;
+        return Ok(header);
+    }
+    let mut r = text_reader(path, delimiter_of(path, format, delimiter)?)?;
+    Ok(text_header(path, &mut r)?)
+}
+
+fn delimiter_of(path: &Path, format: Option<Format>, delimiter: Option<&str>) -> Result<u8> {
+    Ok(match delimiter {
+        Some(d) => d.as_bytes().first().copied().unwrap_or(b','),
+        None if format_of(path, format)? == Format::Csv => b',',
+        None => b'\t',
+    })
+}
+
+fn text_reader(path: &Path, delimiter: u8) -> DataResult<csv::Reader<Box<dyn std::io::Read>>> {
     let file = super::error::open_input(path, HINT)?;
     let gz = path.extension().is_some_and(|e| e == "gz");
     let reader: Box<dyn std::io::Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, file)))
     } else {
-        Box::new(std::io::BufReader::new(file))
+        Box::new(std::io::BufReader::with_capacity(1 << 20, file))
     };
-    let mut r = csv::ReaderBuilder::new()
+    Ok(csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(true)
         .trim(csv::Trim::All)
-        .from_reader(reader);
-    let csv_err = |e: csv::Error| {
-        let line = e.position().map(|p| p.line());
-        let place = line.map_or(Place::File, Place::Line);
-        match e.into_kind() {
-            csv::ErrorKind::Io(io) => DataError::io(path, io),
-            csv::ErrorKind::UnequalLengths {
-                expected_len, len, ..
-            } => DataError::record(
-                path,
-                place,
-                format!("{len} fields where the header has {expected_len}"),
-            ),
-            csv::ErrorKind::Utf8 { .. } => DataError::record(path, place, "not UTF-8 text"),
-            other => DataError::record(path, place, format!("{other:?}")),
-        }
-    };
+        .from_reader(reader))
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> DataError {
+    let line = e.position().map(|p| p.line());
+    let place = line.map_or(Place::File, Place::Line);
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => DataError::io(path, io),
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => DataError::record(
+            path,
+            place,
+            format!("{len} fields where the header has {expected_len}"),
+        ),
+        csv::ErrorKind::Utf8 { .. } => DataError::record(path, place, "not UTF-8 text"),
+        other => DataError::record(path, place, format!("{other:?}")),
+    }
+}
+
+fn text_header(path: &Path, r: &mut csv::Reader<Box<dyn std::io::Read>>) -> DataResult<Vec<String>> {
     let header: Vec<String> = r
         .headers()
-        .map_err(csv_err)?
+        .map_err(|e| csv_error(path, e))?
         .iter()
         .map(|h| h.trim_start_matches('\u{feff}').to_string())
         .collect();
     if header.len() <= 1 && header.first().is_none_or(String::is_empty) {
-        return Err(DataError::record(
-            path,
-            Place::File,
-            "empty: no header line",
-        ));
+        return Err(DataError::record(path, Place::File, "empty: no header line"));
     }
     check_header(path, &header)?;
-    let mut cells = Vec::new();
-    let mut places = Vec::new();
-    let mut rec = csv::StringRecord::new();
-    while r.read_record(&mut rec).map_err(csv_err)? {
-        let line = rec.position().map_or(0, |p| p.line());
-        cells.extend(rec.iter().map(|c| Some(Box::<str>::from(c))));
-        places.push(Place::Line(line));
-    }
-    if places.is_empty() {
-        return Err(DataError::record(
-            path,
-            Place::File,
-            "no data rows: the file has a header only",
-        ));
-    }
-    Ok(RawTable {
-        file: path.to_path_buf(),
-        header,
-        cells,
-        places,
-    })
+    Ok(header)
 }
 
-fn read_parquet(path: &Path) -> DataResult<RawTable> {
+fn for_each_text_row(path: &Path, delimiter: u8, f: &mut RowFn) -> Result<Vec<String>> {
+    let mut r = text_reader(path, delimiter)?;
+    let header = text_header(path, &mut r)?;
+    let mut rec = csv::StringRecord::new();
+    let mut rows = 0u64;
+    while r.read_record(&mut rec).map_err(|e| csv_error(path, e))? {
+        let line = rec.position().map_or(0, |p| p.line());
+        let cells: Vec<Option<&str>> = rec.iter().map(Some).collect();
+        f(&header, Place::Line(line), &cells)?;
+        rows += 1;
+    }
+    if rows == 0 {
+        return Err(DataError::record(path, Place::File, "no data rows: the file has a header only").into());
+    }
+    Ok(header)
+}
+
+fn open_parquet(
+    path: &Path,
+) -> DataResult<(parquet::file::reader::SerializedFileReader<std::fs::File>, Vec<String>)> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    use parquet::record::Field;
     let file = super::error::open_input(path, HINT)?;
     let reader = SerializedFileReader::new(file).map_err(|e| {
         DataError::record(path, Place::File, format!("not a readable parquet file: {e}"))
@@ -205,36 +247,40 @@ fn read_parquet(path: &Path) -> DataResult<RawTable> {
         .map(|f| f.name().to_string())
         .collect();
     check_header(path, &header)?;
+    Ok((reader, header))
+}
+
+fn for_each_parquet_row(path: &Path, f: &mut RowFn) -> Result<Vec<String>> {
+    use parquet::file::reader::FileReader;
+    use parquet::record::Field;
+    let (reader, header) = open_parquet(path)?;
     let iter = reader
         .get_row_iter(None)
         .map_err(|e| DataError::record(path, Place::File, format!("cannot read rows: {e}")))?;
-    let mut cells = Vec::new();
-    let mut places = Vec::new();
+    let mut text: Vec<Option<String>> = Vec::with_capacity(header.len());
+    let mut rows = 0u64;
     for (i, row) in iter.enumerate() {
         let place = Place::Row(i as u64 + 1);
         let row = row.map_err(|e| DataError::record(path, place.clone(), format!("cannot decode: {e}")))?;
-        for (_, f) in row.get_column_iter() {
-            let text: Option<String> = match f {
+        text.clear();
+        for (_, c) in row.get_column_iter() {
+            text.push(match c {
                 Field::Null => None,
                 Field::Str(s) => Some(s.trim().to_string()),
                 Field::Bool(b) => Some(if *b { "1".into() } else { "0".into() }),
                 Field::Float(v) => Some(v.to_string()),
                 Field::Double(v) => Some(v.to_string()),
                 other => Some(other.to_string().trim_matches('"').to_string()),
-            };
-            cells.push(text.map(Box::from));
+            });
         }
-        places.push(place);
+        let cells: Vec<Option<&str>> = text.iter().map(|c| c.as_deref()).collect();
+        f(&header, place, &cells)?;
+        rows += 1;
     }
-    if places.is_empty() {
-        return Err(DataError::record(path, Place::File, "no rows: the table is empty"));
+    if rows == 0 {
+        return Err(DataError::record(path, Place::File, "no rows: the table is empty").into());
     }
-    Ok(RawTable {
-        file: path.to_path_buf(),
-        header,
-        cells,
-        places,
-    })
+    Ok(header)
 }
 
 /// Where a source column's value of a main-file row comes from.
@@ -416,319 +462,359 @@ pub fn quantile_edges(values: &mut [f64], n: usize) -> Vec<f64> {
     edges
 }
 
-/// Read the inputs a schema names and assemble them.
-pub fn load(schema: &TableSchema) -> Result<Loaded> {
-    let problems = schema.problems();
-    if let Some((k, m)) = problems.first() {
-        bail!("{k}: {m}");
-    }
-    let by = schema.split_by();
-    let mains: Vec<(PathBuf, Option<Split>)> = match by {
-        SplitBy::Files => vec![
-            (schema.train.clone().unwrap_or_default(), Some(Split::Train)),
-            (schema.valid.clone().unwrap_or_default(), Some(Split::Valid)),
-            (schema.test.clone().unwrap_or_default(), Some(Split::Test)),
-        ],
-        _ => vec![(schema.file.clone().unwrap_or_default(), None)],
-    };
-    let tables: Vec<RawTable> = mains
-        .iter()
-        .map(|(f, _)| read_table(f, schema.format, schema.delimiter.as_deref()))
-        .collect::<Result<_>>()?;
-    let missing = |s: Option<&str>| -> Option<String> {
-        let s = s?;
-        (!schema.missing.iter().any(|m| m == s)).then(|| s.to_string())
-    };
+/// What the schema resolves to against the inputs' headers: where each value
+/// of a main row comes from.
+struct Plan<'a> {
+    schema: &'a TableSchema,
+    /// The main files and the split each one decides (pre-split files).
+    files: Vec<(PathBuf, Option<Split>)>,
+    sides: Vec<Side>,
+    label: Vec<Loc>,
+    domain: Vec<Loc>,
+    keys: Vec<(String, Vec<Loc>)>,
+    ts: Option<(String, Vec<Loc>)>,
+    features: Vec<(String, ColumnSpec)>,
+    /// Per feature: its source columns (flags: several), each per main file.
+    feature_locs: Vec<Vec<Vec<Loc>>>,
+    cutoffs: Option<(i64, i64)>,
+    catalog: Option<Vec<Loc>>,
+    /// (item column, title column).
+    titles: Option<(Vec<Loc>, Vec<Loc>)>,
+}
 
-    // Side tables, keyed.
-    let mut sides = Vec::new();
-    for j in &schema.join {
-        let table = read_table(&j.file, j.format, j.delimiter.as_deref())?;
-        let kc = table.column(&j.key, "the join key")?;
-        let mut rows = HashMap::with_capacity(table.rows());
-        for r in 0..table.rows() {
-            let Some(k) = table.cell(r, kc) else {
-                return Err(DataError::field(&table.file, table.place(r), &j.key, "the join key is missing").into());
-            };
-            if let Some(prev) = rows.insert(k.to_string(), r) {
-                return Err(DataError::field(
-                    &table.file,
-                    table.place(r),
-                    &j.key,
-                    format!("key {k:?} repeated (first on {}): a side table has one row per key", table.place(prev)),
-                )
-                .into());
+/// A main row, parsed.
+struct Parsed {
+    row: Row,
+    /// (raw item id, title), when the schema has a title column.
+    title: Option<(String, String)>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(schema: &'a TableSchema) -> Result<Plan<'a>> {
+        if let Some((k, m)) = schema.problems().first() {
+            bail!("{k}: {m}");
+        }
+        let files: Vec<(PathBuf, Option<Split>)> = match schema.split_by() {
+            SplitBy::Files => vec![
+                (schema.train.clone().unwrap_or_default(), Some(Split::Train)),
+                (schema.valid.clone().unwrap_or_default(), Some(Split::Valid)),
+                (schema.test.clone().unwrap_or_default(), Some(Split::Test)),
+            ],
+            _ => vec![(schema.file.clone().unwrap_or_default(), None)],
+        };
+        let headers: Vec<Vec<String>> = files
+            .iter()
+            .map(|(f, _)| header_of(f, schema.format, schema.delimiter.as_deref()))
+            .collect::<Result<_>>()?;
+        let mut sides = Vec::new();
+        for j in &schema.join {
+            let table = read_table(&j.file, j.format, j.delimiter.as_deref())?;
+            let kc = table.column(&j.key, "the join key")?;
+            let mut rows = HashMap::with_capacity(table.rows());
+            for r in 0..table.rows() {
+                let Some(k) = table.cell(r, kc) else {
+                    return Err(DataError::field(&table.file, table.place(r), &j.key, "the join key is missing").into());
+                };
+                if let Some(prev) = rows.insert(k.to_string(), r) {
+                    return Err(DataError::field(
+                        &table.file,
+                        table.place(r),
+                        &j.key,
+                        format!("key {k:?} repeated (first on {}): a side table has one row per key", table.place(prev)),
+                    )
+                    .into());
+                }
             }
-        }
-        let key_main = tables
-            .iter()
-            .map(|t| t.column(&j.key, &format!("the key of the side table {}", j.file.display())))
-            .collect::<DataResult<Vec<_>>>()?;
-        sides.push(Side { table, key_main, rows });
-    }
-    // Resolve a source column in each input file: the main file's own column,
-    // else the first side table that has it.
-    let resolve = |col: &str, what: &str| -> Result<Vec<Loc>> {
-        tables
-            .iter()
-            .map(|t| {
-                if let Some(i) = t.header.iter().position(|h| h == col) {
-                    return Ok(Loc::Main(i));
-                }
-                for (si, s) in sides.iter().enumerate() {
-                    if let Some(i) = s.table.header.iter().position(|h| h == col) {
-                        return Ok(Loc::Side(si, i));
-                    }
-                }
-                let mut all = t.header.clone();
-                for s in &sides {
-                    all.extend(s.table.header.iter().cloned());
-                }
-                Err(DataError::field(
-                    &t.file,
-                    Place::File,
-                    col,
-                    format!("{what} is not a column of the file or its side tables (their columns: {})", all.join(", ")),
-                )
-                .into())
-            })
-            .collect()
-    };
-
-    let label_loc = resolve(&schema.label.column, "the label column")?;
-    let domain_loc = resolve(&schema.domain.column, "the domain column")?;
-    let key_locs: Vec<(String, Vec<Loc>)> = schema
-        .split
-        .key
-        .iter()
-        .map(|k| Ok((k.clone(), resolve(k, "a split key column")?)))
-        .collect::<Result<_>>()?;
-    let ts_col = schema
-        .columns
-        .0
-        .iter()
-        .find(|(_, c)| c.kind == ColumnType::Timestamp)
-        .map(|(n, c)| c.source(n).to_string());
-    let ts_loc = match &ts_col {
-        Some(c) => Some(resolve(c, "the timestamp column")?),
-        None => None,
-    };
-    let features: Vec<&(String, ColumnSpec)> = schema
-        .columns
-        .0
-        .iter()
-        .filter(|(_, c)| c.kind != ColumnType::Timestamp)
-        .collect();
-    let feature_locs: Vec<Vec<Vec<Loc>>> = features
-        .iter()
-        .map(|(n, c)| match c.kind {
-            ColumnType::Flags => c
-                .columns
-                .as_deref()
-                .unwrap_or_default()
+            let key_main = headers
                 .iter()
-                .map(|f| resolve(f, &format!("flag column of field `{n}`")))
-                .collect(),
-            _ => Ok(vec![resolve(c.source(n), &format!("the column of field `{n}`"))?]),
-        })
-        .collect::<Result<_>>()?;
-    let cutoffs = match by {
-        SplitBy::Time => Some((
-            time_cut(schema.split.valid.as_ref().context("split.valid")?, "valid")?,
-            time_cut(schema.split.test.as_ref().context("split.test")?, "test")?,
-        )),
-        _ => None,
-    };
-    if let Some((v, t)) = cutoffs
-        && v > t
-    {
-        bail!("data.table.split: the valid cut ({v}) is after the test cut ({t})");
-    }
-
-    let cat_loc = match &schema.catalog_column {
-        Some(c) => Some(resolve(c, "data.table.catalog_column")?),
-        None => None,
-    };
-    let title_locs = match &schema.title_column {
-        Some(col) => {
-            let item = features
-                .iter()
-                .find(|(n, _)| n == "item_id")
-                .map(|(n, c)| c.source(n).to_string())
-                .context("data.table.title_column needs an `item_id` field")?;
-            Some((
-                resolve(&item, "the item column")?,
-                resolve(col, "data.table.title_column")?,
-            ))
-        }
-        None => None,
-    };
-    let mut titles: HashMap<String, String> = HashMap::new();
-
-    // One pass over the rows: cells → label, domain, split, raw values.
-    let mut rows: Vec<Row> = Vec::new();
-    let mut excluded = 0u64;
-    let mut row_number = 0u64;
-    for (fi, t) in tables.iter().enumerate() {
-        let file = &t.file;
-        for r in 0..t.rows() {
-            let place = t.place(r);
-            // The side row of each join, found through the main row's key.
-            let mut side_rows = Vec::with_capacity(sides.len());
-            for (si, s) in sides.iter().enumerate() {
-                let key = t.cell(r, s.key_main[fi]).unwrap_or("");
-                match s.rows.get(key) {
-                    Some(&sr) => side_rows.push(sr),
-                    None => {
-                        return Err(DataError::field(
-                            file,
-                            place,
-                            &schema.join[si].key,
-                            format!("{key:?} is not in {}", s.table.file.display()),
+                .zip(&files)
+                .map(|(h, (f, _))| {
+                    h.iter().position(|c| *c == j.key).ok_or_else(|| {
+                        DataError::field(
+                            f,
+                            Place::File,
+                            &j.key,
+                            format!(
+                                "the key of the side table {} is not a column of the file (its columns: {})",
+                                j.file.display(),
+                                h.join(", ")
+                            ),
                         )
-                        .into());
+                    })
+                })
+                .collect::<DataResult<Vec<_>>>()?;
+            sides.push(Side { table, key_main, rows });
+        }
+        let resolve = |col: &str, what: &str| -> Result<Vec<Loc>> {
+            headers
+                .iter()
+                .zip(&files)
+                .map(|(h, (f, _))| {
+                    if let Some(i) = h.iter().position(|c| c == col) {
+                        return Ok(Loc::Main(i));
                     }
+                    for (si, s) in sides.iter().enumerate() {
+                        if let Some(i) = s.table.header.iter().position(|c| c == col) {
+                            return Ok(Loc::Side(si, i));
+                        }
+                    }
+                    let mut all = h.clone();
+                    for s in &sides {
+                        all.extend(s.table.header.iter().cloned());
+                    }
+                    Err(DataError::field(
+                        f,
+                        Place::File,
+                        col,
+                        format!("{what} is not a column of the file or its side tables (their columns: {})", all.join(", ")),
+                    )
+                    .into())
+                })
+                .collect()
+        };
+        let label = resolve(&schema.label.column, "the label column")?;
+        let domain = resolve(&schema.domain.column, "the domain column")?;
+        let keys = schema
+            .split
+            .key
+            .iter()
+            .map(|k| Ok((k.clone(), resolve(k, "a split key column")?)))
+            .collect::<Result<_>>()?;
+        let ts = match schema.columns.0.iter().find(|(_, c)| c.kind == ColumnType::Timestamp) {
+            Some((n, c)) => {
+                let col = c.source(n).to_string();
+                let l = resolve(&col, "the timestamp column")?;
+                Some((col, l))
+            }
+            None => None,
+        };
+        let features: Vec<(String, ColumnSpec)> = schema
+            .columns
+            .0
+            .iter()
+            .filter(|(_, c)| c.kind != ColumnType::Timestamp)
+            .cloned()
+            .collect();
+        let feature_locs = features
+            .iter()
+            .map(|(n, c)| match c.kind {
+                ColumnType::Flags => c
+                    .columns
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| resolve(f, &format!("flag column of field `{n}`")))
+                    .collect(),
+                _ => Ok(vec![resolve(c.source(n), &format!("the column of field `{n}`"))?]),
+            })
+            .collect::<Result<_>>()?;
+        let cutoffs = match schema.split_by() {
+            SplitBy::Time => Some((
+                time_cut(schema.split.valid.as_ref().context("split.valid")?, "valid")?,
+                time_cut(schema.split.test.as_ref().context("split.test")?, "test")?,
+            )),
+            _ => None,
+        };
+        if let Some((v, t)) = cutoffs
+            && v > t
+        {
+            bail!("data.table.split: the valid cut ({v}) is after the test cut ({t})");
+        }
+        let catalog = match &schema.catalog_column {
+            Some(c) => Some(resolve(c, "data.table.catalog_column")?),
+            None => None,
+        };
+        let titles = match &schema.title_column {
+            Some(col) => {
+                let item = features
+                    .iter()
+                    .find(|(n, _)| n == "item_id")
+                    .map(|(n, c)| c.source(n).to_string())
+                    .context("data.table.title_column needs an `item_id` field")?;
+                Some((resolve(&item, "the item column")?, resolve(col, "data.table.title_column")?))
+            }
+            None => None,
+        };
+        Ok(Plan {
+            schema,
+            files,
+            sides,
+            label,
+            domain,
+            keys,
+            ts,
+            features,
+            feature_locs,
+            cutoffs,
+            catalog,
+            titles,
+        })
+    }
+
+    fn missing(&self, s: Option<&str>) -> Option<String> {
+        let s = s?;
+        (!self.schema.missing.iter().any(|m| m == s)).then(|| s.to_string())
+    }
+
+    /// One main row of file `fi` (None: left out by `domain.exclude`).
+    /// `row_number`: its 0-based number among every row read.
+    fn row(&self, fi: usize, place: Place, cells: &[Option<&str>], row_number: u64) -> Result<Option<Parsed>> {
+        let schema = self.schema;
+        let file = &self.files[fi].0;
+        // The side row of each join, found through the main row's key.
+        let mut side_rows = Vec::with_capacity(self.sides.len());
+        for (si, s) in self.sides.iter().enumerate() {
+            let key = cells.get(s.key_main[fi]).copied().flatten().unwrap_or("");
+            match s.rows.get(key) {
+                Some(&sr) => side_rows.push(sr),
+                None => {
+                    return Err(DataError::field(
+                        file,
+                        place,
+                        &schema.join[si].key,
+                        format!("{key:?} is not in {}", s.table.file.display()),
+                    )
+                    .into());
                 }
             }
-            let get = |locs: &[Loc]| -> Option<&str> {
-                match locs[fi] {
-                    Loc::Main(c) => t.cell(r, c),
-                    Loc::Side(si, c) => sides[si].table.cell(side_rows[si], c),
-                }
-            };
-            let row_number_now = row_number;
-            row_number += 1;
-            let dom_raw = get(&domain_loc).unwrap_or("");
-            if schema.domain.exclude.iter().any(|e| e == dom_raw) {
-                excluded += 1;
-                continue;
+        }
+        let get = |locs: &[Loc]| -> Option<&str> {
+            match locs[fi] {
+                Loc::Main(c) => cells.get(c).copied().flatten(),
+                Loc::Side(si, c) => self.sides[si].table.cell(side_rows[si], c),
             }
-            let Some(dom_raw) = missing(Some(dom_raw)) else {
-                return Err(DataError::field(
-                    file,
-                    place,
-                    &schema.domain.column,
-                    "the domain value is missing (list it in data.table.domain.exclude to leave such rows out)",
-                )
-                .into());
-            };
-            let domain = schema.domain.map.get(&dom_raw).cloned().unwrap_or(dom_raw);
-            let label = label_of(schema, file, &place, get(&label_loc))?;
-            let ts = match &ts_loc {
-                Some(l) => {
-                    let c = ts_col.as_deref().unwrap_or_default();
-                    let s = get(l).ok_or_else(|| DataError::field(file, place.clone(), c, "the timestamp is missing"))?;
-                    let v = parse_time(s).ok_or_else(|| {
-                        DataError::field(file, place.clone(), c, format!("{s:?} is not a time (integer seconds or YYYY-MM-DD[ HH:MM[:SS]])"))
-                    })?;
-                    if v < 0 {
-                        return Err(DataError::field(file, place, c, format!("negative timestamp {v}")).into());
-                    }
-                    v
+        };
+        let dom_raw = get(&self.domain).unwrap_or("");
+        if schema.domain.exclude.iter().any(|e| e == dom_raw) {
+            return Ok(None);
+        }
+        let Some(dom_raw) = self.missing(Some(dom_raw)) else {
+            return Err(DataError::field(
+                file,
+                place,
+                &schema.domain.column,
+                "the domain value is missing (list it in data.table.domain.exclude to leave such rows out)",
+            )
+            .into());
+        };
+        let domain = schema.domain.map.get(&dom_raw).cloned().unwrap_or(dom_raw);
+        let label = label_of(schema, file, &place, get(&self.label))?;
+        let ts = match &self.ts {
+            Some((c, l)) => {
+                let s = get(l).ok_or_else(|| DataError::field(file, place.clone(), c, "the timestamp is missing"))?;
+                let v = parse_time(s).ok_or_else(|| {
+                    DataError::field(file, place.clone(), c, format!("{s:?} is not a time (integer seconds or YYYY-MM-DD[ HH:MM[:SS]])"))
+                })?;
+                if v < 0 {
+                    return Err(DataError::field(file, place, c, format!("negative timestamp {v}")).into());
                 }
-                None => 0,
-            };
-            let hash = if key_locs.is_empty() {
-                fnv1a64(row_number_now.to_string().as_bytes())
+                v
+            }
+            None => 0,
+        };
+        let hash = if self.keys.is_empty() {
+            fnv1a64(row_number.to_string().as_bytes())
+        } else {
+            let mut key = String::new();
+            for (i, (k, l)) in self.keys.iter().enumerate() {
+                if i > 0 {
+                    key.push(':');
+                }
+                let v = get(l).ok_or_else(|| DataError::field(file, place.clone(), k, "a split key value is missing"))?;
+                key.push_str(v);
+            }
+            fnv1a64(key.as_bytes())
+        };
+        let split = match (self.files[fi].1, self.cutoffs) {
+            (Some(s), _) => Some(s),
+            (None, Some((v, t))) => Some(if ts >= t {
+                Split::Test
+            } else if ts >= v {
+                Split::Valid
             } else {
-                let mut key = String::new();
-                for (i, (k, l)) in key_locs.iter().enumerate() {
-                    if i > 0 {
-                        key.push(':');
+                Split::Train
+            }),
+            (None, None) => None,
+        };
+        let mut values = Vec::with_capacity(self.features.len());
+        for ((name, c), locs) in self.features.iter().zip(&self.feature_locs) {
+            let src = c.source(name);
+            values.push(match c.kind {
+                ColumnType::Categorical => {
+                    let mut v = self.missing(get(&locs[0]));
+                    if let (Some(sep), Some(x)) = (&c.last_part, &v)
+                        && let Some(i) = x.rfind(sep.as_str())
+                    {
+                        v = Some(x[i + sep.len()..].to_string());
                     }
-                    let v = get(l).ok_or_else(|| DataError::field(file, place.clone(), k, "a split key value is missing"))?;
-                    key.push_str(v);
+                    if let (Some(list), Some(x)) = (&c.values, &v)
+                        && !list.contains(x)
+                    {
+                        return Err(DataError::field(file, place, src, format!("{x:?} is not one of its values ({})", list.join(", "))).into());
+                    }
+                    Raw::One(v)
                 }
-                fnv1a64(key.as_bytes())
-            };
-            let split = match (mains[fi].1, cutoffs) {
-                (Some(s), _) => Some(s),
-                (None, Some((v, t))) => Some(if ts >= t {
-                    Split::Test
-                } else if ts >= v {
-                    Split::Valid
-                } else {
-                    Split::Train
-                }),
-                (None, None) => None,
-            };
-            let mut values = Vec::with_capacity(features.len());
-            for ((name, c), locs) in features.iter().zip(&feature_locs) {
-                let src = c.source(name);
-                values.push(match c.kind {
-                    ColumnType::Categorical => {
-                        let mut v = missing(get(&locs[0]));
-                        if let (Some(sep), Some(x)) = (&c.last_part, &v)
-                            && let Some(i) = x.rfind(sep.as_str())
-                        {
-                            v = Some(x[i + sep.len()..].to_string());
-                        }
-                        if let (Some(list), Some(x)) = (&c.values, &v)
-                            && !list.contains(x)
-                        {
-                            return Err(DataError::field(file, place, src, format!("{x:?} is not one of its values ({})", list.join(", "))).into());
-                        }
-                        Raw::One(v)
-                    }
-                    ColumnType::Numeric => match missing(get(&locs[0])) {
-                        None => Raw::Num(None),
-                        Some(s) => {
-                            let x: f64 = s.parse().ok().filter(|x: &f64| x.is_finite()).ok_or_else(|| {
-                                DataError::field(file, place.clone(), src, format!("{s:?} is not a number"))
-                            })?;
-                            let x = if c.log1p {
-                                if x <= -1.0 {
-                                    return Err(DataError::field(file, place, src, format!("log1p of {x}: the value must be above -1")).into());
-                                }
-                                x.ln_1p()
-                            } else {
-                                x
-                            };
-                            Raw::Num(Some(x))
-                        }
-                    },
-                    ColumnType::Multi => {
-                        let sep = c.sep.as_deref().unwrap_or("|");
-                        let list: Vec<String> = match missing(get(&locs[0])) {
-                            None => Vec::new(),
-                            Some(s) => s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect(),
+                ColumnType::Numeric => match self.missing(get(&locs[0])) {
+                    None => Raw::Num(None),
+                    Some(s) => {
+                        let x: f64 = s.parse().ok().filter(|x: &f64| x.is_finite()).ok_or_else(|| {
+                            DataError::field(file, place.clone(), src, format!("{s:?} is not a number"))
+                        })?;
+                        let x = if c.log1p {
+                            if x <= -1.0 {
+                                return Err(DataError::field(file, place, src, format!("log1p of {x}: the value must be above -1")).into());
+                            }
+                            x.ln_1p()
+                        } else {
+                            x
                         };
-                        if let Some(vals) = &c.values
-                            && let Some(x) = list.iter().find(|x| !vals.contains(x))
-                        {
-                            return Err(DataError::field(file, place, src, format!("{x:?} is not one of its values ({})", vals.join(", "))).into());
-                        }
-                        Raw::Many(list)
+                        Raw::Num(Some(x))
                     }
-                    ColumnType::Flags => {
-                        let names = c.columns.as_deref().unwrap_or_default();
-                        let mut set = Vec::new();
-                        for (fname, l) in names.iter().zip(locs) {
-                            match get(l).unwrap_or("") {
-                                "1" | "1.0" | "true" | "True" => set.push(fname.clone()),
-                                "0" | "0.0" | "false" | "False" | "" => {}
-                                other => {
-                                    return Err(DataError::field(file, place, fname, format!("a flag is 0 or 1, found {other:?}")).into());
-                                }
+                },
+                ColumnType::Multi => {
+                    let sep = c.sep.as_deref().unwrap_or("|");
+                    let list: Vec<String> = match self.missing(get(&locs[0])) {
+                        None => Vec::new(),
+                        Some(s) => s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect(),
+                    };
+                    if let Some(vals) = &c.values
+                        && let Some(x) = list.iter().find(|x| !vals.contains(x))
+                    {
+                        return Err(DataError::field(file, place, src, format!("{x:?} is not one of its values ({})", vals.join(", "))).into());
+                    }
+                    Raw::Many(list)
+                }
+                ColumnType::Flags => {
+                    let names = c.columns.as_deref().unwrap_or_default();
+                    let mut set = Vec::new();
+                    for (fname, l) in names.iter().zip(locs) {
+                        match get(l).unwrap_or("") {
+                            "1" | "1.0" | "true" | "True" => set.push(fname.clone()),
+                            "0" | "0.0" | "false" | "False" | "" => {}
+                            other => {
+                                return Err(DataError::field(file, place, fname, format!("a flag is 0 or 1, found {other:?}")).into());
                             }
                         }
-                        if c.first {
-                            Raw::One(set.into_iter().next())
-                        } else {
-                            Raw::Many(set)
-                        }
                     }
-                    ColumnType::Timestamp => unreachable!("timestamps are not features"),
-                });
-            }
-            if let Some((il, tl)) = &title_locs
-                && let (Some(i), Some(title)) = (get(il), get(tl))
-                && !titles.contains_key(i)
-            {
-                titles.insert(i.to_string(), title.to_string());
-            }
-            rows.push(Row {
-                catalog: cat_loc.as_ref().and_then(|l| missing(get(l))),
+                    if c.first {
+                        Raw::One(set.into_iter().next())
+                    } else {
+                        Raw::Many(set)
+                    }
+                }
+                ColumnType::Timestamp => unreachable!("timestamps are not features"),
+            });
+        }
+        let title = match &self.titles {
+            Some((il, tl)) => match (get(il), get(tl)) {
+                (Some(i), Some(t)) => Some((i.to_string(), t.to_string())),
+                _ => None,
+            },
+            None => None,
+        };
+        Ok(Some(Parsed {
+            row: Row {
+                catalog: self.catalog.as_ref().and_then(|l| self.missing(get(l))),
                 split,
                 hash,
                 ts,
@@ -737,93 +823,223 @@ pub fn load(schema: &TableSchema) -> Result<Loaded> {
                 values,
                 file: fi,
                 place,
-            });
+            },
+            title,
+        }))
+    }
+
+    /// Every main row, in file order: `f(parsed)`. Returns the rows left out.
+    fn each(&self, f: &mut dyn FnMut(Parsed) -> Result<()>) -> Result<u64> {
+        let mut number = 0u64;
+        let mut excluded = 0u64;
+        for (fi, (path, _)) in self.files.iter().enumerate() {
+            for_each_row(path, self.schema.format, self.schema.delimiter.as_deref(), &mut |_, place, cells| {
+                let n = number;
+                number += 1;
+                match self.row(fi, place, cells, n)? {
+                    Some(p) => f(p),
+                    None => {
+                        excluded += 1;
+                        Ok(())
+                    }
+                }
+            })?;
+        }
+        Ok(excluded)
+    }
+
+    fn label_text(&self) -> String {
+        let l = &self.schema.label;
+        match (l.threshold, l.positive.is_empty()) {
+            (Some(t), _) => format!("{} >= {t}", l.column),
+            (None, false) => format!("{} in [{}]", l.column, l.positive.join(", ")),
+            (None, true) => format!("{} (0/1)", l.column),
         }
     }
+
+    fn field_index(&self, n: &str) -> Option<usize> {
+        self.features.iter().position(|(f, _)| f == n)
+    }
+
+    /// The prepared fields, given the numeric fields' edges.
+    fn field_defs(&self, edges: &BTreeMap<String, Vec<f64>>) -> Vec<FieldDef> {
+        self.features
+            .iter()
+            .map(|(name, c)| {
+                let kind = match c.kind {
+                    ColumnType::Multi => FieldKind::MultiHot,
+                    ColumnType::Flags if !c.first => FieldKind::MultiHot,
+                    _ => FieldKind::Categorical,
+                };
+                let closed: Option<Vec<String>> = match c.kind {
+                    ColumnType::Numeric => {
+                        let e = &edges[name.as_str()];
+                        Some(if e.is_empty() { vec!["all".into()] } else { bucket_labels(e) })
+                    }
+                    ColumnType::Flags => c.columns.clone(),
+                    _ => c.values.clone(),
+                };
+                FieldDef {
+                    name: name.clone(),
+                    kind,
+                    closed,
+                    min_count: c.min_count.unwrap_or(1),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The domains fitted on train: (names in id order, values merged into `other`).
+fn fit_domains(schema: &TableSchema, train_rows: &BTreeMap<String, u64>) -> (Vec<String>, Vec<String>) {
+    let min = schema.domain.min_rows;
+    let merged: Vec<String> = train_rows
+        .iter()
+        .filter(|&(d, &n)| n < min && !schema.domain.values.iter().any(|v| v == d))
+        .map(|(d, _)| d.clone())
+        .collect();
+    let mut names: Vec<String> = if schema.domain.values.is_empty() {
+        train_rows.keys().filter(|d| !merged.contains(d)).cloned().collect()
+    } else {
+        schema.domain.values.clone()
+    };
+    if !merged.is_empty() && !names.iter().any(|n| n == "other") {
+        names.push("other".into());
+    }
+    (names, merged)
+}
+
+/// Row → domain id, and the check that a domain only valid/test have is declared.
+struct Domains<'a> {
+    schema: &'a TableSchema,
+    names: Vec<String>,
+    merged: Vec<String>,
+    index: HashMap<String, u32>,
+    train_rows: BTreeMap<String, u64>,
+}
+
+impl<'a> Domains<'a> {
+    fn new(schema: &'a TableSchema, train_rows: BTreeMap<String, u64>) -> Domains<'a> {
+        let (names, merged) = fit_domains(schema, &train_rows);
+        let index = names.iter().enumerate().map(|(i, d)| (d.clone(), i as u32)).collect();
+        Domains {
+            schema,
+            names,
+            merged,
+            index,
+            train_rows,
+        }
+    }
+
+    fn id(&self, r: &Row, file: &Path, split: Split) -> Result<u32> {
+        let name = if self.merged.contains(&r.domain) { "other" } else { r.domain.as_str() };
+        let Some(&i) = self.index.get(name) else {
+            return Err(DataError::field(
+                file,
+                r.place.clone(),
+                &self.schema.domain.column,
+                if self.schema.domain.values.is_empty() {
+                    format!(
+                        "domain {name:?} is in the {} split but train has no row of it: list the \
+                         domains in data.table.domain.values to allow a domain only valid/test have \
+                         (one to hold out), or merge rare domains with domain.min_rows",
+                        split.name()
+                    )
+                } else {
+                    format!("domain {name:?} is not in data.table.domain.values")
+                },
+            )
+            .into());
+        };
+        if split != Split::Train
+            && name != "other"
+            && self.train_rows.get(name).copied().unwrap_or(0) == 0
+            && !self.schema.domain.values.iter().any(|v| v == name)
+        {
+            return Err(DataError::field(
+                file,
+                r.place.clone(),
+                &self.schema.domain.column,
+                format!(
+                    "domain {name:?} is in the {} split but train has no row of it: list the \
+                     domains in data.table.domain.values to allow a domain only valid/test have \
+                     (one to hold out), or merge rare domains with domain.min_rows",
+                    split.name()
+                ),
+            )
+            .into());
+        }
+        Ok(i)
+    }
+}
+
+/// Catalogue facts per domain: descriptions, train rows, value shares.
+fn catalog_of(schema: &TableSchema, domains: &[String], rows: &[u64], shares: Vec<HashMap<String, u64>>) -> Result<Catalog> {
+    let descriptions = read_descriptions(schema, domains)?;
+    let out = domains
+        .iter()
+        .zip(rows)
+        .zip(shares)
+        .map(|((d, &n), s)| {
+            let total: u64 = s.values().sum();
+            let mut ranked: Vec<(String, u64)> = s.into_iter().collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            CatalogDomain {
+                name: d.clone(),
+                description: descriptions.get(d).cloned(),
+                rows: Some(n),
+                shares: ranked
+                    .into_iter()
+                    .take(5)
+                    .map(|(value, n)| Share {
+                        value,
+                        share: n as f64 / total.max(1) as f64,
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    Ok(Catalog { domains: out })
+}
+
+fn split_of(r: &Row) -> Split {
+    r.split.unwrap_or_else(|| Split::of_bucket(r.hash % 10))
+}
+
+/// Read the inputs a schema names and assemble them in memory.
+pub fn load(schema: &TableSchema) -> Result<Loaded> {
+    let plan = Plan::new(schema)?;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut titles: HashMap<String, String> = HashMap::new();
+    let excluded = plan.each(&mut |p| {
+        if let Some((i, t)) = p.title {
+            titles.entry(i).or_insert(t);
+        }
+        rows.push(p.row);
+        Ok(())
+    })?;
     if rows.is_empty() {
         bail!(
             "{}: every row was left out by data.table.domain.exclude ({excluded} rows)",
-            tables[0].file.display()
+            plan.files[0].0.display()
         );
     }
     if excluded > 0 {
         tracing::info!("{excluded} rows left out by data.table.domain.exclude");
     }
-    let split_of = |r: &Row| r.split.unwrap_or_else(|| Split::of_bucket(r.hash % 10));
-
-    // Domains: train rows per name; rare ones merged into `other`.
-    let mut train_rows: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut train_rows: BTreeMap<String, u64> = BTreeMap::new();
     for r in &rows {
-        let n = train_rows.entry(r.domain.as_str()).or_default();
+        let n = train_rows.entry(r.domain.clone()).or_default();
         if split_of(r) == Split::Train {
             *n += 1;
         }
     }
-    let min = schema.domain.min_rows;
-    let merged: Vec<String> = train_rows
-        .iter()
-        .filter(|&(d, &n)| n < min && !schema.domain.values.iter().any(|v| v == d))
-        .map(|(d, _)| d.to_string())
-        .collect();
-    let domains: Vec<String> = if schema.domain.values.is_empty() {
-        let mut names: Vec<String> = train_rows
-            .iter()
-            .filter(|(d, _)| !merged.iter().any(|m| m == *d))
-            .map(|(d, _)| d.to_string())
-            .collect();
-        if !merged.is_empty() && !names.iter().any(|n| n == "other") {
-            names.push("other".into());
-        }
-        names
-    } else {
-        let mut names = schema.domain.values.clone();
-        if !merged.is_empty() && !names.iter().any(|n| n == "other") {
-            names.push("other".into());
-        }
-        names
-    };
-    let index: HashMap<&str, u32> = domains.iter().enumerate().map(|(i, d)| (d.as_str(), i as u32)).collect();
-    let domain_id = |r: &Row| -> Result<u32> {
-        let name = if merged.iter().any(|m| *m == r.domain) { "other" } else { r.domain.as_str() };
-        match index.get(name) {
-            Some(&i) => Ok(i),
-            None if !schema.domain.values.is_empty() => Err(DataError::field(
-                &tables[r.file].file,
-                r.place.clone(),
-                &schema.domain.column,
-                format!("domain {name:?} is not in data.table.domain.values"),
-            )
-            .into()),
-            None => Err(anyhow::anyhow!("internal: domain {name:?} has no id")),
-        }
-    };
-    // A domain that valid or test have and train lacks, unless declared.
-    for r in &rows {
-        let d = domain_id(r)?;
-        let name = &domains[d as usize];
-        if split_of(r) != Split::Train
-            && train_rows.get(name.as_str()).copied().unwrap_or(0) == 0
-            && name != "other"
-            && !schema.domain.values.iter().any(|v| v == name)
-        {
-            return Err(DataError::field(
-                &tables[r.file].file,
-                r.place.clone(),
-                &schema.domain.column,
-                format!(
-                    "domain {name:?} is in the {} split but train has no row of it: list the \
-                     domains in data.table.domain.values to allow a domain only valid/test have \
-                     (one to hold out), or merge rare domains with domain.min_rows",
-                    split_of(r).name()
-                ),
-            )
-            .into());
-        }
-    }
+    let domains = Domains::new(schema, train_rows);
 
     // Numeric edges, fitted on train where not fixed.
     let mut edges: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for (fi, (name, c)) in features.iter().enumerate() {
+    for (fi, (name, c)) in plan.features.iter().enumerate() {
         if c.kind != ColumnType::Numeric {
             continue;
         }
@@ -843,112 +1059,311 @@ pub fn load(schema: &TableSchema) -> Result<Loaded> {
         };
         edges.insert(name.clone(), e);
     }
-
-    let defs: Vec<FieldDef> = features
-        .iter()
-        .map(|(name, c)| {
-            let kind = match c.kind {
-                ColumnType::Multi => FieldKind::MultiHot,
-                ColumnType::Flags if !c.first => FieldKind::MultiHot,
-                _ => FieldKind::Categorical,
-            };
-            let closed: Option<Vec<String>> = match c.kind {
-                ColumnType::Numeric => {
-                    let e = &edges[name.as_str()];
-                    Some(if e.is_empty() { vec!["all".into()] } else { bucket_labels(e) })
-                }
-                ColumnType::Flags => c.columns.clone(),
-                _ => c.values.clone(),
-            };
-            FieldDef {
-                name: name.clone(),
-                kind,
-                closed,
-                min_count: c.min_count.unwrap_or(1),
-            }
-        })
-        .collect();
-    let mut builder = TableBuilder::new(defs.clone(), domains.len());
-    let mut labels_cache: Vec<Vec<String>> = Vec::new();
-    for (fi, _) in features.iter().enumerate() {
-        labels_cache.push(defs[fi].closed.clone().unwrap_or_default());
-    }
+    let defs = plan.field_defs(&edges);
+    let labels: Vec<Vec<String>> = defs.iter().map(|d| d.closed.clone().unwrap_or_default()).collect();
+    let mut builder = TableBuilder::new(defs, domains.names.len());
+    let mut cat_rows = vec![0u64; domains.names.len()];
+    let mut shares: Vec<HashMap<String, u64>> = vec![HashMap::new(); domains.names.len()];
     for r in &rows {
-        let d = domain_id(r)?;
+        let split = split_of(r);
+        let d = domains.id(r, &plan.files[r.file].0, split)?;
+        if split == Split::Train {
+            cat_rows[d as usize] += 1;
+            if let Some(v) = &r.catalog {
+                *shares[d as usize].entry(v.clone()).or_default() += 1;
+            }
+        }
         let mut vals = Vec::with_capacity(r.values.len());
         for (fi, v) in r.values.iter().enumerate() {
             vals.push(match v {
                 Raw::One(x) => Value::One(x.as_deref()),
                 Raw::Many(l) => Value::Many(l.iter().map(String::as_str).collect()),
                 Raw::Num(x) => Value::One(x.map(|x| {
-                    let e = &edges[features[fi].0.as_str()];
-                    labels_cache[fi][if e.is_empty() { 0 } else { bucket(e, x) }].as_str()
+                    let e = &edges[plan.features[fi].0.as_str()];
+                    labels[fi][if e.is_empty() { 0 } else { bucket(e, x) }].as_str()
                 })),
             });
         }
         builder.push_in(r.split, r.hash, r.ts, r.label, d, &vals)?;
     }
-
-    // Label-free catalogue facts: train rows and value shares per domain.
-    let descriptions = read_descriptions(schema, &domains)?;
-    let mut catalog: Vec<CatalogDomain> = domains
-        .iter()
-        .map(|d| CatalogDomain {
-            name: d.clone(),
-            description: descriptions.get(d).cloned(),
-            rows: Some(0),
-            ..Default::default()
-        })
-        .collect();
-    let mut shares: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); domains.len()];
-    for r in rows.iter().filter(|r| split_of(r) == Split::Train) {
-        let d = domain_id(r)? as usize;
-        *catalog[d].rows.get_or_insert(0) += 1;
-        if let Some(v) = &r.catalog {
-            *shares[d].entry(v.clone()).or_default() += 1;
-        }
-    }
-    for (d, s) in shares.into_iter().enumerate() {
-        let total: u64 = s.values().sum();
-        let mut ranked: Vec<(String, u64)> = s.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        catalog[d].shares = ranked
-            .into_iter()
-            .take(5)
-            .map(|(value, n)| Share {
-                value,
-                share: n as f64 / total.max(1) as f64,
-            })
-            .collect();
-    }
-
-    let field_index = |n: &str| features.iter().position(|(f, _)| f == n);
+    let catalog = catalog_of(schema, &domains.names, &cat_rows, shares)?;
     let spec = StatsSpec {
-        user_field: field_index("user_id"),
-        item_field: field_index("item_id"),
-        category_field: schema.category_field.as_deref().and_then(field_index),
+        user_field: plan.field_index("user_id"),
+        item_field: plan.field_index("item_id"),
+        category_field: schema.category_field.as_deref().and_then(|f| plan.field_index(f)),
         titles,
-    };
-    let l = &schema.label;
-    let label = match (l.threshold, l.positive.is_empty()) {
-        (Some(t), _) => format!("{} >= {t}", l.column),
-        (None, false) => format!("{} in [{}]", l.column, l.positive.join(", ")),
-        (None, true) => format!("{} (0/1)", l.column),
     };
     Ok(Loaded {
         builder,
         spec,
-        catalog: Catalog { domains: catalog },
+        catalog,
         record: TableRecord {
             schema: schema.clone(),
             edges,
-            domains: domains.clone(),
-            merged,
+            domains: domains.names.clone(),
+            merged: domains.merged.clone(),
         },
-        domains,
-        label,
+        label: plan.label_text(),
+        domains: domains.names,
         files: input_files(schema),
     })
+}
+
+/// Reservoir size for the quantiles of a streamed table's numeric fields.
+pub const RESERVOIR: usize = 1_000_000;
+
+/// A table read twice, row by row, in bounded memory (`stream = true`): pass 1
+/// fits the domains, vocabularies and bucket edges on train; pass 2 writes
+/// shards of `shard_rows` rows. Rows keep file order; open-field ids follow
+/// first appearance in file order; quantiles come from a seeded reservoir of
+/// at most [`RESERVOIR`] train values per field. Writes the shards,
+/// `vocab.json`, `catalog.json` and `table.json` under `out`; returns the meta.
+pub fn prepare_streamed(schema: &TableSchema, recipe: &str, shard_rows: usize, out: &Path) -> Result<super::meta::Meta> {
+    use super::meta::{DomainMeta, DomainStats, FieldMeta, SplitCounts, SplitsMeta};
+    use super::shard::ShardWriter;
+    use std::collections::HashSet;
+    let plan = Plan::new(schema)?;
+    let n_feat = plan.features.len();
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_message("table pass 1/2 (fit on train)");
+
+    // Pass 1: train counts.
+    let mut train_rows: BTreeMap<String, u64> = BTreeMap::new();
+    // Per field: value → (first train appearance, train count).
+    let mut seen: Vec<HashMap<String, (u64, u32)>> = vec![HashMap::new(); n_feat];
+    let mut reservoirs: Vec<Vec<f64>> = vec![Vec::new(); n_feat];
+    let mut numeric_seen = vec![0u64; n_feat];
+    let mut rng = crate::nn::rng::Rng::new(0x7ab1e);
+    let mut order = 0u64;
+    let mut rows = 0u64;
+    let excluded = plan.each(&mut |p| {
+        rows += 1;
+        if rows % 1_000_000 == 0 {
+            pb.set_message(format!("table pass 1/2 (fit on train): {rows} rows"));
+            pb.tick();
+        }
+        let r = p.row;
+        let n = train_rows.entry(r.domain).or_default();
+        if split_of_parts(r.split, r.hash) != Split::Train {
+            return Ok(());
+        }
+        *n += 1;
+        for (fi, v) in r.values.into_iter().enumerate() {
+            match v {
+                Raw::One(Some(x)) => note(&mut seen[fi], x, &mut order),
+                Raw::One(None) | Raw::Num(None) => {}
+                Raw::Many(list) => {
+                    for x in list {
+                        note(&mut seen[fi], x, &mut order);
+                    }
+                }
+                Raw::Num(Some(x)) => {
+                    numeric_seen[fi] += 1;
+                    let res = &mut reservoirs[fi];
+                    if res.len() < RESERVOIR {
+                        res.push(x);
+                    } else {
+                        let j = (rng.uniform() * numeric_seen[fi] as f64) as u64;
+                        if (j as usize) < RESERVOIR {
+                            res[j as usize] = x;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if rows == 0 {
+        bail!(
+            "{}: every row was left out by data.table.domain.exclude ({excluded} rows)",
+            plan.files[0].0.display()
+        );
+    }
+    let domains = Domains::new(schema, train_rows);
+    let mut edges: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (fi, (name, c)) in plan.features.iter().enumerate() {
+        if c.kind == ColumnType::Numeric {
+            let e = match &c.edges {
+                Some(e) => e.iter().map(|&x| if c.log1p { x.ln_1p() } else { x }).collect(),
+                None => quantile_edges(&mut reservoirs[fi], c.buckets.unwrap_or(10)),
+            };
+            edges.insert(name.clone(), e);
+        }
+    }
+    drop(reservoirs);
+    let defs = plan.field_defs(&edges);
+    // Per field: value → id (0 absent), and the open fields' vocabularies.
+    let mut ids: Vec<HashMap<String, u32>> = Vec::with_capacity(n_feat);
+    let mut vocabs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (fi, d) in defs.iter().enumerate() {
+        let map: HashMap<String, u32> = match &d.closed {
+            Some(list) => list.iter().enumerate().map(|(i, v)| (v.clone(), i as u32 + 1)).collect(),
+            None => {
+                let mut kept: Vec<(&String, u64)> = seen[fi]
+                    .iter()
+                    .filter(|(_, (_, n))| *n >= d.min_count)
+                    .map(|(v, (first, _))| (v, *first))
+                    .collect();
+                kept.sort_by_key(|x| x.1);
+                vocabs.insert(d.name.clone(), kept.iter().map(|(v, _)| (*v).clone()).collect());
+                kept.iter().enumerate().map(|(i, (v, _))| ((*v).clone(), i as u32 + 1)).collect()
+            }
+        };
+        ids.push(map);
+    }
+    drop(seen);
+
+    // Pass 2: ids, shards and statistics.
+    pb.set_message("table pass 2/2 (write shards)");
+    let cats: Vec<usize> = (0..n_feat).filter(|&i| defs[i].kind == FieldKind::Categorical).collect();
+    let bags: Vec<usize> = (0..n_feat).filter(|&i| defs[i].kind == FieldKind::MultiHot).collect();
+    let cat_names: Vec<String> = cats.iter().map(|&i| defs[i].name.clone()).collect();
+    let bag_names: Vec<String> = bags.iter().map(|&i| defs[i].name.clone()).collect();
+    let cap = if shard_rows == 0 { 262_144 } else { shard_rows };
+    let mut writers: Vec<ShardWriter> = Split::ALL
+        .iter()
+        .map(|s| ShardWriter::new(out.join(s.name()), &cat_names, &bag_names, cap))
+        .collect();
+    let nd = domains.names.len();
+    let mut counts = vec![SplitCounts::default(); nd];
+    let mut positives = vec![0u64; nd];
+    let mut shares: Vec<HashMap<String, u64>> = vec![HashMap::new(); nd];
+    let user = plan.field_index("user_id");
+    let item = plan.field_index("item_id");
+    let mut users: Vec<HashSet<u32>> = vec![HashSet::new(); nd];
+    let mut items: Vec<HashSet<u32>> = vec![HashSet::new(); nd];
+    let mut done = 0u64;
+    let mut row_ids = vec![0u32; cats.len()];
+    let mut row_bags: Vec<Vec<u32>> = vec![Vec::new(); bags.len()];
+    let mut field_ids = vec![Vec::<u32>::new(); n_feat];
+    plan.each(&mut |p| {
+        let r = p.row;
+        let split = split_of_parts(r.split, r.hash);
+        let d = domains.id(&r, &plan.files[r.file].0, split)? as usize;
+        for (fi, v) in r.values.iter().enumerate() {
+            let f = &mut field_ids[fi];
+            f.clear();
+            match v {
+                Raw::One(x) => f.push(x.as_ref().and_then(|x| ids[fi].get(x).copied()).unwrap_or(0)),
+                Raw::Many(l) => f.extend(l.iter().map(|x| ids[fi].get(x).copied().unwrap_or(0))),
+                Raw::Num(x) => f.push(match x {
+                    None => 0,
+                    Some(x) => {
+                        let e = &edges[plan.features[fi].0.as_str()];
+                        if e.is_empty() { 1 } else { bucket(e, *x) as u32 + 1 }
+                    }
+                }),
+            }
+        }
+        for (k, &fi) in cats.iter().enumerate() {
+            row_ids[k] = field_ids[fi][0];
+        }
+        for (k, &fi) in bags.iter().enumerate() {
+            row_bags[k].clear();
+            row_bags[k].extend_from_slice(&field_ids[fi]);
+        }
+        writers[split.index()].push(r.label, d as u32, r.ts, &row_ids, &row_bags)?;
+        counts[d].add(split, 1);
+        if split == Split::Train {
+            positives[d] += u64::from(r.label);
+            if let Some(v) = &r.catalog {
+                *shares[d].entry(v.clone()).or_default() += 1;
+            }
+            for (f, set) in [(user, &mut users[d]), (item, &mut items[d])] {
+                if let Some(fi) = f
+                    && field_ids[fi][0] != 0
+                {
+                    set.insert(field_ids[fi][0]);
+                }
+            }
+        }
+        done += 1;
+        if done % 1_000_000 == 0 {
+            pb.set_message(format!("table pass 2/2 (write shards): {done} rows"));
+            pb.tick();
+        }
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    let mut split_meta = Vec::new();
+    for w in writers {
+        split_meta.push(w.finish()?);
+    }
+    let [train, valid, test]: [super::meta::SplitMeta; 3] = match split_meta.try_into() {
+        Ok(a) => a,
+        Err(_) => bail!("internal: three splits"),
+    };
+    let train_counts: Vec<u64> = counts.iter().map(|c| c.train).collect();
+    let catalog = catalog_of(schema, &domains.names, &train_counts, shares)?;
+    catalog.write(out)?;
+    super::meta::Vocab { fields: vocabs }.write(out)?;
+    let record = TableRecord {
+        schema: schema.clone(),
+        edges,
+        domains: domains.names.clone(),
+        merged: domains.merged.clone(),
+    };
+    crate::fsutil::write_atomic(&out.join(TableRecord::FILE), serde_json::to_string_pretty(&record)?.as_bytes())?;
+    let fields = defs
+        .iter()
+        .enumerate()
+        .map(|(fi, d)| FieldMeta {
+            name: d.name.clone(),
+            kind: d.kind,
+            cardinality: match &d.closed {
+                Some(l) => l.len() as u32 + 1,
+                None => ids[fi].len() as u32 + 1,
+            },
+            values: d.closed.clone(),
+        })
+        .collect();
+    let domain_meta = domains
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let n = counts[i].train;
+            DomainMeta {
+                id: i as u32,
+                name: name.clone(),
+                rows: counts[i],
+                train_stats: DomainStats {
+                    rows: n,
+                    users: user.map(|_| users[i].len() as u64),
+                    items: item.map(|_| items[i].len() as u64),
+                    positives: positives[i],
+                    positive_rate: (n > 0).then(|| positives[i] as f64 / n as f64),
+                    top_categories: Vec::new(),
+                    example_titles: Vec::new(),
+                },
+            }
+        })
+        .collect();
+    Ok(super::meta::Meta {
+        format: super::meta::FORMAT,
+        recipe: recipe.to_string(),
+        label: plan.label_text(),
+        splits: SplitsMeta { train, valid, test },
+        fields,
+        domains: domain_meta,
+        category_name: schema.category_field.clone(),
+        domain_fields: Some(schema.domain_fields()),
+    })
+}
+
+fn split_of_parts(split: Option<Split>, hash: u64) -> Split {
+    split.unwrap_or_else(|| Split::of_bucket(hash % 10))
+}
+
+/// Count a train value, remembering its first appearance.
+fn note(seen: &mut HashMap<String, (u64, u32)>, v: String, order: &mut u64) {
+    match seen.get_mut(&v) {
+        Some(e) => e.1 = e.1.saturating_add(1),
+        None => {
+            seen.insert(v, (*order, 1));
+            *order += 1;
+        }
+    }
 }
 
 fn label_of(schema: &TableSchema, file: &Path, place: &Place, v: Option<&str>) -> Result<u8> {

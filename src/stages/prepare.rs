@@ -197,6 +197,14 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
         (Recipe::Criteo, Inputs::Criteo(file)) => {
             criteo::prepare(file, &cfg.data.criteo, staging.path())?
         }
+        (Recipe::Table { .. }, Inputs::Table(schema)) if schema.stream => {
+            tabular::prepare_streamed(
+                schema,
+                &recipe.to_string(),
+                cfg.data.shard_rows,
+                staging.path(),
+            )?
+        }
         (Recipe::Table { .. }, Inputs::Table(schema)) => {
             let loaded = tabular::load(schema)?;
             let built = loaded.builder.build(&loaded.spec)?;
