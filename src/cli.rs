@@ -591,7 +591,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data(DataCommand::Prepare(args)) => {
             let cfg = args.resolve()?;
-            let p = prepare::prepare(&cfg, args.force)?;
+            let p = prepare::prepare_stage(&cfg, args.force)?;
             let m = &p.meta;
             println!(
                 "{} {} in {:.2}s: {} domains, train {} / valid {} / test {} rows",

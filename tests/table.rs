@@ -529,3 +529,20 @@ day = "timestamp"
     let m = llmctr::stages::train::train(&c, false, None).unwrap().unwrap();
     assert!(m.test.logloss.is_finite());
 }
+
+#[test]
+fn a_run_that_fails_on_a_bad_setting_leaves_the_stamp_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: String = (0..60).map(|i| format!("{},{},{}\n", i % 7, ["p", "q"][i % 2], i % 2)).collect();
+    let mut cfg = setup(tmp.path(), &[("t.csv", format!("a,d,y\n{rows}").as_bytes())], BASE);
+    let p = llmctr::stages::prepare::prepare_stage(&cfg, false).unwrap();
+    let before = common::dataset_files(&p.dir);
+    // Hashed just after it was written: the next look hashes it again.
+    let stamp = std::fs::read(p.dir.join("stamp.json")).unwrap();
+    cfg.model.features = vec!["no_such_field".into()];
+    cfg.train.runs_dir = tmp.path().join("runs");
+    let e = format!("{:#}", llmctr::stages::train::train(&cfg, false, None).unwrap_err());
+    assert!(e.contains("no_such_field"), "{e}");
+    assert_eq!(std::fs::read(p.dir.join("stamp.json")).unwrap(), stamp);
+    assert_eq!(common::dataset_files(&p.dir), before);
+}

@@ -111,8 +111,22 @@ fn read_stamp(out: &Path) -> Option<Stamp> {
     serde_json::from_slice(&std::fs::read(out.join("stamp.json")).ok()?).ok()
 }
 
-/// Run the stage. `force` recomputes even when inputs and settings are unchanged.
+/// The prepared dataset of `cfg`, prepared when missing or out of date. A
+/// dataset found up to date is left exactly as it is (its stamp too), so a
+/// later stage that fails leaves no file changed; `pipeline data prepare`
+/// ([`prepare_stage`]) also records hashes it had to take again.
 pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
+    prepare_with(cfg, force, false)
+}
+
+/// `pipeline data prepare`: [`prepare`], and when the dataset is up to date
+/// but some input's hash was taken again (a file touched, or hashed too soon
+/// after a change), the stamp keeps the new hashes so the next run reuses them.
+pub fn prepare_stage(cfg: &Config, force: bool) -> Result<Prepared> {
+    prepare_with(cfg, force, true)
+}
+
+fn prepare_with(cfg: &Config, force: bool, refresh_stamp: bool) -> Result<Prepared> {
     let start = Instant::now();
     let recipe: Recipe = cfg.data.recipe.parse().map_err(|e: String| anyhow!(e))?;
     let out = cfg.data.prepared_dir.join(recipe.to_string());
@@ -145,7 +159,7 @@ pub fn prepare(cfg: &Config, force: bool) -> Result<Prepared> {
     if !force && let Some(meta) = up_to_date(&out, previous.as_ref(), &fingerprint) {
         // Hashes taken again (a file touched, or hashed too soon after a change)
         // are kept, so the next run can reuse them.
-        if previous.as_ref().is_some_and(|p| p.inputs != hashed) {
+        if refresh_stamp && previous.as_ref().is_some_and(|p| p.inputs != hashed) {
             let stamp = Stamp {
                 fingerprint,
                 inputs: hashed,
