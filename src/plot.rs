@@ -324,20 +324,10 @@ pub struct DotArm {
     pub values: Vec<Vec<f64>>,
 }
 
-/// Mean and sample standard deviation (0 for one value) of `v`.
+/// Mean and sample standard deviation (0 for one value) of the finite values of `v`.
 pub fn mean_sd(v: &[f64]) -> Option<(f64, f64)> {
     let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let sd = if v.len() > 1 {
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    Some((m, sd))
+    crate::stats::mean_sd(&v)
 }
 
 /// Left margin for category labels at the y axis.

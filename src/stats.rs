@@ -23,7 +23,8 @@ pub fn t_quantile(df: usize, upper: bool) -> f64 {
     }
     let z: f64 = if upper { 1.959_964 } else { 0.841_621 };
     let n = df.max(1) as f64;
-    z + (z.powi(3) + z) / (4.0 * n) + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * n * n)
+    z + (z.powi(3) + z) / (4.0 * n)
+        + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * n * n)
 }
 
 /// Mean and sample standard deviation (None for an empty slice; sd 0 for one value).

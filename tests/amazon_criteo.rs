@@ -248,9 +248,17 @@ fn replaced_input_with_same_size_and_mtime_is_rehashed() {
         let racy = std::fs::read(&stamp).unwrap();
         // A later stage's call leaves the stamp as it is (the stage may fail).
         assert!(prepare(&cfg, false).unwrap().reused);
-        assert_eq!(std::fs::read(&stamp).unwrap(), racy, "a stage's call rewrote stamp.json");
+        assert_eq!(
+            std::fs::read(&stamp).unwrap(),
+            racy,
+            "a stage's call rewrote stamp.json"
+        );
         // `pipeline data prepare` keeps the hashes it took again.
-        assert!(llmctr::stages::prepare::prepare_stage(&cfg, false).unwrap().reused);
+        assert!(
+            llmctr::stages::prepare::prepare_stage(&cfg, false)
+                .unwrap()
+                .reused
+        );
         let trusted = std::fs::read(&stamp).unwrap();
         assert_ne!(racy, trusted, "hashes taken again not kept");
         assert!(prepare(&cfg, false).unwrap().reused);

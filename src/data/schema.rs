@@ -342,7 +342,10 @@ impl TableSchema {
         if timestamps.len() > 1 {
             bad!(
                 "columns",
-                format!("one timestamp column at most, found {}", timestamps.join(", ")),
+                format!(
+                    "one timestamp column at most, found {}",
+                    timestamps.join(", ")
+                ),
             );
         }
         if by == SplitBy::Time {
@@ -372,10 +375,7 @@ impl TableSchema {
             bad!("label.column", "must name the label column".into());
         }
         if l.threshold.is_some() && !l.positive.is_empty() {
-            bad!(
-                "label",
-                "give `threshold` or `positive`, not both".into(),
-            );
+            bad!("label", "give `threshold` or `positive`, not both".into(),);
         }
         if let Some(t) = l.threshold
             && !t.is_finite()
@@ -400,7 +400,12 @@ impl TableSchema {
                 bad!("domain.values", format!("{v:?} is listed twice"));
             }
         }
-        if self.columns.0.iter().all(|(_, c)| c.kind == ColumnType::Timestamp) {
+        if self
+            .columns
+            .0
+            .iter()
+            .all(|(_, c)| c.kind == ColumnType::Timestamp)
+        {
             bad!("columns", "needs at least one feature column".into());
         }
         for (name, c) in &self.columns.0 {
@@ -425,16 +430,51 @@ impl TableSchema {
             };
             use ColumnType as T;
             let k = c.kind;
-            only("min_count", c.min_count.is_none() || matches!(k, T::Categorical | T::Multi), "categorical or multi", &mut p);
-            only("values", c.values.is_none() || matches!(k, T::Categorical | T::Multi), "categorical or multi", &mut p);
-            only("last_part", c.last_part.is_none() || k == T::Categorical, "categorical", &mut p);
-            only("buckets", c.buckets.is_none() || k == T::Numeric, "numeric", &mut p);
-            only("edges", c.edges.is_none() || k == T::Numeric, "numeric", &mut p);
+            only(
+                "min_count",
+                c.min_count.is_none() || matches!(k, T::Categorical | T::Multi),
+                "categorical or multi",
+                &mut p,
+            );
+            only(
+                "values",
+                c.values.is_none() || matches!(k, T::Categorical | T::Multi),
+                "categorical or multi",
+                &mut p,
+            );
+            only(
+                "last_part",
+                c.last_part.is_none() || k == T::Categorical,
+                "categorical",
+                &mut p,
+            );
+            only(
+                "buckets",
+                c.buckets.is_none() || k == T::Numeric,
+                "numeric",
+                &mut p,
+            );
+            only(
+                "edges",
+                c.edges.is_none() || k == T::Numeric,
+                "numeric",
+                &mut p,
+            );
             only("log1p", !c.log1p || k == T::Numeric, "numeric", &mut p);
             only("sep", c.sep.is_none() || k == T::Multi, "multi", &mut p);
-            only("columns", c.columns.is_none() || k == T::Flags, "flags", &mut p);
+            only(
+                "columns",
+                c.columns.is_none() || k == T::Flags,
+                "flags",
+                &mut p,
+            );
             only("first", !c.first || k == T::Flags, "flags", &mut p);
-            only("from", c.from.is_none() || k != T::Flags, "anything but flags (flags read `columns`)", &mut p);
+            only(
+                "from",
+                c.from.is_none() || k != T::Flags,
+                "anything but flags (flags read `columns`)",
+                &mut p,
+            );
             macro_rules! bad_col {
                 ($w:expr, $m:expr $(,)?) => {
                     p.push((format!("data.table.{key}{}", $w), $m))
@@ -470,11 +510,9 @@ impl TableSchema {
             }
         }
         if let Some(f) = &self.category_field
-            && !self
-                .columns
-                .0
-                .iter()
-                .any(|(n, c)| n == f && !matches!(c.kind, ColumnType::Numeric | ColumnType::Timestamp))
+            && !self.columns.0.iter().any(|(n, c)| {
+                n == f && !matches!(c.kind, ColumnType::Numeric | ColumnType::Timestamp)
+            })
         {
             bad!(
                 "category_field",
@@ -511,7 +549,9 @@ impl TableSchema {
                 .columns
                 .0
                 .iter()
-                .filter(|(n, c)| c.kind != ColumnType::Timestamp && c.source(n) == self.domain.column)
+                .filter(|(n, c)| {
+                    c.kind != ColumnType::Timestamp && c.source(n) == self.domain.column
+                })
                 .map(|(n, _)| n.clone())
                 .collect(),
         }

@@ -278,7 +278,10 @@ impl ShardWriter {
             cols.insert(n.clone(), ColumnData::U32(std::mem::take(c)));
         }
         for (n, (values, offsets)) in self.bag_names.iter().zip(&mut self.bags) {
-            cols.insert(format!("{n}.values"), ColumnData::U32(std::mem::take(values)));
+            cols.insert(
+                format!("{n}.values"),
+                ColumnData::U32(std::mem::take(values)),
+            );
             let o = std::mem::replace(offsets, vec![0]);
             cols.insert(format!("{n}.offsets"), ColumnData::U32(o));
         }

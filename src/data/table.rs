@@ -163,7 +163,14 @@ impl TableBuilder {
         domain: u32,
         values: &[Value],
     ) -> Result<()> {
-        self.push_in(None, fnv1a64(key.as_bytes()), timestamp, label, domain, values)
+        self.push_in(
+            None,
+            fnv1a64(key.as_bytes()),
+            timestamp,
+            label,
+            domain,
+            values,
+        )
     }
 
     /// Add one row whose split is `split`, or (None) that of its key's hash

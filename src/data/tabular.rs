@@ -87,7 +87,11 @@ fn format_of(path: &Path, given: Option<Format>) -> Result<Format> {
 }
 
 /// Read a whole table into memory (side tables, descriptions).
-pub fn read_table(path: &Path, format: Option<Format>, delimiter: Option<&str>) -> Result<RawTable> {
+pub fn read_table(
+    path: &Path,
+    format: Option<Format>,
+    delimiter: Option<&str>,
+) -> Result<RawTable> {
     let mut cells = Vec::new();
     let mut places = Vec::new();
     let header = for_each_row(path, format, delimiter, &mut |_, place, row| {
@@ -117,7 +121,11 @@ fn check_header(path: &Path, header: &[String]) -> DataResult<()> {
                 path,
                 Place::Line(1),
                 h,
-                format!("the header names this column twice (columns {} and {})", j + 1, i + 1),
+                format!(
+                    "the header names this column twice (columns {} and {})",
+                    j + 1,
+                    i + 1
+                ),
             ));
         }
     }
@@ -149,7 +157,11 @@ pub fn for_each_row(
 }
 
 /// The header of a table, without reading its rows.
-pub fn header_of(path: &Path, format: Option<Format>, delimiter: Option<&str>) -> Result<Vec<String>> {
+pub fn header_of(
+    path: &Path,
+    format: Option<Format>,
+    delimiter: Option<&str>,
+) -> Result<Vec<String>> {
     if format_of(path, format)? == Format::Parquet {
         let (_, header) = open_parquet(path)?;
         return Ok(header);
@@ -170,7 +182,9 @@ fn text_reader(path: &Path, delimiter: u8) -> DataResult<csv::Reader<Box<dyn std
     let file = super::error::open_input(path, HINT)?;
     let gz = path.extension().is_some_and(|e| e == "gz");
     let reader: Box<dyn std::io::Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, file)))
+        Box::new(flate2::read::MultiGzDecoder::new(
+            std::io::BufReader::with_capacity(1 << 20, file),
+        ))
     } else {
         Box::new(std::io::BufReader::with_capacity(1 << 20, file))
     };
@@ -198,7 +212,10 @@ fn csv_error(path: &Path, e: csv::Error) -> DataError {
     }
 }
 
-fn text_header(path: &Path, r: &mut csv::Reader<Box<dyn std::io::Read>>) -> DataResult<Vec<String>> {
+fn text_header(
+    path: &Path,
+    r: &mut csv::Reader<Box<dyn std::io::Read>>,
+) -> DataResult<Vec<String>> {
     let header: Vec<String> = r
         .headers()
         .map_err(|e| csv_error(path, e))?
@@ -206,7 +223,11 @@ fn text_header(path: &Path, r: &mut csv::Reader<Box<dyn std::io::Read>>) -> Data
         .map(|h| h.trim_start_matches('\u{feff}').to_string())
         .collect();
     if header.len() <= 1 && header.first().is_none_or(String::is_empty) {
-        return Err(DataError::record(path, Place::File, "empty: no header line"));
+        return Err(DataError::record(
+            path,
+            Place::File,
+            "empty: no header line",
+        ));
     }
     check_header(path, &header)?;
     Ok(header)
@@ -224,18 +245,30 @@ fn for_each_text_row(path: &Path, delimiter: u8, f: &mut RowFn) -> Result<Vec<St
         rows += 1;
     }
     if rows == 0 {
-        return Err(DataError::record(path, Place::File, "no data rows: the file has a header only").into());
+        return Err(DataError::record(
+            path,
+            Place::File,
+            "no data rows: the file has a header only",
+        )
+        .into());
     }
     Ok(header)
 }
 
 fn open_parquet(
     path: &Path,
-) -> DataResult<(parquet::file::reader::SerializedFileReader<std::fs::File>, Vec<String>)> {
+) -> DataResult<(
+    parquet::file::reader::SerializedFileReader<std::fs::File>,
+    Vec<String>,
+)> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let file = super::error::open_input(path, HINT)?;
     let reader = SerializedFileReader::new(file).map_err(|e| {
-        DataError::record(path, Place::File, format!("not a readable parquet file: {e}"))
+        DataError::record(
+            path,
+            Place::File,
+            format!("not a readable parquet file: {e}"),
+        )
     })?;
     let header: Vec<String> = reader
         .metadata()
@@ -261,7 +294,8 @@ fn for_each_parquet_row(path: &Path, f: &mut RowFn) -> Result<Vec<String>> {
     let mut rows = 0u64;
     for (i, row) in iter.enumerate() {
         let place = Place::Row(i as u64 + 1);
-        let row = row.map_err(|e| DataError::record(path, place.clone(), format!("cannot decode: {e}")))?;
+        let row =
+            row.map_err(|e| DataError::record(path, place.clone(), format!("cannot decode: {e}")))?;
         text.clear();
         for (_, c) in row.get_column_iter() {
             text.push(match c {
@@ -319,9 +353,13 @@ impl TableRecord {
     pub fn read(dir: &Path) -> Result<TableRecord> {
         let path = dir.join(Self::FILE);
         let bytes = std::fs::read(&path).with_context(|| {
-            format!("cannot read {} (the dataset was not prepared from a table schema)", path.display())
+            format!(
+                "cannot read {} (the dataset was not prepared from a table schema)",
+                path.display()
+            )
         })?;
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a table record", path.display()))
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a table record", path.display()))
     }
 }
 
@@ -422,8 +460,9 @@ pub fn parse_time(s: &str) -> Option<i64> {
 fn time_cut(v: &toml::Value, key: &str) -> Result<i64> {
     match v {
         toml::Value::Integer(i) => Ok(*i),
-        toml::Value::String(s) => parse_time(s)
-            .with_context(|| format!("data.table.split.{key} = {s:?}: not a time (seconds or YYYY-MM-DD)")),
+        toml::Value::String(s) => parse_time(s).with_context(|| {
+            format!("data.table.split.{key} = {s:?}: not a time (seconds or YYYY-MM-DD)")
+        }),
         toml::Value::Datetime(d) => parse_time(&d.to_string())
             .with_context(|| format!("data.table.split.{key} = {d}: not a time")),
         other => bail!("data.table.split.{key} = {other}: a time is seconds or \"YYYY-MM-DD\""),
@@ -513,14 +552,23 @@ impl<'a> Plan<'a> {
             let mut rows = HashMap::with_capacity(table.rows());
             for r in 0..table.rows() {
                 let Some(k) = table.cell(r, kc) else {
-                    return Err(DataError::field(&table.file, table.place(r), &j.key, "the join key is missing").into());
+                    return Err(DataError::field(
+                        &table.file,
+                        table.place(r),
+                        &j.key,
+                        "the join key is missing",
+                    )
+                    .into());
                 };
                 if let Some(prev) = rows.insert(k.to_string(), r) {
                     return Err(DataError::field(
                         &table.file,
                         table.place(r),
                         &j.key,
-                        format!("key {k:?} repeated (first on {}): a side table has one row per key", table.place(prev)),
+                        format!(
+                            "key {k:?} repeated (first on {}): a side table has one row per key",
+                            table.place(prev)
+                        ),
                     )
                     .into());
                 }
@@ -543,7 +591,11 @@ impl<'a> Plan<'a> {
                     })
                 })
                 .collect::<DataResult<Vec<_>>>()?;
-            sides.push(Side { table, key_main, rows });
+            sides.push(Side {
+                table,
+                key_main,
+                rows,
+            });
         }
         let resolve = |col: &str, what: &str| -> Result<Vec<Loc>> {
             headers
@@ -580,7 +632,12 @@ impl<'a> Plan<'a> {
             .iter()
             .map(|k| Ok((k.clone(), resolve(k, "a split key column")?)))
             .collect::<Result<_>>()?;
-        let ts = match schema.columns.0.iter().find(|(_, c)| c.kind == ColumnType::Timestamp) {
+        let ts = match schema
+            .columns
+            .0
+            .iter()
+            .find(|(_, c)| c.kind == ColumnType::Timestamp)
+        {
             Some((n, c)) => {
                 let col = c.source(n).to_string();
                 let l = resolve(&col, "the timestamp column")?;
@@ -605,7 +662,10 @@ impl<'a> Plan<'a> {
                     .iter()
                     .map(|f| resolve(f, &format!("flag column of field `{n}`")))
                     .collect(),
-                _ => Ok(vec![resolve(c.source(n), &format!("the column of field `{n}`"))?]),
+                _ => Ok(vec![resolve(
+                    c.source(n),
+                    &format!("the column of field `{n}`"),
+                )?]),
             })
             .collect::<Result<_>>()?;
         let cutoffs = match schema.split_by() {
@@ -631,7 +691,10 @@ impl<'a> Plan<'a> {
                     .find(|(n, _)| n == "item_id")
                     .map(|(n, c)| c.source(n).to_string())
                     .context("data.table.title_column needs an `item_id` field")?;
-                Some((resolve(&item, "the item column")?, resolve(col, "data.table.title_column")?))
+                Some((
+                    resolve(&item, "the item column")?,
+                    resolve(col, "data.table.title_column")?,
+                ))
             }
             None => None,
         };
@@ -658,7 +721,13 @@ impl<'a> Plan<'a> {
 
     /// One main row of file `fi` (None: left out by `domain.exclude`).
     /// `row_number`: its 0-based number among every row read.
-    fn row(&self, fi: usize, place: Place, cells: &[Option<&str>], row_number: u64) -> Result<Option<Parsed>> {
+    fn row(
+        &self,
+        fi: usize,
+        place: Place,
+        cells: &[Option<&str>],
+        row_number: u64,
+    ) -> Result<Option<Parsed>> {
         let schema = self.schema;
         let file = &self.files[fi].0;
         // The side row of each join, found through the main row's key.
@@ -701,12 +770,25 @@ impl<'a> Plan<'a> {
         let label = label_of(schema, file, &place, get(&self.label))?;
         let ts = match &self.ts {
             Some((c, l)) => {
-                let s = get(l).ok_or_else(|| DataError::field(file, place.clone(), c, "the timestamp is missing"))?;
+                let s = get(l).ok_or_else(|| {
+                    DataError::field(file, place.clone(), c, "the timestamp is missing")
+                })?;
                 let v = parse_time(s).ok_or_else(|| {
-                    DataError::field(file, place.clone(), c, format!("{s:?} is not a time (integer seconds or YYYY-MM-DD[ HH:MM[:SS]])"))
+                    DataError::field(
+                        file,
+                        place.clone(),
+                        c,
+                        format!("{s:?} is not a time (integer seconds or YYYY-MM-DD[ HH:MM[:SS]])"),
+                    )
                 })?;
                 if v < 0 {
-                    return Err(DataError::field(file, place, c, format!("negative timestamp {v}")).into());
+                    return Err(DataError::field(
+                        file,
+                        place,
+                        c,
+                        format!("negative timestamp {v}"),
+                    )
+                    .into());
                 }
                 v
             }
@@ -720,7 +802,9 @@ impl<'a> Plan<'a> {
                 if i > 0 {
                     key.push(':');
                 }
-                let v = get(l).ok_or_else(|| DataError::field(file, place.clone(), k, "a split key value is missing"))?;
+                let v = get(l).ok_or_else(|| {
+                    DataError::field(file, place.clone(), k, "a split key value is missing")
+                })?;
                 key.push_str(v);
             }
             fnv1a64(key.as_bytes())
@@ -747,22 +831,33 @@ impl<'a> Plan<'a> {
                     {
                         v = Some(x[i + sep.len()..].to_string());
                     }
-                    if let (Some(list), Some(x)) = (&c.values, &v)
-                        && !list.contains(x)
-                    {
-                        return Err(DataError::field(file, place, src, format!("{x:?} is not one of its values ({})", list.join(", "))).into());
-                    }
+                    in_values(file, &place, src, c.values.as_deref(), v.iter())?;
                     Raw::One(v)
                 }
                 ColumnType::Numeric => match self.missing(get(&locs[0])) {
                     None => Raw::Num(None),
                     Some(s) => {
-                        let x: f64 = s.parse().ok().filter(|x: &f64| x.is_finite()).ok_or_else(|| {
-                            DataError::field(file, place.clone(), src, format!("{s:?} is not a number"))
-                        })?;
+                        let x: f64 =
+                            s.parse()
+                                .ok()
+                                .filter(|x: &f64| x.is_finite())
+                                .ok_or_else(|| {
+                                    DataError::field(
+                                        file,
+                                        place.clone(),
+                                        src,
+                                        format!("{s:?} is not a number"),
+                                    )
+                                })?;
                         let x = if c.log1p {
                             if x <= -1.0 {
-                                return Err(DataError::field(file, place, src, format!("log1p of {x}: the value must be above -1")).into());
+                                return Err(DataError::field(
+                                    file,
+                                    place,
+                                    src,
+                                    format!("log1p of {x}: the value must be above -1"),
+                                )
+                                .into());
                             }
                             x.ln_1p()
                         } else {
@@ -775,13 +870,14 @@ impl<'a> Plan<'a> {
                     let sep = c.sep.as_deref().unwrap_or("|");
                     let list: Vec<String> = match self.missing(get(&locs[0])) {
                         None => Vec::new(),
-                        Some(s) => s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect(),
+                        Some(s) => s
+                            .split(sep)
+                            .map(str::trim)
+                            .filter(|x| !x.is_empty())
+                            .map(str::to_string)
+                            .collect(),
                     };
-                    if let Some(vals) = &c.values
-                        && let Some(x) = list.iter().find(|x| !vals.contains(x))
-                    {
-                        return Err(DataError::field(file, place, src, format!("{x:?} is not one of its values ({})", vals.join(", "))).into());
-                    }
+                    in_values(file, &place, src, c.values.as_deref(), list.iter())?;
                     Raw::Many(list)
                 }
                 ColumnType::Flags => {
@@ -792,7 +888,13 @@ impl<'a> Plan<'a> {
                             "1" | "1.0" | "true" | "True" => set.push(fname.clone()),
                             "0" | "0.0" | "false" | "False" | "" => {}
                             other => {
-                                return Err(DataError::field(file, place, fname, format!("a flag is 0 or 1, found {other:?}")).into());
+                                return Err(DataError::field(
+                                    file,
+                                    place,
+                                    fname,
+                                    format!("a flag is 0 or 1, found {other:?}"),
+                                )
+                                .into());
                             }
                         }
                     }
@@ -833,17 +935,22 @@ impl<'a> Plan<'a> {
         let mut number = 0u64;
         let mut excluded = 0u64;
         for (fi, (path, _)) in self.files.iter().enumerate() {
-            for_each_row(path, self.schema.format, self.schema.delimiter.as_deref(), &mut |_, place, cells| {
-                let n = number;
-                number += 1;
-                match self.row(fi, place, cells, n)? {
-                    Some(p) => f(p),
-                    None => {
-                        excluded += 1;
-                        Ok(())
+            for_each_row(
+                path,
+                self.schema.format,
+                self.schema.delimiter.as_deref(),
+                &mut |_, place, cells| {
+                    let n = number;
+                    number += 1;
+                    match self.row(fi, place, cells, n)? {
+                        Some(p) => f(p),
+                        None => {
+                            excluded += 1;
+                            Ok(())
+                        }
                     }
-                }
-            })?;
+                },
+            )?;
         }
         Ok(excluded)
     }
@@ -874,7 +981,11 @@ impl<'a> Plan<'a> {
                 let closed: Option<Vec<String>> = match c.kind {
                     ColumnType::Numeric => {
                         let e = &edges[name.as_str()];
-                        Some(if e.is_empty() { vec!["all".into()] } else { bucket_labels(e) })
+                        Some(if e.is_empty() {
+                            vec!["all".into()]
+                        } else {
+                            bucket_labels(e)
+                        })
                     }
                     ColumnType::Flags => c.columns.clone(),
                     _ => c.values.clone(),
@@ -891,7 +1002,10 @@ impl<'a> Plan<'a> {
 }
 
 /// The domains fitted on train: (names in id order, values merged into `other`).
-fn fit_domains(schema: &TableSchema, train_rows: &BTreeMap<String, u64>) -> (Vec<String>, Vec<String>) {
+fn fit_domains(
+    schema: &TableSchema,
+    train_rows: &BTreeMap<String, u64>,
+) -> (Vec<String>, Vec<String>) {
     let min = schema.domain.min_rows;
     let merged: Vec<String> = train_rows
         .iter()
@@ -899,7 +1013,11 @@ fn fit_domains(schema: &TableSchema, train_rows: &BTreeMap<String, u64>) -> (Vec
         .map(|(d, _)| d.clone())
         .collect();
     let mut names: Vec<String> = if schema.domain.values.is_empty() {
-        train_rows.keys().filter(|d| !merged.contains(d)).cloned().collect()
+        train_rows
+            .keys()
+            .filter(|d| !merged.contains(d))
+            .cloned()
+            .collect()
     } else {
         schema.domain.values.clone()
     };
@@ -921,7 +1039,11 @@ struct Domains<'a> {
 impl<'a> Domains<'a> {
     fn new(schema: &'a TableSchema, train_rows: BTreeMap<String, u64>) -> Domains<'a> {
         let (names, merged) = fit_domains(schema, &train_rows);
-        let index = names.iter().enumerate().map(|(i, d)| (d.clone(), i as u32)).collect();
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.clone(), i as u32))
+            .collect();
         Domains {
             schema,
             names,
@@ -932,7 +1054,11 @@ impl<'a> Domains<'a> {
     }
 
     fn id(&self, r: &Row, file: &Path, split: Split) -> Result<u32> {
-        let name = if self.merged.contains(&r.domain) { "other" } else { r.domain.as_str() };
+        let name = if self.merged.contains(&r.domain) {
+            "other"
+        } else {
+            r.domain.as_str()
+        };
         let Some(&i) = self.index.get(name) else {
             return Err(DataError::field(
                 file,
@@ -974,7 +1100,12 @@ impl<'a> Domains<'a> {
 }
 
 /// Catalogue facts per domain: descriptions, train rows, value shares.
-fn catalog_of(schema: &TableSchema, domains: &[String], rows: &[u64], shares: Vec<HashMap<String, u64>>) -> Result<Catalog> {
+fn catalog_of(
+    schema: &TableSchema,
+    domains: &[String],
+    rows: &[u64],
+    shares: Vec<HashMap<String, u64>>,
+) -> Result<Catalog> {
     let descriptions = read_descriptions(schema, domains)?;
     let out = domains
         .iter()
@@ -1044,7 +1175,10 @@ pub fn load(schema: &TableSchema) -> Result<Loaded> {
             continue;
         }
         let e = match &c.edges {
-            Some(e) => e.iter().map(|&x| if c.log1p { x.ln_1p() } else { x }).collect(),
+            Some(e) => e
+                .iter()
+                .map(|&x| if c.log1p { x.ln_1p() } else { x })
+                .collect(),
             None => {
                 let mut v: Vec<f64> = rows
                     .iter()
@@ -1060,7 +1194,10 @@ pub fn load(schema: &TableSchema) -> Result<Loaded> {
         edges.insert(name.clone(), e);
     }
     let defs = plan.field_defs(&edges);
-    let labels: Vec<Vec<String>> = defs.iter().map(|d| d.closed.clone().unwrap_or_default()).collect();
+    let labels: Vec<Vec<String>> = defs
+        .iter()
+        .map(|d| d.closed.clone().unwrap_or_default())
+        .collect();
     let mut builder = TableBuilder::new(defs, domains.names.len());
     let mut cat_rows = vec![0u64; domains.names.len()];
     let mut shares: Vec<HashMap<String, u64>> = vec![HashMap::new(); domains.names.len()];
@@ -1090,7 +1227,10 @@ pub fn load(schema: &TableSchema) -> Result<Loaded> {
     let spec = StatsSpec {
         user_field: plan.field_index("user_id"),
         item_field: plan.field_index("item_id"),
-        category_field: schema.category_field.as_deref().and_then(|f| plan.field_index(f)),
+        category_field: schema
+            .category_field
+            .as_deref()
+            .and_then(|f| plan.field_index(f)),
         titles,
     };
     Ok(Loaded {
@@ -1118,7 +1258,12 @@ pub const RESERVOIR: usize = 1_000_000;
 /// first appearance in file order; quantiles come from a seeded reservoir of
 /// at most [`RESERVOIR`] train values per field. Writes the shards,
 /// `vocab.json`, `catalog.json` and `table.json` under `out`; returns the meta.
-pub fn prepare_streamed(schema: &TableSchema, recipe: &str, shard_rows: usize, out: &Path) -> Result<super::meta::Meta> {
+pub fn prepare_streamed(
+    schema: &TableSchema,
+    recipe: &str,
+    shard_rows: usize,
+    out: &Path,
+) -> Result<super::meta::Meta> {
     use super::meta::{DomainMeta, DomainStats, FieldMeta, SplitCounts, SplitsMeta};
     use super::shard::ShardWriter;
     use std::collections::HashSet;
@@ -1184,7 +1329,10 @@ pub fn prepare_streamed(schema: &TableSchema, recipe: &str, shard_rows: usize, o
     for (fi, (name, c)) in plan.features.iter().enumerate() {
         if c.kind == ColumnType::Numeric {
             let e = match &c.edges {
-                Some(e) => e.iter().map(|&x| if c.log1p { x.ln_1p() } else { x }).collect(),
+                Some(e) => e
+                    .iter()
+                    .map(|&x| if c.log1p { x.ln_1p() } else { x })
+                    .collect(),
                 None => quantile_edges(&mut reservoirs[fi], c.buckets.unwrap_or(10)),
             };
             edges.insert(name.clone(), e);
@@ -1197,7 +1345,11 @@ pub fn prepare_streamed(schema: &TableSchema, recipe: &str, shard_rows: usize, o
     let mut vocabs: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (fi, d) in defs.iter().enumerate() {
         let map: HashMap<String, u32> = match &d.closed {
-            Some(list) => list.iter().enumerate().map(|(i, v)| (v.clone(), i as u32 + 1)).collect(),
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.clone(), i as u32 + 1))
+                .collect(),
             None => {
                 let mut kept: Vec<(&String, u64)> = seen[fi]
                     .iter()
@@ -1205,8 +1357,14 @@ pub fn prepare_streamed(schema: &TableSchema, recipe: &str, shard_rows: usize, o
                     .map(|(v, (first, _))| (v, *first))
                     .collect();
                 kept.sort_by_key(|x| x.1);
-                vocabs.insert(d.name.clone(), kept.iter().map(|(v, _)| (*v).clone()).collect());
-                kept.iter().enumerate().map(|(i, (v, _))| ((*v).clone(), i as u32 + 1)).collect()
+                vocabs.insert(
+                    d.name.clone(),
+                    kept.iter().map(|(v, _)| (*v).clone()).collect(),
+                );
+                kept.iter()
+                    .enumerate()
+                    .map(|(i, (v, _))| ((*v).clone(), i as u32 + 1))
+                    .collect()
             }
         };
         ids.push(map);
@@ -1215,8 +1373,12 @@ pub fn prepare_streamed(schema: &TableSchema, recipe: &str, shard_rows: usize, o
 
     // Pass 2: ids, shards and statistics.
     pb.set_message("table pass 2/2 (write shards)");
-    let cats: Vec<usize> = (0..n_feat).filter(|&i| defs[i].kind == FieldKind::Categorical).collect();
-    let bags: Vec<usize> = (0..n_feat).filter(|&i| defs[i].kind == FieldKind::MultiHot).collect();
+    let cats: Vec<usize> = (0..n_feat)
+        .filter(|&i| defs[i].kind == FieldKind::Categorical)
+        .collect();
+    let bags: Vec<usize> = (0..n_feat)
+        .filter(|&i| defs[i].kind == FieldKind::MultiHot)
+        .collect();
     let cat_names: Vec<String> = cats.iter().map(|&i| defs[i].name.clone()).collect();
     let bag_names: Vec<String> = bags.iter().map(|&i| defs[i].name.clone()).collect();
     let cap = if shard_rows == 0 { 262_144 } else { shard_rows };
@@ -1244,13 +1406,21 @@ pub fn prepare_streamed(schema: &TableSchema, recipe: &str, shard_rows: usize, o
             let f = &mut field_ids[fi];
             f.clear();
             match v {
-                Raw::One(x) => f.push(x.as_ref().and_then(|x| ids[fi].get(x).copied()).unwrap_or(0)),
+                Raw::One(x) => f.push(
+                    x.as_ref()
+                        .and_then(|x| ids[fi].get(x).copied())
+                        .unwrap_or(0),
+                ),
                 Raw::Many(l) => f.extend(l.iter().map(|x| ids[fi].get(x).copied().unwrap_or(0))),
                 Raw::Num(x) => f.push(match x {
                     None => 0,
                     Some(x) => {
                         let e = &edges[plan.features[fi].0.as_str()];
-                        if e.is_empty() { 1 } else { bucket(e, *x) as u32 + 1 }
+                        if e.is_empty() {
+                            1
+                        } else {
+                            bucket(e, *x) as u32 + 1
+                        }
                     }
                 }),
             }
@@ -1303,7 +1473,10 @@ pub fn prepare_streamed(schema: &TableSchema, recipe: &str, shard_rows: usize, o
         domains: domains.names.clone(),
         merged: domains.merged.clone(),
     };
-    crate::fsutil::write_atomic(&out.join(TableRecord::FILE), serde_json::to_string_pretty(&record)?.as_bytes())?;
+    crate::fsutil::write_atomic(
+        &out.join(TableRecord::FILE),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
     let fields = defs
         .iter()
         .enumerate()
@@ -1351,6 +1524,27 @@ pub fn prepare_streamed(schema: &TableSchema, recipe: &str, shard_rows: usize, o
     })
 }
 
+/// Every value is in the field's fixed `list`, when it has one.
+fn in_values<'v>(
+    file: &Path,
+    place: &Place,
+    field: &str,
+    list: Option<&[String]>,
+    mut values: impl Iterator<Item = &'v String>,
+) -> Result<()> {
+    let Some(list) = list else { return Ok(()) };
+    match values.find(|x| !list.contains(x)) {
+        Some(x) => Err(DataError::field(
+            file,
+            place.clone(),
+            field,
+            format!("{x:?} is not one of its values ({})", list.join(", ")),
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
 fn split_of_parts(split: Option<Split>, hash: u64) -> Split {
     split.unwrap_or_else(|| Split::of_bucket(hash % 10))
 }
@@ -1369,13 +1563,22 @@ fn note(seen: &mut HashMap<String, (u64, u32)>, v: String, order: &mut u64) {
 fn label_of(schema: &TableSchema, file: &Path, place: &Place, v: Option<&str>) -> Result<u8> {
     let l = &schema.label;
     let col = l.column.as_str();
-    let v = v.filter(|s| !s.is_empty()).ok_or_else(|| DataError::field(file, place.clone(), col, "the label is missing"))?;
+    let v = v
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| DataError::field(file, place.clone(), col, "the label is missing"))?;
     if let Some(t) = l.threshold {
         let x: f64 = v
             .parse()
             .ok()
             .filter(|x: &f64| x.is_finite())
-            .ok_or_else(|| DataError::field(file, place.clone(), col, format!("{v:?} is not a number (label rule: {col} >= {t})")))?;
+            .ok_or_else(|| {
+                DataError::field(
+                    file,
+                    place.clone(),
+                    col,
+                    format!("{v:?} is not a number (label rule: {col} >= {t})"),
+                )
+            })?;
         return Ok(u8::from(x >= t));
     }
     if !l.positive.is_empty() {
@@ -1404,7 +1607,9 @@ fn label_of(schema: &TableSchema, file: &Path, place: &Place, v: Option<&str>) -
             file,
             place.clone(),
             col,
-            format!("{v:?} is not a 0/1 label (give label.threshold or label.positive for other values)"),
+            format!(
+                "{v:?} is not a 0/1 label (give label.threshold or label.positive for other values)"
+            ),
         )
         .into()),
     }
@@ -1425,7 +1630,13 @@ fn read_descriptions(schema: &TableSchema, domains: &[String]) -> Result<BTreeMa
                 let d = t.cell(r, dc).unwrap_or("").to_string();
                 let text = t.cell(r, tc).unwrap_or("").to_string();
                 if m.insert(d.clone(), text).is_some() {
-                    return Err(DataError::field(f, t.place(r), "domain", format!("{d:?} is described twice")).into());
+                    return Err(DataError::field(
+                        f,
+                        t.place(r),
+                        "domain",
+                        format!("{d:?} is described twice"),
+                    )
+                    .into());
                 }
             }
             (m, f.display().to_string())
@@ -1453,11 +1664,18 @@ mod tests {
         assert_eq!(parse_time("2000-03-01 01:00:00"), Some(951_872_400));
         assert_eq!(parse_time("yesterday"), None);
         let e = [18.0, 25.0];
-        assert_eq!((bucket(&e, 17.0), bucket(&e, 18.0), bucket(&e, 30.0)), (0, 1, 2));
+        assert_eq!(
+            (bucket(&e, 17.0), bucket(&e, 18.0), bucket(&e, 30.0)),
+            (0, 1, 2)
+        );
         let mut v: Vec<f64> = (0..100).map(f64::from).collect();
         assert_eq!(quantile_edges(&mut v, 4), vec![25.0, 50.0, 75.0]);
         let mut ties = vec![0.0; 90];
         ties.extend((0..10).map(f64::from));
-        assert_eq!(quantile_edges(&mut ties, 4), Vec::<f64>::new(), "all quartiles are 0");
+        assert_eq!(
+            quantile_edges(&mut ties, 4),
+            Vec::<f64>::new(),
+            "all quartiles are 0"
+        );
     }
 }
