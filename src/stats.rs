@@ -55,6 +55,93 @@ pub fn detectable(d: &[f64]) -> Option<f64> {
     Some((t_quantile(df, true) + t_quantile(df, false)) * sd / (d.len() as f64).sqrt())
 }
 
+/// ln Γ(x) for x > 0 (Lanczos, g = 7, 9 terms; relative error below 1e-13).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + 7.5;
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// The regularised incomplete beta function I_x(a, b) (continued fraction,
+/// modified Lentz).
+fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let front =
+        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
+    // The fraction converges fast for x < (a + 1) / (a + b + 2); use the symmetry otherwise.
+    if x > (a + 1.0) / (a + b + 2.0) {
+        return 1.0 - incomplete_beta(1.0 - x, b, a);
+    }
+    let tiny = 1e-300;
+    let (mut c, mut d) = (1.0, 1.0 - (a + b) * x / (a + 1.0));
+    if d.abs() < tiny {
+        d = tiny;
+    }
+    d = 1.0 / d;
+    let mut f = d;
+    for m in 1..300 {
+        let m = m as f64;
+        for num in [
+            m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0)),
+        ] {
+            d = 1.0 + num * d;
+            if d.abs() < tiny {
+                d = tiny;
+            }
+            c = 1.0 + num / c;
+            if c.abs() < tiny {
+                c = tiny;
+            }
+            d = 1.0 / d;
+            f *= d * c;
+        }
+        if (d * c - 1.0).abs() < 1e-15 {
+            break;
+        }
+    }
+    front * f / a
+}
+
+/// Two-sided p-value of the paired t-test that the mean of `d` is 0 (None
+/// with fewer than two differences; 0 when they are equal and not 0).
+pub fn paired_t_p(d: &[f64]) -> Option<f64> {
+    if d.len() < 2 {
+        return None;
+    }
+    let (m, sd) = mean_sd(d)?;
+    let df = (d.len() - 1) as f64;
+    if sd == 0.0 {
+        return Some(if m == 0.0 { 1.0 } else { 0.0 });
+    }
+    let t = m / (sd / (d.len() as f64).sqrt());
+    Some(incomplete_beta(df / (df + t * t), df / 2.0, 0.5))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +159,26 @@ mod tests {
         assert!((t_quantile(31, true) - 2.040).abs() < 0.002);
         assert!((t_quantile(31, false) - 0.853).abs() < 0.002);
         assert!((t_quantile(1000, true) - 1.962).abs() < 0.001);
+    }
+
+    #[test]
+    fn paired_t_p_values_match_the_t_table() {
+        // A t statistic at the table's 0.975 quantile has p = 0.05.
+        for (df, t) in [(2usize, 4.303), (5, 2.571), (10, 2.228), (29, 2.045)] {
+            let n = df + 1;
+            // Differences with mean t·sd/√n and sd 1.
+            let mut d: Vec<f64> = (0..n)
+                .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+                .collect();
+            let (m0, sd0) = mean_sd(&d).unwrap();
+            for x in &mut d {
+                *x = (*x - m0) / sd0 + t / (n as f64).sqrt();
+            }
+            let p = paired_t_p(&d).unwrap();
+            assert!((p - 0.05).abs() < 5e-4, "df {df}: p {p}");
+        }
+        assert!(paired_t_p(&[0.1, 0.1, 0.1]).unwrap() < 1e-12);
+        assert_eq!(paired_t_p(&[0.1]), None);
+        assert!((paired_t_p(&[1.0, -1.0, 0.5, -0.5]).unwrap() - 1.0).abs() < 1e-12);
     }
 }

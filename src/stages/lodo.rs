@@ -61,6 +61,9 @@ pub struct Paired {
     /// The smallest mean difference the comparison could detect (80% power,
     /// 5% two-sided, from the spread of `d`; [`crate::stats::detectable`]).
     pub detectable: Option<f64>,
+    /// The paired t-test's two-sided p-value (for few pairs, where the
+    /// sign-flip test cannot go low: 3 seeds give at least 0.25).
+    pub t_p: Option<f64>,
 }
 
 impl Paired {
@@ -74,6 +77,7 @@ impl Paired {
             down,
             p,
             detectable: crate::stats::detectable(d),
+            t_p: crate::stats::paired_t_p(d),
         }
     }
 }
@@ -463,9 +467,10 @@ fn pooled_section(
     let mut md = format!(
         "\n## Pooled over all held-out rows\n\nEvery fold's held-out test rows together \
          ({n_rows} rows): AUC and logloss per seed, mean ± sd over seeds {seeds:?}; the \
-         differences are paired over seeds (p: sign-flip test over seeds; ±: the smallest \
-         mean difference detectable at 80% power, 5% two-sided, from the spread of the \
-         paired differences).\n\n| arm | pooled AUC | pooled logloss |"
+         differences are paired over seeds (p: sign-flip test over seeds, which cannot go \
+         below 2/2ⁿ with n seeds; t: the paired t-test's p; ±: the smallest mean \
+         difference detectable at 80% power, 5% two-sided, from the spread of the paired \
+         differences).\n\n| arm | pooled AUC | pooled logloss |"
     );
     for (_, r) in refs {
         md.push_str(&format!(" ΔAUC vs {r} | Δlogloss vs {r} |"));
@@ -492,10 +497,22 @@ fn pooled_section(
                     .filter_map(|&s| Some(pick(metric(ai, s)?) - pick(metric(ri, s)?)))
                     .collect()
             };
+            let cell = |d: Vec<f64>| {
+                let x = Paired::of(&d);
+                format!(
+                    "{} ({}/{}, p {}, t {}, ±{})",
+                    fmt(x.mean),
+                    x.up,
+                    x.down,
+                    fmt(x.p),
+                    fmt(x.t_p),
+                    fmt(x.detectable)
+                )
+            };
             md.push_str(&format!(
                 " {} | {} |",
-                paired_cell(&Paired::of(&diff(|x| x.0))),
-                paired_cell(&Paired::of(&diff(|x| x.1)))
+                cell(diff(|x| x.0)),
+                cell(diff(|x| x.1))
             ));
         }
         md.push('\n');
