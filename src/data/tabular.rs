@@ -1283,7 +1283,7 @@ pub fn prepare_streamed(
     let mut rows = 0u64;
     let excluded = plan.each(&mut |p| {
         rows += 1;
-        if rows % 1_000_000 == 0 {
+        if rows.is_multiple_of(1_000_000) {
             pb.set_message(format!("table pass 1/2 (fit on train): {rows} rows"));
             pb.tick();
         }
@@ -1448,7 +1448,7 @@ pub fn prepare_streamed(
             }
         }
         done += 1;
-        if done % 1_000_000 == 0 {
+        if done.is_multiple_of(1_000_000) {
             pb.set_message(format!("table pass 2/2 (write shards): {done} rows"));
             pb.tick();
         }

@@ -140,7 +140,10 @@ struct Cell {
 
 /// The held-out domains' test rows of a finished run, from its
 /// `predictions_test.safetensors`: per domain, then pooled over them.
-type HeldOut = (BTreeMap<usize, Cell>, Option<f64>, (Vec<f32>, Vec<f32>));
+/// Scores and labels of some test rows.
+type Rows = (Vec<f32>, Vec<f32>);
+
+type HeldOut = (BTreeMap<usize, Cell>, Option<f64>, Rows);
 
 fn held_out_metrics(run: &Path, held: &[usize]) -> Result<HeldOut> {
     let file = run.join("predictions_test.safetensors");
@@ -256,7 +259,7 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
     let mut cells: BTreeMap<(usize, usize), Vec<Cell>> = BTreeMap::new();
     let mut pooled: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
     // (arm, seed) → every held-out test row of every fold: (scores, labels).
-    let mut all_rows: BTreeMap<(usize, u64), (Vec<f32>, Vec<f32>)> = BTreeMap::new();
+    let mut all_rows: BTreeMap<(usize, u64), Rows> = BTreeMap::new();
     let runs = plan.arms.len() * k * plan.seeds.len();
     let mut trained = 0.0;
     let mut run_seconds = Vec::with_capacity(runs);
@@ -456,7 +459,7 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
 fn pooled_section(
     labels: &[String],
     seeds: &[u64],
-    rows: &BTreeMap<(usize, u64), (Vec<f32>, Vec<f32>)>,
+    rows: &BTreeMap<(usize, u64), Rows>,
     refs: &[(usize, &str)],
 ) -> String {
     let metric = |ai: usize, seed: u64| -> Option<(f64, f64)> {
