@@ -372,8 +372,6 @@ pub struct Loaded {
     pub record: TableRecord,
     /// How the label was derived, for `meta.json`.
     pub label: String,
-    /// Input files read (for the fingerprint).
-    pub files: Vec<PathBuf>,
 }
 
 /// The input files a schema names, in a fixed order (main, side, descriptions).
@@ -1245,7 +1243,6 @@ pub fn load(schema: &TableSchema) -> Result<Loaded> {
         },
         label: plan.label_text(),
         domains: domains.names,
-        files: input_files(schema),
     })
 }
 
