@@ -835,18 +835,7 @@ impl<'a> Plan<'a> {
                 ColumnType::Numeric => match self.missing(get(&locs[0])) {
                     None => Raw::Num(None),
                     Some(s) => {
-                        let x: f64 =
-                            s.parse()
-                                .ok()
-                                .filter(|x: &f64| x.is_finite())
-                                .ok_or_else(|| {
-                                    DataError::field(
-                                        file,
-                                        place.clone(),
-                                        src,
-                                        format!("{s:?} is not a number"),
-                                    )
-                                })?;
+                        let x = number(file, &place, src, &s, "")?;
                         let x = if c.log1p {
                             if x <= -1.0 {
                                 return Err(DataError::field(
@@ -1521,6 +1510,21 @@ pub fn prepare_streamed(
     })
 }
 
+/// A finite number in a cell, or an error naming the place (`why` follows the message).
+pub fn number(file: &Path, place: &Place, field: &str, s: &str, why: &str) -> DataResult<f64> {
+    s.parse()
+        .ok()
+        .filter(|x: &f64| x.is_finite())
+        .ok_or_else(|| {
+            DataError::field(
+                file,
+                place.clone(),
+                field,
+                format!("{s:?} is not a number{why}"),
+            )
+        })
+}
+
 /// Every value is in the field's fixed `list`, when it has one.
 fn in_values<'v>(
     file: &Path,
@@ -1564,18 +1568,7 @@ fn label_of(schema: &TableSchema, file: &Path, place: &Place, v: Option<&str>) -
         .filter(|s| !s.is_empty())
         .ok_or_else(|| DataError::field(file, place.clone(), col, "the label is missing"))?;
     if let Some(t) = l.threshold {
-        let x: f64 = v
-            .parse()
-            .ok()
-            .filter(|x: &f64| x.is_finite())
-            .ok_or_else(|| {
-                DataError::field(
-                    file,
-                    place.clone(),
-                    col,
-                    format!("{v:?} is not a number (label rule: {col} >= {t})"),
-                )
-            })?;
+        let x = number(file, place, col, v, &format!(" (label rule: {col} >= {t})"))?;
         return Ok(u8::from(x >= t));
     }
     if !l.positive.is_empty() {

@@ -578,18 +578,7 @@ fn read_rows(
                         }
                     }
                     Raw::Bucket { log1p } => {
-                        let x: f64 =
-                            v.parse()
-                                .ok()
-                                .filter(|x: &f64| x.is_finite())
-                                .ok_or_else(|| {
-                                    DataError::field(
-                                        file,
-                                        Place::Line(ln),
-                                        name,
-                                        format!("{v:?} is not a number"),
-                                    )
-                                })?;
+                        let x = crate::data::tabular::number(file, &Place::Line(ln), name, v, "")?;
                         let x = if log1p { x.ln_1p() } else { x };
                         let edges = table
                             .and_then(|t| t.edges.get(name))
