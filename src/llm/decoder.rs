@@ -9,7 +9,7 @@
 //! `crate::nn::fused`); elsewhere they are composed of candle ops.
 
 use super::adapters::{Adapters, PrefixKv, Target};
-use super::config::{LlamaConfig, RopeLayout};
+use super::config::{Act, LlamaConfig, RopeLayout};
 use super::frozen::{frozen_linear, frozen_mlp};
 use crate::nn::attention::{Dims, attention};
 use crate::nn::fused::swiglu;
@@ -44,6 +44,8 @@ pub struct Layer {
     pub down: Proj,
     pub attn_norm: Tensor,
     pub ffn_norm: Tensor,
+    /// Qwen3's RMS norms over each head's queries and keys, (head_dim) each.
+    pub qk_norm: Option<(Tensor, Tensor)>,
 }
 
 pub struct Decoder {
@@ -58,6 +60,12 @@ pub struct Decoder {
     /// Run the layers as one graph node on the CPU (`stack.rs`); false composes
     /// per-block nodes (what other devices do; tests compare the two).
     pub stack_op: bool,
+    /// The MLP's gate activation.
+    pub act: Act,
+    /// Gemma multiplies the token embeddings by sqrt(hidden).
+    pub embed_scale: Option<f64>,
+    /// Rotary inverse frequencies of one head (scaled as the config says).
+    inv_freq: Vec<f32>,
 }
 
 /// RMS norm, x · rsqrt(mean(x²) + eps) · w, w frozen: one fused node with an
@@ -90,6 +98,10 @@ impl Decoder {
             );
         }
         let bias = cfg.qkv_bias();
+        let o_bias = cfg.o_bias();
+        // Gemma's norms multiply by (1 + w): stored so, the norm is the usual one.
+        let gemma = cfg.gemma();
+        let norm_weight = |w: Tensor| -> Result<Tensor> { Ok(if gemma { (w + 1.0)? } else { w }) };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -102,19 +114,35 @@ impl Decoder {
                 };
                 Proj::new(w, b)
             };
+            let q = proj("self_attn.q_proj", bias)?;
+            let k = proj("self_attn.k_proj", bias)?;
+            let v = proj("self_attn.v_proj", bias)?;
+            let o = proj("self_attn.o_proj", o_bias)?;
+            let gate = proj("mlp.gate_proj", false)?;
+            let up = proj("mlp.up_proj", false)?;
+            let down = proj("mlp.down_proj", false)?;
+            let qk_norm = if cfg.qk_norm() {
+                Some((
+                    take(&format!("{p}.self_attn.q_norm.weight"))?,
+                    take(&format!("{p}.self_attn.k_norm.weight"))?,
+                ))
+            } else {
+                None
+            };
             layers.push(Layer {
-                q: proj("self_attn.q_proj", bias)?,
-                k: proj("self_attn.k_proj", bias)?,
-                v: proj("self_attn.v_proj", bias)?,
-                o: proj("self_attn.o_proj", false)?,
-                gate: proj("mlp.gate_proj", false)?,
-                up: proj("mlp.up_proj", false)?,
-                down: proj("mlp.down_proj", false)?,
-                attn_norm: take(&format!("{p}.input_layernorm.weight"))?,
-                ffn_norm: take(&format!("{p}.post_attention_layernorm.weight"))?,
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+                attn_norm: norm_weight(take(&format!("{p}.input_layernorm.weight"))?)?,
+                ffn_norm: norm_weight(take(&format!("{p}.post_attention_layernorm.weight"))?)?,
+                qk_norm,
             });
         }
-        let norm = take("model.norm.weight")?;
+        let norm = norm_weight(take("model.norm.weight")?)?;
         // Untied checkpoints must carry their output layer; GGUF files without
         // `output.weight` are tied (the loader sets tie_word_embeddings).
         let lm_head = if cfg.tie_word_embeddings {
@@ -122,6 +150,9 @@ impl Decoder {
         } else {
             Some(take("lm_head.weight")?)
         };
+        let act = cfg.act()?;
+        let embed_scale = gemma.then(|| (cfg.hidden_size as f64).sqrt());
+        let inv_freq = cfg.inv_freq()?.into_iter().map(|f| f as f32).collect();
         Ok(Decoder {
             cfg,
             rope,
@@ -131,28 +162,39 @@ impl Decoder {
             lm_head,
             device: device.clone(),
             stack_op: true,
+            act,
+            embed_scale,
+            inv_freq,
         })
+    }
+
+    /// The layers are plain Llama blocks (SwiGLU, no q/k norms, no output
+    /// bias): what the one-node CPU stack (`stack.rs`) computes.
+    pub fn plain_blocks(&self) -> bool {
+        self.act == Act::Silu && !self.cfg.qk_norm() && !self.cfg.o_bias()
     }
 
     /// Token embeddings of `ids` (b, t) → (b, t, h).
     pub fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        Ok(self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+        let x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
             b,
             t,
             self.cfg.hidden_size,
-        ))?)
+        ))?;
+        Ok(match self.embed_scale {
+            // transformers rounds sqrt(hidden) to the states' dtype first.
+            Some(s) => (x * f64::from(s as f32))?,
+            None => x,
+        })
     }
 
     /// cos and sin tables for positions offset..offset+t: (t, head_dim / 2).
     fn rope_tables(&self, t: usize, offset: usize) -> Result<(Tensor, Tensor)> {
         let hd = self.cfg.head_dim();
-        let inv: Vec<f32> = (0..hd / 2)
-            .map(|i| (1.0 / self.cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
-            .collect();
         let mut ang = Vec::with_capacity(t * hd / 2);
         for p in offset..offset + t {
-            for f in &inv {
+            for f in &self.inv_freq {
                 ang.push(p as f32 * f);
             }
         }
@@ -223,10 +265,21 @@ impl Decoder {
     ) -> Result<Tensor> {
         let (b, t, hsz) = x.dims3()?;
         let p = ad.prefix_len();
+        if let Some(w) = self.cfg.window()
+            && p + t > w
+        {
+            bail!(
+                "config: sliding_window = {w}, and the prompt has {} tokens{}: the decoder computes \
+                 full attention only, so a prompt longer than the window is refused (shorten it)",
+                p + t,
+                if p > 0 { " with the prefix" } else { "" }
+            );
+        }
         let prefix = self.prefix_kv(ad)?;
         // Real tokens sit after the prefix (Hugging Face positions with past keys).
         let (cos, sin) = self.rope_tables(t, p)?;
         if self.stack_op
+            && self.plain_blocks()
             && let Some(y) =
                 super::stack::forward(self, x, (from, to), ad, &prefix, train, rng, (&cos, &sin))?
         {
@@ -237,17 +290,33 @@ impl Decoder {
         let mut h = x.reshape((b * t, hsz))?;
         for (l, layer) in self.layers.iter().enumerate().take(to).skip(from) {
             let x2 = rms_norm(&h, &layer.attn_norm, eps)?;
-            let q = self.proj(l, Target::Q, &layer.q, &x2, ad, train, rng)?;
-            let k = self.proj(l, Target::K, &layer.k, &x2, ad, train, rng)?;
+            let mut q = self.proj(l, Target::Q, &layer.q, &x2, ad, train, rng)?;
+            let mut k = self.proj(l, Target::K, &layer.k, &x2, ad, train, rng)?;
             let v = self.proj(l, Target::V, &layer.v, &x2, ad, train, rng)?;
+            if let Some((qn, kn)) = &layer.qk_norm {
+                let hd = self.cfg.head_dim();
+                let per_head = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
+                    let (rows, width) = x.dims2()?;
+                    Ok(rms_norm(&x.reshape((rows * width / hd, hd))?, w, eps)?
+                        .reshape((rows, width))?)
+                };
+                q = per_head(&q, qn)?;
+                k = per_head(&k, kn)?;
+            }
             let att = self.attention(&q, &k, &v, prefix[l].as_ref(), &cos, &sin, (b, t))?;
             h = (h + self.proj(l, Target::O, &layer.o, &att, ad, train, rng)?)?;
 
             let x2 = rms_norm(&h, &layer.ffn_norm, eps)?;
-            let mlp = if ad.adapts(l, &[Target::Gate, Target::Up, Target::Down]) {
+            let mlp = if self.act != Act::Silu
+                || ad.adapts(l, &[Target::Gate, Target::Up, Target::Down])
+            {
                 let g = self.proj(l, Target::Gate, &layer.gate, &x2, ad, train, rng)?;
                 let u = self.proj(l, Target::Up, &layer.up, &x2, ad, train, rng)?;
-                let act = swiglu(&g, &u)?;
+                let act = match self.act {
+                    Act::Silu => swiglu(&g, &u)?,
+                    Act::GeluTanh => (g.gelu()? * u)?,
+                    Act::GeluErf => (g.gelu_erf()? * u)?,
+                };
                 self.proj(l, Target::Down, &layer.down, &act, ad, train, rng)?
             } else {
                 frozen_mlp(&x2, &layer.gate.wt, &layer.up.wt, &layer.down.wt)?
@@ -371,10 +440,13 @@ impl Decoder {
                 &l.attn_norm,
                 &l.ffn_norm,
             ]);
-            for p in [&l.q, &l.k, &l.v] {
+            for p in [&l.q, &l.k, &l.v, &l.o] {
                 if let Some(b) = &p.bias {
                     all.push(b);
                 }
+            }
+            if let Some((qn, kn)) = &l.qk_norm {
+                all.extend([qn, kn]);
             }
         }
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -152,6 +152,15 @@ pub fn gguf_tensors(
         .and_then(|v| v.to_string().ok())
         .cloned()
         .unwrap_or_else(|| "llama".into());
+    // llama.cpp writes other families' weights transformed (Gemma's norms
+    // already hold 1 + w) or under other names: only these are read.
+    if !["llama", "qwen2"].contains(&arch.as_str()) {
+        bail!(
+            "{}: general.architecture = {arch:?} is not supported in GGUF files (llama, qwen2); \
+             give the Hugging Face checkpoint folder instead",
+            path.display()
+        );
+    }
     let a = |k: &str| format!("{arch}.{k}");
     let heads = md_u32(&ct, &a("attention.head_count"))? as usize;
     let kv = md_u32(&ct, &a("attention.head_count_kv")).unwrap_or(heads as u32) as usize;
@@ -177,6 +186,7 @@ pub fn gguf_tensors(
         max_position_embeddings: 8192,
         bos_token_id: None,
         eos_token_id: None,
+        arch: Default::default(),
     };
     cfg.validate()
         .with_context(|| format!("{}: GGUF metadata", path.display()))?;
@@ -367,6 +377,7 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
         file_of.extend(t.keys().map(|k| (k.clone(), f.clone())));
         tensors.extend(t);
     }
+    split_fused(&cfg, &mut tensors, &mut file_of)?;
     let dims: HashMap<String, Vec<usize>> = tensors
         .iter()
         .map(|(k, t)| (k.clone(), t.dims().to_vec()))
@@ -403,6 +414,56 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
         tokenizer,
         source: dir.display().to_string(),
     })
+}
+
+/// Phi-3 stores q, k and v as one `qkv_proj` and the MLP's gate and up as one
+/// `gate_up_proj` (gate first): split them into the separate projections the
+/// decoder (and its adapters) use. Shapes are checked afterwards.
+fn split_fused(
+    cfg: &LlamaConfig,
+    t: &mut HashMap<String, Tensor>,
+    file_of: &mut HashMap<String, PathBuf>,
+) -> Result<()> {
+    let q = cfg.num_attention_heads * cfg.head_dim();
+    let kv = cfg.kv_heads() * cfg.head_dim();
+    let i = cfg.intermediate_size;
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        for (fused, parts) in [
+            (
+                format!("{p}.self_attn.qkv_proj.weight"),
+                vec![
+                    ("self_attn.q_proj.weight", q),
+                    ("self_attn.k_proj.weight", kv),
+                    ("self_attn.v_proj.weight", kv),
+                ],
+            ),
+            (
+                format!("{p}.mlp.gate_up_proj.weight"),
+                vec![("mlp.gate_proj.weight", i), ("mlp.up_proj.weight", i)],
+            ),
+        ] {
+            let Some(w) = t.remove(&fused) else { continue };
+            let origin = file_of.get(&fused).cloned().unwrap_or_default();
+            let rows: usize = parts.iter().map(|(_, n)| n).sum();
+            if w.dims().len() != 2 || w.dim(0)? != rows {
+                bail!(
+                    "{}: tensor `{fused}` is {:?}; the config implies ({rows}, hidden) for its parts {}",
+                    origin.display(),
+                    w.dims(),
+                    parts.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                );
+            }
+            let mut at = 0;
+            for (name, n) in parts {
+                let key = format!("{p}.{name}");
+                t.insert(key.clone(), w.narrow(0, at, n)?.contiguous()?);
+                file_of.insert(key, origin.clone());
+                at += n;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A Hub id: files come from the local Hugging Face cache, or are downloaded.

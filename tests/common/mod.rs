@@ -210,6 +210,7 @@ pub fn write_tiny_llama(dir: &Path, seed: u64, qkv_bias: bool) -> llmctr::llm::c
         max_position_embeddings: 8192,
         bos_token_id: None,
         eos_token_id: None,
+        arch: Default::default(),
     };
     std::fs::write(
         dir.join("config.json"),
