@@ -224,9 +224,10 @@ pub struct PredictArgs {
     /// never saw.
     #[arg(long, requires = "domain")]
     pub domain_embedding: Option<PathBuf>,
-    /// A new domain's prompt (the text itself): embedded by the LLM, adapters and
-    /// pooling that made the run's domain embeddings (the run must read a pool
-    /// run's domain_embeddings.safetensors).
+    /// A new (or held-out) domain's prompt, the text itself: embedded and pooled
+    /// by the embed and pool runs that made the run's domain embeddings (the run
+    /// must read a pool run's domain_embeddings.safetensors); with the query
+    /// `name`, the tokens of the --domain name in it are the name tokens.
     #[arg(long, requires = "domain", conflicts_with = "domain_embedding")]
     pub domain_prompt: Option<String>,
     /// The tensor of --domain-embedding to read, when the file holds several.

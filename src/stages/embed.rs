@@ -164,9 +164,7 @@ pub fn render_prompts_with(
             }
         }
     }
-    let mut texts = Vec::new();
-    let mut all = Vec::new();
-    let mut in_name = Vec::new();
+    let mut rendered = Vec::new();
     for (i, d) in ds_meta.domains.iter().enumerate() {
         let c = match catalog {
             Some(c) => Some(c.domains.get(i).filter(|c| c.name == d.name).with_context(
@@ -179,15 +177,35 @@ pub fn render_prompts_with(
             )?),
             None => None,
         };
-        let (t, spans) = prompt::render_spans(&text, template, ds_meta, d, c)?;
+        rendered.push(prompt::render_spans(&text, template, ds_meta, d, c)?);
+    }
+    tokenize_prompts(rendered, tok, special, max, device, &|i, n| {
+        format!(
+            "prompt template {}: the prompt of domain {:?} has {n} tokens; embed.max_prompt_tokens = {max} allows 1..={max}",
+            template.display(),
+            ds_meta.domains[i].name
+        )
+    })
+}
+
+/// Tokenize prompts (text, character spans of the domain name) into right-padded
+/// ids, mask and name mask; `too_long(i, tokens)` words the error for a prompt
+/// with no token or more than `max`.
+fn tokenize_prompts(
+    rendered: Vec<(String, Vec<std::ops::Range<usize>>)>,
+    tok: &crate::llm::tokenizer::Tok,
+    special: bool,
+    max: usize,
+    device: &Device,
+    too_long: &dyn Fn(usize, usize) -> String,
+) -> Result<Prompts> {
+    let mut texts = Vec::new();
+    let mut all = Vec::new();
+    let mut in_name = Vec::new();
+    for (i, (t, spans)) in rendered.into_iter().enumerate() {
         let (ids, offsets) = tok.encode_offsets(&t, special)?;
         if ids.is_empty() || ids.len() > max {
-            bail!(
-                "prompt template {}: the prompt of domain {:?} has {} tokens; embed.max_prompt_tokens = {max} allows 1..={max}",
-                template.display(),
-                d.name,
-                ids.len()
-            );
+            bail!("{}", too_long(i, ids.len()));
         }
         texts.push(t);
         in_name.push(prompt::tokens_in_spans(&offsets, &spans));
@@ -218,6 +236,79 @@ pub fn render_prompts_with(
         names: Tensor::from_vec(names, (d, t), device)?,
         lens,
     })
+}
+
+/// The token states (1, T, h) of a new prompt under the finished embed run in
+/// `embed_dir`, computed as that run computed its domains' states: its LLM and
+/// adapters (saved at the best epoch) and the hidden states it read
+/// (`embed.layer`), or its sentence encoder. The domain-name tokens (for
+/// `pool.query = "name"`) are those overlapping an occurrence of `name` in
+/// `text`, as `{domain}` marks them in a template.
+pub fn prompt_states(embed_dir: &Path, text: &str, name: &str) -> Result<(Prompts, Tensor)> {
+    let cfg_path = embed_dir.join("config.toml");
+    let cfg = Config::load(Some(&cfg_path)).with_context(|| {
+        format!(
+            "reading the settings of the embed run {}",
+            embed_dir.display()
+        )
+    })?;
+    if !embed_dir.join("result.json").is_file() {
+        bail!(
+            "{} is not a finished embed run (no result.json)",
+            embed_dir.display()
+        );
+    }
+    let e = &cfg.embed;
+    let dev = Device::Cpu;
+    let spans: Vec<std::ops::Range<usize>> = if name.is_empty() {
+        Vec::new()
+    } else {
+        text.match_indices(name)
+            .map(|(i, m)| i..i + m.len())
+            .collect()
+    };
+    let too_long = |_: usize, n: usize| {
+        format!(
+            "the prompt has {n} tokens; the embed run {} allows 1..={} (embed.max_prompt_tokens)",
+            embed_dir.display(),
+            e.max_prompt_tokens
+        )
+    };
+    let rendered = vec![(text.to_string(), spans)];
+    if e.method == Method::Encoder {
+        let enc = crate::llm::encoder::load_encoder(Path::new(&e.encoder), &dev)?;
+        let max = e.max_prompt_tokens.min(enc.cfg.max_position_embeddings);
+        let p = tokenize_prompts(rendered, &enc.tokenizer, true, max, &dev, &too_long)?;
+        let states = enc.states(&p.ids, &p.mask)?;
+        return Ok((p, states));
+    }
+    let llm = load(&e.model, &dev)
+        .with_context(|| format!("loading the LLM of the embed run {}", embed_dir.display()))?;
+    let adapter_dir = embed_dir.join("adapter");
+    let ad = if e.method == Method::None {
+        Adapters::none()
+    } else if adapter_dir.join("adapter_config.json").is_file() {
+        crate::llm::peft::load(&adapter_dir, &llm.decoder.cfg, &dev, llm.decoder.rope)?
+    } else {
+        bail!(
+            "{}: the embed run's adapters are not there (embed.method = {:?})",
+            adapter_dir.display(),
+            e.method.as_str()
+        );
+    };
+    let p = tokenize_prompts(
+        rendered,
+        &llm.tokenizer,
+        false,
+        e.max_prompt_tokens,
+        &dev,
+        &too_long,
+    )?;
+    let layers = e.layers(llm.decoder.layers.len())?;
+    let mut rng = Rng::new(0);
+    let reader = Reader::new(&llm, &p.ids, &layers, &ad, &mut rng)?;
+    let states = reader.states(&llm, &ad, false, &mut rng)?;
+    Ok((p, states))
 }
 
 /// An error naming the first domain whose prompt has no name token, for the

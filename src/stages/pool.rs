@@ -23,7 +23,7 @@ use crate::geometry::Normalizer;
 use crate::models::probe::Probe;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
-use crate::pool::{self as pooling, Parametric, Query, Tokens, parameterless};
+use crate::pool::{self as pooling, Parametric, Query, Tokens};
 use crate::stages::prepare::prepare;
 use crate::train::data::Dataset;
 use crate::train::optim::{AdamConfig, DenseAdam, OptimizerKind};
@@ -259,6 +259,7 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
                 .map(|n| (n, format!("{} background prompts", all.len())))
         }
     };
+    let raw_states = states.clone();
     let states =
         match fitted.with_context(|| format!("pool.normalize = \"{}\"", pc.normalize.as_str()))? {
             (Some(n), on) => {
@@ -275,15 +276,18 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
             (None, _) => states,
         };
     let tok = Tokens::new(&mask, names.as_ref());
-    let (dm, best_epoch, best_auc) = match pc.mode {
-        PoolMode::Plain => (pooling::query(&states, tok, pc.query)?, 0, None),
+    let (best_epoch, best_auc) = match pc.mode {
+        PoolMode::Plain => (0, None),
         PoolMode::Parameterless => {
             let s = pc.scale.unwrap_or(1.0 / (h as f64).sqrt());
             params.insert("w".to_string(), Tensor::full(s as f32, h, &dev)?);
-            (parameterless(&states, tok, pc.query, Some(s))?, 0, None)
+            (0, None)
         }
         PoolMode::Parametric => train_parametric(cfg, &ds, &states, tok, &dir, &mut params)?,
     };
+    // The written vectors are the saved parameters applied to the embed run's
+    // states: what `predict` computes for a new domain's prompt.
+    let dm = apply(pc, &params, &raw_states, tok)?;
     let ppl = pooling::kernel_perplexities(&dm)?;
     tracing::info!("pool {}: {ppl}", pc.mode.as_str());
     let mut de = HashMap::new();
@@ -310,9 +314,45 @@ pub fn pool(cfg: &Config) -> Result<PoolResult> {
     Ok(r)
 }
 
-/// Train [`Parametric`] with a fresh probe; returns the pooled matrix at the best
-/// valid epoch, that epoch and its AUC, and fills `params` with w (and the query
-/// offset) of that epoch.
+/// Pool token states (n, T, h) with a pool run's fitted parameters `params`
+/// (`pool_params.safetensors`: `normalize_mean` and `normalize_matrix` when
+/// normalised, `w` unless plain, `query_offset` when learned): one vector per
+/// prompt, (n, h). The stage writes its domains' vectors with it; `predict`
+/// pools a new domain's prompt with it.
+pub fn apply(
+    pc: &PoolConfig,
+    params: &HashMap<String, Tensor>,
+    states: &Tensor,
+    tok: Tokens,
+) -> Result<Tensor> {
+    let get = |k: &str| {
+        params
+            .get(k)
+            .or_else(|| params.get(&format!("pool.{k}")))
+            .map(|t| t.to_dtype(DType::F32))
+            .transpose()
+    };
+    let states = match (get("normalize_mean")?, get("normalize_matrix")?) {
+        (Some(m), Some(a)) => Normalizer::from_tensors(&m, &a)?.apply(states)?,
+        (None, None) if pc.normalize == crate::geometry::Normalize::None => states.clone(),
+        _ => bail!(
+            "the pool parameters hold no fitted normalisation (pool.normalize = \"{}\")",
+            pc.normalize.as_str()
+        ),
+    };
+    let mut q = pooling::query(&states, tok, pc.query)?;
+    if pc.mode == PoolMode::Plain {
+        return Ok(q);
+    }
+    let w = get("w")?.context("the pool parameters hold no kernel weights `w`")?;
+    if let Some(o) = get("query_offset")? {
+        q = q.broadcast_add(&o)?;
+    }
+    Ok(pooling::gaussian_pool(&states, tok.mask, &q, &w)?)
+}
+
+/// Train [`Parametric`] with a fresh probe; returns the best valid epoch and
+/// its AUC, and puts w (and the query offset) of that epoch into `params`.
 fn train_parametric(
     cfg: &Config,
     ds: &Dataset,
@@ -320,7 +360,7 @@ fn train_parametric(
     tok: Tokens,
     dir: &std::path::Path,
     params: &mut HashMap<String, Tensor>,
-) -> Result<(Tensor, usize, Option<f64>)> {
+) -> Result<(usize, Option<f64>)> {
     let pc = &cfg.pool;
     let h = states.dim(2)?;
     let base = Rng::new(pc.seed);
@@ -339,7 +379,7 @@ fn train_parametric(
     };
     let bs = cfg.embed.batch_size.max(1);
     let (mut step, mut bad) = (0u64, 0usize);
-    let mut best: Option<(f64, usize, Tensor)> = None;
+    let mut best: Option<(f64, usize)> = None;
     let mut history = Vec::new();
     for epoch in 1..=pc.epochs {
         if bad >= pc.patience {
@@ -381,10 +421,9 @@ fn train_parametric(
             .collect();
         write_atomic(&dir.join("metrics.jsonl"), lines.as_bytes())?;
         match (valid.auc, &best) {
-            (Some(a), b) if b.as_ref().is_none_or(|(x, _, _)| a > *x) => {
-                best = Some((a, epoch, dm));
+            (Some(a), b) if b.as_ref().is_none_or(|(x, _)| a > *x) => {
+                best = Some((a, epoch));
                 bad = 0;
-                params.clear();
                 for p in ps.params() {
                     let name = p.name.trim_start_matches("pool.").to_string();
                     params.insert(name, p.var.as_tensor().copy()?);
@@ -393,8 +432,8 @@ fn train_parametric(
             _ => bad += 1,
         }
     }
-    let Some((auc, epoch, dm)) = best else {
+    let Some((auc, epoch)) = best else {
         bail!("no pooling epoch produced a valid AUC (does the valid split hold both classes?)");
     };
-    Ok((dm, epoch, Some(auc)))
+    Ok((epoch, Some(auc)))
 }

@@ -14,9 +14,10 @@
 //!   domains): scored as a held-out domain, from its embedding when the run
 //!   reads fixed domain embeddings — given as a file (`--domain-embedding`, one
 //!   row of the run's domain-embedding width) or computed from its prompt
-//!   (`--domain-prompt`) by the LLM, adapters and pooling that made the run's
+//!   (`--domain-prompt`) by the embed and pool functions that made the run's
 //!   domain embeddings ([`prompt_embedding`]) — or as any held-out domain when
-//!   the run takes no domain input.
+//!   the run takes no domain input. A domain the run held out takes a new
+//!   embedding the same way.
 
 use crate::config::Config;
 use crate::data::error::{DataError, Place};
@@ -163,42 +164,34 @@ pub struct InputRequest<'a> {
     pub domain_prompt: Option<&'a str>,
 }
 
-/// The embedding that the run's domain embeddings would give a domain with
-/// `prompt`: the run must read the output of a pool run
-/// (`model.domain_embeddings` = `<pool run>/domain_embeddings.safetensors`);
-/// the prompt goes through that pool run's embed run ([`prompt_states`]) and is
-/// pooled with the pool run's query and weights ([`pool_like`]).
-pub fn prompt_embedding(run_cfg: &Config, prompt: &str) -> Result<Vec<f32>> {
+/// The embedding that the run's domain embeddings would give a domain named
+/// `name` with `prompt`: the run must read the output of a pool run
+/// (`model.domain_embeddings` = `<pool run>/domain_embeddings.safetensors`). The
+/// prompt goes through that pool run's embed run
+/// ([`crate::stages::embed::prompt_states`]: its LLM and adapters, or its
+/// encoder, and the layers it read) and is pooled with the pool run's fitted
+/// parameters ([`crate::stages::pool::apply`]: normalisation, query, kernel
+/// weights): the functions that made the run's domain vectors.
+pub fn prompt_embedding(run_cfg: &Config, name: &str, prompt: &str) -> Result<Vec<f32>> {
     let file = run_cfg.model.domain_embeddings.as_ref().context(
         "the run has no domain embeddings (model.domain_embeddings): a prompt has nothing to be embedded like",
     )?;
     let pool_dir = file.parent().unwrap_or(Path::new("."));
     let (pool_cfg, embed_dir) = pool_run(pool_dir, file)?;
-    // What this path reproduces: the last layer's states of a decoder run, a
-    // kernel pooling with the last or mean query, no normalisation.
-    let p = &pool_cfg.pool;
-    let unsupported = if p.mode == crate::stages::pool::PoolMode::Plain {
-        Some("pool.mode = \"plain\"")
-    } else if p.query == crate::pool::Query::Name {
-        Some("pool.query = \"name\"")
-    } else if p.normalize != crate::geometry::Normalize::None {
-        Some("pool.normalize")
-    } else if pool_cfg.embed.layer.is_some() {
-        Some("embed.layer")
-    } else if pool_cfg.embed.method == crate::stages::embed::Method::Encoder {
-        Some("embed.method = \"encoder\"")
-    } else {
-        None
-    };
-    if let Some(what) = unsupported {
+    let (p, states) = crate::stages::embed::prompt_states(&embed_dir, prompt, name)?;
+    if pool_cfg.pool.query == crate::pool::Query::Name
+        && p.names.sum_all()?.to_scalar::<f32>()? == 0.0
+    {
         bail!(
-            "--domain-prompt does not yet reproduce embeddings made with {what} (pool run {}): \
-             embed and pool the prompt with those settings and pass the vector with --domain-embedding",
+            "the pool run {} pools the domain-name tokens (pool.query = \"name\"), but the prompt does not contain the domain's name {name:?}",
             pool_dir.display()
         );
     }
-    let (states, mask) = prompt_states(&embed_dir, prompt)?;
-    pool_like(pool_dir, &pool_cfg, &states, &mask)
+    let params_path = pool_dir.join("pool_params.safetensors");
+    let params = crate::config::load_safetensors(&params_path)?;
+    let v = crate::stages::pool::apply(&pool_cfg.pool, &params, &states, p.tokens())
+        .with_context(|| format!("pooling with {}", params_path.display()))?;
+    Ok(v.flatten_all()?.to_vec1::<f32>()?)
 }
 
 /// A pool run's settings and the embed run it pooled.
@@ -222,119 +215,46 @@ fn pool_run(pool_dir: &Path, file: &Path) -> Result<(Config, PathBuf)> {
     Ok((pool_cfg, embed_dir))
 }
 
-/// The token states (1, t, h) — last layer, after the final norm — and mask
-/// (1, t) of `prompt` under an embed run's LLM and adapters (at their best
-/// epoch), as that run computed its domains' states.
-pub fn prompt_states(
-    embed_dir: &Path,
-    prompt: &str,
-) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
-    use crate::llm::adapters::Adapters;
-    use candle_core::{DType, Device, Tensor};
-    let embed_cfg_path = embed_dir.join("config.toml");
-    let embed_cfg = Config::load(Some(&embed_cfg_path)).with_context(|| {
-        format!(
-            "reading the settings of the embed run {}",
-            embed_dir.display()
-        )
-    })?;
-    let e = &embed_cfg.embed;
-    let dev = Device::Cpu;
-    let llm = crate::llm::load::load(&e.model, &dev)
-        .with_context(|| format!("loading the LLM of the embed run {}", embed_dir.display()))?;
-    let adapter_dir = embed_dir.join("adapter");
-    let ad = if adapter_dir.join("adapter_config.json").is_file() {
-        crate::llm::peft::load(&adapter_dir, &llm.decoder.cfg, &dev, llm.decoder.rope)?
-    } else if e.method == crate::stages::embed::Method::None {
-        Adapters::none()
-    } else {
-        bail!(
-            "{}: the embed run's adapters are not there (embed.method = {:?})",
-            adapter_dir.display(),
-            e.method.as_str()
-        );
-    };
-    let ids = llm.tokenizer.encode(prompt)?;
-    if ids.is_empty() || ids.len() > e.max_prompt_tokens {
-        bail!(
-            "the prompt has {} tokens; the embed run allows 1..={} (embed.max_prompt_tokens)",
-            ids.len(),
-            e.max_prompt_tokens
-        );
-    }
-    let t = ids.len();
-    let ids = Tensor::from_vec(ids, (1, t), &dev)?;
-    let mask = Tensor::ones((1, t), DType::F32, &dev)?;
-    let mut rng = crate::nn::rng::Rng::new(0);
-    let x0 = llm.decoder.embed_ids(&ids)?;
-    let h = llm.decoder.forward_layers(&x0, 0, &ad, false, &mut rng)?;
-    let states = llm.decoder.final_norm(&h)?.to_dtype(DType::F32)?;
-    Ok((states, mask))
-}
-
-/// Pool token states (n, t, h) with mask (n, t) as the pool run in `pool_dir`
-/// pooled its domains: its query and its weights (and learned query offset).
-pub fn pool_like(
-    pool_dir: &Path,
-    pool_cfg: &Config,
-    states: &candle_core::Tensor,
-    mask: &candle_core::Tensor,
-) -> Result<Vec<f32>> {
-    use candle_core::DType;
-    let params_path = pool_dir.join("pool_params.safetensors");
-    let params = crate::config::load_safetensors(&params_path)?;
-    let w = params
-        .get("w")
-        .or_else(|| params.get("pool.w"))
-        .with_context(|| format!("{} has no pooling weights `w`", params_path.display()))?
-        .to_dtype(DType::F32)?;
-    let mut q = crate::pool::query(
-        states,
-        crate::pool::Tokens::new(mask, None),
-        pool_cfg.pool.query,
-    )?;
-    if let Some(o) = params
-        .get("query_offset")
-        .or_else(|| params.get("pool.query_offset"))
-    {
-        q = q.broadcast_add(&o.to_dtype(DType::F32)?)?;
-    }
-    let v = crate::pool::gaussian_pool(states, mask, &q, &w)?;
-    Ok(v.flatten_all()?.to_vec1::<f32>()?)
-}
-
 /// Score new raw rows with a finished run.
 pub fn predict_input(run: &Path, req: &InputRequest) -> Result<Scored> {
     let mut t = load_run(run)?;
-    if let Some(name) = req.domain
-        && !t.ds.domain_names.iter().any(|d| d == name)
-    {
-        let emb = match (req.domain_embedding, req.domain_prompt) {
-            (Some(_), Some(_)) => {
-                bail!("give the new domain an embedding or a prompt, not both")
-            }
-            (Some((file, tensor)), None) => Some(read_embedding(file, tensor)?),
-            (None, Some(prompt)) => Some(prompt_embedding(&t.cfg, prompt)?),
-            (None, None) => None,
-        };
-        t.add_unseen_domain(name, emb.as_deref()).with_context(|| {
-            format!(
-                "{name:?} is not a domain of {} (its domains: {})",
-                t.ds.meta.recipe,
-                t.ds.meta
-                    .domains
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
-    } else if req.domain_embedding.is_some() || req.domain_prompt.is_some() {
-        bail!(
-            "--domain-embedding and --domain-prompt describe a new domain: name it with --domain \
-             NAME (a name that is not a domain of {})",
+    let emb = match (req.domain_embedding, req.domain_prompt) {
+        (Some(_), Some(_)) => bail!("give the new domain an embedding or a prompt, not both"),
+        (Some((file, tensor)), None) => Some(read_embedding(file, tensor)?),
+        (None, Some(prompt)) => {
+            let name = req.domain.context(
+                "--domain-prompt describes a domain: name it with --domain NAME (a new name, or \
+                 a domain the run held out)",
+            )?;
+            Some(prompt_embedding(&t.cfg, name, prompt)?)
+        }
+        (None, None) => None,
+    };
+    match req.domain {
+        Some(name) if !t.ds.domain_names.iter().any(|d| d == name) => {
+            t.add_unseen_domain(name, emb.as_deref()).with_context(|| {
+                format!(
+                    "{name:?} is not a domain of {} (its domains: {})",
+                    t.ds.meta.recipe,
+                    t.ds.meta
+                        .domains
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        }
+        // A held-out domain described anew.
+        Some(name) if emb.is_some() => {
+            t.set_held_out_embedding(name, emb.as_deref().unwrap_or_default())?;
+        }
+        None if emb.is_some() => bail!(
+            "--domain-embedding and --domain-prompt describe a domain: name it with --domain \
+             NAME (a new name, or a domain {} held out)",
             t.ds.meta.recipe
-        );
+        ),
+        _ => {}
     }
     let vocab = Vocab::read(&t.ds.dir)?;
     let table = if t.ds.meta.recipe.starts_with("table-") {

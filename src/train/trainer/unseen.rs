@@ -8,7 +8,7 @@ use crate::metrics;
 use crate::nn::ops::sigmoid;
 use crate::nn::rng::Rng;
 use crate::train::data::SplitData;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
 
 /// A held-out domain and the kernel weight of each seen domain, (domain, weight).
@@ -133,17 +133,7 @@ impl Trainer {
         }
         match (&mut self.fixed, embedding) {
             (Some((mat, _)), Some(e)) => {
-                let h = mat.dim(1)?;
-                if e.len() != h {
-                    bail!(
-                        "the new domain's embedding has {} values, the run's domain embeddings {h}",
-                        e.len()
-                    );
-                }
-                if let Some(i) = e.iter().position(|v| !v.is_finite()) {
-                    bail!("the new domain's embedding holds {} at position {i}", e[i]);
-                }
-                let row = Tensor::from_slice(e, (1, h), &self.device)?;
+                let row = embedding_row(mat, e, &self.device)?;
                 *mat = Tensor::cat(&[&*mat, &row], 0)?;
             }
             (Some(_), None) => bail!(
@@ -161,4 +151,54 @@ impl Trainer {
         self.ds.holdout.push(id);
         Ok(id as u32)
     }
+
+    /// Give a domain the run held out of training another fixed embedding (a
+    /// new description of it): its rows are then scored as with any unseen
+    /// domain's embedding. A domain the model trained on keeps its own.
+    pub fn set_held_out_embedding(&mut self, name: &str, embedding: &[f32]) -> Result<()> {
+        let id = self
+            .ds
+            .domain_names
+            .iter()
+            .position(|d| d == name)
+            .with_context(|| format!("{name:?} is not a domain of this run"))?;
+        if !self.ds.holdout.contains(&id) {
+            bail!(
+                "{name:?} is a domain this run trained on: a new embedding applies to a new \
+                 domain or one the run held out (data.holdout_domains)"
+            );
+        }
+        let Some((mat, _)) = &mut self.fixed else {
+            bail!(
+                "this run reads no fixed domain embeddings: an embedding for {name:?} would not be used"
+            );
+        };
+        let row = embedding_row(mat, embedding, &self.device)?;
+        let n = mat.dim(0)?;
+        let mut parts = Vec::with_capacity(3);
+        if id > 0 {
+            parts.push(mat.narrow(0, 0, id)?);
+        }
+        parts.push(row);
+        if id + 1 < n {
+            parts.push(mat.narrow(0, id + 1, n - id - 1)?);
+        }
+        *mat = Tensor::cat(&parts, 0)?;
+        Ok(())
+    }
+}
+
+/// `e` as one row (1, h) of the domain-embedding matrix `mat`: as wide, finite.
+fn embedding_row(mat: &Tensor, e: &[f32], device: &candle_core::Device) -> Result<Tensor> {
+    let h = mat.dim(1)?;
+    if e.len() != h {
+        bail!(
+            "the new domain's embedding has {} values, the run's domain embeddings {h}",
+            e.len()
+        );
+    }
+    if let Some(i) = e.iter().position(|v| !v.is_finite()) {
+        bail!("the new domain's embedding holds {} at position {i}", e[i]);
+    }
+    Ok(Tensor::from_slice(e, (1, h), device)?)
 }
