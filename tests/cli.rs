@@ -225,3 +225,76 @@ fn every_committed_config_loads() {
         Config::load(Some(&root.join(p))).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
     }
 }
+
+/// The README's stage-by-stage commands (`embed`, `pool`, `train-cgc` with the
+/// pooled file) give the run command's LLM arm to the digit: the same test
+/// metrics and predictions, on two copies of a tiny setup.
+#[test]
+fn stage_commands_give_the_run_commands_llm_arm() {
+    let run_side = tempfile::tempdir().unwrap();
+    let stage_side = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for tmp in [run_side.path(), stage_side.path()] {
+        let cfg = common::tiny_run_config(tmp);
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str("[run]\nseeds = [1]\ncompare = false\n");
+        std::fs::write(&cfg, text).unwrap();
+        files.push(cfg);
+    }
+    let ok = |args: &[&std::ffi::OsStr]| -> String {
+        let o = pipeline().args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{:?}: {}",
+            args,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(&["run".as_ref(), files[0].as_os_str()]);
+    let runs = run_side.path().join("runs");
+    let llm_run = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().contains("-llm-"))
+        .unwrap();
+    let c = files[1].as_os_str();
+    ok(&["embed".as_ref(), "-c".as_ref(), c]);
+    ok(&["pool".as_ref(), "-c".as_ref(), c]);
+    let runs2 = stage_side.path().join("runs");
+    let pooled = std::fs::read_dir(&runs2)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pool-")
+        })
+        .unwrap()
+        .join("domain_embeddings.safetensors");
+    ok(&[
+        "train-cgc".as_ref(),
+        "-c".as_ref(),
+        c,
+        "--domain-embeddings".as_ref(),
+        pooled.as_os_str(),
+        "--seed".as_ref(),
+        "1".as_ref(),
+        "--run-name".as_ref(),
+        "by-stage".as_ref(),
+    ]);
+    let metrics = |dir: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (metrics(&llm_run), metrics(&runs2.join("by-stage")));
+    assert_eq!(a["test"], b["test"], "test metrics");
+    assert_eq!(a["best_epoch"], b["best_epoch"]);
+    let scores = |dir: &std::path::Path| {
+        llmctr::config::load_safetensors(&dir.join("predictions_test.safetensors")).unwrap()
+            ["score"]
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(scores(&llm_run), scores(&runs2.join("by-stage")));
+}

@@ -349,6 +349,20 @@ fn load_embeddings(r: &llmctr::stages::embed::EmbedResult) -> Vec<Vec<f32>> {
 fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = common::tiny_run_config(tmp.path());
+    // The best configuration found on valid, reported beside the run's arm:
+    // here the frozen decoder.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let best = tmp.path().join("best.toml");
+    std::fs::write(
+        &best,
+        text.replace("[embed]\n", "[embed]\nmethod = \"none\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}[run]\nbest = {:?}\n", best.display().to_string()),
+    )
+    .unwrap();
     let run = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .arg("run")
@@ -372,7 +386,9 @@ fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     for arm in [
         "| domain id |",
         "| no domain input |",
+        "| a random vector per domain |",
         "| dnn, domain field kept |",
+        "| best configuration found on valid: cgc_cond on the LLM embeddings (none / t / parametric) |",
     ] {
         assert!(md.contains(arm), "{arm} missing: {md}");
     }
@@ -384,6 +400,7 @@ fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     for arm in [
         "cgc_cond-id-ml100k-occupation-seed3",
         "cgc_cond-none-ml100k-occupation-seed3",
+        "cgc_cond-random-ml100k-occupation-seed3",
         "dnn-keep-ml100k-occupation-seed3",
     ] {
         assert!(runs.join(arm).join("metrics.json").is_file(), "{arm}");
@@ -396,7 +413,9 @@ fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
         "{err}"
     );
     // Every training run, the comparison arms' included, is reused.
-    assert_eq!(err.matches(": reusing").count(), 2 + 4 * 3, "{err}");
+    // (embed, pool and 5 arms × 3 seeds; the best configuration's embed, pool
+    // and 3 seeds.)
+    assert_eq!(err.matches(": reusing").count(), 2 + 5 * 3 + 2 + 3, "{err}");
     // A changed config must not silently reuse the old result.
     let text = std::fs::read_to_string(&cfg)
         .unwrap()

@@ -36,9 +36,15 @@ pub struct Config {
 pub struct RunConfig {
     /// Seeds of every arm. Default [1, 2, 3].
     pub seeds: Vec<u64>,
-    /// Train the comparison arms (the same model on the domain id and without a
-    /// domain input, and the DNN with the domain field kept). Default true.
+    /// Train the comparison arms (the same model on the domain id, without a
+    /// domain input and on a random vector per domain, and the DNN with the
+    /// domain field kept). Default true.
     pub compare: bool,
+    /// The best configuration found on valid: a config file whose own embed →
+    /// pool → head arm is trained for the same seeds and reported beside this
+    /// config's arm, named as such. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -46,6 +52,7 @@ impl Default for RunConfig {
         RunConfig {
             seeds: vec![1, 2, 3],
             compare: true,
+            best: None,
         }
     }
 }

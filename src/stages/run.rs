@@ -251,6 +251,16 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         let arms = comparison_arms(&llm.head, seeds)?;
         let mut all = vec![(llm.label(), llm.runs.clone())];
         all.extend(arms);
+        if let Some(file) = &cfg.run.best {
+            let mut b = Config::load(Some(file))
+                .with_context(|| format!("run.best = {}", file.display()))?;
+            b.run.seeds = seeds.clone();
+            let best = llm_arm(&b)?;
+            all.push((
+                format!("best configuration found on valid: {}", best.label()),
+                best.runs,
+            ));
+        }
         let table = comparison_md(&all);
         let md = std::fs::read_to_string(&report)?;
         crate::fsutil::write_atomic(&report, format!("{table}\n{md}").as_bytes())?;
@@ -280,10 +290,11 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
 }
 
 /// The comparison arms of `pipeline run`, on the LLM head's split and features,
-/// each trained (or reused) for every seed: the same model on the domain id and
-/// without a domain input (the conditioned form kept, so the arms differ in the
-/// domain input alone), and the DNN with the domain-defining field kept (the
-/// plain model of the literature).
+/// each trained (or reused) for every seed: the same model on the domain id,
+/// without a domain input and on a random vector per domain with the
+/// embedding's per-dimension mean and spread (the conditioned form kept, so the
+/// arms differ in the domain input alone), and the DNN with the
+/// domain-defining field kept (the plain model of the literature).
 pub fn comparison_arms(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<FinalMetrics>)>> {
     use crate::models::config::{Conditioning, DomainFields, ModelName};
     let pin = |c: &mut Config| {
@@ -304,8 +315,16 @@ pub fn comparison_arms(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<
     let mut base = head.clone();
     pin(&mut base);
     base.model.domain_embeddings = None;
+    let random = match &head.model.domain_embeddings {
+        Some(f) => Some(crate::stages::lodo::random_control(
+            f,
+            &head.model.domain_embeddings_tensor,
+            &head.train.runs_dir,
+        )?),
+        None => None,
+    };
     type Set = Box<dyn Fn(&mut Config)>;
-    let arms: [(&str, &str, Set); 3] = [
+    let mut arms: Vec<(&str, &str, Set)> = vec![
         (
             "domain id",
             "id",
@@ -316,16 +335,27 @@ pub fn comparison_arms(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<
             "none",
             Box::new(|c: &mut Config| c.model.domain_input = DomainInput::None),
         ),
-        (
-            "dnn, domain field kept",
-            "keep",
-            Box::new(|c: &mut Config| {
-                c.model.name = ModelName::Dnn;
-                c.model.domain_input = DomainInput::None;
-                c.model.domain_fields = DomainFields::Keep;
-            }),
-        ),
     ];
+    if let Some(r) = random {
+        arms.push((
+            "a random vector per domain",
+            "random",
+            Box::new(move |c: &mut Config| {
+                c.model.domain_input = DomainInput::Fixed;
+                c.model.domain_embeddings = Some(r.clone());
+                c.model.domain_embeddings_tensor = "domain_embeddings".into();
+            }),
+        ));
+    }
+    arms.push((
+        "dnn, domain field kept",
+        "keep",
+        Box::new(|c: &mut Config| {
+            c.model.name = ModelName::Dnn;
+            c.model.domain_input = DomainInput::None;
+            c.model.domain_fields = DomainFields::Keep;
+        }),
+    ));
     let mut out = Vec::new();
     for (name, tag, set) in arms {
         let mut runs = Vec::new();
