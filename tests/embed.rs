@@ -386,7 +386,7 @@ fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     for arm in [
         "| domain id |",
         "| no domain input |",
-        "| a random vector per domain |",
+        "| random vector per domain |",
         "| dnn, domain field kept |",
         "| best configuration found on valid: cgc_cond on the LLM embeddings (none / t / parametric) |",
     ] {
@@ -400,7 +400,7 @@ fn pipeline_run_chains_the_stages_and_reuses_finished_ones() {
     for arm in [
         "cgc_cond-id-ml100k-occupation-seed3",
         "cgc_cond-none-ml100k-occupation-seed3",
-        "cgc_cond-random-ml100k-occupation-seed3",
+        "cgc_cond-random-pool-parametric-embed-lora-ml100k-occupation-t-seed1-seed1-seed3",
         "dnn-keep-ml100k-occupation-seed3",
     ] {
         assert!(runs.join(arm).join("metrics.json").is_file(), "{arm}");

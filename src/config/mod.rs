@@ -45,6 +45,20 @@ pub struct RunConfig {
     /// config's arm, named as such. Default none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub best: Option<PathBuf>,
+    /// Training runs that go at once, each on one thread (the digits do not
+    /// depend on it); 0: one per core. Default 0.
+    pub workers: usize,
+}
+
+impl RunConfig {
+    /// `workers`, with 0 read as the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
 }
 
 impl Default for RunConfig {
@@ -53,6 +67,7 @@ impl Default for RunConfig {
             seeds: vec![1, 2, 3],
             compare: true,
             best: None,
+            workers: 0,
         }
     }
 }

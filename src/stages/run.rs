@@ -131,6 +131,54 @@ pub fn ensure_train(cfg: &Config) -> Result<(FinalMetrics, PathBuf, Origin)> {
     Ok((m, dir, Origin::Computed))
 }
 
+/// [`ensure_train`] for every config, `workers` at a time: each worker trains
+/// on one thread of its own (a rayon pool of one), so the cores are shared by
+/// runs rather than split inside one. A run's digits do not depend on the
+/// number of threads it is given (tested), so this changes wall time only.
+/// Results come in the configs' order; the first error (in that order) is
+/// returned once the others have finished.
+pub fn ensure_trains(
+    cfgs: &[Config],
+    workers: usize,
+) -> Result<Vec<(FinalMetrics, PathBuf, Origin)>> {
+    let workers = workers.min(cfgs.len());
+    if workers <= 1 {
+        return cfgs.iter().map(ensure_train).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<(FinalMetrics, PathBuf, Origin)>>>> =
+        cfgs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= cfgs.len() {
+                        break;
+                    }
+                    let r = match &pool {
+                        Ok(p) => p.install(|| ensure_train(&cfgs[i])),
+                        Err(e) => Err(anyhow::anyhow!("cannot start a training thread: {e}")),
+                    };
+                    if let Ok(mut slot) = slots[i].lock() {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(anyhow::anyhow!("a training thread stopped")))
+        })
+        .collect()
+}
+
 /// `cfg` set up to train its model (`model.name`; CGC by default, in its
 /// domain-conditioned form) on the fixed domain embeddings of a pool run.
 pub fn llm_head(cfg: &Config, pooled: &Path, run_name: String) -> Config {
@@ -183,21 +231,28 @@ impl LlmArm {
     /// `<model> on the LLM embeddings (<method> / <template> / <pool mode>)`
     /// (`sentence-encoder embeddings` for the encoder method).
     pub fn label(&self) -> String {
-        let what = match self.head.embed.method {
+        Self::describe(&self.head)
+    }
+
+    /// The label of the arm whose head config is `head`.
+    pub fn describe(head: &Config) -> String {
+        let what = match head.embed.method {
             crate::stages::embed::Method::Encoder => "sentence-encoder",
             _ => "LLM",
         };
         format!(
             "{} on the {what} embeddings ({} / {} / {})",
-            self.head.model.label(),
-            self.head.embed.method.as_str(),
-            self.head.embed.template_stem(),
-            self.head.pool.mode.as_str()
+            head.model.label(),
+            head.embed.method.as_str(),
+            head.embed.template_stem(),
+            head.pool.mode.as_str()
         )
     }
 }
 
-pub fn llm_arm(cfg: &Config) -> Result<LlmArm> {
+/// The embed and pool runs of a config's LLM arm (reused when finished) and
+/// the config of its head on the pooled embeddings (seed and run name unset).
+fn llm_inputs(cfg: &Config) -> Result<(EmbedResult, PoolResult, Config, [Origin; 2])> {
     let (embedded, oe) = ensure_embed(cfg)?;
     tracing::info!("embed: {}{}", reusing(oe), embedded.run_dir);
     let mut pc = cfg.clone();
@@ -205,25 +260,50 @@ pub fn llm_arm(cfg: &Config) -> Result<LlmArm> {
     let (pooled, op) = ensure_pool(&pc)?;
     tracing::info!("pool: {}{}", reusing(op), pooled.run_dir);
     let head = llm_head(&pc, Path::new(&pooled.run_dir), String::new());
-    let mut runs = Vec::new();
-    let mut dirs = Vec::new();
-    let mut first = None;
-    for &seed in &cfg.run.seeds {
-        let mut c = head.clone();
-        c.train.seed = seed;
-        c.train.run_name = Some(llm_run_name(&c));
-        let (m, dir, ot) = ensure_train(&c)?;
+    Ok((embedded, pooled, head, [oe, op]))
+}
+
+/// The head's config for each seed, named by [`llm_run_name`].
+fn seed_configs(head: &Config, seeds: &[u64]) -> Vec<Config> {
+    seeds
+        .iter()
+        .map(|&seed| {
+            let mut c = head.clone();
+            c.train.seed = seed;
+            c.train.run_name = Some(llm_run_name(&c));
+            c
+        })
+        .collect()
+}
+
+/// Train (or reuse) `configs`, `run.workers` at a time, and log each.
+fn train_all(
+    cfg: &Config,
+    configs: &[(String, Config)],
+) -> Result<Vec<(FinalMetrics, PathBuf, Origin)>> {
+    let cs: Vec<Config> = configs.iter().map(|(_, c)| c.clone()).collect();
+    let out = ensure_trains(&cs, cfg.run.worker_count())?;
+    for ((what, c), (_, dir, o)) in configs.iter().zip(&out) {
         tracing::info!(
-            "{} on the LLM embeddings, seed {seed}: {}{}",
-            c.model.label(),
-            reusing(ot),
+            "{what}, seed {}: {}{}",
+            c.train.seed,
+            reusing(*o),
             dir.display()
         );
-        runs.push(m);
-        dirs.push(dir);
-        first.get_or_insert(ot);
     }
-    let ot = first.context("run.seeds is empty")?;
+    Ok(out)
+}
+
+pub fn llm_arm(cfg: &Config) -> Result<LlmArm> {
+    let (embedded, pooled, head, [oe, op]) = llm_inputs(cfg)?;
+    let what = format!("{} on the LLM embeddings", head.model.label());
+    let configs: Vec<(String, Config)> = seed_configs(&head, &cfg.run.seeds)
+        .into_iter()
+        .map(|c| (what.clone(), c))
+        .collect();
+    let trained = train_all(cfg, &configs)?;
+    let ot = trained.first().map(|t| t.2).context("run.seeds is empty")?;
+    let (runs, dirs) = trained.into_iter().map(|(m, d, _)| (m, d)).unzip();
     Ok(LlmArm {
         embed: embedded,
         pool: pooled,
@@ -242,25 +322,53 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         prepared.dir.display(),
         prepared.meta.domains.len()
     );
-    let llm = llm_arm(cfg)?;
     let seeds = &cfg.run.seeds;
-    let dir = llm.dirs[0].clone();
-    let cgc = llm.runs[0].clone();
-    let report = crate::report::report(&dir)?;
+    anyhow::ensure!(!seeds.is_empty(), "run.seeds is empty");
+    // Every embedding first, then every training run, `run.workers` at a time.
+    let (embedded, pooled, head, [oe, op]) = llm_inputs(cfg)?;
+    let llm_label = LlmArm::describe(&head);
+    let mut arms: Vec<(String, Vec<Config>)> = vec![(llm_label, seed_configs(&head, seeds))];
     if cfg.run.compare {
-        let arms = comparison_arms(&llm.head, seeds)?;
-        let mut all = vec![(llm.label(), llm.runs.clone())];
-        all.extend(arms);
+        arms.extend(comparison_configs(&head, seeds)?);
         if let Some(file) = &cfg.run.best {
             let mut b = Config::load(Some(file))
                 .with_context(|| format!("run.best = {}", file.display()))?;
             b.run.seeds = seeds.clone();
-            let best = llm_arm(&b)?;
-            all.push((
-                format!("best configuration found on valid: {}", best.label()),
-                best.runs,
+            let (_, _, best_head, _) = llm_inputs(&b)?;
+            arms.push((
+                format!(
+                    "best configuration found on valid: {}",
+                    LlmArm::describe(&best_head)
+                ),
+                seed_configs(&best_head, seeds),
             ));
         }
+    }
+    let flat: Vec<(String, Config)> = arms
+        .iter()
+        .flat_map(|(name, cs)| cs.iter().map(move |c| (name.clone(), c.clone())))
+        .collect();
+    let mut trained = train_all(cfg, &flat)?.into_iter();
+    let mut all = Vec::new();
+    let mut llm_dirs = Vec::new();
+    let mut ot = Origin::Reused;
+    for (i, (name, cs)) in arms.into_iter().enumerate() {
+        let mut runs = Vec::new();
+        for (j, (m, dir, o)) in trained.by_ref().take(cs.len()).enumerate() {
+            if i == 0 {
+                llm_dirs.push(dir);
+                if j == 0 {
+                    ot = o;
+                }
+            }
+            runs.push(m);
+        }
+        all.push((name, runs));
+    }
+    let dir = llm_dirs[0].clone();
+    let cgc = all[0].1[0].clone();
+    let report = crate::report::report(&dir)?;
+    if cfg.run.compare {
         let table = comparison_md(&all);
         let md = std::fs::read_to_string(&report)?;
         crate::fsutil::write_atomic(&report, format!("{table}\n{md}").as_bytes())?;
@@ -279,13 +387,13 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
         )?;
     }
     Ok(RunSummary {
-        embed: llm.embed,
-        pool: llm.pool,
+        embed: embedded,
+        pool: pooled,
         cgc,
         cgc_dir: dir,
         report,
         seconds: start.elapsed().as_secs_f64(),
-        origins: llm.origins,
+        origins: [oe, op, ot],
     })
 }
 
@@ -296,6 +404,23 @@ pub fn run(cfg: &Config) -> Result<RunSummary> {
 /// arms differ in the domain input alone), and the DNN with the
 /// domain-defining field kept (the plain model of the literature).
 pub fn comparison_arms(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<FinalMetrics>)>> {
+    let arms = comparison_configs(head, seeds)?;
+    let flat: Vec<(String, Config)> = arms
+        .iter()
+        .flat_map(|(name, cs)| cs.iter().map(move |c| (name.clone(), c.clone())))
+        .collect();
+    let mut trained = train_all(head, &flat)?.into_iter();
+    Ok(arms
+        .into_iter()
+        .map(|(name, cs)| {
+            let runs = trained.by_ref().take(cs.len()).map(|t| t.0).collect();
+            (name, runs)
+        })
+        .collect())
+}
+
+/// The configs of [`comparison_arms`]: (arm name, one config per seed).
+fn comparison_configs(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<Config>)>> {
     use crate::models::config::{Conditioning, DomainFields, ModelName};
     let pin = |c: &mut Config| {
         let m = &mut c.model;
@@ -315,12 +440,18 @@ pub fn comparison_arms(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<
     let mut base = head.clone();
     pin(&mut base);
     base.model.domain_embeddings = None;
+    // The random control's runs are named after the pool run they stand in for.
     let random = match &head.model.domain_embeddings {
-        Some(f) => Some(crate::stages::lodo::random_control(
-            f,
-            &head.model.domain_embeddings_tensor,
-            &head.train.runs_dir,
-        )?),
+        Some(f) => Some((
+            crate::stages::lodo::random_control(
+                f,
+                &head.model.domain_embeddings_tensor,
+                &head.train.runs_dir,
+            )?,
+            f.parent()
+                .and_then(|p| p.file_name())
+                .map_or("embeddings".into(), |n| n.to_string_lossy().into_owned()),
+        )),
         None => None,
     };
     type Set = Box<dyn Fn(&mut Config)>;
@@ -336,10 +467,11 @@ pub fn comparison_arms(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<
             Box::new(|c: &mut Config| c.model.domain_input = DomainInput::None),
         ),
     ];
-    if let Some(r) = random {
+    let random_tag = random.as_ref().map(|(_, from)| format!("random-{from}"));
+    if let Some((r, _)) = random {
         arms.push((
-            "a random vector per domain",
-            "random",
+            "random vector per domain",
+            random_tag.as_deref().unwrap_or("random"),
             Box::new(move |c: &mut Config| {
                 c.model.domain_input = DomainInput::Fixed;
                 c.model.domain_embeddings = Some(r.clone());
@@ -358,22 +490,24 @@ pub fn comparison_arms(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<
     ));
     let mut out = Vec::new();
     for (name, tag, set) in arms {
-        let mut runs = Vec::new();
+        let mut cs = Vec::new();
         for &seed in seeds {
             let mut c = base.clone();
             set(&mut c);
             c.train.seed = seed;
-            c.train.run_name = Some(format!(
-                "{}-{tag}-{}{}-seed{seed}",
-                c.model.label(),
-                c.data.recipe,
-                holdout_suffix(&c.data.holdout_domains)
-            ));
-            let (m, dir, o) = ensure_train(&c)?;
-            tracing::info!("{name}, seed {seed}: {}{}", reusing(o), dir.display());
-            runs.push(m);
+            c.train.run_name = Some(if tag.starts_with("random-") {
+                format!("{}-{tag}-seed{seed}", c.model.label())
+            } else {
+                format!(
+                    "{}-{tag}-{}{}-seed{seed}",
+                    c.model.label(),
+                    c.data.recipe,
+                    holdout_suffix(&c.data.holdout_domains)
+                )
+            });
+            cs.push(c);
         }
-        out.push((name.to_string(), runs));
+        out.push((name.to_string(), cs));
     }
     Ok(out)
 }

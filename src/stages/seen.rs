@@ -8,10 +8,10 @@
 
 use crate::config::Config;
 use crate::fsutil::write_atomic;
-use crate::stages::lodo::{Paired, paired_cell, random_control};
-use crate::stages::run::{comparison_arms, comparison_md, ensure_train, llm_arm};
+use crate::stages::lodo::{Paired, paired_cell};
+use crate::stages::run::{comparison_arms, comparison_md, llm_arm};
 use crate::train::trainer::FinalMetrics;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::{Path, PathBuf};
 
 /// One arm of a seen-domain study.
@@ -74,30 +74,6 @@ pub fn seen_study(cfg: &Config, seeds: &[u64], out: &Path) -> Result<SeenStudyRe
     let label = llm.label();
     let mut arms = vec![(label.clone(), llm.runs.clone())];
 
-    // The random control: a fixed vector per domain drawn with the pooled
-    // matrix's per-dimension mean and spread.
-    let pooled = Path::new(&llm.pool.run_dir).join("domain_embeddings.safetensors");
-    let random = random_control(&pooled, "domain_embeddings", &c.train.runs_dir)?;
-    let pool_name = Path::new(&llm.pool.run_dir)
-        .file_name()
-        .context("pool run directory has no name")?
-        .to_string_lossy()
-        .into_owned();
-    let mut rr = Vec::new();
-    for &seed in seeds {
-        let mut h = llm.head.clone();
-        h.model.domain_embeddings = Some(random.clone());
-        h.train.seed = seed;
-        h.train.run_name = Some(format!(
-            "{}-random-{}-seed{seed}",
-            h.model.label(),
-            pool_name
-        ));
-        let (m, dir, _) = ensure_train(&h)?;
-        tracing::info!("random vector per domain, seed {seed}: {}", dir.display());
-        rr.push(m);
-    }
-    arms.push(("random vector per domain".to_string(), rr));
     arms.extend(comparison_arms(&llm.head, seeds)?);
 
     let result_arms: Vec<SeenArm> = arms
