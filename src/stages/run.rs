@@ -131,22 +131,22 @@ pub fn ensure_train(cfg: &Config) -> Result<(FinalMetrics, PathBuf, Origin)> {
     Ok((m, dir, Origin::Computed))
 }
 
+/// What [`ensure_train`] returns.
+pub type Trained = (FinalMetrics, PathBuf, Origin);
+
 /// [`ensure_train`] for every config, `workers` at a time: each worker trains
 /// on one thread of its own (a rayon pool of one), so the cores are shared by
 /// runs rather than split inside one. A run's digits do not depend on the
 /// number of threads it is given (tested), so this changes wall time only.
 /// Results come in the configs' order; the first error (in that order) is
 /// returned once the others have finished.
-pub fn ensure_trains(
-    cfgs: &[Config],
-    workers: usize,
-) -> Result<Vec<(FinalMetrics, PathBuf, Origin)>> {
+pub fn ensure_trains(cfgs: &[Config], workers: usize) -> Result<Vec<Trained>> {
     let workers = workers.min(cfgs.len());
     if workers <= 1 {
         return cfgs.iter().map(ensure_train).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<Result<(FinalMetrics, PathBuf, Origin)>>>> =
+    let slots: Vec<std::sync::Mutex<Option<Result<Trained>>>> =
         cfgs.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..workers {
@@ -277,10 +277,7 @@ fn seed_configs(head: &Config, seeds: &[u64]) -> Vec<Config> {
 }
 
 /// Train (or reuse) `configs`, `run.workers` at a time, and log each.
-fn train_all(
-    cfg: &Config,
-    configs: &[(String, Config)],
-) -> Result<Vec<(FinalMetrics, PathBuf, Origin)>> {
+fn train_all(cfg: &Config, configs: &[(String, Config)]) -> Result<Vec<Trained>> {
     let cs: Vec<Config> = configs.iter().map(|(_, c)| c.clone()).collect();
     let out = ensure_trains(&cs, cfg.run.worker_count())?;
     for ((what, c), (_, dir, o)) in configs.iter().zip(&out) {
