@@ -91,5 +91,12 @@ export PATH="$ROOT/bin:$PATH" NVCC="$ROOT/bin/nvcc"
 export CUDARC_CUDA_VERSION=13000
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 export LD_LIBRARY_PATH="$ROOT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The same environment for later builds (gpu_check.sh sources it for the tests).
+cat >"$WORK/env.sh" <<ENV
+export CUDA_HOME="$ROOT" CUDA_PATH="$ROOT" CUDA_ROOT="$ROOT"
+export PATH="$ROOT/bin:\$PATH" NVCC="$ROOT/bin/nvcc"
+export CUDARC_CUDA_VERSION=13000 CUDA_COMPUTE_CAP="$CUDA_COMPUTE_CAP"
+export LD_LIBRARY_PATH="$ROOT/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+ENV
 nvcc --version | tail -n 2
 time cargo build --release --features cuda "$@"

@@ -46,7 +46,9 @@ pub struct RunConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub best: Option<PathBuf>,
     /// Training runs that go at once, each on one thread (the digits do not
-    /// depend on it); 0: one per core. Default 0.
+    /// depend on it); 0: one per core. Default 1. Above 1 the process sets
+    /// RAYON_NUM_THREADS=1 while they train, so only a process with nothing
+    /// else running should use it (the `run` command does).
     pub workers: usize,
 }
 
@@ -67,7 +69,7 @@ impl Default for RunConfig {
             seeds: vec![1, 2, 3],
             compare: true,
             best: None,
-            workers: 0,
+            workers: 1,
         }
     }
 }

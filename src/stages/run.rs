@@ -148,6 +148,15 @@ pub fn ensure_trains(cfgs: &[Config], workers: usize) -> Result<Vec<Trained>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<std::sync::Mutex<Option<Result<Trained>>>> =
         cfgs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    // candle's matrix products read RAYON_NUM_THREADS at every call: left at
+    // the core count, each one-thread worker would still split its products
+    // into tasks for absent threads (measured 4.5× slower than 1).
+    let before = std::env::var_os("RAYON_NUM_THREADS");
+    // SAFETY: set here, on the calling thread, before any worker starts, and
+    // put back after every worker has joined; no other thread of this process
+    // reads or writes the environment meanwhile (rayon's pool threads are idle
+    // until a worker calls into them, and they read no variables).
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
@@ -168,6 +177,13 @@ pub fn ensure_trains(cfgs: &[Config], workers: usize) -> Result<Vec<Trained>> {
             });
         }
     });
+    // SAFETY: as above; every worker has joined.
+    unsafe {
+        match before {
+            Some(v) => std::env::set_var("RAYON_NUM_THREADS", v),
+            None => std::env::remove_var("RAYON_NUM_THREADS"),
+        }
+    }
     slots
         .into_iter()
         .map(|m| {
