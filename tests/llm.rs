@@ -22,18 +22,6 @@ fn all_targets() -> LoraConfig {
     }
 }
 
-/// LoRA's B starts at zero, so A's gradient is zero at first by design: give B
-/// a value as one optimiser step would.
-fn give_b_values(ad: &Adapters) {
-    for m in &ad.lora {
-        let v: Vec<f32> = (0..m.b.elem_count())
-            .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
-            .collect();
-        m.b.set(&Tensor::from_vec(v, m.b.shape(), &Device::Cpu).unwrap())
-            .unwrap();
-    }
-}
-
 #[test]
 fn every_adapter_variable_gets_a_finite_nonzero_gradient() {
     let tmp = tempfile::tempdir().unwrap();
@@ -68,7 +56,7 @@ fn every_adapter_variable_gets_a_finite_nonzero_gradient() {
             .unwrap(),
         ];
         for ad in adapters {
-            give_b_values(&ad);
+            common::give_b_values(&ad);
             let h = l
                 .decoder
                 .hidden_states(&ids(6, 2), &ad, true, &mut Rng::new(0))
@@ -125,7 +113,7 @@ fn layer_stack_op_matches_the_per_block_graph() {
             Adapters::prefix(&prefix(true), &cfg, &Device::Cpu, &mut rng).unwrap(),
         ];
         for ad in adapters {
-            give_b_values(&ad);
+            common::give_b_values(&ad);
             for rope in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
                 l.decoder.rope = rope;
                 for from in [0, 1] {

