@@ -139,7 +139,9 @@ pub type Trained = (FinalMetrics, PathBuf, Origin);
 /// runs rather than split inside one. A run's digits do not depend on the
 /// number of threads it is given (tested), so this changes wall time only.
 /// Results come in the configs' order; the first error (in that order) is
-/// returned once the others have finished.
+/// returned once the others have finished. Above one worker it sets
+/// RAYON_NUM_THREADS=1 for the process while they train: call it so only
+/// where no other thread uses the environment.
 pub fn ensure_trains(cfgs: &[Config], workers: usize) -> Result<Vec<Trained>> {
     let workers = workers.min(cfgs.len());
     if workers <= 1 {
@@ -153,9 +155,10 @@ pub fn ensure_trains(cfgs: &[Config], workers: usize) -> Result<Vec<Trained>> {
     // into tasks for absent threads (measured 4.5× slower than 1).
     let before = std::env::var_os("RAYON_NUM_THREADS");
     // SAFETY: set here, on the calling thread, before any worker starts, and
-    // put back after every worker has joined; no other thread of this process
-    // reads or writes the environment meanwhile (rayon's pool threads are idle
-    // until a worker calls into them, and they read no variables).
+    // put back after every worker has joined; meanwhile the workers only read
+    // it, and the caller's process runs nothing else that touches the
+    // environment (`run.workers` above 1 is for the `run` command; the test
+    // of this function has a binary of its own).
     unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
     std::thread::scope(|s| {
         for _ in 0..workers {
