@@ -230,6 +230,12 @@ pub struct PredictArgs {
     /// `name`, the tokens of the --domain name in it are the name tokens.
     #[arg(long, requires = "domain", conflicts_with = "domain_embedding")]
     pub domain_prompt: Option<String>,
+    /// A new (or held-out) domain's description: the embed run's template is
+    /// rendered with the --domain name and this text as {description}, then
+    /// embedded as --domain-prompt would be (a template that uses a statistic
+    /// of the domain's rows is refused).
+    #[arg(long, requires = "domain", conflicts_with_all = ["domain_embedding", "domain_prompt"])]
+    pub domain_description: Option<String>,
     /// The tensor of --domain-embedding to read, when the file holds several.
     #[arg(long, requires = "domain_embedding")]
     pub embedding_tensor: Option<String>,
@@ -863,6 +869,7 @@ pub fn run(cli: Cli) -> Result<()> {
                             .as_deref()
                             .map(|f| (f, args.embedding_tensor.as_deref())),
                         domain_prompt: args.domain_prompt.as_deref(),
+                        domain_description: args.domain_description.as_deref(),
                     },
                 )?,
                 None => predict::predict_split(&args.run, args.split.unwrap_or(SplitName::Test))?,

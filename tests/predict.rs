@@ -136,6 +136,7 @@ fn split_scores_reproduce_the_runs_test_auc_and_raw_rows_score_alike() {
             domain: None,
             domain_embedding: None,
             domain_prompt: None,
+            domain_description: None,
         },
     )
     .unwrap();
@@ -240,6 +241,7 @@ fn a_new_domain_is_scored_from_its_embedding() {
                 domain: Some(domain),
                 domain_embedding: row.is_some().then_some((file.as_path(), None)),
                 domain_prompt: None,
+                domain_description: None,
             },
         )
     };
@@ -293,6 +295,7 @@ fn a_new_domain_is_scored_from_its_embedding() {
                 domain: Some("pilot"),
                 domain_embedding: Some((&file, None)),
                 domain_prompt: None,
+                domain_description: None,
             },
         )
         .err()
@@ -529,6 +532,7 @@ fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
             Normalize::None,
         ),
     ];
+    let mut last = None;
     for (label, method, mode, query, normalize) in cases {
         let runs = tmp.path().join(format!("runs-{label}"));
         let mut c = common::config("ml100k-occupation", &raw, &tmp.path().join("prepared"));
@@ -613,6 +617,7 @@ fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
                 domain: Some(&name),
                 domain_embedding: None,
                 domain_prompt: Some(&prompt),
+                domain_description: None,
             },
         )
         .unwrap();
@@ -634,6 +639,7 @@ fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
                 domain: Some(&name),
                 domain_embedding: None,
                 domain_prompt: Some(&format!("Users who work as {name} never rate anything.")),
+                domain_description: None,
             },
         )
         .unwrap();
@@ -641,5 +647,37 @@ fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
             other.scores.iter().zip(&scored.scores).any(|(a, b)| a != b),
             "{label}: the prompt changed nothing"
         );
+        // A description goes through the embed run's template: this one has
+        // no {description}, so the prompt is the domain's own.
+        let described = predict::predict_input(
+            &fold0,
+            &InputRequest {
+                input: &input,
+                domain: Some(&name),
+                domain_embedding: None,
+                domain_prompt: None,
+                domain_description: Some("a description the template leaves out"),
+            },
+        )
+        .unwrap();
+        assert_eq!(described.scores, scored.scores, "{label}: described");
+        last = Some((fold0, input, name));
     }
+    // A template with a statistic of the domain's rows cannot describe a new
+    // domain: refused, naming the placeholder.
+    std::fs::write(&template, "{domain}: {positive_pct}% liked.").unwrap();
+    let (fold0, input, name) = last.unwrap();
+    let err = predict::predict_input(
+        &fold0,
+        &InputRequest {
+            input: &input,
+            domain: Some(&name),
+            domain_embedding: None,
+            domain_prompt: None,
+            domain_description: Some("x"),
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(format!("{err:#}").contains("{positive_pct}"), "{err:#}");
 }

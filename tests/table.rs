@@ -578,6 +578,7 @@ year = { from = "released", last_part = "-" }
             domain: None,
             domain_embedding: None,
             domain_prompt: None,
+            domain_description: None,
         },
     )
     .unwrap();

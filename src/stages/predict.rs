@@ -162,6 +162,71 @@ pub struct InputRequest<'a> {
     pub domain_embedding: Option<(&'a Path, Option<&'a str>)>,
     /// A new domain's prompt, embedded as the run's domain embeddings were.
     pub domain_prompt: Option<&'a str>,
+    /// A new domain's description: the embed run's template rendered with the
+    /// domain's name and this text ([`described_prompt`]), then as a prompt.
+    pub domain_description: Option<&'a str>,
+}
+
+/// The placeholders a template may use for a domain known only by its name
+/// and a description.
+const DESCRIBED_PLACEHOLDERS: [&str; 4] = ["dataset", "domain", "category_name", "description"];
+
+/// The prompt the embed run behind the run's domain embeddings would write for
+/// a domain named `name` with `description`: its template, rendered as `embed`
+/// renders it. A template that uses a statistic of the domain's rows (or
+/// catalogue) is refused, naming the placeholder: a new domain has none.
+pub fn described_prompt(
+    run_cfg: &Config,
+    meta: &Meta,
+    name: &str,
+    description: &str,
+) -> Result<String> {
+    let file = run_cfg.model.domain_embeddings.as_ref().context(
+        "the run has no domain embeddings (model.domain_embeddings): a description has nothing to be embedded like",
+    )?;
+    let pool_dir = file.parent().unwrap_or(Path::new("."));
+    let (_, embed_dir) = pool_run(pool_dir, file)?;
+    let embed_cfg = Config::load(Some(&embed_dir.join("config.toml")))?;
+    let template = &embed_cfg.embed.template;
+    let text = std::fs::read_to_string(template).with_context(|| {
+        format!(
+            "cannot read the embed run's template {}",
+            template.display()
+        )
+    })?;
+    if let Some(key) = crate::llm::prompt::placeholders(&text)
+        .into_iter()
+        .find(|k| !DESCRIBED_PLACEHOLDERS.contains(&k.as_str()))
+    {
+        bail!(
+            "the embed run's template {} uses {{{key}}}, which a domain known only by its name and \
+             description does not have (allowed: {}): write the whole prompt and pass it with \
+             --domain-prompt",
+            template.display(),
+            DESCRIBED_PLACEHOLDERS
+                .map(|k| format!("{{{k}}}"))
+                .join(", ")
+        );
+    }
+    let d = crate::data::meta::DomainMeta {
+        id: u32::try_from(meta.domains.len()).unwrap_or(u32::MAX),
+        name: name.to_string(),
+        rows: Default::default(),
+        train_stats: Default::default(),
+    };
+    let c = crate::data::meta::CatalogDomain {
+        name: name.to_string(),
+        users: None,
+        female_pct: None,
+        age: None,
+        items: None,
+        year: None,
+        titles: Vec::new(),
+        description: Some(description.to_string()),
+        rows: None,
+        shares: Vec::new(),
+    };
+    Ok(crate::llm::prompt::render_spans(&text, template, meta, &d, Some(&c))?.0)
 }
 
 /// The embedding that the run's domain embeddings would give a domain named
@@ -218,17 +283,34 @@ fn pool_run(pool_dir: &Path, file: &Path) -> Result<(Config, PathBuf)> {
 /// Score new raw rows with a finished run.
 pub fn predict_input(run: &Path, req: &InputRequest) -> Result<Scored> {
     let mut t = load_run(run)?;
-    let emb = match (req.domain_embedding, req.domain_prompt) {
-        (Some(_), Some(_)) => bail!("give the new domain an embedding or a prompt, not both"),
-        (Some((file, tensor)), None) => Some(read_embedding(file, tensor)?),
-        (None, Some(prompt)) => {
-            let name = req.domain.context(
-                "--domain-prompt describes a domain: name it with --domain NAME (a new name, or \
-                 a domain the run held out)",
-            )?;
-            Some(prompt_embedding(&t.cfg, name, prompt)?)
+    let given = [
+        req.domain_embedding.is_some(),
+        req.domain_prompt.is_some(),
+        req.domain_description.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        bail!("give the new domain one of an embedding, a prompt or a description");
+    }
+    let named = || {
+        req.domain.context(
+            "--domain-prompt and --domain-description describe a domain: name it with --domain \
+             NAME (a new name, or a domain the run held out)",
+        )
+    };
+    let emb = match (
+        req.domain_embedding,
+        req.domain_prompt,
+        req.domain_description,
+    ) {
+        (Some((file, tensor)), _, _) => Some(read_embedding(file, tensor)?),
+        (_, Some(prompt), _) => Some(prompt_embedding(&t.cfg, named()?, prompt)?),
+        (_, _, Some(description)) => {
+            let name = named()?;
+            let prompt = described_prompt(&t.cfg, &t.ds.meta, name, description)?;
+            tracing::info!("prompt of {name:?}: {prompt}");
+            Some(prompt_embedding(&t.cfg, name, &prompt)?)
         }
-        (None, None) => None,
+        _ => None,
     };
     match req.domain {
         Some(name) if !t.ds.domain_names.iter().any(|d| d == name) => {
