@@ -610,17 +610,7 @@ fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
         }
         let input = tmp.path().join(format!("rows-{label}.csv"));
         std::fs::write(&input, &csv).unwrap();
-        let scored = predict::predict_input(
-            &fold0,
-            &InputRequest {
-                input: &input,
-                domain: Some(&name),
-                domain_embedding: None,
-                domain_prompt: Some(&prompt),
-                domain_description: None,
-            },
-        )
-        .unwrap();
+        let scored = score_described(&fold0, &input, &name, Some(&prompt), None).unwrap();
         let saved =
             llmctr::config::load_safetensors(&fold0.join("predictions_test.safetensors")).unwrap();
         let s = saved["score"].to_vec1::<f32>().unwrap();
@@ -632,32 +622,20 @@ fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
             .fold(0f32, f32::max);
         assert!(diff <= 1e-6, "{label}: held-out {name:?} differs by {diff}");
         // Another description of the same domain scores otherwise.
-        let other = predict::predict_input(
-            &fold0,
-            &InputRequest {
-                input: &input,
-                domain: Some(&name),
-                domain_embedding: None,
-                domain_prompt: Some(&format!("Users who work as {name} never rate anything.")),
-                domain_description: None,
-            },
-        )
-        .unwrap();
+        let other_prompt = format!("Users who work as {name} never rate anything.");
+        let other = score_described(&fold0, &input, &name, Some(&other_prompt), None).unwrap();
         assert!(
             other.scores.iter().zip(&scored.scores).any(|(a, b)| a != b),
             "{label}: the prompt changed nothing"
         );
         // A description goes through the embed run's template: this one has
         // no {description}, so the prompt is the domain's own.
-        let described = predict::predict_input(
+        let described = score_described(
             &fold0,
-            &InputRequest {
-                input: &input,
-                domain: Some(&name),
-                domain_embedding: None,
-                domain_prompt: None,
-                domain_description: Some("a description the template leaves out"),
-            },
+            &input,
+            &name,
+            None,
+            Some("a description the template leaves out"),
         )
         .unwrap();
         assert_eq!(described.scores, scored.scores, "{label}: described");
@@ -667,17 +645,28 @@ fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
     // domain: refused, naming the placeholder.
     std::fs::write(&template, "{domain}: {positive_pct}% liked.").unwrap();
     let (fold0, input, name) = last.unwrap();
-    let err = predict::predict_input(
-        &fold0,
+    let err = score_described(&fold0, &input, &name, None, Some("x"))
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("{positive_pct}"), "{err:#}");
+}
+
+/// `input` scored by `run` as domain `name`, from a prompt or a description.
+fn score_described(
+    run: &Path,
+    input: &Path,
+    name: &str,
+    prompt: Option<&str>,
+    description: Option<&str>,
+) -> anyhow::Result<predict::Scored> {
+    predict::predict_input(
+        run,
         &InputRequest {
-            input: &input,
-            domain: Some(&name),
+            input,
+            domain: Some(name),
             domain_embedding: None,
-            domain_prompt: None,
-            domain_description: Some("x"),
+            domain_prompt: prompt,
+            domain_description: description,
         },
     )
-    .err()
-    .unwrap();
-    assert!(format!("{err:#}").contains("{positive_pct}"), "{err:#}");
 }
