@@ -1,7 +1,8 @@
 //! The `pipeline` command line (clap derive). `main.rs` parses and calls [`run`].
 
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, ConfigArg, SourceKind};
 use crate::data::fetch::{self, AssetName};
+use crate::stages::compare::CompareArgs;
 use crate::stages::prepare;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -347,28 +348,6 @@ pub struct EmbedArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct CompareArgs {
-    #[command(flatten)]
-    pub config: ConfigArg,
-    /// Models to train (default: all).
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub models: Vec<crate::models::config::ModelName>,
-    /// Recipes (default: ml100k-age3,ml100k-occupation).
-    #[arg(long, value_delimiter = ',')]
-    pub recipes: Vec<String>,
-    /// Seeds (default: 1,2,3).
-    #[arg(long, value_delimiter = ',')]
-    pub seeds: Vec<u64>,
-    /// Output stem: writes <out>.md, <out>.csv and, per recipe,
-    /// <out>_domain_auc_<recipe>.svg and <out>_learning_curves_<recipe>.svg.
-    #[arg(long, default_value = "results/baselines")]
-    pub out: PathBuf,
-    /// Runs folder (overrides train.runs_dir).
-    #[arg(long)]
-    pub runs_dir: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
 pub struct GridArgs {
     #[command(flatten)]
     pub config: ConfigArg,
@@ -431,13 +410,6 @@ pub enum DataCommand {
     /// (MovieLens-100k parquet, SmolLM2-135M-Instruct GGUF, all-MiniLM-L6-v2).
     /// Files already present with the right checksum are kept.
     Fetch(FetchArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct ConfigArg {
-    /// TOML config file (defaults apply to every key it leaves out).
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

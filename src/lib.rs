@@ -4,9 +4,11 @@
 //! the parts together), `config`, `bench`.
 
 pub mod bench;
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod dist;
 pub mod fingerprint;
 pub mod fsutil;
@@ -18,6 +20,8 @@ pub mod nn;
 pub mod plot;
 pub mod pool;
 pub mod report;
+pub mod runs;
 pub mod stages;
 pub mod stats;
+pub mod tensor_io;
 pub mod train;

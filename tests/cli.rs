@@ -291,7 +291,7 @@ fn stage_commands_give_the_run_commands_llm_arm() {
     assert_eq!(a["test"], b["test"], "test metrics");
     assert_eq!(a["best_epoch"], b["best_epoch"]);
     let scores = |dir: &std::path::Path| {
-        llmctr::config::load_safetensors(&dir.join("predictions_test.safetensors")).unwrap()
+        llmctr::tensor_io::load_safetensors(&dir.join("predictions_test.safetensors")).unwrap()
             ["score"]
             .to_vec1::<f32>()
             .unwrap()

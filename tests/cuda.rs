@@ -58,7 +58,7 @@ fn an_embed_run_on_the_gpu_writes_the_cpu_states() {
         let r = llmctr::stages::embed::embed(&c, false, None)
             .unwrap()
             .unwrap();
-        let t = llmctr::config::load_safetensors(
+        let t = llmctr::tensor_io::load_safetensors(
             &Path::new(&r.run_dir).join("token_states.safetensors"),
         )
         .unwrap();

@@ -94,7 +94,7 @@ fn embed_none_lora_ptuning_end_to_end() {
             l.decoder.rope,
         )
         .unwrap();
-        let ds = llmctr::train::data::Dataset::load(
+        let ds = llmctr::data::dataset::Dataset::load(
             &tmp.path().join("prepared/ml100k-occupation"),
             &[],
             0,

@@ -4,10 +4,10 @@
 mod common;
 
 use llmctr::config::Config;
+use llmctr::data::dataset::Dataset;
 use llmctr::models::config::ModelName;
 use llmctr::stages::embed::{Method, embed};
 use llmctr::stages::pool::{PoolMode, pool};
-use llmctr::train::data::Dataset;
 use llmctr::train::trainer::FinalMetrics;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +34,7 @@ fn setup(tmp: &Path) -> Config {
     cfg
 }
 
-fn domain_rows(s: &llmctr::train::data::SplitData, d: usize) -> usize {
+fn domain_rows(s: &llmctr::data::dataset::SplitData, d: usize) -> usize {
     s.domains.iter().filter(|&&x| x as usize == d).count()
 }
 

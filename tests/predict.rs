@@ -100,7 +100,7 @@ fn split_scores_reproduce_the_runs_test_auc_and_raw_rows_score_alike() {
     assert_eq!(Some(auc), m.test.auc, "per-row AUC vs metrics.json");
     // And the saved test predictions agree row for row.
     let saved =
-        llmctr::config::load_safetensors(&run.join("predictions_test.safetensors")).unwrap();
+        llmctr::tensor_io::load_safetensors(&run.join("predictions_test.safetensors")).unwrap();
     let s = saved["score"].to_vec1::<f32>().unwrap();
     assert_eq!(s, p);
 
@@ -109,7 +109,7 @@ fn split_scores_reproduce_the_runs_test_auc_and_raw_rows_score_alike() {
 
     // The first 20 test rows written back as raw values (ids → the vocabularies'
     // strings; age as years) score exactly as the split's rows.
-    let test = llmctr::train::data::Dataset::load(&prepared, &[], 0).unwrap();
+    let test = llmctr::data::dataset::Dataset::load(&prepared, &[], 0).unwrap();
     let vocab = Vocab::read(&prepared).unwrap();
     let feats = &test.features;
     let raw_value = |f: &str, id: u32| raw_value(&meta, &vocab, f, id);
@@ -228,7 +228,7 @@ fn a_new_domain_is_scored_from_its_embedding() {
          2,3,F,53,other,94043,Drama,1994\n",
     )
     .unwrap();
-    let all = llmctr::config::load_safetensors(&emb).unwrap()["domain_embeddings"].clone();
+    let all = llmctr::tensor_io::load_safetensors(&emb).unwrap()["domain_embeddings"].clone();
     let score = |domain: &str, row: Option<Tensor>| {
         let file = tmp.path().join(format!("{domain}.safetensors"));
         if let Some(r) = &row {
@@ -383,7 +383,7 @@ fn a_new_domain_is_scored_from_its_prompt() {
     let run = runs.join("cgc_cond-llm-lora-ml100k-occupation-t-parametric-seed1");
     let run_cfg = Config::load(Some(&run.join("config.toml"))).unwrap();
     let pooled = run_cfg.model.domain_embeddings.clone().unwrap();
-    let matrix = llmctr::config::load_safetensors(&pooled).unwrap()["domain_embeddings"]
+    let matrix = llmctr::tensor_io::load_safetensors(&pooled).unwrap()["domain_embeddings"]
         .to_vec2::<f32>()
         .unwrap();
     // A known domain's own prompt: the same token states as the embed run's
@@ -404,7 +404,7 @@ fn a_new_domain_is_scored_from_its_prompt() {
     let prompts: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(embed_run.join("prompts.json")).unwrap()).unwrap();
     let saved =
-        llmctr::config::load_safetensors(&embed_run.join("token_states.safetensors")).unwrap();
+        llmctr::tensor_io::load_safetensors(&embed_run.join("token_states.safetensors")).unwrap();
     let (all_states, all_mask) = (&saved["states"], &saved["mask"]);
     let max_diff = |a: &[f32], b: &[f32]| {
         a.iter()
@@ -435,7 +435,7 @@ fn a_new_domain_is_scored_from_its_prompt() {
             max_diff(&mine, &theirs)
         );
         let params =
-            llmctr::config::load_safetensors(&pool_dir.join("pool_params.safetensors")).unwrap();
+            llmctr::tensor_io::load_safetensors(&pool_dir.join("pool_params.safetensors")).unwrap();
         let mask = all_mask.narrow(0, d, 1).unwrap();
         let pooled_row = llmctr::stages::pool::apply(
             &pool_cfg.pool,
@@ -576,7 +576,7 @@ fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
             .unwrap();
         // The fold's held-out domains are 0, 3, 6, …: take the first with test rows.
         let prepared = tmp.path().join("prepared/ml100k-occupation");
-        let ds = llmctr::train::data::Dataset::load(&prepared, &[], 0).unwrap();
+        let ds = llmctr::data::dataset::Dataset::load(&prepared, &[], 0).unwrap();
         let d = (0..ds.domain_names.len())
             .step_by(3)
             .find(|&d| ds.test.domains.iter().filter(|&&x| x as usize == d).count() >= 5)
@@ -612,7 +612,8 @@ fn a_held_out_domain_scored_from_its_prompt_gives_the_folds_predictions() {
         std::fs::write(&input, &csv).unwrap();
         let scored = score_described(&fold0, &input, &name, Some(&prompt), None).unwrap();
         let saved =
-            llmctr::config::load_safetensors(&fold0.join("predictions_test.safetensors")).unwrap();
+            llmctr::tensor_io::load_safetensors(&fold0.join("predictions_test.safetensors"))
+                .unwrap();
         let s = saved["score"].to_vec1::<f32>().unwrap();
         assert_eq!(scored.scores.len(), rows.len());
         let diff = rows

@@ -365,7 +365,7 @@ fn streamed_training_matches_memory_and_resumes_mid_epoch() {
 
 #[test]
 fn a_genres_bag_is_the_mean_of_a_rows_genres_and_streams_like_memory() {
-    use llmctr::train::data::SplitData;
+    use llmctr::data::dataset::SplitData;
     use llmctr::train::trainer::Trainer;
     let tmp = tempfile::tempdir().unwrap();
     let mut c = cfg(tmp.path(), ModelName::Dnn, "bag");

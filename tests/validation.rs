@@ -456,7 +456,7 @@ fn empty_or_too_long_prompt_templates_name_the_template_file() {
     let model = tmp.path().join("tiny");
     common::write_tiny_llama(&model, 3, false);
     let llm = load_hf_dir(&model, &Device::Cpu).unwrap();
-    let meta = llmctr::train::data::Dataset::load(&dir, &[], 0)
+    let meta = llmctr::data::dataset::Dataset::load(&dir, &[], 0)
         .unwrap()
         .meta;
     let t = tmp.path().join("tmpl.txt");

@@ -31,7 +31,7 @@ fn workers_change_wall_time_not_digits() {
         assert_eq!(a.test.auc, m.test.auc, "{}", dir.display());
         assert_eq!(a.test.logloss, m.test.logloss, "{}", dir.display());
         let scores = |d: &std::path::Path| {
-            llmctr::config::load_safetensors(&d.join("predictions_test.safetensors")).unwrap()
+            llmctr::tensor_io::load_safetensors(&d.join("predictions_test.safetensors")).unwrap()
                 ["score"]
                 .to_vec1::<f32>()
                 .unwrap()

@@ -301,10 +301,10 @@ struct LlmFigure {
 
 fn llm_one(args: &LlmBenchArgs, what: &str) -> Result<LlmFigure> {
     use crate::llm::adapters::{Adapters, LoraConfig, PrefixConfig};
+    use crate::nn::optim::{AdamConfig, Moments, OptimizerKind, adam_step};
     use crate::nn::rng::Rng;
-    use crate::train::optim::{AdamConfig, Moments, OptimizerKind, adam_step};
     use candle_core::Tensor;
-    let dev = crate::llm::load::parse_device(&args.device)?;
+    let dev = crate::device::parse_device(&args.device)?;
     let l = crate::llm::load::load(&args.model, &dev)?;
     let v: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&args.ids).with_context(|| format!("cannot read {}", args.ids.display()))?,
@@ -423,7 +423,7 @@ pub fn llm(args: &LlmBenchArgs) -> Result<()> {
         return Ok(());
     }
     // A bad or unavailable device fails here, once, not in every child.
-    crate::llm::load::parse_device(&args.device)?;
+    crate::device::parse_device(&args.device)?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset (all cores)".into());
     let on = if args.device == "cpu" {
         String::new()

@@ -2,6 +2,8 @@
 //! states (model, template, adapter method and its training).
 
 use crate::llm::adapters::{LoraConfig, PrefixConfig};
+pub use crate::models::probe::ProbeHead;
+use crate::models::probe::ProbeSettings;
 use crate::pool::Query;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -134,9 +136,19 @@ pub struct EmbedConfig {
 }
 
 impl EmbedConfig {
+    /// The probe's settings: `probe_dim`, `probe_hidden`, `probe_lr`, `probe_head`.
+    pub fn probe(&self) -> ProbeSettings {
+        ProbeSettings {
+            dim: self.probe_dim,
+            hidden: self.probe_hidden.clone(),
+            lr: self.probe_lr,
+            head: self.probe_head,
+        }
+    }
+
     /// Ranges of every `[embed]` key, LoRA and P-Tuning included (see
     /// [`crate::config::Config::validate`]).
-    pub(crate) fn validate(&self, c: &mut crate::config::Checks) {
+    pub(crate) fn validate(&self, c: &mut crate::checks::Checks) {
         if self.model.trim().is_empty() {
             c.bad(
                 "embed.model",
@@ -193,7 +205,7 @@ impl EmbedConfig {
                 "must be a BERT checkpoint folder (config.json, tokenizer.json, safetensors)",
             );
         }
-        if let Err(e) = crate::llm::load::DeviceSpec::parse(&self.device) {
+        if let Err(e) = crate::device::DeviceSpec::parse(&self.device) {
             c.bad("embed.device", format!("{:?}", self.device), e);
         }
         if !(0.0..1.0).contains(&self.episodes) {
@@ -251,7 +263,7 @@ impl EmbedConfig {
                         .unwrap_or_default()
                 )),
                 self.episodes_suffix(),
-                crate::train::trainer::holdout_suffix(holdout),
+                crate::runs::holdout_suffix(holdout),
                 self.seed
             )
         })
@@ -324,14 +336,6 @@ impl Default for EmbedConfig {
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
-}
-
-/// How the probe reads the domain embedding.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ProbeHead {
-    Concat,
-    Gated,
 }
 
 #[cfg(test)]

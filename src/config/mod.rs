@@ -3,26 +3,34 @@
 //! naming the key and the file; command-line flags override the file; every run
 //! writes the fully resolved config next to its outputs. [`Config::validate`]
 //! checks every setting's range once, after the file is read and again after the
-//! flags are applied; [`check_finite`] refuses numeric input files holding NaN or
+//! flags are applied; [`crate::tensor_io::check_finite`] refuses numeric input files holding NaN or
 //! infinities.
 
 pub mod ablate;
 pub mod embed;
 pub mod pool;
+pub mod train;
 
+use crate::checks::{Checks, is_zero};
+pub use crate::data::criteo::CriteoConfig;
 use anyhow::{Context, Result, bail};
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::fmt::Display;
 use std::path::{Path, PathBuf};
+
+/// `--config <file>`, flattened into every command that reads a config.
+#[derive(clap::Args, Debug)]
+pub struct ConfigArg {
+    /// TOML config file (defaults apply to every key it leaves out).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub data: DataConfig,
     pub model: crate::models::config::ModelConfig,
-    pub train: crate::train::config::TrainConfig,
+    pub train: crate::config::train::TrainConfig,
     pub embed: embed::EmbedConfig,
     pub pool: pool::PoolConfig,
     pub ablate: ablate::AblateConfig,
@@ -111,12 +119,6 @@ pub struct DataConfig {
     pub schema: Option<PathBuf>,
 }
 
-/// Left out of a written config at its default, so that configs written before
-/// the key existed keep their hash (grid run names, prepare fingerprints).
-pub(crate) fn is_zero(v: &usize) -> bool {
-    *v == 0
-}
-
 impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
@@ -141,34 +143,6 @@ pub enum SourceKind {
     Auto,
     Grouplens,
     Parquet,
-}
-
-/// `[data.criteo]`: the display-advertising TSV, streamed into shards.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct CriteoConfig {
-    /// The TSV (plain or .gz). Default `<raw_dir>/criteo/train.txt`.
-    pub file: Option<PathBuf>,
-    /// Column whose values are the domains (I1–I13, C1–C26). Default `C6`.
-    pub domain_field: String,
-    /// The k most frequent train values are domains; the rest go to `other`. Default 8.
-    pub top_domains: usize,
-    /// Values seen fewer times than this in train get id 0. Default 10.
-    pub min_count: u32,
-    /// Rows per shard file. Default 262144.
-    pub shard_rows: usize,
-}
-
-impl Default for CriteoConfig {
-    fn default() -> Self {
-        CriteoConfig {
-            file: None,
-            domain_field: "C6".into(),
-            top_domains: 8,
-            min_count: 10,
-            shard_rows: 262_144,
-        }
-    }
 }
 
 impl Config {
@@ -311,111 +285,6 @@ pub fn check_reusable(dir: &Path, cfg: &Config, stage: Stage) -> Result<()> {
     Ok(())
 }
 
-/// Collects the problems of a config's settings, each naming its dotted key.
-#[derive(Default)]
-pub struct Checks {
-    problems: Vec<String>,
-}
-
-impl Checks {
-    /// Record `<key> = <value>: <allowed>`.
-    pub fn bad(&mut self, key: &str, value: impl Display, allowed: impl Display) {
-        self.problems.push(format!("{key} = {value}: {allowed}"));
-    }
-
-    /// A finite number > 0.
-    pub fn positive(&mut self, key: &str, v: f64) {
-        if !(v.is_finite() && v > 0.0) {
-            self.bad(key, v, "must be a finite number > 0");
-        }
-    }
-
-    /// A finite number ≥ 0.
-    pub fn non_negative(&mut self, key: &str, v: f64) {
-        if !(v.is_finite() && v >= 0.0) {
-            self.bad(key, v, "must be a finite number ≥ 0");
-        }
-    }
-
-    /// A probability in [0, 1).
-    pub fn fraction(&mut self, key: &str, v: f64) {
-        if !(0.0..1.0).contains(&v) {
-            self.bad(key, v, "must be in [0, 1)");
-        }
-    }
-
-    /// A count where zero means nothing.
-    pub fn at_least_one(&mut self, key: &str, v: usize) {
-        if v == 0 {
-            self.bad(key, v, "must be at least 1");
-        }
-    }
-
-    /// Layer widths: every entry at least 1 (and at least one entry if `nonempty`).
-    pub fn widths(&mut self, key: &str, v: &[usize], nonempty: bool) {
-        if nonempty && v.is_empty() {
-            self.bad(key, "[]", "needs at least one layer");
-        }
-        if let Some(i) = v.iter().position(|&w| w == 0) {
-            self.bad(
-                key,
-                format!("{v:?}"),
-                format!("entry {i} is 0; widths must be at least 1"),
-            );
-        }
-    }
-
-    /// A folder to read or write: it may be missing, but not a file.
-    pub fn dir(&mut self, key: &str, p: &Path) {
-        if p.exists() && !p.is_dir() {
-            self.bad(
-                key,
-                format!("{:?}", p.display().to_string()),
-                "is a file, not a folder",
-            );
-        }
-    }
-
-    /// A file to read: a folder there is an error (a missing file is reported where it is read).
-    pub fn file(&mut self, key: &str, p: &Path) {
-        if p.is_dir() {
-            self.bad(
-                key,
-                format!("{:?}", p.display().to_string()),
-                "is a folder, not a file",
-            );
-        }
-    }
-
-    /// A run name: one non-empty path component.
-    pub fn run_name(&mut self, key: &str, name: Option<&str>) {
-        if let Some(n) = name
-            && (n.trim().is_empty() || n == "." || n == ".." || n.contains(['/', '\\']))
-        {
-            self.bad(
-                key,
-                format!("{n:?}"),
-                "must be one non-empty folder name (no `/`)",
-            );
-        }
-    }
-
-    /// A recipe name.
-    pub fn recipe(&mut self, key: &str, name: &str) {
-        if let Err(e) = name.parse::<crate::data::recipe::Recipe>() {
-            self.bad(key, format!("{name:?}"), e);
-        }
-    }
-
-    /// All problems found, one per line, or Ok.
-    pub fn finish(self) -> Result<()> {
-        if self.problems.is_empty() {
-            return Ok(());
-        }
-        bail!("invalid settings:\n  {}", self.problems.join("\n  "))
-    }
-}
-
 impl DataConfig {
     /// `data.schema` read into `data.table`.
     pub fn read_schema(&mut self) -> Result<()> {
@@ -435,7 +304,7 @@ impl DataConfig {
     }
 
     fn validate(&self, c: &mut Checks) {
-        c.recipe("data.recipe", &self.recipe);
+        check_recipe(c, "data.recipe", &self.recipe);
         let is_table = self.recipe.starts_with("table-");
         match &self.table {
             None if is_table => c.bad(
@@ -497,15 +366,22 @@ impl DataConfig {
     }
 }
 
+/// A recipe name.
+fn check_recipe(c: &mut Checks, key: &str, name: &str) {
+    if let Err(e) = name.parse::<crate::data::recipe::Recipe>() {
+        c.bad(key, format!("{name:?}"), e);
+    }
+}
+
 fn validate_ablate(a: &ablate::AblateConfig, c: &mut Checks) {
     for (i, r) in a.recipes.iter().enumerate() {
-        c.recipe(&format!("ablate.recipes[{i}]"), r);
+        check_recipe(c, &format!("ablate.recipes[{i}]"), r);
     }
     for (i, t) in a.templates.iter().enumerate() {
         c.file(&format!("ablate.templates[{i}]"), t);
     }
     if let Some(r) = &a.holdout_recipe {
-        c.recipe("ablate.holdout_recipe", r);
+        check_recipe(c, "ablate.holdout_recipe", r);
     }
     c.file("ablate.holdout_template", &a.holdout_template);
     c.dir("ablate.out_dir", &a.out_dir);
@@ -529,78 +405,6 @@ fn validate_ablate(a: &ablate::AblateConfig, c: &mut Checks) {
             );
         }
     }
-}
-
-/// [`check_finite`] on every tensor of a file, in name order, so a file with
-/// several bad tensors names the same one on every run.
-pub fn check_all_finite(
-    tensors: &std::collections::HashMap<String, Tensor>,
-    file: &Path,
-) -> Result<()> {
-    let mut names: Vec<&String> = tensors.keys().collect();
-    names.sort();
-    for name in names {
-        check_finite(&tensors[name], file, name)?;
-    }
-    Ok(())
-}
-
-/// Refuse a tensor read from `file` (named `name` there) that holds NaN or an
-/// infinity, naming the first such value's index.
-pub fn check_finite(t: &Tensor, file: &Path, name: &str) -> Result<()> {
-    let v = t
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let Some(i) = v.iter().position(|x| !x.is_finite()) else {
-        return Ok(());
-    };
-    // The flat index as one index per dimension.
-    let mut idx = vec![0; t.rank()];
-    let mut rest = i;
-    for (k, &d) in t.dims().iter().enumerate().rev() {
-        idx[k] = rest % d.max(1);
-        rest /= d.max(1);
-    }
-    bail!(
-        "{}: tensor `{name}` {:?} holds {} at index {idx:?}; every value must be a finite number",
-        file.display(),
-        t.dims(),
-        v[i]
-    )
-}
-
-/// Refuse values larger in size than `limit` (an embedding file holding 1e30
-/// trains without an error but means nothing), naming the file, tensor, index
-/// and value.
-pub fn check_magnitude(t: &Tensor, file: &Path, name: &str, limit: f32) -> Result<()> {
-    let v = t
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let Some(i) = v.iter().position(|x| x.abs() > limit) else {
-        return Ok(());
-    };
-    let cols = t.dims().last().copied().unwrap_or(1).max(1);
-    bail!(
-        "{}: tensor `{name}` {:?} holds {} at row {}, column {}; values beyond ±{limit:e} are refused \
-         (is it the right file, in the right dtype?)",
-        file.display(),
-        t.dims(),
-        v[i],
-        i / cols,
-        i % cols
-    )
-}
-
-/// A safetensors file's tensors; an unreadable or truncated file is an error naming it.
-pub fn load_safetensors(file: &Path) -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(file, &candle_core::Device::Cpu).with_context(|| {
-        format!(
-            "cannot read {} (missing, truncated or not a safetensors file)",
-            file.display()
-        )
-    })
 }
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ impl Default for PoolConfig {
 
 impl PoolConfig {
     /// Ranges of every `[pool]` key (see [`crate::config::Config::validate`]).
-    pub(crate) fn validate(&self, c: &mut crate::config::Checks) {
+    pub(crate) fn validate(&self, c: &mut crate::checks::Checks) {
         if let Some(s) = self.scale {
             c.positive("pool.scale", s);
         }

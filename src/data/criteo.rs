@@ -21,11 +21,39 @@ use super::meta::{
 use super::shard::ShardWriter;
 use super::split::{Split, fnv1a64};
 use super::text::{Lines, plain_or_gz, utf8};
-use crate::config::CriteoConfig;
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// `[data.criteo]`: the display-advertising TSV, streamed into shards.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriteoConfig {
+    /// The TSV (plain or .gz). Default `<raw_dir>/criteo/train.txt`.
+    pub file: Option<PathBuf>,
+    /// Column whose values are the domains (I1–I13, C1–C26). Default `C6`.
+    pub domain_field: String,
+    /// The k most frequent train values are domains; the rest go to `other`. Default 8.
+    pub top_domains: usize,
+    /// Values seen fewer times than this in train get id 0. Default 10.
+    pub min_count: u32,
+    /// Rows per shard file. Default 262144.
+    pub shard_rows: usize,
+}
+
+impl Default for CriteoConfig {
+    fn default() -> Self {
+        CriteoConfig {
+            file: None,
+            domain_field: "C6".into(),
+            top_domains: 8,
+            min_count: 10,
+            shard_rows: 262_144,
+        }
+    }
+}
 
 pub const HINT: &str = "put the Criteo display-advertising challenge TSV (train.txt, or \
     train.txt.gz) there, or set data.criteo.file in the config";

@@ -3,6 +3,7 @@
 
 pub mod amazon;
 pub mod criteo;
+pub mod dataset;
 pub mod error;
 pub mod fetch;
 pub mod meta;

@@ -129,8 +129,8 @@ pub fn load(
     )
     .with_context(|| format!("{} is not JSON", cfg_path.display()))?;
     let st = dir.join("adapter_model.safetensors");
-    let t = crate::config::load_safetensors(&st)?;
-    crate::config::check_all_finite(&t, &st)?;
+    let t = crate::tensor_io::load_safetensors(&st)?;
+    crate::tensor_io::check_all_finite(&t, &st)?;
     let t: HashMap<String, Tensor> = t
         .into_iter()
         .map(|(k, x)| Ok((k, x.to_device(device)?)))

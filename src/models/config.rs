@@ -5,7 +5,7 @@
 
 use super::embedding::UpdateMode;
 use super::gates::GateConfig;
-use crate::config::Checks;
+use crate::checks::Checks;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

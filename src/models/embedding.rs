@@ -8,8 +8,8 @@
 //! PyTorch's dense `nn.Embedding` + `Adam`. Fields may be hashed into buckets.
 
 use crate::data::split::fnv1a64;
+use crate::nn::optim::{AdamConfig, Moments, adam_step};
 use crate::nn::rng::Rng;
-use crate::train::optim::{AdamConfig, Moments, adam_step};
 use candle_core::{DType, Device, Result, Tensor, Var};
 
 /// Where each input slot's ids live in the combined table.
@@ -169,7 +169,7 @@ impl EmbeddingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::optim::OptimizerKind;
+    use crate::nn::optim::OptimizerKind;
 
     fn cfg() -> AdamConfig {
         AdamConfig {

@@ -3,18 +3,38 @@
 //! Field embeddings, gated per field by a gate unit on the projected domain
 //! vector (or concatenated with it), → MLP → logit.
 
-use crate::config::embed::{EmbedConfig, ProbeHead};
+use crate::data::dataset::{Dataset, SplitData};
 use crate::metrics;
 use crate::models::embedding::{EmbeddingTable, Layout, UpdateMode};
 use crate::nn::linear::{Linear, Mlp};
 use crate::nn::ops::{bce_with_logits, sigmoid};
+use crate::nn::optim::{AdamConfig, DenseAdam, OptimizerKind};
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
-use crate::train::data::{Dataset, SplitData};
-use crate::train::optim::{AdamConfig, DenseAdam, OptimizerKind};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// How the probe reads the domain embedding.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeHead {
+    Concat,
+    Gated,
+}
+
+/// The probe's own settings (`embed.probe_*` in a config).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeSettings {
+    /// Width of the field embeddings and of the projected domain vector.
+    pub dim: usize,
+    /// Hidden widths of the MLP.
+    pub hidden: Vec<usize>,
+    /// Adam's learning rate.
+    pub lr: f64,
+    pub head: ProbeHead,
+}
 
 /// The probe: field embeddings ⊕ Linear(domain vector) → MLP → logit.
 pub(crate) struct Probe {
@@ -31,38 +51,24 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
-    pub(crate) fn new(ds: &Dataset, h: usize, cfg: &EmbedConfig, rng: &mut Rng) -> Result<Self> {
+    pub(crate) fn new(ds: &Dataset, h: usize, cfg: &ProbeSettings, rng: &mut Rng) -> Result<Self> {
         let layout = Layout::new(&ds.cards, 0);
-        let table = EmbeddingTable::new(
-            layout.total_rows(),
-            cfg.probe_dim,
-            1e-4,
-            UpdateMode::Auto,
-            rng,
-        );
+        let table = EmbeddingTable::new(layout.total_rows(), cfg.dim, 1e-4, UpdateMode::Auto, rng);
         let mut ps = ParamStore::new(DType::F32, &Device::Cpu);
-        let proj = Linear::new(&mut ps, "probe.domain_proj", h, cfg.probe_dim, rng)?;
-        let gate = match cfg.probe_head {
+        let proj = Linear::new(&mut ps, "probe.domain_proj", h, cfg.dim, rng)?;
+        let gate = match cfg.head {
             ProbeHead::Concat => None,
             ProbeHead::Gated => Some(crate::models::conditioning::GateUnit::new(
                 &mut ps,
                 "probe.gate",
-                cfg.probe_dim,
-                cfg.probe_dim,
+                cfg.dim,
+                cfg.dim,
                 ds.features.len(),
                 rng,
             )?),
         };
-        let width = (ds.features.len() + 1) * cfg.probe_dim;
-        let mlp = Mlp::new(
-            &mut ps,
-            "probe.mlp",
-            width,
-            &cfg.probe_hidden,
-            Some(1),
-            0.0,
-            rng,
-        )?;
+        let width = (ds.features.len() + 1) * cfg.dim;
+        let mlp = Mlp::new(&mut ps, "probe.mlp", width, &cfg.hidden, Some(1), 0.0, rng)?;
         let dense = DenseAdam::new(&ps)?;
         Ok(Probe {
             layout,
@@ -74,7 +80,7 @@ impl Probe {
             dense,
             adam: AdamConfig {
                 kind: OptimizerKind::Adam,
-                lr: cfg.probe_lr,
+                lr: cfg.lr,
                 beta1: 0.9,
                 beta2: 0.999,
                 eps: 1e-8,

@@ -7,6 +7,7 @@ pub mod gemm;
 pub mod gradcheck;
 pub mod linear;
 pub mod ops;
+pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod vmath;

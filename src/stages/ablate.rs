@@ -11,6 +11,7 @@
 pub use crate::config::ablate::AblateConfig;
 
 use crate::config::Config;
+use crate::config::train::UnseenKernel;
 use crate::fsutil::write_atomic;
 use crate::models::config::DomainInput;
 use crate::report::{Arm, Curve, domain_auc_plot, learning_curves_plot, read_history};
@@ -18,7 +19,6 @@ use crate::stages::compare::mean_std;
 use crate::stages::embed::Method;
 use crate::stages::pool::PoolMode;
 use crate::stages::run::{Origin, ensure_embed, ensure_pool, ensure_train, llm_head, llm_run_name};
-use crate::train::config::UnseenKernel;
 use crate::train::trainer::FinalMetrics;
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};

@@ -1,12 +1,13 @@
 //! Stage `compare`: models × recipes × seeds on the same split, one table.
 
-use crate::cli::CompareArgs;
 use crate::config::Config;
+use crate::config::ConfigArg;
 use crate::fsutil::write_atomic;
 use crate::models::config::ModelName;
 use crate::report::{Arm, Curve, domain_auc_plot, learning_curves_plot, read_history};
 use crate::train::trainer::FinalMetrics;
 use anyhow::Result;
+use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,6 +29,29 @@ pub fn mean_std(v: &[Option<f64>]) -> Option<(f64, f64, usize)> {
 
 fn cell(v: &[Option<f64>]) -> String {
     mean_std(v).map_or("n/a".into(), |(m, s, _)| format!("{m:.4} ± {s:.4}"))
+}
+
+/// `pipeline compare`: the arguments.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Models to train (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub models: Vec<crate::models::config::ModelName>,
+    /// Recipes (default: ml100k-age3,ml100k-occupation).
+    #[arg(long, value_delimiter = ',')]
+    pub recipes: Vec<String>,
+    /// Seeds (default: 1,2,3).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// Output stem: writes <out>.md, <out>.csv and, per recipe,
+    /// <out>_domain_auc_<recipe>.svg and <out>_learning_curves_<recipe>.svg.
+    #[arg(long, default_value = "results/baselines")]
+    pub out: PathBuf,
+    /// Runs folder (overrides train.runs_dir).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
 }
 
 pub fn compare(args: &CompareArgs) -> Result<()> {

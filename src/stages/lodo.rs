@@ -147,7 +147,7 @@ type HeldOut = (BTreeMap<usize, Cell>, Option<f64>, Rows);
 
 fn held_out_metrics(run: &Path, held: &[usize]) -> Result<HeldOut> {
     let file = run.join("predictions_test.safetensors");
-    let t = crate::config::load_safetensors(&file)?;
+    let t = crate::tensor_io::load_safetensors(&file)?;
     let get = |k: &str| {
         t.get(k)
             .with_context(|| format!("{} has no tensor `{k}`", file.display()))
@@ -542,7 +542,7 @@ pub fn paired_cell(x: &Paired) -> String {
 /// the domains of `file` (seeded, so the same file gives the same control).
 /// Written to `<runs_dir>/lodo-random-<stem>.safetensors`, returned.
 pub fn random_control(file: &Path, tensor: &str, runs_dir: &Path) -> Result<PathBuf> {
-    let all = crate::config::load_safetensors(file)?;
+    let all = crate::tensor_io::load_safetensors(file)?;
     let m = all
         .get(tensor)
         .with_context(|| format!("{} has no tensor `{tensor}`", file.display()))?

@@ -15,18 +15,19 @@
 
 pub use crate::config::pool::{PoolConfig, PoolMode};
 
+use crate::config::Config;
 use crate::config::pool::NormalizeOn;
-use crate::config::{Config, check_finite, load_safetensors};
+use crate::data::dataset::Dataset;
 use crate::fingerprint::Inputs;
 use crate::fsutil::{save_tensors_atomic, write_atomic};
 use crate::geometry::Normalizer;
 use crate::models::probe::Probe;
+use crate::nn::optim::{AdamConfig, DenseAdam, OptimizerKind};
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use crate::pool::{self as pooling, Parametric, Query, Tokens};
 use crate::stages::prepare::prepare;
-use crate::train::data::Dataset;
-use crate::train::optim::{AdamConfig, DenseAdam, OptimizerKind};
+use crate::tensor_io::{check_finite, load_safetensors};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -368,7 +369,7 @@ fn train_parametric(
     let mut ps = ParamStore::new(DType::F32, &Device::Cpu);
     let layer = Parametric::new(&mut ps, h, pc.query, pc.learned_query)?;
     let mut dense = DenseAdam::new(&ps)?;
-    let mut probe = Probe::new(ds, h, &cfg.embed, &mut rng)?;
+    let mut probe = Probe::new(ds, h, &cfg.embed.probe(), &mut rng)?;
     let adam = AdamConfig {
         kind: OptimizerKind::Adam,
         lr: pc.lr,

@@ -20,6 +20,7 @@
 //!   embedding the same way.
 
 use crate::config::Config;
+use crate::data::dataset::SplitData;
 use crate::data::error::{DataError, Place};
 use crate::data::meta::{Meta, Vocab};
 use crate::data::movielens::{self, Version};
@@ -28,7 +29,6 @@ use crate::data::tabular::TableRecord;
 use crate::data::text::{Lines, parse_u64, split_exact, utf8};
 use crate::fingerprint::Freshness;
 use crate::fsutil::write_atomic;
-use crate::train::data::SplitData;
 use crate::train::trainer::{Predictions, Trainer, Which};
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
@@ -253,7 +253,7 @@ pub fn prompt_embedding(run_cfg: &Config, name: &str, prompt: &str) -> Result<Ve
         );
     }
     let params_path = pool_dir.join("pool_params.safetensors");
-    let params = crate::config::load_safetensors(&params_path)?;
+    let params = crate::tensor_io::load_safetensors(&params_path)?;
     let v = crate::stages::pool::apply(&pool_cfg.pool, &params, &states, p.tokens())
         .with_context(|| format!("pooling with {}", params_path.display()))?;
     Ok(v.flatten_all()?.to_vec1::<f32>()?)
@@ -363,7 +363,7 @@ pub fn predict_input(run: &Path, req: &InputRequest) -> Result<Scored> {
 
 /// The domain embedding in `file`: its only tensor or `tensor`, (h) or (1, h).
 fn read_embedding(file: &Path, tensor: Option<&str>) -> Result<Vec<f32>> {
-    let all = crate::config::load_safetensors(file)?;
+    let all = crate::tensor_io::load_safetensors(file)?;
     let t = match tensor {
         Some(n) => all
             .get(n)

@@ -55,6 +55,7 @@ fn train_on(
         );
     }
     let mut t = Trainer::new(cfg, &prepared.dir)?;
+    let writes = comm.rank() == 0;
     t.set_collective(comm)?;
     tracing::info!(
         "{} on {}: {} parameters, features {}, domain input {:?}, run dir {}",
@@ -71,5 +72,9 @@ fn train_on(
         t.run_dir.display()
     );
     tracing::info!("{}", t.table_summary());
-    t.run(resume, stop_after)
+    let done = t.run(resume, stop_after)?;
+    if done.is_some() && writes {
+        crate::report::report(&t.run_dir)?;
+    }
+    Ok(done)
 }

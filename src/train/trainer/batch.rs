@@ -3,8 +3,8 @@
 //! domain embeddings through their projection.
 
 use super::Trainer;
+use crate::data::dataset::SplitData;
 use crate::models::{Inputs, Segment};
-use crate::train::data::SplitData;
 use anyhow::{Result, bail};
 use candle_core::{DType, Tensor};
 

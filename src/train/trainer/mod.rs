@@ -10,9 +10,8 @@
 //! ([`batch`]), scoring ([`predict`]), unseen domains ([`unseen`]), weights and
 //! checkpoints ([`checkpoint`]) and `report.md` ([`report`]).
 
-use super::data::Dataset;
-use super::optim::{AdamConfig, DenseAdam};
 use crate::config::{Config, Stage, check_reusable};
+use crate::data::dataset::Dataset;
 use crate::dist::{Collective, Single};
 use crate::fingerprint;
 use crate::fsutil::write_atomic;
@@ -22,8 +21,10 @@ use crate::models::embedding::{EmbeddingTable, Layout};
 use crate::models::{self, CtrModel, InputSpec};
 use crate::nn::linear::Linear;
 use crate::nn::ops::{bce_with_logits, sigmoid};
+use crate::nn::optim::{AdamConfig, DenseAdam};
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
+use crate::runs::holdout_suffix;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -179,7 +180,7 @@ impl Trainer {
                     .domain_embeddings
                     .as_ref()
                     .context("model.domain_input = \"fixed\" needs model.domain_embeddings (a safetensors file)")?;
-                let all = crate::config::load_safetensors(path)
+                let all = crate::tensor_io::load_safetensors(path)
                     .context("model.domain_embeddings: cannot read the domain embeddings")?;
                 let name = &m.domain_embeddings_tensor;
                 let mat = all
@@ -200,8 +201,8 @@ impl Trainer {
                         mat.dims()
                     ),
                 };
-                crate::config::check_finite(&mat, path, name)?;
-                crate::config::check_magnitude(&mat, path, name, 1e6)?;
+                crate::tensor_io::check_finite(&mat, path, name)?;
+                crate::tensor_io::check_magnitude(&mat, path, name, 1e6)?;
                 let proj = Linear::new(&mut ps, "domain_proj", h, m.embedding_dim, &mut rng)?;
                 Some((mat, proj))
             }
@@ -617,7 +618,6 @@ impl Trainer {
                 &self.run_dir.join("metrics.json"),
                 serde_json::to_string_pretty(&fm)?.as_bytes(),
             )?;
-            crate::report::report(&self.run_dir)?;
         }
         Ok(fm)
     }
@@ -727,14 +727,5 @@ pub fn inputs(cfg: &Config, prepared: &Path) -> Result<fingerprint::Inputs> {
     match (&cfg.model.domain_input, &cfg.model.domain_embeddings) {
         (DomainInput::Fixed, Some(f)) => i.file("domain embeddings", f),
         _ => Ok(i),
-    }
-}
-
-/// `-holdout-a+b` for held-out domains `a`, `b`; empty without.
-pub fn holdout_suffix(names: &[String]) -> String {
-    if names.is_empty() {
-        String::new()
-    } else {
-        format!("-holdout-{}", names.join("+"))
     }
 }

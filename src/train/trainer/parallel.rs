@@ -3,8 +3,8 @@
 
 use super::Trainer;
 use crate::dist::{digest, merge_rows, slice_of};
+use crate::nn::optim::DenseAdam;
 use crate::nn::rng::Rng;
-use crate::train::optim::DenseAdam;
 use anyhow::{Result, bail};
 
 impl Trainer {

@@ -2,10 +2,10 @@
 //! from outside the prepared dataset, in row order.
 
 use super::Trainer;
+use crate::data::dataset::SplitData;
 use crate::metrics::{self, Report};
 use crate::nn::ops::sigmoid;
 use crate::nn::rng::Rng;
-use crate::train::data::SplitData;
 use anyhow::{Result, bail};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;

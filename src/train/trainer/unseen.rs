@@ -4,10 +4,10 @@
 //! towers); and adding such a domain to a finished run (`pipeline predict`).
 
 use super::{Predictions, Trainer, Which};
+use crate::data::dataset::SplitData;
 use crate::metrics;
 use crate::nn::ops::sigmoid;
 use crate::nn::rng::Rng;
-use crate::train::data::SplitData;
 use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
 
@@ -31,7 +31,7 @@ impl Trainer {
             None => None,
         };
         let scale = match (&mat, self.cfg.train.unseen_kernel) {
-            (Some(m), crate::train::config::UnseenKernel::Median) => {
+            (Some(m), crate::config::train::UnseenKernel::Median) => {
                 crate::pool::median_scale(m, &seen)
             }
             _ => None,

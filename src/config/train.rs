@@ -2,7 +2,7 @@
 //! (L2), batch 1024, up to 50 epochs, early stopping on valid AUC with patience 4
 //! after at least 20 epochs.
 
-use super::optim::OptimizerKind;
+use crate::nn::optim::OptimizerKind;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -45,7 +45,7 @@ pub struct TrainConfig {
     /// A checkpoint is written after every buffer, so `--resume` continues
     /// mid-epoch. A buffer holding every shard reproduces the in-memory run
     /// exactly. Default 0: load the whole split.
-    #[serde(skip_serializing_if = "crate::config::is_zero")]
+    #[serde(skip_serializing_if = "crate::checks::is_zero")]
     pub stream_shards: usize,
 }
 
@@ -58,7 +58,7 @@ pub enum UnseenKernel {
 
 impl TrainConfig {
     /// Ranges of every `[train]` key (see [`crate::config::Config::validate`]).
-    pub(crate) fn validate(&self, c: &mut crate::config::Checks) {
+    pub(crate) fn validate(&self, c: &mut crate::checks::Checks) {
         c.at_least_one("train.batch_size", self.batch_size);
         c.at_least_one("train.eval_batch_size", self.eval_batch_size);
         c.at_least_one("train.epochs", self.epochs);
