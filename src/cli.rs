@@ -144,6 +144,17 @@ pub enum Command {
     /// Benchmarks that print measured figures (run them from a release build).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The CTR models of the registry, one per line with what it is; with
+    /// --write DIR, each model's recipe file <DIR>/<name>.toml written from the
+    /// code's defaults (configs/models/ is made this way).
+    Models(ModelsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ModelsArgs {
+    /// Write <DIR>/<name>.toml for every model (e.g. configs/models).
+    #[arg(long, value_name = "DIR")]
+    pub write: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -616,6 +627,29 @@ pub fn run(cli: Cli) -> Result<()> {
             let m = crate::stages::train::train(&cfg, args.resume, args.stop_after_epochs)?;
             if crate::dist::launched_rank() == 0 {
                 print_final(m.as_ref());
+            }
+            Ok(())
+        }
+        Command::Models(args) => {
+            use crate::models::config::ModelName;
+            for m in ModelName::ALL {
+                match &args.write {
+                    Some(dir) => {
+                        std::fs::create_dir_all(dir)
+                            .with_context(|| format!("cannot create {}", dir.display()))?;
+                        let path = dir.join(format!("{}.toml", m.as_str()));
+                        crate::fsutil::write_atomic(
+                            &path,
+                            crate::config::model_recipe(m)?.as_bytes(),
+                        )?;
+                        println!("{}", path.display());
+                    }
+                    None => println!(
+                        "{:<14} {}",
+                        m.as_str(),
+                        m.about().lines().next().unwrap_or("")
+                    ),
+                }
             }
             Ok(())
         }

@@ -119,18 +119,61 @@ fn unknown_recipe_lists_the_known_ones() {
 }
 
 #[test]
-fn model_config_files_state_the_built_in_defaults() {
-    // configs/models/<name>.toml documents each model's literature recipe; the
-    // built-in defaults must be the same values, so the two cannot drift apart.
-    use llmctr::config::Config;
+fn model_recipe_files_are_written_from_the_code() {
+    // configs/models/<name>.toml is what `pipeline models --write configs/models`
+    // writes from each model's ABOUT and built-in defaults: byte for byte, and it
+    // reads back as those defaults.
+    use llmctr::config::{Config, model_recipe};
     use llmctr::models::config::ModelName;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/models");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut names: Vec<String> = ModelName::ALL
+        .iter()
+        .map(|m| format!("{}.toml", m.as_str()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        files,
+        names,
+        "one recipe file per registered model in {}",
+        dir.display()
+    );
     for m in ModelName::ALL {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("configs/models/{}.toml", m.as_str()));
-        let file = Config::load(Some(&path)).unwrap();
+        let path = dir.join(format!("{}.toml", m.as_str()));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            model_recipe(m).unwrap(),
+            "{} differs from the code's defaults: run `pipeline models --write configs/models`",
+            path.display()
+        );
         let mut built_in = Config::default();
         built_in.model.name = m;
-        assert_eq!(file, built_in, "{}", path.display());
+        assert_eq!(
+            Config::load(Some(&path)).unwrap(),
+            built_in,
+            "{}",
+            path.display()
+        );
+    }
+    // The command writes them so.
+    let tmp = tempfile::tempdir().unwrap();
+    let o = pipeline()
+        .args(["models", "--write"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for m in ModelName::ALL {
+        let f = format!("{}.toml", m.as_str());
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join(&f)).unwrap(),
+            std::fs::read_to_string(dir.join(&f)).unwrap()
+        );
     }
 }
 

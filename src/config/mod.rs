@@ -213,6 +213,59 @@ impl Config {
     }
 }
 
+/// `configs/models/<name>.toml`, written from the code: the model's `ABOUT` as
+/// the heading comment, then the built-in defaults of its `[model]` keys, its
+/// gate (when it mixes experts), its own table and the training recipe.
+/// `pipeline models --write configs/models` writes every model's file; a test
+/// checks that the files there are these texts.
+pub fn model_recipe(name: crate::models::config::ModelName) -> Result<String> {
+    let c = Config {
+        model: crate::models::config::ModelConfig {
+            name,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let (m, t) = (&c.model, &c.train);
+    let mut out = String::new();
+    for line in name.about().lines() {
+        out.push_str(format!("# {line}").trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "[model]\nname = {}\nembedding_dim = {}\ndomain_input = {}\n",
+        toml_value(&name)?,
+        m.embedding_dim,
+        toml_value(&m.domain_input)?
+    ));
+    if name.gated() {
+        out.push_str(&format!(
+            "\n[model.gate]\nkind = {}\n",
+            toml_value(&m.gate.kind)?
+        ));
+    }
+    out.push_str(&format!(
+        "\n[model.{}]\n{}",
+        name.as_str(),
+        m.settings_toml()?
+    ));
+    out.push_str(&format!(
+        "\n[train]\noptimizer = {}\nlr = {:e}\nweight_decay = {:e}\nbatch_size = {}\npatience = {}\nmin_epochs = {}\n",
+        toml_value(&t.optimizer)?,
+        t.lr,
+        t.weight_decay,
+        t.batch_size,
+        t.patience,
+        t.min_epochs
+    ));
+    Ok(out)
+}
+
+/// One TOML value, as it is written after `key = `.
+fn toml_value<T: Serialize>(v: &T) -> Result<String> {
+    Ok(toml::Value::try_from(v)?.to_string())
+}
+
 /// Keys added after runs had been made, whose default is not what a run
 /// without the key did: (table, key, the value that reproduces the run made
 /// before the key existed). A run saved without `train.min_epochs` stopped on

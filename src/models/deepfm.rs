@@ -2,7 +2,8 @@
 //! pairwise interactions of the field embeddings + a DNN, summed into one logit.
 
 use super::config::ModelConfig;
-use super::{CtrModel, InputSpec, Inputs, Output};
+use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use crate::checks::Checks;
 use crate::nn::linear::Mlp;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
@@ -57,6 +58,31 @@ impl CtrModel for DeepFm {
     /// One network for every domain (the domain, if any, is one of the fields).
     fn per_domain(&self) -> bool {
         false
+    }
+}
+
+impl Model for DeepFm {
+    type Settings = super::dnn::DnnConfig;
+    const ABOUT: &'static str =
+        "DeepFM (Guo et al., IJCAI 2017): first-order + FM interactions + DNN.";
+    const FIRST_ORDER: bool = true;
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        c.widths(&format!("{key}.hidden"), &s.hidden, false);
+    }
+
+    fn build(
+        _s: &Self::Settings,
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn CtrModel>> {
+        Ok(Box::new(DeepFm::new(cfg, spec, ps, rng)?))
+    }
+
+    #[cfg(test)]
+    fn shrink(s: &mut Self::Settings) {
+        s.hidden = vec![5];
     }
 }
 

@@ -5,11 +5,13 @@
 //! recent positively rated train items strictly earlier in time.
 
 use super::config::ModelConfig;
-use super::{CtrModel, InputSpec, Inputs, Output};
+use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use crate::checks::Checks;
 use crate::nn::linear::Mlp;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
 
 pub struct Din {
     attention: Mlp,
@@ -71,6 +73,54 @@ impl CtrModel for Din {
     /// One network for every domain (the domain, if any, is one of the fields).
     fn per_domain(&self) -> bool {
         false
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DinConfig {
+    /// Most recent positively rated train items, strictly earlier in time. Default 20.
+    pub history: usize,
+    /// Attention unit hidden layers. Default [80, 40].
+    pub attention: Vec<usize>,
+    /// Prediction MLP. Default [200, 80].
+    pub hidden: Vec<usize>,
+}
+
+impl Default for DinConfig {
+    fn default() -> Self {
+        DinConfig {
+            history: 20,
+            attention: vec![80, 40],
+            hidden: vec![200, 80],
+        }
+    }
+}
+
+impl Model for Din {
+    type Settings = DinConfig;
+    const ABOUT: &'static str = "DIN (Zhou et al., KDD 2018): attention over the user's 20 most recent positively\nrated train items strictly earlier in time.";
+    const HISTORY: bool = true;
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        c.at_least_one(&format!("{key}.history"), s.history);
+        c.widths(&format!("{key}.attention"), &s.attention, false);
+        c.widths(&format!("{key}.hidden"), &s.hidden, false);
+    }
+
+    fn build(
+        _s: &Self::Settings,
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn CtrModel>> {
+        Ok(Box::new(Din::new(cfg, spec, ps, rng)?))
+    }
+
+    #[cfg(test)]
+    fn shrink(s: &mut Self::Settings) {
+        s.attention = vec![4];
+        s.hidden = vec![5];
     }
 }
 

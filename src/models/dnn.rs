@@ -2,11 +2,13 @@
 //! config gives it). One tower for all domains.
 
 use super::config::ModelConfig;
-use super::{CtrModel, InputSpec, Inputs, Output};
+use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use crate::checks::Checks;
 use crate::nn::linear::Mlp;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use candle_core::Result;
+use serde::{Deserialize, Serialize};
 
 pub struct Dnn {
     mlp: Mlp,
@@ -42,6 +44,46 @@ impl CtrModel for Dnn {
     /// One network for every domain (the domain, if any, is one of the fields).
     fn per_domain(&self) -> bool {
         false
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnnConfig {
+    /// Hidden layers. Default [256, 128].
+    pub hidden: Vec<usize>,
+}
+
+impl Default for DnnConfig {
+    fn default() -> Self {
+        DnnConfig {
+            hidden: vec![256, 128],
+        }
+    }
+}
+
+impl Model for Dnn {
+    type Settings = DnnConfig;
+    const ABOUT: &'static str =
+        "DNN: an MLP over all field embeddings (the domain id is one of them), one tower.";
+
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        c.widths(&format!("{key}.hidden"), &s.hidden, false);
+    }
+
+    fn build(
+        _s: &Self::Settings,
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn CtrModel>> {
+        Ok(Box::new(Dnn::new(cfg, spec, ps, rng)?))
+    }
+
+    #[cfg(test)]
+    fn shrink(s: &mut Self::Settings) {
+        s.hidden = vec![5];
     }
 }
 

@@ -10,10 +10,12 @@ use super::conditioning::GeneratedMlp;
 use super::config::ModelConfig;
 use super::experts::Experts;
 use super::gates::Gate;
-use super::{CtrModel, InputSpec, Inputs, Output};
+use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use crate::checks::Checks;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use candle_core::Result;
+use serde::{Deserialize, Serialize};
 
 pub struct M2m {
     experts: Experts,
@@ -80,6 +82,60 @@ impl CtrModel for M2m {
 
     fn per_domain(&self) -> bool {
         false
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct M2mConfig {
+    /// Shared experts. Default 4.
+    pub experts: usize,
+    /// Each expert's hidden layers. Default [128].
+    pub expert_hidden: Vec<usize>,
+    /// The generated tower's hidden layers. Default [64].
+    pub tower: Vec<usize>,
+    /// Rank of each generated weight update A(e_d)·B(e_d). Default 4.
+    pub rank: usize,
+}
+
+impl Default for M2mConfig {
+    fn default() -> Self {
+        M2mConfig {
+            experts: 4,
+            expert_hidden: vec![128],
+            tower: vec![64],
+            rank: 4,
+        }
+    }
+}
+
+impl Model for M2m {
+    type Settings = M2mConfig;
+    const ABOUT: &'static str = "M2M (Zhang et al., WSDM 2022), one task: shared experts over the features, one\ngate over [features; domain vector] for every domain, and a tower whose weights\nare generated from the domain vector (W0 + A(e)·B(e), rank 4). No network belongs\nto one domain: an unseen domain is scored from its vector alone.";
+    const GATED: bool = true;
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        c.at_least_one(&format!("{key}.experts"), s.experts);
+        c.widths(&format!("{key}.expert_hidden"), &s.expert_hidden, true);
+        c.widths(&format!("{key}.tower"), &s.tower, false);
+        c.at_least_one(&format!("{key}.rank"), s.rank);
+    }
+
+    fn build(
+        _s: &Self::Settings,
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn CtrModel>> {
+        Ok(Box::new(M2m::new(cfg, spec, ps, rng)?))
+    }
+
+    #[cfg(test)]
+    fn shrink(s: &mut Self::Settings) {
+        s.experts = 2;
+        s.expert_hidden = vec![4];
+        s.tower = vec![3];
+        s.rank = 2;
     }
 }
 

@@ -5,11 +5,13 @@
 use super::config::ModelConfig;
 use super::experts::Experts;
 use super::gates::Gate;
-use super::{CtrModel, InputSpec, Inputs, Output, add_aux};
+use super::{CtrModel, InputSpec, Inputs, Model, Output, add_aux};
+use crate::checks::Checks;
 use crate::nn::linear::Mlp;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use candle_core::Result;
+use serde::{Deserialize, Serialize};
 
 pub struct Mmoe {
     experts: Experts,
@@ -78,6 +80,49 @@ impl CtrModel for Mmoe {
         }
         let logits = candle_core::Tensor::cat(&parts, 0)?.squeeze(1)?;
         Ok(Output { logits, aux })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MmoeConfig {
+    /// Shared experts. Default 3.
+    pub experts: usize,
+    /// Expert hidden layers. Default [16].
+    pub expert_hidden: Vec<usize>,
+    /// Per-domain tower hidden layers. Default [8].
+    pub tower: Vec<usize>,
+}
+
+impl Default for MmoeConfig {
+    fn default() -> Self {
+        MmoeConfig {
+            experts: 3,
+            expert_hidden: vec![16],
+            tower: vec![8],
+        }
+    }
+}
+
+impl Model for Mmoe {
+    type Settings = MmoeConfig;
+    const ABOUT: &'static str =
+        "MMoE (Ma et al., KDD 2018): 3 shared experts, a gate and a tower per domain.";
+    const GATED: bool = true;
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        c.at_least_one(&format!("{key}.experts"), s.experts);
+        c.widths(&format!("{key}.expert_hidden"), &s.expert_hidden, true);
+        c.widths(&format!("{key}.tower"), &s.tower, false);
+    }
+
+    fn build(
+        _s: &Self::Settings,
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn CtrModel>> {
+        Ok(Box::new(Mmoe::new(cfg, spec, ps, rng)?))
     }
 }
 

@@ -3,6 +3,27 @@
 //! experts, gate and tower on that domain's rows only — never every domain's
 //! experts on every sample.
 
+/// The registry of CTR models: one line each — its `ModelName` variant, its name
+/// in configs (and its `[model.<name>]` table), the type implementing [`Model`].
+/// A new model is its file plus its line here (and its `pub mod`).
+macro_rules! for_each_model {
+    ($then:ident) => {
+        $then! {
+            Dnn dnn crate::models::dnn::Dnn;
+            Deepfm deepfm crate::models::deepfm::DeepFm;
+            SharedBottom shared_bottom crate::models::shared_bottom::SharedBottom;
+            Mmoe mmoe crate::models::mmoe::Mmoe;
+            Cgc cgc crate::models::ple::Cgc;
+            Ple ple crate::models::ple::Ple;
+            Star star crate::models::star::Star;
+            Din din crate::models::din::Din;
+            Pepnet pepnet crate::models::pepnet::Pepnet;
+            M2m m2m crate::models::m2m::M2m;
+        }
+    };
+}
+pub(crate) use for_each_model;
+
 pub mod conditioning;
 pub mod config;
 pub mod deepfm;
@@ -19,10 +40,14 @@ pub mod probe;
 pub mod shared_bottom;
 pub mod star;
 
+use crate::checks::Checks;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use candle_core::{Result, Tensor};
-use config::{ModelConfig, ModelName};
+use config::ModelConfig;
+#[cfg(test)]
+use config::ModelName;
+pub use config::build;
 
 /// Rows `start..start + len` of a batch belong to `domain`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,34 +116,39 @@ pub trait CtrModel {
     }
 }
 
-impl ModelName {
-    /// DeepFM needs a first-order weight per id; DIN a history.
-    pub fn needs_first_order(self) -> bool {
-        self == ModelName::Deepfm
-    }
-    pub fn needs_history(self) -> bool {
-        self == ModelName::Din
-    }
-}
-
-pub fn build(
-    cfg: &ModelConfig,
-    spec: &InputSpec,
-    ps: &mut ParamStore,
-    rng: &mut Rng,
-) -> Result<Box<dyn CtrModel>> {
-    Ok(match cfg.name {
-        ModelName::Dnn => Box::new(dnn::Dnn::new(cfg, spec, ps, rng)?),
-        ModelName::Deepfm => Box::new(deepfm::DeepFm::new(cfg, spec, ps, rng)?),
-        ModelName::SharedBottom => Box::new(shared_bottom::SharedBottom::new(cfg, spec, ps, rng)?),
-        ModelName::Mmoe => Box::new(mmoe::Mmoe::new(cfg, spec, ps, rng)?),
-        ModelName::Cgc => Box::new(ple::Ple::new("cgc", &cfg.cgc, cfg, spec, ps, rng)?),
-        ModelName::Ple => Box::new(ple::Ple::new("ple", &cfg.ple, cfg, spec, ps, rng)?),
-        ModelName::Star => Box::new(star::Star::new(cfg, spec, ps, rng)?),
-        ModelName::Din => Box::new(din::Din::new(cfg, spec, ps, rng)?),
-        ModelName::Pepnet => Box::new(pepnet::Pepnet::new(cfg, spec, ps, rng)?),
-        ModelName::M2m => Box::new(m2m::M2m::new(cfg, spec, ps, rng)?),
-    })
+/// A CTR model as the registry sees it: its settings table and how to build it.
+/// Implemented in the model's own file, next to its layers.
+pub trait Model {
+    /// The `[model.<name>]` table: defaults from `Default`, unknown keys refused.
+    type Settings: Clone
+        + std::fmt::Debug
+        + PartialEq
+        + Default
+        + serde::Serialize
+        + serde::de::DeserializeOwned;
+    /// What it is, with its reference: the comment heading its recipe file
+    /// (`configs/models/<name>.toml`), one line per line.
+    const ABOUT: &'static str;
+    /// Reads the first-order weights of the fields.
+    const FIRST_ORDER: bool = false;
+    /// Reads the user's history of items.
+    const HISTORY: bool = false;
+    /// Mixes experts through `[model.gate]`.
+    const GATED: bool = false;
+    /// The ranges of its settings; `key` is `model.<name>`.
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks);
+    /// The model, its parameters registered in `ps`.
+    fn build(
+        s: &Self::Settings,
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn CtrModel>>;
+    /// Settings small enough for a gradient check (finite differences on every
+    /// parameter); the defaults when they already are.
+    #[cfg(test)]
+    fn shrink(_s: &mut Self::Settings) {}
 }
 
 /// Run `f` on each domain's rows of `x` and put the results back in row order.
@@ -215,19 +245,7 @@ pub(crate) mod testutil {
             name,
             ..ModelConfig::default()
         };
-        cfg.dnn.hidden = vec![5];
-        cfg.deepfm.hidden = vec![5];
-        cfg.star.hidden = vec![6, 4];
-        cfg.star.aux_hidden = vec![3];
-        cfg.din.attention = vec![4];
-        cfg.din.hidden = vec![5];
-        cfg.ple.levels = 2;
-        cfg.pepnet.hidden = vec![5, 4];
-        cfg.pepnet.gate_hidden = 3;
-        cfg.m2m.experts = 2;
-        cfg.m2m.expert_hidden = vec![4];
-        cfg.m2m.tower = vec![3];
-        cfg.m2m.rank = 2;
+        cfg.shrink();
         if conditioned {
             cfg.cgc.conditioning = config::Conditioning::Domain;
             cfg.cgc.tower = vec![3];

@@ -11,12 +11,14 @@
 
 use super::conditioning::GateUnit;
 use super::config::ModelConfig;
-use super::{CtrModel, InputSpec, Inputs, Output};
+use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use crate::checks::Checks;
 use crate::nn::linear::Linear;
 use crate::nn::ops::dropout;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
 
 pub struct Pepnet {
     epnet: GateUnit,
@@ -95,6 +97,50 @@ impl CtrModel for Pepnet {
 
     fn per_domain(&self) -> bool {
         false
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PepnetConfig {
+    /// Hidden layers of the shared DNN, each with a PPNet gate. Default [256, 128].
+    pub hidden: Vec<usize>,
+    /// Hidden width of each gate unit (EPNet and PPNet). Default 64.
+    pub gate_hidden: usize,
+}
+
+impl Default for PepnetConfig {
+    fn default() -> Self {
+        PepnetConfig {
+            hidden: vec![256, 128],
+            gate_hidden: 64,
+        }
+    }
+}
+
+impl Model for Pepnet {
+    type Settings = PepnetConfig;
+    const ABOUT: &'static str = "PEPNet (Chang et al., KDD 2023): one shared DNN whose field embeddings (EPNet) and\nhidden units (PPNet) are scaled by gate units on the domain vector, so the domain\nenters only through shared, domain-conditioned parameters and an unseen domain is\nscored from its vector alone.";
+
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        c.widths(&format!("{key}.hidden"), &s.hidden, false);
+        c.at_least_one(&format!("{key}.gate_hidden"), s.gate_hidden);
+    }
+
+    fn build(
+        _s: &Self::Settings,
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn CtrModel>> {
+        Ok(Box::new(Pepnet::new(cfg, spec, ps, rng)?))
+    }
+
+    #[cfg(test)]
+    fn shrink(s: &mut Self::Settings) {
+        s.hidden = vec![5, 4];
+        s.gate_hidden = 3;
     }
 }
 

@@ -21,14 +21,16 @@
 //! stand alone.
 
 use super::conditioning::GeneratedMlp;
-use super::config::{ModelConfig, PleConfig};
+use super::config::ModelConfig;
 use super::experts::Experts;
 use super::gates::Gate;
-use super::{CtrModel, InputSpec, Inputs, Output, add_aux};
+use super::{CtrModel, InputSpec, Inputs, Model, Output, add_aux};
+use crate::checks::Checks;
 use crate::nn::linear::Mlp;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
 
 struct Level {
     shared: Experts,
@@ -70,9 +72,9 @@ fn mix_shared(
 }
 
 impl Ple {
-    pub fn new(
+    pub fn new<L: DefaultLevels>(
         name: &str,
-        c: &PleConfig,
+        c: &PleConfig<L>,
         cfg: &ModelConfig,
         spec: &InputSpec,
         ps: &mut ParamStore,
@@ -83,7 +85,7 @@ impl Ple {
                 "{name}: needs at least one level, one shared and one specific expert"
             );
         }
-        let conditioned = cfg.conditioned(c);
+        let conditioned = cfg.conditioned(c.conditioning);
         let mut levels = Vec::new();
         let mut d_in = spec.width();
         let n_exp = c.specific_experts + c.shared_experts;
@@ -290,6 +292,132 @@ impl CtrModel for Ple {
     }
 }
 
+/// `[model.cgc]` and `[model.ple]`: CGC is PLE with one level (`L` gives the
+/// default of `levels`: [`OneLevel`] for CGC, [`TwoLevels`] for PLE).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, bound = "")]
+pub struct PleConfig<L: DefaultLevels> {
+    /// Extraction levels. Default 1 for CGC, 2 for PLE.
+    pub levels: usize,
+    /// Specific experts per domain. Default 2.
+    pub specific_experts: usize,
+    /// Shared experts. Default 1.
+    pub shared_experts: usize,
+    /// Expert hidden layers. Default [16].
+    pub expert_hidden: Vec<usize>,
+    /// Tower hidden layers (per domain, or the one generated tower). Default [8].
+    pub tower: Vec<usize>,
+    /// `auto` (default: `domain` on fixed LLM embeddings, else `none`), `none`
+    /// (classic) or `domain` (shared gate and generated tower).
+    pub conditioning: Conditioning,
+    /// `domain` only: the rate at which, in training, a domain's rows go through
+    /// the shared experts alone (as an unseen domain's do, having no specific
+    /// experts trained). Default 0.2.
+    pub shared_only: f64,
+    /// `domain` only: rank of the generated tower's weight updates. Default 4.
+    pub rank: usize,
+    #[serde(skip)]
+    default_levels: std::marker::PhantomData<L>,
+}
+
+/// The default number of PLE levels, as a type.
+pub trait DefaultLevels: Clone + std::fmt::Debug + PartialEq {
+    const LEVELS: usize;
+}
+
+/// CGC: one level.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OneLevel;
+impl DefaultLevels for OneLevel {
+    const LEVELS: usize = 1;
+}
+
+/// PLE: two levels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TwoLevels;
+impl DefaultLevels for TwoLevels {
+    const LEVELS: usize = 2;
+}
+
+impl<L: DefaultLevels> Default for PleConfig<L> {
+    fn default() -> Self {
+        PleConfig {
+            levels: L::LEVELS,
+            specific_experts: 2,
+            shared_experts: 1,
+            expert_hidden: vec![16],
+            tower: vec![8],
+            conditioning: Conditioning::Auto,
+            shared_only: 0.2,
+            rank: 4,
+            default_levels: std::marker::PhantomData,
+        }
+    }
+}
+
+/// How CGC/PLE see the domain: `none` (classic: a gate and a tower per domain),
+/// `domain` (one gate over [x; e_d] and one tower generated from e_d, shared by
+/// every domain; the specific experts stay per domain), or `auto`: `domain` on
+/// fixed (LLM) domain embeddings, `none` on the id or without a domain input.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Conditioning {
+    Auto,
+    None,
+    Domain,
+}
+
+fn validate_ple<L: DefaultLevels>(s: &PleConfig<L>, key: &str, c: &mut Checks) {
+    c.at_least_one(&format!("{key}.levels"), s.levels);
+    c.at_least_one(&format!("{key}.specific_experts"), s.specific_experts);
+    c.at_least_one(&format!("{key}.shared_experts"), s.shared_experts);
+    c.widths(&format!("{key}.expert_hidden"), &s.expert_hidden, true);
+    c.widths(&format!("{key}.tower"), &s.tower, false);
+    c.fraction(&format!("{key}.shared_only"), s.shared_only);
+    c.at_least_one(&format!("{key}.rank"), s.rank);
+}
+
+/// CGC in the registry: PLE with its own settings table, one level by default.
+pub struct Cgc;
+
+impl Model for Cgc {
+    type Settings = PleConfig<OneLevel>;
+    const ABOUT: &'static str = "CGC (Tang et al., RecSys 2020): 2 specific experts per domain + 1 shared.\nClassic form (on the domain id): a gate and a tower per domain. Conditioned form\n(`conditioning = \"domain\"`, and what \"auto\" picks on fixed LLM embeddings, e.g.\n`pipeline train-cgc --domain-embeddings FILE`): one gate over [x; domain vector]\nand one tower generated from the domain vector, shared by every domain; an\nunseen domain goes through the shared experts alone.";
+    const GATED: bool = true;
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        validate_ple(s, key, c);
+    }
+
+    fn build(
+        s: &Self::Settings,
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn CtrModel>> {
+        Ok(Box::new(Ple::new("cgc", s, cfg, spec, ps, rng)?))
+    }
+}
+
+impl Model for Ple {
+    type Settings = PleConfig<TwoLevels>;
+    const ABOUT: &'static str = "PLE (Tang et al., RecSys 2020): two stacked CGC levels.";
+    const GATED: bool = true;
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        validate_ple(s, key, c);
+    }
+
+    fn build(
+        s: &Self::Settings,
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn CtrModel>> {
+        Ok(Box::new(Ple::new("ple", s, cfg, spec, ps, rng)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::config::ModelName;
@@ -309,8 +437,9 @@ mod tests {
     /// level's input alone.
     #[test]
     fn conditioned_ple_runs_without_a_domain_input() {
-        use super::super::config::{Conditioning, ModelConfig};
+        use super::super::config::ModelConfig;
         use super::super::{InputSpec, build, testutil::batch};
+        use super::Conditioning;
         use crate::nn::params::ParamStore;
         use crate::nn::rng::Rng;
         use candle_core::{DType, Device};

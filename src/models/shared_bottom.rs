@@ -2,11 +2,13 @@
 //! then each domain's own tower.
 
 use super::config::ModelConfig;
-use super::{CtrModel, InputSpec, Inputs, Output, per_domain};
+use super::{CtrModel, InputSpec, Inputs, Model, Output, per_domain};
+use crate::checks::Checks;
 use crate::nn::linear::Mlp;
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use candle_core::Result;
+use serde::{Deserialize, Serialize};
 
 pub struct SharedBottom {
     bottom: Mlp,
@@ -58,6 +60,44 @@ impl CtrModel for SharedBottom {
             logits: logits.squeeze(1)?,
             aux: None,
         })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedBottomConfig {
+    /// Shared bottom. Default [128].
+    pub bottom: Vec<usize>,
+    /// Per-domain tower hidden layers. Default [8].
+    pub tower: Vec<usize>,
+}
+
+impl Default for SharedBottomConfig {
+    fn default() -> Self {
+        SharedBottomConfig {
+            bottom: vec![128],
+            tower: vec![8],
+        }
+    }
+}
+
+impl Model for SharedBottom {
+    type Settings = SharedBottomConfig;
+    const ABOUT: &'static str = "Shared-bottom: one shared MLP, a tower per domain.";
+
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        c.widths(&format!("{key}.bottom"), &s.bottom, false);
+        c.widths(&format!("{key}.tower"), &s.tower, false);
+    }
+
+    fn build(
+        _s: &Self::Settings,
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn CtrModel>> {
+        Ok(Box::new(SharedBottom::new(cfg, spec, ps, rng)?))
     }
 }
 

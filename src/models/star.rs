@@ -10,11 +10,13 @@
 //! - an auxiliary network on the domain embedding whose logit is added.
 
 use super::config::ModelConfig;
-use super::{CtrModel, InputSpec, Inputs, Output};
+use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use crate::checks::Checks;
 use crate::nn::linear::{Linear, Mlp};
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 
 struct StarLayer {
@@ -192,6 +194,60 @@ impl CtrModel for Star {
             }
         }
         Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StarConfig {
+    /// Star-topology layers. Default [128, 64, 32].
+    pub hidden: Vec<usize>,
+    /// Auxiliary network on the domain embedding. Default [32].
+    pub aux_hidden: Vec<usize>,
+    /// Momentum of the per-domain running statistics of partitioned normalisation. Default 0.1.
+    pub pn_momentum: f64,
+}
+
+impl Default for StarConfig {
+    fn default() -> Self {
+        StarConfig {
+            hidden: vec![128, 64, 32],
+            aux_hidden: vec![32],
+            pn_momentum: 0.1,
+        }
+    }
+}
+
+impl Model for Star {
+    type Settings = StarConfig;
+    const ABOUT: &'static str = "STAR (Sheng et al., CIKM 2021): partitioned normalisation, star-topology FCN,\nauxiliary network on the domain embedding.";
+
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        c.widths(&format!("{key}.hidden"), &s.hidden, false);
+        c.widths(&format!("{key}.aux_hidden"), &s.aux_hidden, false);
+        if !(s.pn_momentum > 0.0 && s.pn_momentum <= 1.0) {
+            c.bad(
+                &format!("{key}.pn_momentum"),
+                s.pn_momentum,
+                "must be in (0, 1]",
+            );
+        }
+    }
+
+    fn build(
+        _s: &Self::Settings,
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Box<dyn CtrModel>> {
+        Ok(Box::new(Star::new(cfg, spec, ps, rng)?))
+    }
+
+    #[cfg(test)]
+    fn shrink(s: &mut Self::Settings) {
+        s.hidden = vec![6, 4];
+        s.aux_hidden = vec![3];
     }
 }
 

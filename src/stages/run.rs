@@ -441,8 +441,8 @@ fn comparison_configs(head: &Config, seeds: &[u64]) -> Result<Vec<(String, Vec<C
     use crate::models::config::{Conditioning, DomainFields, ModelName};
     let pin = |c: &mut Config| {
         let m = &mut c.model;
-        let cgc = m.conditioned(&m.cgc);
-        let ple = m.conditioned(&m.ple);
+        let cgc = m.conditioned(m.cgc.conditioning);
+        let ple = m.conditioned(m.ple.conditioning);
         m.cgc.conditioning = if cgc {
             Conditioning::Domain
         } else {
