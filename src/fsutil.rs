@@ -34,6 +34,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// rewrite soon after could keep them.
 pub const RACY_NS: i128 = 2_000_000_000;
 
+/// A CSV table built in memory (the csv crate: a field holding a comma, a quote
+/// or a line break is quoted, so every value reads back as written), then
+/// written with [`write_atomic`] or printed.
+pub struct CsvText(csv::Writer<Vec<u8>>);
+
+impl CsvText {
+    pub fn new<S: AsRef<[u8]>>(header: impl IntoIterator<Item = S>) -> Result<Self> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(header)?;
+        Ok(CsvText(w))
+    }
+
+    pub fn row<S: AsRef<[u8]>>(&mut self, fields: impl IntoIterator<Item = S>) -> Result<()> {
+        Ok(self.0.write_record(fields)?)
+    }
+
+    pub fn into_string(self) -> Result<String> {
+        let bytes = self
+            .0
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}", e.error()))?;
+        Ok(String::from_utf8(bytes)?)
+    }
+
+    /// Written to `path` through a temporary file.
+    pub fn write(self, path: &Path) -> Result<()> {
+        write_atomic(path, self.into_string()?.as_bytes())
+    }
+}
+
 /// Now, in ns since the epoch.
 pub fn now_ns() -> i128 {
     std::time::SystemTime::now()

@@ -324,12 +324,6 @@ pub struct DotArm {
     pub values: Vec<Vec<f64>>,
 }
 
-/// Mean and sample standard deviation (0 for one value) of the finite values of `v`.
-pub fn mean_sd(v: &[f64]) -> Option<(f64, f64)> {
-    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    crate::stats::mean_sd(&v)
-}
-
 /// Left margin for category labels at the y axis.
 fn category_width(cats: &[Category]) -> f64 {
     cats.iter()
@@ -454,7 +448,12 @@ pub fn dot_plot_svg(
     let names: Vec<String> = arms.iter().map(|a| a.name.clone()).collect();
     let stats: Vec<Vec<Option<(f64, f64)>>> = arms
         .iter()
-        .map(|a| a.values.iter().map(|v| mean_sd(v)).collect())
+        .map(|a| {
+            a.values
+                .iter()
+                .map(|v| crate::stats::mean_sd_finite(v))
+                .collect()
+        })
         .collect();
     let y_label_w = LABEL_SIZE + 10.0;
     let left = y_label_w + category_width(cats);

@@ -154,6 +154,7 @@ pub type Cell = (Option<f64>, Option<f64>);
 
 /// A `pipeline lodo` table as read back from its CSV: per held-out domain, its
 /// test rows and, per arm, the AUC and logloss (mean over seeds; None = empty).
+#[derive(Debug)]
 pub struct LodoTable {
     pub arms: Vec<String>,
     pub domains: Vec<(String, usize)>,
@@ -163,16 +164,16 @@ pub struct LodoTable {
 
 /// Read a `pipeline lodo` CSV (`domain,test_rows,<arm>_auc,<arm>_logloss,…`).
 pub fn read_lodo_csv(path: &Path) -> Result<LodoTable> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let (_, head) = lines
-        .next()
-        .with_context(|| format!("{}: empty file, expected a lodo table", path.display()))?;
-    let cols: Vec<&str> = head.split(',').collect();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let header = reader
+        .headers()
+        .with_context(|| format!("{}: expected a lodo table", path.display()))?
+        .clone();
+    let head = header.iter().collect::<Vec<_>>().join(",");
+    let cols: Vec<&str> = header.iter().collect();
     if cols.len() < 4
         || cols[0] != "domain"
         || cols[1] != "test_rows"
@@ -198,17 +199,10 @@ pub fn read_lodo_csv(path: &Path) -> Result<LodoTable> {
     }
     let mut domains = Vec::new();
     let mut cells = vec![Vec::new(); arms.len()];
-    for (i, line) in lines {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() != cols.len() {
-            bail!(
-                "{}:{}: {} fields, the header has {}",
-                path.display(),
-                i + 1,
-                f.len(),
-                cols.len()
-            );
-        }
+    for record in reader.records() {
+        // Uneven rows are refused by the reader, naming the line.
+        let f = record.with_context(|| format!("in {}", path.display()))?;
+        let line = f.position().map_or(0, |p| p.line());
         let num = |j: usize| -> Result<Option<f64>> {
             if f[j].is_empty() {
                 return Ok(None);
@@ -217,9 +211,9 @@ pub fn read_lodo_csv(path: &Path) -> Result<LodoTable> {
                 format!(
                     "{}:{}: field {}: {:?} is not a number",
                     path.display(),
-                    i + 1,
+                    line,
                     cols[j],
-                    f[j]
+                    &f[j]
                 )
             })
         };
@@ -227,8 +221,8 @@ pub fn read_lodo_csv(path: &Path) -> Result<LodoTable> {
             format!(
                 "{}:{}: field test_rows: {:?} is not a row count",
                 path.display(),
-                i + 1,
-                f[1]
+                line,
+                &f[1]
             )
         })?;
         domains.push((f[0].to_string(), rows));
@@ -371,4 +365,43 @@ pub fn report(run: &Path) -> Result<PathBuf> {
     let out = run.join("report.md");
     write_atomic(&out, md.as_bytes())?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::CsvText;
+
+    #[test]
+    fn a_quoted_domain_name_round_trips_through_a_lodo_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lodo.csv");
+        let name = "a, \"b\"";
+        let mut csv = CsvText::new([
+            "domain",
+            "test_rows",
+            "none_auc",
+            "none_logloss",
+            "id_auc",
+            "id_logloss",
+        ])
+        .unwrap();
+        csv.row([name, "12", "0.5", "0.69", "", "0.7"]).unwrap();
+        csv.row(["plain", "3", "0.6", "0.6", "0.61", "0.59"])
+            .unwrap();
+        csv.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"a, \"\"b\"\"\",12,"), "{text}");
+        let t = read_lodo_csv(&path).unwrap();
+        assert_eq!(t.arms, ["none", "id"]);
+        assert_eq!(
+            t.domains,
+            [(name.to_string(), 12), ("plain".to_string(), 3)]
+        );
+        assert_eq!(t.cells[1][0], (None, Some(0.7)));
+        // A row with a field too many is refused, naming the file and line.
+        std::fs::write(&path, text + "x,1,2,3,4,5,6\n").unwrap();
+        let e = format!("{:#}", read_lodo_csv(&path).unwrap_err());
+        assert!(e.contains("lodo.csv") && e.contains("line: 4"), "{e}");
+    }
 }

@@ -1,5 +1,8 @@
-//! Statistics of paired comparisons: the smallest difference a paired design
-//! could detect.
+//! The statistics every table uses: means and standard deviations, medians,
+//! paired comparisons (the sign-flip test, the paired t-test) and the smallest
+//! difference a paired design could detect.
+
+use crate::nn::rng::Rng;
 
 /// Two-sided 5% and one-sided 80% quantiles of Student's t with 1..=30
 /// degrees of freedom (standard tables, three decimals).
@@ -40,6 +43,82 @@ pub fn mean_sd(v: &[f64]) -> Option<(f64, f64)> {
         0.0
     };
     Some((m, sd))
+}
+
+/// Mean (None for an empty slice).
+pub fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// [`mean_sd`] of the values that are there (runs without a figure left out).
+pub fn mean_sd_defined(v: &[Option<f64>]) -> Option<(f64, f64)> {
+    mean_sd(&v.iter().flatten().copied().collect::<Vec<_>>())
+}
+
+/// [`mean_sd`] of the finite values of `v`.
+pub fn mean_sd_finite(v: &[f64]) -> Option<(f64, f64)> {
+    mean_sd(
+        &v.iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Median: the middle value, or the mean of the two middle values of an even
+/// count (None for an empty slice).
+pub fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// Up to this many differences the sign-flip test enumerates every pattern.
+pub const SIGN_FLIP_EXACT_MAX: usize = 20;
+
+/// Paired differences `d`: the sign count (positive, negative) and the
+/// two-sided p-value of a sign-flip permutation test of their mean — the share
+/// of sign patterns whose |sum| reaches the observed one. Exact (all 2ⁿ
+/// patterns) for n ≤ [`SIGN_FLIP_EXACT_MAX`]; beyond, `draws` random patterns
+/// from `seed`, the observed one counted as one more.
+pub fn sign_flip_test(d: &[f64], draws: usize, seed: u64) -> (usize, usize, Option<f64>) {
+    let pos = d.iter().filter(|&&x| x > 0.0).count();
+    let neg = d.iter().filter(|&&x| x < 0.0).count();
+    if d.is_empty() {
+        return (pos, neg, None);
+    }
+    let observed = d.iter().sum::<f64>().abs() - 1e-12;
+    if d.len() <= SIGN_FLIP_EXACT_MAX {
+        let patterns = 1u64 << d.len();
+        let hits = (0..patterns)
+            .filter(|mask| {
+                let s: f64 = d
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| if mask >> i & 1 == 1 { -x } else { x })
+                    .sum();
+                s.abs() >= observed
+            })
+            .count();
+        return (pos, neg, Some(hits as f64 / patterns as f64));
+    }
+    let mut rng = Rng::new(seed);
+    let mut hits = 1usize;
+    for _ in 0..draws {
+        let s: f64 = d
+            .iter()
+            .map(|&x| if rng.uniform() < 0.5 { -x } else { x })
+            .sum();
+        if s.abs() >= observed {
+            hits += 1;
+        }
+    }
+    (pos, neg, Some(hits as f64 / (draws + 1) as f64))
 }
 
 /// The minimum detectable effect of a paired design with differences `d`: the
@@ -180,5 +259,71 @@ mod tests {
         assert!(paired_t_p(&[0.1, 0.1, 0.1]).unwrap() < 1e-12);
         assert_eq!(paired_t_p(&[0.1]), None);
         assert!((paired_t_p(&[1.0, -1.0, 0.5, -0.5]).unwrap() - 1.0).abs() < 1e-12);
+    }
+}
+
+#[cfg(test)]
+mod sign_flip {
+    use super::*;
+
+    #[test]
+    fn exact_for_few_differences() {
+        // Eight equal positive differences: only the all-positive and the
+        // all-negative patterns reach the observed |sum|: p = 2/256 exactly.
+        assert_eq!(
+            sign_flip_test(&[0.1; 8], 20_000, 1),
+            (8, 0, Some(2.0 / 256.0))
+        );
+        // No draws are made: the seed and the draw count change nothing.
+        assert_eq!(sign_flip_test(&[0.1; 8], 10, 99), (8, 0, Some(2.0 / 256.0)));
+        // Symmetric differences: every pattern reaches |sum| = 0 or more.
+        assert_eq!(
+            sign_flip_test(&[0.1, -0.1, 0.2, -0.2], 5_000, 1).2,
+            Some(1.0)
+        );
+        // 3 seeds all favouring one arm: 2 of 8 patterns, p = 0.25.
+        assert_eq!(sign_flip_test(&[0.01, 0.02, 0.03], 1, 1).2, Some(0.25));
+        // [1, 2, 3, -0.5]: |sum| 5.5 is reached by the observed pattern, its
+        // mirror, and (1, 2, 3, +0.5) and its mirror (6.5): 4 of 16.
+        assert_eq!(
+            sign_flip_test(&[1.0, 2.0, 3.0, -0.5], 1, 1),
+            (3, 1, Some(0.25))
+        );
+        assert_eq!(sign_flip_test(&[], 10, 1).2, None);
+    }
+
+    #[test]
+    fn seeded_monte_carlo_beyond_the_exact_range() {
+        let d: Vec<f64> = (0..SIGN_FLIP_EXACT_MAX + 5)
+            .map(|i| 0.1 + i as f64 * 0.01)
+            .collect();
+        let (up, down, p) = sign_flip_test(&d, 2_000, 7);
+        assert_eq!((up, down), (d.len(), 0));
+        // Every difference positive: no random pattern reaches the sum, p = 1/(draws + 1).
+        assert_eq!(p, Some(1.0 / 2_001.0));
+        // Mixed signs: the same seed gives the same p; another seed, a close one.
+        let m: Vec<f64> = d
+            .iter()
+            .enumerate()
+            .map(|(i, x)| if i % 3 == 0 { -x } else { *x })
+            .collect();
+        let a = sign_flip_test(&m, 4_000, 7).2.unwrap();
+        assert_eq!(Some(a), sign_flip_test(&m, 4_000, 7).2);
+        let b = sign_flip_test(&m, 4_000, 8).2.unwrap();
+        assert!(a > 0.0 && a < 1.0 && (a - b).abs() < 0.05, "{a} {b}");
+    }
+
+    #[test]
+    fn means_and_medians() {
+        assert_eq!(mean(&[]), None);
+        assert_eq!(mean(&[1.0, 2.0, 6.0]), Some(3.0));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+        assert_eq!(
+            mean_sd_defined(&[Some(1.0), None, Some(3.0)]),
+            mean_sd(&[1.0, 3.0])
+        );
+        assert_eq!(mean_sd_finite(&[1.0, f64::NAN, 3.0]), mean_sd(&[1.0, 3.0]));
     }
 }

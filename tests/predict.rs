@@ -330,7 +330,7 @@ fn bad_input_files_are_named_by_file_line_and_field() {
         (
             "wrong column count",
             format!("{head}\n{good}\n{good},extra\n"),
-            &[":3:", "expected 9 fields", "found 10"],
+            &[":3:", "10 fields where the header has 9"],
         ),
         ("empty file", String::new(), &["empty"]),
         ("header only", format!("{head}\n"), &["no rows to score"]),

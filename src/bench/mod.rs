@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::data::split::fnv1a64;
 use crate::stages::prepare;
+use crate::stats::median;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::io::{BufWriter, Write};
@@ -29,16 +30,6 @@ pub struct DataBenchArgs {
     /// Raw data folder holding ml-100k (fetched when missing).
     #[arg(long, default_value = "data/raw")]
     pub raw_dir: PathBuf,
-}
-
-pub(crate) fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// The machine and build lines every benchmark prints first.
@@ -176,9 +167,9 @@ fn train_one(args: &TrainBenchArgs, label: &str) -> Result<TrainFigures> {
     }
     Ok(TrainFigures {
         label: label.to_string(),
-        train_samples_per_s: median(&mut train_rates),
-        infer_samples_per_s: median(&mut infer_rates),
-        step_ms: median(&mut step_ms),
+        train_samples_per_s: median(&train_rates).unwrap_or(f64::NAN),
+        infer_samples_per_s: median(&infer_rates).unwrap_or(f64::NAN),
+        step_ms: median(&step_ms).unwrap_or(f64::NAN),
         peak_rss_mib: crate::fsutil::peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
     })
 }
@@ -408,7 +399,7 @@ fn llm_one(args: &LlmBenchArgs, what: &str) -> Result<LlmFigure> {
         dev.synchronize()?;
         secs.push(s.elapsed().as_secs_f64());
     }
-    let med = median(&mut secs);
+    let med = median(&secs).unwrap_or(f64::NAN);
     Ok(LlmFigure {
         what: what.into(),
         seconds: med,
@@ -519,7 +510,7 @@ pub fn data(args: &DataBenchArgs) -> Result<()> {
     );
     println!(
         "ml100k-occupation prepare: median {:.3} s over {} runs (min {lo:.3}, max {hi:.3})",
-        median(&mut secs),
+        median(&secs).unwrap_or(f64::NAN),
         args.runs
     );
 
@@ -564,7 +555,7 @@ pub fn data(args: &DataBenchArgs) -> Result<()> {
         secs.push(t.elapsed().as_secs_f64());
         peak = peak.max(children_peak_rss());
     }
-    let med = median(&mut secs);
+    let med = median(&secs).unwrap_or(f64::NAN);
     println!(
         "criteo prepare of {:.0} MB (2 passes): median {med:.2} s over {} runs, {:.1} MB/s of input, peak RSS {:.0} MiB",
         size as f64 / 1e6,

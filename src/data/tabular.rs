@@ -179,7 +179,18 @@ fn delimiter_of(path: &Path, format: Option<Format>, delimiter: Option<&str>) ->
 }
 
 fn text_reader(path: &Path, delimiter: u8) -> DataResult<csv::Reader<Box<dyn std::io::Read>>> {
-    let file = super::error::open_input(path, HINT)?;
+    csv_reader(path, delimiter, HINT)
+}
+
+/// A delimited text file (gzip when named `.gz`) read with the csv crate:
+/// quoted fields, a header line, cells trimmed; a missing file is an error
+/// naming it with `hint`.
+pub(crate) fn csv_reader(
+    path: &Path,
+    delimiter: u8,
+    hint: &str,
+) -> DataResult<csv::Reader<Box<dyn std::io::Read>>> {
+    let file = super::error::open_input(path, hint)?;
     let gz = path.extension().is_some_and(|e| e == "gz");
     let reader: Box<dyn std::io::Read> = if gz {
         Box::new(flate2::read::MultiGzDecoder::new(
@@ -195,7 +206,8 @@ fn text_reader(path: &Path, delimiter: u8) -> DataResult<csv::Reader<Box<dyn std
         .from_reader(reader))
 }
 
-fn csv_error(path: &Path, e: csv::Error) -> DataError {
+/// A csv-crate error as an error naming the file and line.
+pub(crate) fn csv_error(path: &Path, e: csv::Error) -> DataError {
     let line = e.position().map(|p| p.line());
     let place = line.map_or(Place::File, Place::Line);
     match e.into_kind() {

@@ -2,33 +2,19 @@
 
 use crate::config::Config;
 use crate::config::ConfigArg;
+use crate::fsutil::CsvText;
 use crate::fsutil::write_atomic;
 use crate::models::config::ModelName;
 use crate::report::{Arm, Curve, domain_auc_plot, learning_curves_plot, read_history};
+use crate::stats::mean_sd_defined;
 use crate::train::trainer::FinalMetrics;
 use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Mean and sample standard deviation of the defined values.
-pub fn mean_std(v: &[Option<f64>]) -> Option<(f64, f64, usize)> {
-    let x: Vec<f64> = v.iter().flatten().copied().collect();
-    if x.is_empty() {
-        return None;
-    }
-    let n = x.len() as f64;
-    let mean = x.iter().sum::<f64>() / n;
-    let var = if x.len() > 1 {
-        x.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    Some((mean, var.sqrt(), x.len()))
-}
-
 fn cell(v: &[Option<f64>]) -> String {
-    mean_std(v).map_or("n/a".into(), |(m, s, _)| format!("{m:.4} ± {s:.4}"))
+    mean_sd_defined(v).map_or("n/a".into(), |(m, s)| format!("{m:.4} ± {s:.4}"))
 }
 
 /// `pipeline compare`: the arguments.
@@ -110,9 +96,19 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
         seeds,
         start.elapsed().as_secs_f64()
     );
-    let mut csv = String::from(
-        "recipe,model,seeds,auc_mean,auc_std,logloss_mean,logloss_std,wauc_mean,wauc_std,tail_mean,tail_std\n",
-    );
+    let mut csv = CsvText::new([
+        "recipe",
+        "model",
+        "seeds",
+        "auc_mean",
+        "auc_std",
+        "logloss_mean",
+        "logloss_std",
+        "wauc_mean",
+        "wauc_std",
+        "tail_mean",
+        "tail_std",
+    ])?;
     for (recipe, model, runs) in &rows {
         let auc: Vec<_> = runs.iter().map(|m| m.test.auc).collect();
         let ll: Vec<_> = runs.iter().map(|m| Some(m.test.logloss)).collect();
@@ -136,20 +132,21 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
             cell(&tail),
             epochs.join(", ")
         ));
-        let f = |v: &[Option<f64>]| {
-            mean_std(v).map_or(",".to_string(), |(m, s, _)| format!("{m:.6},{s:.6}"))
-        };
-        csv.push_str(&format!(
-            "{recipe},{model},{},{},{},{},{}\n",
-            runs.len(),
-            f(&auc),
-            f(&ll),
-            f(&w),
-            f(&tail)
-        ));
+        let mut row = vec![
+            recipe.to_string(),
+            model.to_string(),
+            runs.len().to_string(),
+        ];
+        for v in [&auc, &ll, &w, &tail] {
+            row.extend(match mean_sd_defined(v) {
+                Some((m, s)) => [format!("{m:.6}"), format!("{s:.6}")],
+                None => [String::new(), String::new()],
+            });
+        }
+        csv.row(&row)?;
     }
     write_atomic(&args.out.with_extension("md"), md.as_bytes())?;
-    write_atomic(&args.out.with_extension("csv"), csv.as_bytes())?;
+    csv.write(&args.out.with_extension("csv"))?;
     let figures = plots(&args.out, &recipes, &rows, &dirs)?;
     println!("{md}");
     println!(

@@ -7,7 +7,7 @@
 //! stopped.
 
 use crate::config::Config;
-use crate::fsutil::{sha256_bytes, write_atomic};
+use crate::fsutil::{CsvText, sha256_bytes, write_atomic};
 use crate::stages::pool::PoolResult;
 use crate::stages::run::{ensure_embed, ensure_pool, ensure_train, llm_head};
 use anyhow::{Context, Result, bail};
@@ -207,13 +207,11 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
         first.get_or_insert(cfg);
         points.push(p);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let sd = |v: &[f64]| {
-        if v.len() < 2 {
-            return f64::NAN;
-        }
-        let m = mean(v);
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+    // NaN for no values (and, for the sd, fewer than two): printed as such.
+    let mean = |v: &[f64]| crate::stats::mean(v).unwrap_or(f64::NAN);
+    let sd = |v: &[f64]| match crate::stats::mean_sd(v) {
+        Some((_, sd)) if v.len() > 1 => sd,
+        _ => f64::NAN,
     };
     points.sort_by(|a, b| mean(&b.valid).total_cmp(&mean(&a.valid)));
     let cfg = first.context("grid has no point")?;
@@ -243,9 +241,15 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
         },
         if llm_points { " --- |" } else { "" },
     );
-    let mut csv = String::from(
-        "rank,setting,valid_auc_mean,valid_auc_sd,best_epochs,train_seconds,kernel_perplexity\n",
-    );
+    let mut csv = CsvText::new([
+        "rank",
+        "setting",
+        "valid_auc_mean",
+        "valid_auc_sd",
+        "best_epochs",
+        "train_seconds",
+        "kernel_perplexity",
+    ])?;
     for (i, p) in points.iter().enumerate() {
         let ep = p
             .epochs
@@ -267,24 +271,23 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
             sd(&p.valid),
             p.seconds
         ));
-        csv.push_str(&format!(
-            "{},\"{}\",{:.6},{:.6},{},{:.1},{}\n",
-            i + 1,
-            p.label.replace('"', "\"\""),
-            mean(&p.valid),
-            sd(&p.valid),
+        csv.row([
+            (i + 1).to_string(),
+            p.label.clone(),
+            format!("{:.6}", mean(&p.valid)),
+            format!("{:.6}", sd(&p.valid)),
             ep.replace(", ", " "),
-            p.seconds,
+            format!("{:.1}", p.seconds),
             p.perplexity
-                .map_or(String::new(), |(v, _)| format!("{v:.3}"))
-        ));
+                .map_or(String::new(), |(v, _)| format!("{v:.3}")),
+        ])?;
     }
     if let Some(dir) = plan.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let md_path = plan.out.with_extension("md");
     write_atomic(&md_path, md.as_bytes())?;
-    write_atomic(&plan.out.with_extension("csv"), csv.as_bytes())?;
+    csv.write(&plan.out.with_extension("csv"))?;
     Ok(md_path)
 }
 

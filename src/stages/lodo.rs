@@ -28,11 +28,12 @@
 //! when finished (`pipeline run`'s rules), so an interrupted study continues.
 
 use crate::config::Config;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{CsvText, write_atomic};
 use crate::metrics;
 use crate::models::config::{DomainFields, DomainInput};
 use crate::nn::rng::Rng;
 use crate::stages::run::ensure_train;
+use crate::stats::{mean, sign_flip_test};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,7 +69,8 @@ pub struct Paired {
 
 impl Paired {
     /// The paired differences `d`: their mean, sign counts and sign-flip
-    /// p-value (20,000 draws, seed 7, as every study table uses).
+    /// p-value (exact up to 20 differences, else 20,000 draws from seed 7; as
+    /// every study table uses).
     pub fn of(d: &[f64]) -> Paired {
         let (up, down, p) = sign_flip_test(d, 20_000, 7);
         Paired {
@@ -179,34 +181,6 @@ fn held_out_metrics(run: &Path, held: &[usize]) -> Result<HeldOut> {
     }
     let pooled = metrics::auc(&all_p, &all_y);
     Ok((per, pooled, (all_p, all_y)))
-}
-
-/// Paired differences `d`: the sign count (positive, negative) and the
-/// two-sided p-value of a sign-flip permutation test of their mean (`draws`
-/// random sign patterns, seeded; the observed pattern counts as one).
-pub fn sign_flip_test(d: &[f64], draws: usize, seed: u64) -> (usize, usize, Option<f64>) {
-    let pos = d.iter().filter(|&&x| x > 0.0).count();
-    let neg = d.iter().filter(|&&x| x < 0.0).count();
-    if d.is_empty() {
-        return (pos, neg, None);
-    }
-    let observed = d.iter().sum::<f64>().abs();
-    let mut rng = Rng::new(seed);
-    let mut hits = 1usize;
-    for _ in 0..draws {
-        let s: f64 = d
-            .iter()
-            .map(|&x| if rng.uniform() < 0.5 { -x } else { x })
-            .sum();
-        if s.abs() >= observed - 1e-12 {
-            hits += 1;
-        }
-    }
-    (pos, neg, Some(hits as f64 / (draws + 1) as f64))
-}
-
-fn mean(v: &[f64]) -> Option<f64> {
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 fn fmt(x: Option<f64>) -> String {
@@ -339,30 +313,27 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
         plan.seeds,
         arms.join(", ")
     );
-    let mut csv = String::from("domain,test_rows");
+    let mut head = vec!["domain".to_string(), "test_rows".to_string()];
     for a in &arms {
         md.push_str(&format!(" {a} AUC | {a} logloss |"));
-        csv.push_str(&format!(",{a}_auc,{a}_logloss"));
+        head.extend([format!("{a}_auc"), format!("{a}_logloss")]);
     }
+    let mut csv = CsvText::new(&head)?;
     md.push_str("\n| --- | --- |");
     md.push_str(&" --- | --- |".repeat(arms.len()));
     md.push('\n');
-    csv.push('\n');
     for (dom, name) in names.iter().enumerate() {
         let rows = prepared.meta.domains[dom].rows.test;
         md.push_str(&format!("| {name} | {rows} |"));
-        csv.push_str(&format!("{name},{rows}"));
+        let mut row = vec![name.clone(), rows.to_string()];
         for ai in 0..arms.len() {
             let (a, l) = per_arm(ai, dom);
             md.push_str(&format!(" {} | {} |", fmt(a), fmt(l)));
-            csv.push_str(&format!(
-                ",{},{}",
-                a.map_or(String::new(), |v| format!("{v:.6}")),
-                l.map_or(String::new(), |v| format!("{v:.6}"))
-            ));
+            let cell = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.6}"));
+            row.extend([cell(a), cell(l)]);
         }
         md.push('\n');
-        csv.push('\n');
+        csv.row(&row)?;
     }
     let refs: Vec<(usize, &str)> = [Arm::None, Arm::Random]
         .iter()
@@ -377,7 +348,7 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
     ));
     md.push_str(
         "Over the held-out domains with a defined value in both arms; p: two-sided \
-         sign-flip permutation test of the mean difference (20,000 draws); ±: the \
+         sign-flip permutation test of the mean difference (exact up to 20 differences, else 20,000 draws); ±: the \
          smallest mean difference detectable at 80% power (5% two-sided) given the \
          spread of the paired differences.\n\n\
          | arm | mean AUC | mean pooled AUC per fold | mean logloss |",
@@ -440,7 +411,7 @@ pub fn lodo_study(base: &Config, plan: &LodoPlan) -> Result<LodoStudyResult> {
     md.push_str(&pooled_section(&labels, &plan.seeds, &all_rows, &refs));
     let md_path = plan.out.with_extension("md");
     write_atomic(&md_path, md.as_bytes())?;
-    write_atomic(&plan.out.with_extension("csv"), csv.as_bytes())?;
+    csv.write(&plan.out.with_extension("csv"))?;
     draw(base, &prepared.meta.recipe, plan)?;
     Ok(LodoStudyResult {
         md: md_path,
@@ -596,23 +567,4 @@ fn draw(base: &Config, recipe: &str, plan: &LodoPlan) -> Result<()> {
         ),
         &plan.out.with_extension("svg"),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sign_flip_p_values() {
-        // Eight equal positive differences: only the all-positive and all-negative
-        // patterns reach the observed |sum|, so p ≈ 2/256.
-        let (p, n, pv) = sign_flip_test(&[0.1; 8], 20_000, 1);
-        assert_eq!((p, n), (8, 0));
-        let pv = pv.unwrap();
-        assert!((pv - 2.0 / 256.0).abs() < 0.003, "{pv}");
-        // Symmetric differences: every pattern reaches |sum| = 0 or more.
-        let (_, _, pv) = sign_flip_test(&[0.1, -0.1, 0.2, -0.2], 5_000, 1);
-        assert_eq!(pv, Some(1.0));
-        assert_eq!(sign_flip_test(&[], 10, 1).2, None);
-    }
 }

@@ -26,9 +26,10 @@ use crate::data::meta::{Meta, Vocab};
 use crate::data::movielens::{self, Version};
 use crate::data::recipe::Recipe;
 use crate::data::tabular::TableRecord;
-use crate::data::text::{Lines, parse_u64, split_exact, utf8};
+use crate::data::tabular::{csv_error, csv_reader};
+use crate::data::text::parse_u64;
 use crate::fingerprint::Freshness;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{CsvText, write_atomic};
 use crate::train::trainer::{Predictions, Trainer, Which};
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
@@ -72,19 +73,17 @@ impl Scored {
     /// `row,domain,label,score`; an unknown label is empty. Scores are written
     /// in full (shortest round-trip form), so metrics recomputed from the file
     /// are the run's.
-    pub fn to_csv(&self) -> String {
-        let mut s = String::from("row,domain,label,score\n");
+    pub fn to_csv(&self) -> Result<String> {
+        let mut csv = CsvText::new(["row", "domain", "label", "score"])?;
         for i in 0..self.rows.len() {
-            let d = &self.domains[i];
-            let d = if d.contains([',', '"', '\n']) {
-                format!("\"{}\"", d.replace('"', "\"\""))
-            } else {
-                d.clone()
-            };
-            let l = self.labels[i].map_or(String::new(), |y| format!("{}", y as u8));
-            s.push_str(&format!("{},{d},{l},{}\n", self.rows[i], self.scores[i]));
+            csv.row([
+                self.rows[i].to_string(),
+                self.domains[i].clone(),
+                self.labels[i].map_or(String::new(), |y| format!("{}", y as u8)),
+                self.scores[i].to_string(),
+            ])?;
         }
-        s
+        csv.into_string()
     }
 
     /// AUC over the rows with a label (None without both classes).
@@ -459,12 +458,16 @@ fn read_rows(
             " and `domain` (a domain name)"
         }
     );
-    let mut lines = Lines::open(file, "pass a CSV file of rows to score")?;
-    let Some((_, head)) = lines.next_line()? else {
+    let mut reader = csv_reader(file, b',', "pass a CSV file of rows to score")?;
+    let cols: Vec<String> = reader
+        .headers()
+        .map_err(|e| csv_error(file, e))?
+        .iter()
+        .map(|c| c.trim_start_matches('\u{feff}').to_string())
+        .collect();
+    if cols.iter().all(String::is_empty) {
         return Err(DataError::record(file, Place::File, "empty file").into());
-    };
-    let head = utf8(file, 1, head)?.to_string();
-    let cols: Vec<String> = head.split(',').map(|c| c.trim().to_string()).collect();
+    }
     let mut seen = HashMap::new();
     for (i, c) in cols.iter().enumerate() {
         if c.is_empty() {
@@ -556,12 +559,9 @@ fn read_rows(
         ..Default::default()
     };
     let mut labelled = Vec::new();
-    while let Some((ln, bytes)) = lines.next_line()? {
-        let text = utf8(file, ln, bytes)?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let f = split_exact(file, ln, text, ",", cols.len())?;
+    let mut f = csv::StringRecord::new();
+    while reader.read_record(&mut f).map_err(|e| csv_error(file, e))? {
+        let ln = f.position().map_or(0, |p| p.line());
         for (k, (&c, name)) in feature_cols.iter().zip(features).enumerate() {
             let v = f[c].trim();
             let id = if v.is_empty() {
@@ -653,7 +653,7 @@ fn read_rows(
 
 /// Write `scored` to `out` (atomically), or to stdout without one.
 pub fn write(scored: &Scored, out: Option<&PathBuf>) -> Result<()> {
-    let csv = scored.to_csv();
+    let csv = scored.to_csv()?;
     match out {
         Some(p) => write_atomic(p, csv.as_bytes()),
         None => {
@@ -661,5 +661,32 @@ pub fn write(scored: &Scored, out: Option<&PathBuf>) -> Result<()> {
             std::io::stdout().lock().write_all(csv.as_bytes())?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_csv_quotes_a_domain_name_and_reads_back() {
+        let s = Scored {
+            rows: vec![0, 1],
+            domains: vec!["a, \"b\"".into(), "plain".into()],
+            labels: vec![Some(1.0), None],
+            scores: vec![0.25, 0.123_456_79],
+        };
+        let text = s.to_csv().unwrap();
+        assert_eq!(
+            text,
+            "row,domain,label,score\n0,\"a, \"\"b\"\"\",1,0.25\n1,plain,,0.12345679\n"
+        );
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let back: Vec<Vec<String>> = r
+            .records()
+            .map(|x| x.unwrap().iter().map(str::to_string).collect())
+            .collect();
+        assert_eq!(back[0], ["0", "a, \"b\"", "1", "0.25"]);
+        assert_eq!(back[1][1], "plain");
     }
 }

@@ -94,7 +94,7 @@ pub fn seen_study(cfg: &Config, seeds: &[u64], out: &Path) -> Result<SeenStudyRe
     md.push_str(&format!(
         "\nEmbed run `{}`, pool run `{}`.\n\n## Paired over domains\n\n\
          Per-domain test AUC averaged over the seeds; the embedding arm (first row) minus the arm \
-         (+/− domains, two-sided sign-flip p, 20,000 draws). With few domains the \
+         (+/− domains, two-sided sign-flip p: exact over all sign patterns up to 20 differences, else 20,000 seeded draws). With few domains the \
          smallest p a sign-flip test can give is 2/2^domains.\n\n\
          | arm | Δ domain AUC (+/−, p) |\n| --- | --- |\n",
         llm.embed.run_dir, llm.pool.run_dir
