@@ -15,111 +15,33 @@ struct Elem {
     text: String,
 }
 
-fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
-}
-
-/// A minimal well-formedness check (tags nest and close, attributes are
-/// quoted, only the five XML entities): returns every element with its
-/// attributes and direct text, or an error naming the byte offset.
+/// The SVG read by roxmltree (an error when it is not well-formed XML): every
+/// element in document order, with its attributes and direct text.
 fn parse(svg: &str) -> Result<Vec<Elem>, String> {
-    let mut out: Vec<Elem> = Vec::new();
-    let mut stack: Vec<(String, usize)> = Vec::new();
-    let b = svg.as_bytes();
-    let mut i = 0;
-    let mut roots = 0;
-    while i < b.len() {
-        if b[i] == b'<' {
-            let end = svg[i..].find('>').ok_or(format!("unclosed tag at {i}"))? + i;
-            let tag = &svg[i + 1..end];
-            if tag.starts_with('?') {
-                i = end + 1;
-                continue;
-            }
-            if let Some(name) = tag.strip_prefix('/') {
-                let (open, _) = stack.pop().ok_or(format!("stray </{name}> at {i}"))?;
-                if open != name.trim() {
-                    return Err(format!("<{open}> closed by </{name}> at {i}"));
-                }
-            } else {
-                let selfclose = tag.ends_with('/');
-                let body = tag.trim_end_matches('/');
-                let name: String = body.chars().take_while(|c| !c.is_whitespace()).collect();
-                if name.is_empty() {
-                    return Err(format!("empty tag at {i}"));
-                }
-                let mut attrs = HashMap::new();
-                let mut rest = body[name.len()..].trim();
-                while !rest.is_empty() {
-                    let eq = rest
-                        .find('=')
-                        .ok_or(format!("attribute without = at {i}"))?;
-                    let key = rest[..eq].trim().to_string();
-                    let after = &rest[eq + 1..];
-                    if !after.starts_with('"') {
-                        return Err(format!("unquoted attribute {key} at {i}"));
-                    }
-                    let close = after[1..]
-                        .find('"')
-                        .ok_or(format!("unterminated attribute {key} at {i}"))?;
-                    let value = &after[1..close + 1];
-                    check_entities(value, i)?;
-                    if attrs.insert(key.clone(), unescape(value)).is_some() {
-                        return Err(format!("duplicate attribute {key} at {i}"));
-                    }
-                    rest = after[close + 2..].trim();
-                }
-                if stack.is_empty() {
-                    roots += 1;
-                }
-                out.push(Elem {
-                    name: name.clone(),
-                    attrs,
-                    text: String::new(),
-                });
-                if !selfclose {
-                    stack.push((name, out.len() - 1));
-                }
-            }
-            i = end + 1;
-        } else {
-            let next = svg[i..].find('<').map_or(b.len(), |n| n + i);
-            let text = &svg[i..next];
-            check_entities(text, i)?;
-            if let Some(&(_, e)) = stack.last() {
-                out[e].text.push_str(&unescape(text));
-            } else if !text.trim().is_empty() {
-                return Err(format!("text outside the root at {i}"));
-            }
-            i = next;
-        }
+    let doc = roxmltree::Document::parse(svg).map_err(|e| e.to_string())?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "svg" {
+        return Err(format!(
+            "the root element is <{}>, not <svg>",
+            root.tag_name().name()
+        ));
     }
-    if let Some((open, _)) = stack.pop() {
-        return Err(format!("<{open}> never closed"));
-    }
-    if roots != 1 || out.first().map(|e| e.name.as_str()) != Some("svg") {
-        return Err(format!("{roots} root elements, the first not <svg>"));
-    }
-    Ok(out)
-}
-
-fn check_entities(s: &str, at: usize) -> Result<(), String> {
-    for (k, _) in s.match_indices('&') {
-        let ok = ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"]
-            .iter()
-            .any(|e| s[k..].starts_with(e));
-        if !ok {
-            return Err(format!("bare & near {at}"));
-        }
-    }
-    if s.contains('<') {
-        return Err(format!("< in text near {at}"));
-    }
-    Ok(())
+    Ok(root
+        .descendants()
+        .filter(roxmltree::Node::is_element)
+        .map(|n| Elem {
+            name: n.tag_name().name().to_string(),
+            attrs: n
+                .attributes()
+                .map(|a| (a.name().to_string(), a.value().to_string()))
+                .collect(),
+            text: n
+                .children()
+                .filter(roxmltree::Node::is_text)
+                .filter_map(|t| t.text())
+                .collect(),
+        })
+        .collect())
 }
 
 fn num(e: &Elem, k: &str) -> f64 {
