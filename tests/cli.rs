@@ -227,14 +227,18 @@ fn report_explains_what_is_missing_and_new_commands_have_help() {
         err.contains("metrics.json") && err.contains(&tmp.path().display().to_string()),
         "{err}"
     );
-    for cmd in [["pool", "--help"], ["ablate", "--help"]] {
-        let out = pipeline().args(cmd).output().unwrap();
+    // Each command's help in its own words.
+    for (cmd, words) in [
+        ("pool", &["parametric", "parameterless", "kernel perplexity"][..]),
+        ("ablate", &["leave-one-domain-out", "lodo.md", "seen.md"][..]),
+        ("models", &["registry", "--write"][..]),
+    ] {
+        let out = pipeline().args([cmd, "--help"]).output().unwrap();
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
-        assert!(
-            text.contains("parametric") || text.contains("grid"),
-            "{text}"
-        );
+        for w in words {
+            assert!(text.contains(w), "`{cmd} --help` lacks {w:?}:\n{text}");
+        }
     }
 }
 
