@@ -148,6 +148,12 @@ pub fn ensure_trains(cfgs: &[Config], workers: usize) -> Result<Vec<Trained>> {
     if workers <= 1 {
         return cfgs.iter().map(ensure_train).collect();
     }
+    // Every dataset prepared (or found reusable) first, one after the other:
+    // two workers preparing the same recipe at once would race to move it
+    // into place.
+    for c in cfgs {
+        prepare(c, false)?;
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<std::sync::Mutex<Option<Result<Trained>>>> =
         cfgs.iter().map(|_| std::sync::Mutex::new(None)).collect();
