@@ -157,10 +157,22 @@ pub struct ModelsArgs {
     pub write: Option<PathBuf>,
 }
 
+/// `--set KEY=VALUE`: any config key, for the keys without a flag of their own.
+#[derive(Args, Debug, Default)]
+pub struct SetArg {
+    /// Set a config key: a dotted key and a TOML value, e.g. `--set
+    /// model.cgc.tower=[16]` or `--set train.lr=3e-3` (repeatable; applied after
+    /// the file and the other flags).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    #[command(flatten)]
+    pub settings: SetArg,
     /// Model (overrides model.name). `cgc` and `ple` take their domain-conditioned form
     /// on fixed LLM embeddings (model.cgc.conditioning = "auto").
     #[arg(long, value_enum)]
@@ -260,6 +272,8 @@ pub struct PredictArgs {
 pub struct PoolArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    #[command(flatten)]
+    pub settings: SetArg,
     /// The embed run to pool (overrides pool.from; default: the run [embed] names).
     #[arg(long)]
     pub from: Option<PathBuf>,
@@ -301,6 +315,8 @@ pub struct PoolArgs {
 pub struct EmbedArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    #[command(flatten)]
+    pub settings: SetArg,
     /// none, lora, ptuning or encoder (overrides embed.method).
     #[arg(long, value_enum)]
     pub method: Option<crate::stages::embed::Method>,
@@ -534,6 +550,7 @@ impl TrainArgs {
         if !self.holdout_domains.is_empty() {
             cfg.data.holdout_domains = self.holdout_domains.clone();
         }
+        let cfg = crate::config::apply_settings(&cfg, &self.settings.set)?;
         validate_with_flags(&cfg)?;
         Ok(cfg)
     }
@@ -758,6 +775,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if !args.holdout_domains.is_empty() {
                 cfg.data.holdout_domains = args.holdout_domains.clone();
             }
+            let cfg = crate::config::apply_settings(&cfg, &args.settings.set)?;
             validate_with_flags(&cfg)?;
             let r = crate::stages::pool::pool(&cfg)?;
             println!(
@@ -840,6 +858,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if !args.holdout_domains.is_empty() {
                 cfg.data.holdout_domains = args.holdout_domains.clone();
             }
+            let cfg = crate::config::apply_settings(&cfg, &args.settings.set)?;
             validate_with_flags(&cfg)?;
             let Some(r) = crate::stages::embed::embed(&cfg, args.resume, args.stop_after_epochs)?
             else {

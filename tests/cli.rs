@@ -71,6 +71,47 @@ fn config_file_with_flag_override_and_resolved_config() {
             .unwrap()
             .starts_with("up to date")
     );
+
+    // `--set` reaches any key: the run's resolved config holds it.
+    let runs = tmp.path().join("runs");
+    let o = pipeline()
+        .args([
+            "train",
+            "--model",
+            "dnn",
+            "--recipe",
+            "ml100k-age3",
+            "--run-name",
+            "set",
+        ])
+        .args([
+            "--set",
+            "model.dnn.hidden=[8]",
+            "--set",
+            "train.epochs=1",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let resolved = std::fs::read_to_string(runs.join("set/config.toml")).unwrap();
+    assert!(
+        resolved.contains("hidden = [8]") && resolved.contains("epochs = 1\n"),
+        "{resolved}"
+    );
+    let o = pipeline()
+        .args(["train", "--set", "train.lrr=1", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("lrr") && err.contains("--set"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -261,6 +261,48 @@ pub fn model_recipe(name: crate::models::config::ModelName) -> Result<String> {
     Ok(out)
 }
 
+/// `base` (a TOML table) with `key` set to `value`, creating tables on the way.
+pub fn set_key(base: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or(key);
+    let mut t = base;
+    for p in parts {
+        t = t
+            .entry(p)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("{key}: {p} is not a table"))?;
+    }
+    t.insert(last.to_string(), value);
+    Ok(())
+}
+
+/// `--set KEY=VALUE` settings applied over `cfg` in order: each key dotted
+/// (`model.cgc.tower`), each value TOML (`[64, 32]`, `"domain"`, `1e-3`). A
+/// misspelt key or a value of the wrong type is an error naming it.
+pub fn apply_settings(cfg: &Config, settings: &[String]) -> Result<Config> {
+    if settings.is_empty() {
+        return Ok(cfg.clone());
+    }
+    let mut table = toml::Table::try_from(cfg)?;
+    for s in settings {
+        let (key, value) = s
+            .split_once('=')
+            .with_context(|| format!("--set {s:?}: expected KEY=VALUE"))?;
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            bail!("--set {s:?}: {key:?} is not a dotted key like model.cgc.tower");
+        }
+        let value = format!("x = {}", value.trim())
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("x"))
+            .with_context(|| format!("--set {key}: {:?} is not a TOML value", value.trim()))?;
+        set_key(&mut table, key, value).with_context(|| format!("--set {s:?}"))?;
+    }
+    Config::parse(&toml::to_string(&table)?).context("with the --set settings applied")
+}
+
 /// One TOML value, as it is written after `key = `.
 fn toml_value<T: Serialize>(v: &T) -> Result<String> {
     Ok(toml::Value::try_from(v)?.to_string())
@@ -478,6 +520,40 @@ mod tests {
             crate::config::embed::ProbeHead::Concat
         );
         assert_eq!(Config::parse_saved(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn set_settings_change_keys_and_name_bad_ones() {
+        let c = apply_settings(
+            &Config::default(),
+            &[
+                "model.cgc.tower=[16, 4]".into(),
+                "train.lr = 3e-3".into(),
+                "embed.method=\"ptuning\"".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.model.cgc.tower, vec![16, 4]);
+        assert_eq!(c.train.lr, 3e-3);
+        assert_eq!(c.embed.method, embed::Method::Ptuning);
+        let mut want = Config::default();
+        want.model.cgc.tower = vec![16, 4];
+        want.train.lr = 3e-3;
+        want.embed.method = embed::Method::Ptuning;
+        assert_eq!(c, want, "nothing else changes");
+        for (bad, says) in [
+            ("train.lrr=1", "lrr"),
+            ("train.lr=fast", "not a TOML value"),
+            ("train.lr", "expected KEY=VALUE"),
+            ("train..lr=1", "dotted key"),
+            ("train.epochs=\"ten\"", "epochs"),
+        ] {
+            let e = format!(
+                "{:#}",
+                apply_settings(&Config::default(), &[bad.into()]).unwrap_err()
+            );
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -73,22 +73,6 @@ pub fn parse_axis(s: &str) -> Result<Axis> {
     Ok(Axis { keys, values })
 }
 
-/// `base` (a TOML table) with `key` set to `value`, creating tables on the way.
-fn set(base: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().unwrap_or(key);
-    let mut t = base;
-    for p in parts {
-        t = t
-            .entry(p)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .with_context(|| format!("{key}: {p} is not a table"))?;
-    }
-    t.insert(last.to_string(), value);
-    Ok(())
-}
-
 /// Every combination of the axes' values (the last axis varies fastest).
 fn combinations(axes: &[Axis]) -> Vec<Vec<(String, toml::Value)>> {
     let mut out = vec![Vec::new()];
@@ -149,7 +133,7 @@ pub fn grid(base: Option<&Path>, runs_dir: Option<&Path>, plan: &GridPlan) -> Re
     for combo in &combos {
         let mut t = table.clone();
         for (k, v) in combo {
-            set(&mut t, k, v.clone())?;
+            crate::config::set_key(&mut t, k, v.clone())?;
         }
         let label = combo
             .iter()
@@ -340,7 +324,7 @@ mod tests {
         assert_eq!(c.len(), 4);
         let mut t = toml::Table::new();
         for (k, v) in &c[3] {
-            set(&mut t, k, v.clone()).unwrap();
+            crate::config::set_key(&mut t, k, v.clone()).unwrap();
         }
         let cfg: Config = toml::from_str(&toml::to_string(&t).unwrap()).unwrap();
         assert_eq!(cfg.model.cgc.tower, vec![64, 32]);
