@@ -153,7 +153,7 @@ macro_rules! declare_models {
             rng: &mut Rng,
         ) -> candle_core::Result<Box<dyn CtrModel>> {
             match cfg.name {
-                $(ModelName::$variant => <$model as Model>::build(&cfg.$field, cfg, spec, ps, rng),)*
+                $(ModelName::$variant => Ok(Box::new(<$model>::new(cfg, spec, ps, rng)?)),)*
             }
         }
     };

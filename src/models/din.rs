@@ -107,16 +107,6 @@ impl Model for Din {
         c.widths(&format!("{key}.hidden"), &s.hidden, false);
     }
 
-    fn build(
-        _s: &Self::Settings,
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Box<dyn CtrModel>> {
-        Ok(Box::new(Din::new(cfg, spec, ps, rng)?))
-    }
-
     #[cfg(test)]
     fn shrink(s: &mut Self::Settings) {
         s.attention = vec![4];

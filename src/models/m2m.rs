@@ -120,16 +120,6 @@ impl Model for M2m {
         c.at_least_one(&format!("{key}.rank"), s.rank);
     }
 
-    fn build(
-        _s: &Self::Settings,
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Box<dyn CtrModel>> {
-        Ok(Box::new(M2m::new(cfg, spec, ps, rng)?))
-    }
-
     #[cfg(test)]
     fn shrink(s: &mut Self::Settings) {
         s.experts = 2;

@@ -114,16 +114,6 @@ impl Model for Mmoe {
         c.widths(&format!("{key}.expert_hidden"), &s.expert_hidden, true);
         c.widths(&format!("{key}.tower"), &s.tower, false);
     }
-
-    fn build(
-        _s: &Self::Settings,
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Box<dyn CtrModel>> {
-        Ok(Box::new(Mmoe::new(cfg, spec, ps, rng)?))
-    }
 }
 
 #[cfg(test)]

@@ -41,13 +41,13 @@ pub mod shared_bottom;
 pub mod star;
 
 use crate::checks::Checks;
+#[cfg(test)]
 use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use candle_core::{Result, Tensor};
-use config::ModelConfig;
-#[cfg(test)]
-use config::ModelName;
 pub use config::build;
+#[cfg(test)]
+use config::{ModelConfig, ModelName};
 
 /// Rows `start..start + len` of a batch belong to `domain`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +116,9 @@ pub trait CtrModel {
     }
 }
 
-/// A CTR model as the registry sees it: its settings table and how to build it.
-/// Implemented in the model's own file, next to its layers.
+/// A CTR model as the registry sees it: its settings table and what it reads.
+/// Implemented in the model's own file, next to its layers; the registry
+/// builds it with its `new(cfg, spec, ps, rng)`.
 pub trait Model {
     /// The `[model.<name>]` table: defaults from `Default`, unknown keys refused.
     type Settings: Clone
@@ -137,14 +138,6 @@ pub trait Model {
     const GATED: bool = false;
     /// The ranges of its settings; `key` is `model.<name>`.
     fn validate(s: &Self::Settings, key: &str, c: &mut Checks);
-    /// The model, its parameters registered in `ps`.
-    fn build(
-        s: &Self::Settings,
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Box<dyn CtrModel>>;
     /// Settings small enough for a gradient check (finite differences on every
     /// parameter); the defaults when they already are.
     #[cfg(test)]

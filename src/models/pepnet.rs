@@ -127,16 +127,6 @@ impl Model for Pepnet {
         c.at_least_one(&format!("{key}.gate_hidden"), s.gate_hidden);
     }
 
-    fn build(
-        _s: &Self::Settings,
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Box<dyn CtrModel>> {
-        Ok(Box::new(Pepnet::new(cfg, spec, ps, rng)?))
-    }
-
     #[cfg(test)]
     fn shrink(s: &mut Self::Settings) {
         s.hidden = vec![5, 4];

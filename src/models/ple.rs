@@ -72,7 +72,8 @@ fn mix_shared(
 }
 
 impl Ple {
-    pub fn new<L: DefaultLevels>(
+    /// PLE (or CGC, by `name`) with settings `c`.
+    pub fn with_settings<L: DefaultLevels>(
         name: &str,
         c: &PleConfig<L>,
         cfg: &ModelConfig,
@@ -380,22 +381,36 @@ fn validate_ple<L: DefaultLevels>(s: &PleConfig<L>, key: &str, c: &mut Checks) {
 /// CGC in the registry: PLE with its own settings table, one level by default.
 pub struct Cgc;
 
+impl Cgc {
+    /// The registry builds every model by `new`; CGC's is a one-level [`Ple`].
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Ple> {
+        Ple::with_settings("cgc", &cfg.cgc, cfg, spec, ps, rng)
+    }
+}
+
+impl Ple {
+    pub fn new(
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Ple> {
+        Ple::with_settings("ple", &cfg.ple, cfg, spec, ps, rng)
+    }
+}
+
 impl Model for Cgc {
     type Settings = PleConfig<OneLevel>;
     const ABOUT: &'static str = "CGC (Tang et al., RecSys 2020): 2 specific experts per domain + 1 shared.\nClassic form (on the domain id): a gate and a tower per domain. Conditioned form\n(`conditioning = \"domain\"`, and what \"auto\" picks on fixed LLM embeddings, e.g.\n`pipeline train-cgc --domain-embeddings FILE`): one gate over [x; domain vector]\nand one tower generated from the domain vector, shared by every domain; an\nunseen domain goes through the shared experts alone.";
     const GATED: bool = true;
     fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
         validate_ple(s, key, c);
-    }
-
-    fn build(
-        s: &Self::Settings,
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Box<dyn CtrModel>> {
-        Ok(Box::new(Ple::new("cgc", s, cfg, spec, ps, rng)?))
     }
 }
 
@@ -405,16 +420,6 @@ impl Model for Ple {
     const GATED: bool = true;
     fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
         validate_ple(s, key, c);
-    }
-
-    fn build(
-        s: &Self::Settings,
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Box<dyn CtrModel>> {
-        Ok(Box::new(Ple::new("ple", s, cfg, spec, ps, rng)?))
     }
 }
 

@@ -89,16 +89,6 @@ impl Model for SharedBottom {
         c.widths(&format!("{key}.bottom"), &s.bottom, false);
         c.widths(&format!("{key}.tower"), &s.tower, false);
     }
-
-    fn build(
-        _s: &Self::Settings,
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Box<dyn CtrModel>> {
-        Ok(Box::new(SharedBottom::new(cfg, spec, ps, rng)?))
-    }
 }
 
 #[cfg(test)]

@@ -234,16 +234,6 @@ impl Model for Star {
         }
     }
 
-    fn build(
-        _s: &Self::Settings,
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Box<dyn CtrModel>> {
-        Ok(Box::new(Star::new(cfg, spec, ps, rng)?))
-    }
-
     #[cfg(test)]
     fn shrink(s: &mut Self::Settings) {
         s.hidden = vec![6, 4];
