@@ -395,6 +395,7 @@ pub fn prepare(file: &Path, cfg: &CriteoConfig, out_dir: &Path) -> Result<Meta> 
         domains,
         category_name: None,
         domain_fields: None,
+        history: None,
     })
 }
 

@@ -18,6 +18,8 @@ pub struct SplitData {
     pub users: Vec<u32>,
     /// Row-major (n × history_len) item ids, most recent first, 0 = padding.
     pub history: Option<Vec<u32>>,
+    /// Their categories (`cate_id` ids), position by position, where known.
+    pub history_cats: Option<Vec<u32>>,
     /// One (offsets, values) pair per multi-hot field read as a bag: row r's
     /// values are `values[offsets[r]..offsets[r + 1]]`.
     pub bags: Vec<(Vec<u32>, Vec<u32>)>,
@@ -34,8 +36,22 @@ impl SplitData {
         self.users.reserve(rows);
     }
 
-    /// Add `other`'s rows after this split's (same features; no histories).
+    /// Add `other`'s rows after this split's (same features; a history is kept
+    /// when both have one).
     pub fn append(&mut self, other: SplitData) {
+        let both = |a: &mut Option<Vec<u32>>, b: Option<Vec<u32>>, first: bool| {
+            *a = match (a.take(), b) {
+                (Some(mut x), Some(y)) => {
+                    x.extend(y);
+                    Some(x)
+                }
+                (None, y) if first => y,
+                _ => None,
+            };
+        };
+        let first = self.n == 0 && self.labels.is_empty();
+        both(&mut self.history, other.history, first);
+        both(&mut self.history_cats, other.history_cats, first);
         if self.cols.len() < other.cols.len() {
             self.cols.resize(other.cols.len(), Vec::new());
         }
@@ -74,13 +90,15 @@ impl SplitData {
         if !self.users.is_empty() {
             self.users = pick(&self.users);
         }
-        if let Some(h) = &self.history {
-            let l = h.len() / self.n.max(1);
-            self.history = Some(
-                rows.iter()
-                    .flat_map(|&r| h[r * l..(r + 1) * l].iter().copied())
-                    .collect(),
-            );
+        for h in [&mut self.history, &mut self.history_cats] {
+            if let Some(v) = h.as_ref() {
+                let l = v.len() / self.n.max(1);
+                *h = Some(
+                    rows.iter()
+                        .flat_map(|&r| v[r * l..(r + 1) * l].iter().copied())
+                        .collect(),
+                );
+            }
         }
         self.n = rows.len();
     }
@@ -142,6 +160,22 @@ struct Columns<'a> {
     bags: &'a [String],
     bag_cards: &'a [u32],
     n_domains: usize,
+    /// Histories stored in the rows (the next-item protocol), read to this length.
+    stored: Option<(&'a crate::data::meta::HistoryMeta, usize)>,
+    /// Their cardinalities: item_id's and cate_id's.
+    stored_cards: (u32, u32),
+}
+
+/// The first `len` values of each row of a stored sequence, 0-padded: (n × len).
+fn truncated(off: &[u32], vals: &[u32], len: usize) -> Vec<u32> {
+    let n = off.len().saturating_sub(1);
+    let mut out = vec![0u32; n * len];
+    for r in 0..n {
+        let v = &vals[off[r] as usize..off[r + 1] as usize];
+        let k = v.len().min(len);
+        out[r * len..r * len + k].copy_from_slice(&v[..k]);
+    }
+    out
 }
 
 fn read_part(file: &Path, c: &Columns, need_hist: bool) -> Result<(SplitData, UserItems)> {
@@ -213,6 +247,18 @@ fn read_part(file: &Path, c: &Columns, need_hist: bool) -> Result<(SplitData, Us
         check_range(&vals, card, &format!("{b}.values"), file)?;
         s.bags.push((off, vals));
     }
+    if let Some((h, len)) = c.stored {
+        let mut seq = |name: &str, card: u32| -> Result<Vec<u32>> {
+            let off = take(&mut cols, &format!("{name}.offsets"))?;
+            let vals = take(&mut cols, &format!("{name}.values"))?;
+            check_range(&vals, card, &format!("{name}.values"), file)?;
+            Ok(truncated(&off, &vals, len))
+        };
+        s.history = Some(seq(&h.items, c.stored_cards.0)?);
+        if let Some(cats) = &h.categories {
+            s.history_cats = Some(seq(cats, c.stored_cards.1)?);
+        }
+    }
     Ok((s, ui))
 }
 
@@ -283,14 +329,28 @@ impl Dataset {
                 ),
             }
         }
+        let card_of = |name: &str| {
+            meta.fields
+                .iter()
+                .find(|m| m.name == name)
+                .map_or(1, |m| m.cardinality)
+        };
+        let need_hist = history_len > 0;
         let columns = Columns {
             features: &features,
             cards: &cards,
             bags,
             bag_cards: &bag_cards,
             n_domains: meta.domains.len(),
+            stored: meta
+                .history
+                .as_ref()
+                .filter(|_| need_hist)
+                .map(|h| (h, history_len)),
+            stored_cards: (card_of("item_id"), card_of("cate_id")),
         };
-        let need_hist = history_len > 0;
+        // Rows with histories of their own need no user, item or time to build one.
+        let build_hist = need_hist && meta.history.is_none();
         let has = |name: &str| cats.iter().any(|c| c == name);
         if need_hist && !(has("user_id") && has("item_id")) {
             bail!(
@@ -323,7 +383,7 @@ impl Dataset {
             let mut users_complete = true;
             for shard in &sm.shards {
                 let file = dir.join(name).join(shard);
-                let (part, part_ui) = read_part(&file, &columns, need_hist)?;
+                let (part, part_ui) = read_part(&file, &columns, build_hist)?;
                 users_complete &= part.users.len() == part.n;
                 s.append(part);
                 ui.0.extend(part_ui.0);
@@ -345,7 +405,7 @@ impl Dataset {
             splits.push(s);
             users_items.push(ui);
         }
-        if need_hist {
+        if build_hist {
             // Each user's positively rated train items by time.
             let (u, i, t) = &users_items[0];
             let mut by_user: HashMap<u32, Vec<(i64, u32)>> = HashMap::new();
@@ -369,6 +429,32 @@ impl Dataset {
                     }
                 }
                 s.history = Some(h);
+            }
+            // Their categories, where the features hold each item's.
+            if let (Some(ic), Some(cc)) = (
+                features.iter().position(|f| f == "item_id"),
+                features.iter().position(|f| f == "cate_id"),
+            ) {
+                let mut cate = HashMap::new();
+                for s in &splits {
+                    for r in 0..s.n {
+                        cate.entry(s.cols[ic][r]).or_insert(s.cols[cc][r]);
+                    }
+                }
+                for s in &mut splits {
+                    let h = s.history.as_ref().map(|h| {
+                        h.iter()
+                            .map(|i| {
+                                if *i == 0 {
+                                    0
+                                } else {
+                                    cate.get(i).copied().unwrap_or(0)
+                                }
+                            })
+                            .collect()
+                    });
+                    s.history_cats = h;
+                }
             }
         }
         let domain_names = meta.domains.iter().map(|d| d.name.clone()).collect();
@@ -411,7 +497,7 @@ impl Dataset {
         }
         ids.sort_unstable();
         ids.dedup();
-        if !ids.is_empty() && self.history_len > 0 {
+        if !ids.is_empty() && self.history_len > 0 && self.meta.history.is_none() {
             // Histories are built from the train split before the hold-out, so they
             // would carry the held-out rows.
             bail!("holdout domains are not supported with DIN histories");
@@ -449,6 +535,9 @@ impl Dataset {
                 bags: &self.bags,
                 bag_cards: &self.bag_cards,
                 n_domains: self.meta.domains.len(),
+                // Streaming is refused for models that read histories.
+                stored: None,
+                stored_cards: (1, 1),
             };
             let (part, _) = read_part(&file, &columns, false)?;
             users_complete &= part.users.len() == part.n;

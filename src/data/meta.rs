@@ -24,6 +24,25 @@ pub struct Meta {
     /// names say it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain_fields: Option<Vec<String>>,
+    /// Rows that carry their own history (the next-item protocol): the
+    /// multi-hot fields holding it. Absent: histories are built from the train
+    /// split's positive rows when a model asks for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryMeta>,
+}
+
+/// Where a row's history is stored: ordered lists of ids, most recent first.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryMeta {
+    /// The protocol that made the rows (`next-item`).
+    pub protocol: String,
+    /// The history's items (ids of `item_id`).
+    pub items: String,
+    /// Their categories, position by position (ids of `cate_id`), if any.
+    pub categories: Option<String>,
+    /// At most this many earlier positives are stored per row.
+    pub max_len: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

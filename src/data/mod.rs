@@ -8,6 +8,7 @@ pub mod error;
 pub mod fetch;
 pub mod meta;
 pub mod movielens;
+pub mod next_item;
 pub mod parquet_table;
 pub mod recipe;
 pub mod schema;

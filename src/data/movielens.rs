@@ -107,6 +107,8 @@ pub enum DomainKind {
     Gender,
     /// The item's first genre: the item, not the user, defines the domain.
     Genre,
+    /// The user's history length (the next-item protocol, [`super::next_item`]).
+    History,
 }
 
 impl DomainKind {
@@ -121,6 +123,7 @@ impl DomainKind {
                 Version::K100 => GENRES.to_vec(),
                 Version::M1 => GENRES[1..].to_vec(),
             },
+            DomainKind::History => super::next_item::MOVIELENS.names.to_vec(),
         }
     }
 }
@@ -164,35 +167,60 @@ pub fn hint(version: Version) -> &'static str {
     }
 }
 
-struct User {
-    age: &'static str,
-    gender: &'static str,
-    occupation: &'static str,
-    zip: String,
+pub(super) struct User {
+    pub(super) age: &'static str,
+    pub(super) gender: &'static str,
+    pub(super) occupation: &'static str,
+    pub(super) zip: String,
 }
 
-struct Item {
-    title: String,
-    year: Option<String>,
-    genres: Vec<&'static str>,
+pub(super) struct Item {
+    pub(super) title: String,
+    pub(super) year: Option<String>,
+    pub(super) genres: Vec<&'static str>,
 }
 
-struct Rating {
-    user: u64,
-    item: u64,
-    rating: u64,
-    ts: i64,
-    place: Place,
+pub(super) struct Rating {
+    pub(super) user: u64,
+    pub(super) item: u64,
+    pub(super) rating: u64,
+    pub(super) ts: i64,
+    pub(super) place: Place,
 }
 
 /// The three tables of a MovieLens release, read and validated.
-struct Raw {
-    ratings_file: PathBuf,
+pub(super) struct Raw {
+    pub(super) ratings_file: PathBuf,
     /// The ratings file's names of the user and item columns, for errors.
-    id_fields: [&'static str; 2],
-    users: HashMap<u64, User>,
-    items: HashMap<u64, Item>,
-    ratings: Vec<Rating>,
+    pub(super) id_fields: [&'static str; 2],
+    pub(super) users: HashMap<u64, User>,
+    pub(super) items: HashMap<u64, Item>,
+    pub(super) ratings: Vec<Rating>,
+}
+
+impl Raw {
+    /// The user and the item of rating `r`; an error naming the rating's place
+    /// when either is missing from its file.
+    pub(super) fn lookup(&self, r: &Rating) -> DataResult<(&User, &Item)> {
+        let file = &self.ratings_file;
+        let user = self.users.get(&r.user).ok_or_else(|| {
+            DataError::field(
+                file,
+                r.place.clone(),
+                self.id_fields[0],
+                format!("user {} is not in the users file", r.user),
+            )
+        })?;
+        let item = self.items.get(&r.item).ok_or_else(|| {
+            DataError::field(
+                file,
+                r.place.clone(),
+                self.id_fields[1],
+                format!("item {} is not in the items file", r.item),
+            )
+        })?;
+        Ok((user, item))
+    }
 }
 
 /// 100k ages → the 1M buckets.
@@ -596,7 +624,20 @@ pub fn fields() -> Vec<FieldDef> {
     ]
 }
 
-/// Read a MovieLens release and fill a table builder for the chosen domains.
+/// The statistics' fields (user, item, genres) and the item titles.
+pub(super) fn stats_spec(raw: &Raw) -> StatsSpec {
+    StatsSpec {
+        user_field: Some(0),
+        item_field: Some(1),
+        category_field: Some(8),
+        titles: raw
+            .items
+            .iter()
+            .map(|(id, it)| (id.to_string(), it.title.clone()))
+            .collect(),
+    }
+}
+
 /// The 1M age buckets ([`AGE_BUCKETS`]) in words.
 pub const AGE_LABELS: [&str; 7] = [
     "under 18",
@@ -621,15 +662,21 @@ fn user_domain(domains: DomainKind, user: &User) -> Option<u32> {
             .position(|o| *o == user.occupation)
             .unwrap_or(0) as u32,
         DomainKind::Gender => u32::from(user.gender == "F"),
-        DomainKind::Genre => return None,
+        DomainKind::Genre | DomainKind::History => return None,
     })
 }
 
 /// Each domain's label-free statistics ([`Catalog`]): for genres, from the
 /// items file (items whose first genre it is: count, median release year, the
 /// first five titles by item id); for the domains users define, from the user
-/// table (users, share of women, median age group). Ratings are not read.
-fn catalog(raw: &Raw, domains: DomainKind, names: &[&str]) -> Catalog {
+/// table (users, share of women, median age group; `group` gives a user's
+/// domain, by id). Ratings are not read.
+pub(super) fn catalog(
+    raw: &Raw,
+    domains: DomainKind,
+    names: &[&str],
+    group: &dyn Fn(u64, &User) -> Option<u32>,
+) -> Catalog {
     let mut out: Vec<CatalogDomain> = names
         .iter()
         .map(|n| CatalogDomain {
@@ -671,8 +718,8 @@ fn catalog(raw: &Raw, domains: DomainKind, names: &[&str]) -> Catalog {
     } else {
         let mut ages: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
         let mut women = vec![0u64; names.len()];
-        for user in raw.users.values() {
-            let Some(d) = user_domain(domains, user) else {
+        for (&id, user) in &raw.users {
+            let Some(d) = group(id, user) else {
                 continue;
             };
             let d = d as usize;
@@ -705,27 +752,33 @@ pub fn load(
         }
     };
     let file = &raw.ratings_file;
-    let names = domains.names(version);
-    let mut table = TableBuilder::new(fields(), names.len());
     let mut repeats = Repeats::default();
     for r in &raw.ratings {
         repeats.see((r.user, r.item), r.place.clone());
-        let user = raw.users.get(&r.user).ok_or_else(|| {
-            DataError::field(
-                file,
-                r.place.clone(),
-                raw.id_fields[0],
-                format!("user {} is not in the users file", r.user),
-            )
-        })?;
-        let item = raw.items.get(&r.item).ok_or_else(|| {
-            DataError::field(
-                file,
-                r.place.clone(),
-                raw.id_fields[1],
-                format!("item {} is not in the items file", r.item),
-            )
-        })?;
+    }
+    // The GroupLens releases rate each (user, item) pair once: a repeat means a
+    // damaged or concatenated file, which would weigh those ratings twice.
+    if let Some(((user, item), first, again)) = repeats.examples.first() {
+        let [uf, itf] = raw.id_fields;
+        return Err(DataError::record(
+            file,
+            again.clone(),
+            format!(
+                "{} repeated ({uf}, {itf}) pairs (MovieLens rates each pair once: is the \
+                 file damaged or concatenated?); the first, ({user}, {item}), is on {first} \
+                 and again on {again}",
+                repeats.count
+            ),
+        )
+        .into());
+    }
+    let names = domains.names(version);
+    if domains == DomainKind::History {
+        return super::next_item::movielens(&raw, &names);
+    }
+    let mut table = TableBuilder::new(fields(), names.len());
+    for r in &raw.ratings {
+        let (user, item) = raw.lookup(r)?;
         let domain = match user_domain(domains, user) {
             Some(d) => d,
             None => {
@@ -766,32 +819,7 @@ pub fn load(
             ],
         )?;
     }
-    // The GroupLens releases rate each (user, item) pair once: a repeat means a
-    // damaged or concatenated file, which would weigh those ratings twice.
-    if let Some(((user, item), first, again)) = repeats.examples.first() {
-        let [uf, itf] = raw.id_fields;
-        return Err(DataError::record(
-            file,
-            again.clone(),
-            format!(
-                "{} repeated ({uf}, {itf}) pairs (MovieLens rates each pair once: is the \
-                 file damaged or concatenated?); the first, ({user}, {item}), is on {first} \
-                 and again on {again}",
-                repeats.count
-            ),
-        )
-        .into());
-    }
-    let spec = StatsSpec {
-        user_field: Some(0),
-        item_field: Some(1),
-        category_field: Some(8),
-        titles: raw
-            .items
-            .iter()
-            .map(|(id, it)| (id.to_string(), it.title.clone()))
-            .collect(),
-    };
-    let catalog = catalog(&raw, domains, &names);
+    let spec = stats_spec(&raw);
+    let catalog = catalog(&raw, domains, &names, &|_, u| user_domain(domains, u));
     Ok((table, spec, catalog))
 }

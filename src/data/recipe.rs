@@ -20,7 +20,7 @@ pub enum Recipe {
 }
 
 pub const RECIPES_HELP: &str = "ml100k-age3, ml100k-occupation, ml100k-gender, ml100k-genre, \
-    ml1m-age3, ml1m-occupation, ml1m-gender, ml1m-genre, amazon-<Category>+<Category>+..., criteo, \
+    ml100k-nextitem, ml1m-age3, ml1m-occupation, ml1m-gender, ml1m-genre, ml1m-nextitem, amazon-<Category>+<Category>+..., criteo, \
     table-<name> (your own table, described by [data.table])";
 
 impl FromStr for Recipe {
@@ -74,6 +74,7 @@ impl FromStr for Recipe {
             "occupation" => DomainKind::Occupation,
             "gender" => DomainKind::Gender,
             "genre" => DomainKind::Genre,
+            "nextitem" => DomainKind::History,
             _ => return Err(format!("unknown recipe {s:?}; known: {RECIPES_HELP}")),
         };
         Ok(Recipe::MovieLens { version, domains })
@@ -92,6 +93,8 @@ impl Recipe {
                 DomainKind::Gender => vec!["gender"],
                 // The first genre is the domain; the multi-hot genres contain it.
                 DomainKind::Genre => vec!["cate_id", "genres"],
+                // The history length defines it, which no feature holds.
+                DomainKind::History => vec![],
             }
             .into_iter()
             .map(String::from)
@@ -116,6 +119,7 @@ impl fmt::Display for Recipe {
                     DomainKind::Occupation => "occupation",
                     DomainKind::Gender => "gender",
                     DomainKind::Genre => "genre",
+                    DomainKind::History => "nextitem",
                 };
                 write!(f, "{v}-{d}")
             }
@@ -141,6 +145,7 @@ mod tests {
             "ml1m-gender",
             "ml100k-genre",
             "ml1m-genre",
+            "ml100k-nextitem",
             "amazon-Books+Digital_Music",
             "criteo",
             "table-adult-education",

@@ -29,6 +29,9 @@ pub struct FieldDef {
     pub closed: Option<Vec<String>>,
     /// Open fields: values seen fewer times than this in train get id 0. 1: none.
     pub min_count: u32,
+    /// Ids from another (earlier) field's vocabulary: a history of items shares
+    /// `item_id`'s. That field's ids are numbered over both (see [`TableBuilder::build`]).
+    pub vocab_of: Option<String>,
 }
 
 impl FieldDef {
@@ -38,6 +41,7 @@ impl FieldDef {
             kind: FieldKind::Categorical,
             closed: None,
             min_count: 1,
+            vocab_of: None,
         }
     }
 
@@ -47,6 +51,19 @@ impl FieldDef {
             kind,
             closed: Some(values.iter().map(|s| s.to_string()).collect()),
             min_count: 1,
+            vocab_of: None,
+        }
+    }
+
+    /// A multi-hot field whose values are ids of `field` (an ordered list:
+    /// a history), numbered with it.
+    pub fn sequence_of(name: &str, field: &str) -> Self {
+        FieldDef {
+            name: name.into(),
+            kind: FieldKind::MultiHot,
+            closed: None,
+            min_count: 1,
+            vocab_of: Some(field.into()),
         }
     }
 }
@@ -77,6 +94,8 @@ impl Interner {
 
 struct Column {
     def: FieldDef,
+    /// The column whose vocabulary this one's codes index (`def.vocab_of`), or itself.
+    vocab: usize,
     interner: Interner,
     /// Categorical: one code per row. Multi-hot: the flat list of codes.
     codes: Vec<u32>,
@@ -121,16 +140,38 @@ pub struct BuiltTable {
 }
 
 impl TableBuilder {
+    /// A builder for rows of `fields`. A field's `vocab_of` must name an earlier
+    /// field that has its own vocabulary (a programming error otherwise).
     pub fn new(fields: Vec<FieldDef>, n_domains: usize) -> Self {
+        let vocab = |i: usize, def: &FieldDef| match &def.vocab_of {
+            None => i,
+            Some(f) => match fields[..i]
+                .iter()
+                .position(|g| &g.name == f && g.vocab_of.is_none())
+            {
+                Some(j) => j,
+                None => panic!(
+                    "field `{}`: vocab_of `{f}` is not an earlier field",
+                    def.name
+                ),
+            },
+        };
+        let vocabs: Vec<usize> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, d)| vocab(i, d))
+            .collect();
         let columns = fields
             .into_iter()
-            .map(|def| Column {
+            .zip(vocabs)
+            .map(|(def, vocab)| Column {
                 offsets: if def.kind == FieldKind::MultiHot {
                     vec![0]
                 } else {
                     Vec::new()
                 },
                 def,
+                vocab,
                 interner: Interner::default(),
                 codes: Vec::new(),
             })
@@ -194,20 +235,25 @@ impl TableBuilder {
         if domain as usize >= self.n_domains {
             bail!("internal: domain {domain} out of range");
         }
-        for (col, v) in self.columns.iter_mut().zip(values) {
-            match (col.def.kind, v) {
+        for (i, v) in values.iter().enumerate() {
+            let voc = self.columns[i].vocab;
+            match (self.columns[i].def.kind, v) {
                 (FieldKind::Categorical, Value::One(s)) => {
-                    let c = s.map_or(MISSING, |s| col.interner.intern(s));
-                    col.codes.push(c);
+                    let c = s.map_or(MISSING, |s| self.columns[voc].interner.intern(s));
+                    self.columns[i].codes.push(c);
                 }
                 (FieldKind::MultiHot, Value::Many(list)) => {
                     for s in list {
-                        let c = col.interner.intern(s);
-                        col.codes.push(c);
+                        let c = self.columns[voc].interner.intern(s);
+                        self.columns[i].codes.push(c);
                     }
+                    let col = &mut self.columns[i];
                     col.offsets.push(col.codes.len() as u32);
                 }
-                _ => bail!("internal: wrong value kind for field `{}`", col.def.name),
+                _ => bail!(
+                    "internal: wrong value kind for field `{}`",
+                    self.columns[i].def.name
+                ),
             }
         }
         self.hashes.push(hash);
@@ -234,7 +280,36 @@ impl TableBuilder {
         let mut vocabs: Vec<Vec<u32>> = Vec::with_capacity(self.columns.len());
         let mut open_values = BTreeMap::new();
         let mut fields = Vec::with_capacity(self.columns.len());
-        for col in &self.columns {
+        for (ci, col) in self.columns.iter().enumerate() {
+            if col.vocab != ci {
+                // Numbered with the field it shares a vocabulary with (earlier).
+                let owner = fields
+                    .get(col.vocab)
+                    .map(|f: &FieldMeta| (f.cardinality, f.values.clone()))
+                    .unwrap_or_default();
+                fields.push(FieldMeta {
+                    name: col.def.name.clone(),
+                    kind: col.def.kind,
+                    cardinality: owner.0,
+                    values: owner.1,
+                });
+                vocabs.push(vocabs[col.vocab].clone());
+                continue;
+            }
+            // This column's codes in each train row, then those of the columns
+            // sharing its vocabulary.
+            let sharers: Vec<&Column> = self
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|&(j, c)| c.vocab == ci && j != ci)
+                .map(|(_, c)| c)
+                .collect();
+            let codes_of = |r: usize| {
+                std::iter::once(col)
+                    .chain(sharers.iter().copied())
+                    .flat_map(move |c| row_codes(c, r).iter().copied())
+            };
             let mut map = vec![0u32; col.interner.values.len()];
             let cardinality;
             if let Some(list) = &col.def.closed {
@@ -253,7 +328,7 @@ impl TableBuilder {
                 let mut count = vec![0u32; col.interner.values.len()];
                 if col.def.min_count > 1 {
                     for &r in train {
-                        for &c in row_codes(col, r) {
+                        for c in codes_of(r) {
                             if c != MISSING {
                                 count[c as usize] = count[c as usize].saturating_add(1);
                             }
@@ -263,7 +338,7 @@ impl TableBuilder {
                 let rare = |c: u32| col.def.min_count > 1 && count[c as usize] < col.def.min_count;
                 let mut next = 1u32;
                 for &r in train {
-                    for &c in row_codes(col, r) {
+                    for c in codes_of(r) {
                         if c != MISSING && map[c as usize] == 0 && !rare(c) {
                             map[c as usize] = next;
                             next += 1;

@@ -994,6 +994,7 @@ impl<'a> Plan<'a> {
                     kind,
                     closed,
                     min_count: c.min_count.unwrap_or(1),
+                    vocab_of: None,
                 }
             })
             .collect()
@@ -1519,6 +1520,7 @@ pub fn prepare_streamed(
         domains: domain_meta,
         category_name: schema.category_field.clone(),
         domain_fields: Some(schema.domain_fields()),
+        history: None,
     })
 }
 

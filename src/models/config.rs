@@ -131,6 +131,13 @@ macro_rules! declare_models {
                 $(<$model as Model>::validate(&self.$field, concat!("model.", stringify!($field)), c);)*
             }
 
+            /// How many history items the chosen model reads (0: none).
+            pub fn history_len(&self) -> usize {
+                match self.name {
+                    $(ModelName::$variant => <$model as Model>::history(&self.$field),)*
+                }
+            }
+
             /// The chosen model's `[model.<name>]` table, as TOML.
             pub fn settings_toml(&self) -> Result<String, toml::ser::Error> {
                 match self.name {

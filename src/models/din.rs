@@ -101,6 +101,9 @@ impl Model for Din {
     type Settings = DinConfig;
     const ABOUT: &'static str = "DIN (Zhou et al., KDD 2018): attention over the user's 20 most recent positively\nrated train items strictly earlier in time.";
     const HISTORY: bool = true;
+    fn history(s: &Self::Settings) -> usize {
+        s.history
+    }
     fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
         c.at_least_one(&format!("{key}.history"), s.history);
         c.widths(&format!("{key}.attention"), &s.attention, false);

@@ -19,11 +19,19 @@ macro_rules! for_each_model {
             Din din crate::models::din::Din;
             Pepnet pepnet crate::models::pepnet::Pepnet;
             M2m m2m crate::models::m2m::M2m;
+            Moe moe crate::models::moe::Moe;
+            Bias bias crate::models::bias::Bias;
+            UserInput user_input crate::models::user_input::UserInput;
+            UserLoss user_loss crate::models::user_loss::UserLoss;
+            UserCluster user_cluster crate::models::user_cluster::UserCluster;
+            UserSparseExpert user_sparse_expert crate::models::user_sparse_expert::UserSparseExpert;
+            UserPerExpert user_per_expert crate::models::user_per_expert::UserPerExpert;
         }
     };
 }
 pub(crate) use for_each_model;
 
+pub mod bias;
 pub mod conditioning;
 pub mod config;
 pub mod deepfm;
@@ -34,11 +42,18 @@ pub mod experts;
 pub mod gates;
 pub mod m2m;
 pub mod mmoe;
+pub mod moe;
 pub mod pepnet;
 pub mod ple;
 pub mod probe;
+pub mod sequence;
 pub mod shared_bottom;
 pub mod star;
+pub mod user_cluster;
+pub mod user_input;
+pub mod user_loss;
+pub mod user_per_expert;
+pub mod user_sparse_expert;
 
 use crate::checks::Checks;
 #[cfg(test)]
@@ -70,7 +85,23 @@ pub struct Inputs {
     /// DIN: the target item (n, dim), the history (n, L, dim) and its mask (n, L).
     pub item: Option<Tensor>,
     pub history: Option<(Tensor, Tensor)>,
+    /// The target item's category (n, dim) and the history's categories
+    /// (n, L, dim, same mask), where the features hold `cate_id`.
+    pub item_cate: Option<Tensor>,
+    pub history_cats: Option<Tensor>,
+    /// The same histories as ids into small tables of their distinct
+    /// embeddings ([`Compact`]), where the batch gives them: attention then
+    /// projects each distinct item once.
+    pub compact_items: Option<Compact>,
+    pub compact_cats: Option<Compact>,
     pub segments: Vec<Segment>,
+}
+
+/// A history as `table` (u, dim), its distinct embeddings, and `idx` (n, L, u32):
+/// position l of row i is `table[idx[i, l]]` (padding points at the padding id's row).
+pub struct Compact {
+    pub table: Tensor,
+    pub idx: Tensor,
 }
 
 /// Logits (n) and an auxiliary loss (gate balancing) to add to the objective.
@@ -114,6 +145,10 @@ pub trait CtrModel {
     fn per_domain(&self) -> bool {
         true
     }
+    /// A weight per domain on each training row's loss (UserLoss); None: 1.
+    fn loss_weights(&self) -> Option<&[f32]> {
+        None
+    }
 }
 
 /// A CTR model as the registry sees it: its settings table and what it reads.
@@ -134,6 +169,10 @@ pub trait Model {
     const FIRST_ORDER: bool = false;
     /// Reads the user's history of items.
     const HISTORY: bool = false;
+    /// How many of the most recent history items it reads (with `HISTORY`).
+    fn history(_s: &Self::Settings) -> usize {
+        0
+    }
     /// Mixes experts through `[model.gate]`.
     const GATED: bool = false;
     /// The ranges of its settings; `key` is `model.<name>`.
@@ -191,7 +230,22 @@ pub(crate) mod testutil {
                 .unwrap(),
         );
         let item = Some(fields.narrow(1, 1, 1).unwrap().squeeze(1).unwrap());
-        let hist = t(&[n, 4, spec.dim]);
+        // Histories drawn from small tables, given both densely and compactly.
+        let mut pick = Rng::new(seed + 100);
+        let mut draw = |u: usize| {
+            let table = t(&[u, spec.dim]);
+            let idx: Vec<u32> = (0..n * 4).map(|_| pick.below(u) as u32).collect();
+            let idx = Tensor::from_vec(idx, (n, 4), &dev).unwrap();
+            let dense = table
+                .index_select(&idx.flatten_all().unwrap(), 0)
+                .unwrap()
+                .reshape((n, 4, spec.dim))
+                .unwrap();
+            (dense, Compact { table, idx })
+        };
+        let (hist, compact_items) = draw(7);
+        let (hist_cats, compact_cats) = draw(3);
+        let item_cate = Some(fields.narrow(1, 2, 1).unwrap().squeeze(1).unwrap());
         let mask: Vec<f64> = (0..n * 4)
             .map(|i| if i % 4 < 1 + (i / 4) % 4 { 1.0 } else { 0.0 })
             .collect();
@@ -215,6 +269,10 @@ pub(crate) mod testutil {
             domain,
             item,
             history: Some((hist, mask)),
+            item_cate,
+            history_cats: Some(hist_cats),
+            compact_items: Some(compact_items),
+            compact_cats: Some(compact_cats),
             segments,
         }
     }
@@ -226,6 +284,15 @@ pub(crate) mod testutil {
 
     /// With `conditioned`, CGC and PLE in their domain-conditioned form.
     pub fn gradcheck_with(name: ModelName, conditioned: bool) {
+        gradcheck_full(name, conditioned, |_| {})
+    }
+
+    /// With settings changed by `edit` after the shrink.
+    pub fn gradcheck_edit(name: ModelName, edit: impl FnOnce(&mut ModelConfig)) {
+        gradcheck_full(name, false, edit)
+    }
+
+    fn gradcheck_full(name: ModelName, conditioned: bool, edit: impl FnOnce(&mut ModelConfig)) {
         let spec = InputSpec {
             slots: 4,
             dim: 3,
@@ -249,6 +316,7 @@ pub(crate) mod testutil {
             cfg.cgc.shared_only = 0.0;
             cfg.ple.shared_only = 0.0;
         }
+        edit(&mut cfg);
         let model = build(&cfg, &spec, &mut ps, &mut Rng::new(9)).unwrap();
         // Checked away from the initial point, where some layers start at zero
         // (gate units' output layers) and leave what feeds them without gradient.

@@ -287,6 +287,10 @@ mod tests {
                 domain: Some(d),
                 item: None,
                 history: None,
+                item_cate: None,
+                history_cats: None,
+                compact_items: None,
+                compact_cats: None,
                 segments: vec![Segment {
                     domain: 0,
                     start: 0,

@@ -92,3 +92,30 @@ impl Mlp {
         }
     }
 }
+
+/// Layer normalisation over the last dimension, with a learned gain (1) and
+/// bias (0): (x − mean) / √(var + 1e-6) · g + b.
+#[derive(Clone)]
+pub struct LayerNorm {
+    pub g: Tensor,
+    pub b: Tensor,
+}
+
+impl LayerNorm {
+    pub fn new(ps: &mut ParamStore, name: &str, d: usize) -> Result<Self> {
+        Ok(LayerNorm {
+            g: ps.fill(format!("{name}.gain"), &[d], 1.0)?,
+            b: ps.fill(format!("{name}.bias"), &[d], 0.0)?,
+        })
+    }
+
+    /// x: (…, d) → (…, d).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        use candle_core::D;
+        let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        xc.broadcast_div(&(var + 1e-6)?.sqrt()?)?
+            .broadcast_mul(&self.g)?
+            .broadcast_add(&self.b)
+    }
+}

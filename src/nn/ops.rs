@@ -35,6 +35,11 @@ pub fn bce_with_logits_sum(x: &Tensor, y: &Tensor) -> Result<Tensor> {
     bce_terms(x, y)?.sum_all()
 }
 
+/// [`bce_with_logits_sum`] with each row's term weighted by `w` (same shape).
+pub fn bce_with_logits_weighted_sum(x: &Tensor, y: &Tensor, w: &Tensor) -> Result<Tensor> {
+    (bce_terms(x, y)? * w)?.sum_all()
+}
+
 fn bce_terms(x: &Tensor, y: &Tensor) -> Result<Tensor> {
     (x.relu()? - (x * y)?)? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
 }

@@ -184,7 +184,7 @@ fn prepare_with(cfg: &Config, force: bool, refresh_stamp: bool) -> Result<Prepar
             let built = table.build(&spec)?;
             let names = domains.names(*version);
             catalog.write(staging.path())?;
-            write_built(
+            let mut meta = write_built(
                 staging.path(),
                 &recipe,
                 "rating >= 4",
@@ -192,7 +192,11 @@ fn prepare_with(cfg: &Config, force: bool, refresh_stamp: bool) -> Result<Prepar
                 &names,
                 "genres",
                 cfg.data.shard_rows,
-            )?
+            )?;
+            if *domains == movielens::DomainKind::History {
+                meta.history = Some(crate::data::next_item::history_meta());
+            }
+            meta
         }
         (Recipe::Amazon { categories }, Inputs::Amazon(files)) => {
             let (table, spec) = amazon::load(files)?;
@@ -456,5 +460,6 @@ pub fn write_built(
         domains,
         category_name: Some(category_name.to_string()),
         domain_fields: None,
+        history: None,
     })
 }

@@ -4,7 +4,7 @@
 
 use super::Trainer;
 use crate::data::dataset::SplitData;
-use crate::models::{Inputs, Segment};
+use crate::models::{Compact, Inputs, Segment};
 use anyhow::{Result, bail};
 use candle_core::{DType, Tensor};
 
@@ -81,6 +81,16 @@ impl Trainer {
                 }
             }
         }
+        let cate_slot = self
+            .cate_slot
+            .filter(|_| hl > 0 && split.history_cats.is_some());
+        if let (Some(h), Some(cate)) = (&split.history_cats, cate_slot) {
+            for &r in &ordered {
+                for k in 0..hl {
+                    ids.push(self.layout.row(cate, h[r * hl + k]));
+                }
+            }
+        }
         // Bags: every value of every row, then its mean per (row, bag).
         let nb = self.ds.bags.len();
         if split.bags.len() != nb {
@@ -103,6 +113,36 @@ impl Trainer {
         }
         let g = self.table.gather_ids(&ids);
         let var = self.table.rows_var(&g.unique, &self.device, DType::F32)?;
+        // The histories compactly: their distinct rows of `var`, and per position
+        // an index into those.
+        let compact = |start: usize| -> Result<Compact> {
+            let mut slot = vec![u32::MAX; g.unique.len()];
+            let mut rows = Vec::new();
+            let mut idx = Vec::with_capacity(n * hl);
+            for &l in &g.local[start..start + n * hl] {
+                if slot[l as usize] == u32::MAX {
+                    slot[l as usize] = rows.len() as u32;
+                    rows.push(l);
+                }
+                idx.push(slot[l as usize]);
+            }
+            let u = rows.len();
+            let rows = Tensor::from_vec(rows, u, &self.device)?;
+            Ok(Compact {
+                table: var.as_tensor().index_select(&rows, 0)?,
+                idx: Tensor::from_vec(idx, (n, hl), &self.device)?,
+            })
+        };
+        let hist_start = n * id_slots;
+        let compact_items = if hl > 0 && split.history.is_some() && self.item_slot.is_some() {
+            Some(compact(hist_start)?)
+        } else {
+            None
+        };
+        let compact_cats = match cate_slot {
+            Some(_) => Some(compact(hist_start + n * hl)?),
+            None => None,
+        };
         let local = Tensor::from_vec(g.local, ids.len(), &self.device)?;
         let emb = var.as_tensor().index_select(&local, 0)?;
         let dim = self.table.dim;
@@ -135,6 +175,13 @@ impl Trainer {
             let d = proj.forward(mat)?.index_select(&idx, 0)?.unsqueeze(1)?;
             fields = Tensor::cat(&[&fields, &d], 1)?;
         }
+        let history_cats = match cate_slot {
+            Some(_) => Some(
+                emb.narrow(0, n * (id_slots + hl), n * hl)?
+                    .reshape((n, hl, dim))?,
+            ),
+            None => None,
+        };
         let history = if hl > 0 {
             let hist = emb.narrow(0, n * id_slots, n * hl)?.reshape((n, hl, dim))?;
             let h = split.history.as_ref().map(|h| {
@@ -192,6 +239,10 @@ impl Trainer {
             Some(i) if hl > 0 => Some(fields.narrow(1, i, 1)?.squeeze(1)?),
             _ => None,
         };
+        let item_cate = match cate_slot {
+            Some(c) => Some(fields.narrow(1, c, 1)?.squeeze(1)?),
+            None => None,
+        };
         let labels: Vec<f32> = ordered.iter().map(|&r| split.labels[r]).collect();
         Ok(Prepared {
             inputs: Inputs {
@@ -201,6 +252,10 @@ impl Trainer {
                 domain,
                 item,
                 history,
+                item_cate,
+                history_cats,
+                compact_items,
+                compact_cats,
                 segments,
             },
             labels: Tensor::from_vec(labels, n, &self.device)?,

@@ -118,6 +118,8 @@ pub struct Trainer {
     slots: usize,
     domain_slot: bool,
     item_slot: Option<usize>,
+    /// `cate_id` among the features: the history's categories are looked up there.
+    cate_slot: Option<usize>,
     table: EmbeddingTable,
     first: Option<EmbeddingTable>,
     ps: ParamStore,
@@ -141,11 +143,7 @@ impl Trainer {
         let m = &cfg.model;
         let t = &cfg.train;
         cfg.validate()?;
-        let history = if m.name.needs_history() {
-            m.din.history
-        } else {
-            0
-        };
+        let history = m.history_len();
         let features = features(cfg, dataset_dir)?;
         let bags = bag_fields(cfg, dataset_dir)?;
         let mut ds =
@@ -222,8 +220,12 @@ impl Trainer {
         let model = models::build(m, &spec, &mut ps, &mut rng)?;
         let dense = DenseAdam::new(&ps)?;
         let item_slot = ds.features.iter().position(|f| f == "item_id");
+        let cate_slot = ds.features.iter().position(|f| f == "cate_id");
         if m.name.needs_history() && item_slot.is_none() {
-            bail!("DIN needs item_id among model.features");
+            bail!(
+                "model {} reads the user's history of items: it needs item_id among model.features",
+                m.name.as_str()
+            );
         }
         Ok(Trainer {
             run_dir: run_dir(cfg, &ds.meta.recipe),
@@ -242,6 +244,7 @@ impl Trainer {
             slots,
             domain_slot,
             item_slot,
+            cate_slot,
             table,
             first,
             ps,
@@ -315,6 +318,15 @@ impl Trainer {
         Ok(())
     }
 
+    /// Each row's loss weight, from its domain, when the model weighs domains.
+    fn row_weights(&self, domains: &[u32]) -> Result<Option<Tensor>> {
+        let Some(w) = self.model.loss_weights() else {
+            return Ok(None);
+        };
+        let v: Vec<f32> = domains.iter().map(|&d| w[d as usize]).collect();
+        Ok(Some(Tensor::from_vec(v, domains.len(), &self.device)?))
+    }
+
     /// Whether this process writes the run's files (rank 0, or the only one).
     fn writes(&self) -> bool {
         self.comm.rank() == 0
@@ -329,7 +341,13 @@ impl Trainer {
         self.ds.train = split;
         let p = p?;
         let out = self.model.forward(&p.inputs, true, rng)?;
-        let bce = bce_with_logits(&out.logits, &p.labels)?;
+        let bce = match self.row_weights(&p.domains)? {
+            Some(w) => {
+                (crate::nn::ops::bce_with_logits_weighted_sum(&out.logits, &p.labels, &w)?
+                    / rows.len() as f64)?
+            }
+            None => bce_with_logits(&out.logits, &p.labels)?,
+        };
         let loss = match out.aux {
             Some(a) => (&bce + a)?,
             None => bce.clone(),

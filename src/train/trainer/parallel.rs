@@ -39,8 +39,13 @@ impl Trainer {
                     self.cfg.model.label()
                 );
             }
-            let loss =
-                (crate::nn::ops::bce_with_logits_sum(&out.logits, &p.labels)? / rows.len() as f64)?;
+            let sum = match self.row_weights(&p.domains)? {
+                Some(w) => {
+                    crate::nn::ops::bce_with_logits_weighted_sum(&out.logits, &p.labels, &w)?
+                }
+                None => crate::nn::ops::bce_with_logits_sum(&out.logits, &p.labels)?,
+            };
+            let loss = (sum / rows.len() as f64)?;
             value = loss.to_scalar::<f32>()? as f64;
             let grads = loss.backward()?;
             dense = DenseAdam::gradients(&self.ps, &grads)?;

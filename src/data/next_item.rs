@@ -1,0 +1,180 @@
+//! The next-item protocol (`ml100k-nextitem`, `ml1m-nextitem`; docs/data.md):
+//! a user's positives in time order are the targets, each with the earlier
+//! positives as its history and one sampled item the user never rated as its
+//! negative; the last positive is the test target, the one before it the valid
+//! target, the earlier ones (from the second on) train targets. The domain is
+//! the user's history-length group.
+
+use super::meta::{Catalog, HistoryMeta};
+use super::movielens::{self, DomainKind, Rating, Raw};
+use super::split::{Split, fnv1a64};
+use super::table::{FieldDef, StatsSpec, TableBuilder, Value};
+use anyhow::{Result, bail};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Each row stores at most this many earlier positives, most recent first.
+pub const MAX_HISTORY: usize = 50;
+
+/// History-length groups: `l` = a user's positives minus 2 (the positives
+/// before the valid target); group 0 for l ≤ `short`, 1 up to `long`, 2 above.
+pub struct Groups {
+    pub names: [&'static str; 3],
+    pub short: usize,
+    pub long: usize,
+}
+
+/// MovieLens: ≤ 50, 51–200, > 200.
+pub const MOVIELENS: Groups = Groups {
+    names: ["history up to 50", "history 51 to 200", "history over 200"],
+    short: 50,
+    long: 200,
+};
+
+impl Groups {
+    pub fn of(&self, l: usize) -> u32 {
+        if l <= self.short {
+            0
+        } else if l <= self.long {
+            1
+        } else {
+            2
+        }
+    }
+}
+
+/// What meta.json says of the stored histories.
+pub fn history_meta() -> HistoryMeta {
+    HistoryMeta {
+        protocol: "next-item".into(),
+        items: "hist_item_id".into(),
+        categories: Some("hist_cate_id".into()),
+        max_len: MAX_HISTORY,
+    }
+}
+
+/// The MovieLens fields, then the history's items and their first genres.
+pub fn fields() -> Vec<FieldDef> {
+    let mut f = movielens::fields();
+    f.push(FieldDef::sequence_of("hist_item_id", "item_id"));
+    f.push(FieldDef::sequence_of("hist_cate_id", "cate_id"));
+    f
+}
+
+/// The negative of target `j` of `user`: the first candidate
+/// `pool[fnv1a64("{user}:{j}:{k}") mod |pool|]`, k = 0, 1, …, the user never rated.
+pub fn negative(pool: &[u64], rated: &HashSet<u64>, user: u64, j: usize) -> Option<u64> {
+    if rated.len() >= pool.len() && pool.iter().all(|i| rated.contains(i)) {
+        return None;
+    }
+    (0u64..)
+        .map(|k| pool[(fnv1a64(format!("{user}:{j}:{k}").as_bytes()) % pool.len() as u64) as usize])
+        .find(|i| !rated.contains(i))
+}
+
+/// The next-item rows of a MovieLens release (positive: rating ≥ 4), their
+/// statistics' spec, and each group's catalogue statistics.
+pub(super) fn movielens(raw: &Raw, names: &[&str]) -> Result<(TableBuilder, StatsSpec, Catalog)> {
+    let groups = &MOVIELENS;
+    let mut by_user: BTreeMap<u64, Vec<&Rating>> = BTreeMap::new();
+    for r in &raw.ratings {
+        raw.lookup(r)?;
+        by_user.entry(r.user).or_default().push(r);
+    }
+    // Every rated item, by id: the pool negatives are drawn from.
+    let pool: Vec<u64> = raw
+        .ratings
+        .iter()
+        .map(|r| r.item)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut table = TableBuilder::new(fields(), names.len());
+    let mut group_of: HashMap<u64, u32> = HashMap::new();
+    for (&u, list) in &mut by_user {
+        list.sort_by_key(|r| (r.ts, r.item));
+        let rated: HashSet<u64> = list.iter().map(|r| r.item).collect();
+        let pos: Vec<&Rating> = list.iter().copied().filter(|r| r.rating >= 4).collect();
+        let n = pos.len();
+        if n < 3 {
+            continue; // no train, valid and test target
+        }
+        let group = groups.of(n - 2);
+        group_of.insert(u, group);
+        let (user, _) = raw.lookup(pos[0])?;
+        let user_id = u.to_string();
+        for j in 1..n {
+            let split = if j == n - 1 {
+                Split::Test
+            } else if j == n - 2 {
+                Split::Valid
+            } else {
+                Split::Train
+            };
+            let earlier = &pos[j.saturating_sub(MAX_HISTORY)..j];
+            let hist_items: Vec<String> =
+                earlier.iter().rev().map(|r| r.item.to_string()).collect();
+            let mut hist_cates = Vec::with_capacity(earlier.len());
+            for r in earlier.iter().rev() {
+                let (_, item) = raw.lookup(r)?;
+                // An item without a genre is `unknown` in a history (no release has one).
+                hist_cates.push(item.genres.first().copied().unwrap_or("unknown"));
+            }
+            let Some(neg) = negative(&pool, &rated, u, j) else {
+                bail!(
+                    "{}: user {u} rated every item, so no negative can be drawn for them",
+                    raw.ratings_file.display()
+                );
+            };
+            for (label, item_raw) in [(1u8, pos[j].item), (0, neg)] {
+                let item = &raw.items[&item_raw];
+                let item_id = item_raw.to_string();
+                table.push_in(
+                    Some(split),
+                    fnv1a64(format!("{u}:{j}:{label}").as_bytes()),
+                    pos[j].ts,
+                    label,
+                    group,
+                    &[
+                        Value::One(Some(&user_id)),
+                        Value::One(Some(&item_id)),
+                        Value::One(Some(user.gender)),
+                        Value::One(Some(user.age)),
+                        Value::One(Some(user.occupation)),
+                        Value::One(Some(&user.zip)),
+                        Value::One(item.genres.first().copied()),
+                        Value::One(item.year.as_deref()),
+                        Value::Many(item.genres.clone()),
+                        Value::Many(hist_items.iter().map(String::as_str).collect()),
+                        Value::Many(hist_cates.clone()),
+                    ],
+                )?;
+            }
+        }
+    }
+    let catalog = movielens::catalog(raw, DomainKind::History, names, &|id, _| {
+        group_of.get(&id).copied()
+    });
+    Ok((table, movielens::stats_spec(raw), catalog))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_follow_the_thresholds() {
+        let g = &MOVIELENS;
+        assert_eq!([1, 50, 51, 200, 201].map(|l| g.of(l)), [0, 0, 1, 1, 2]);
+    }
+
+    #[test]
+    fn negatives_are_unrated_and_reproducible() {
+        let pool: Vec<u64> = (1..=10).collect();
+        let rated: HashSet<u64> = [1, 2, 3, 4, 5, 6, 7, 8].into_iter().collect();
+        let a = negative(&pool, &rated, 7, 3).unwrap();
+        assert!(a == 9 || a == 10);
+        assert_eq!(negative(&pool, &rated, 7, 3), Some(a));
+        let all: HashSet<u64> = pool.iter().copied().collect();
+        assert_eq!(negative(&pool, &all, 7, 3), None);
+    }
+}

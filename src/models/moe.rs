@@ -1,0 +1,79 @@
+//! MOE (the user-level family's base; Jacobs et al., "Adaptive Mixtures of Local
+//! Experts", 1991, as in the CTR code this project grew from): 50 experts, each
+//! an MLP [80, 40] on `fc` (fields + target attention over the history), one
+//! softmax gate from an MLP [80, 40] on `fc`, the mixture → MLP [80, 40] → logit.
+//! The domain input (none / id / fixed embedding) is one of the fields.
+
+use super::config::ModelConfig;
+use super::sequence::{Extras, UserMoe, user_moe_settings};
+use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use crate::checks::Checks;
+use crate::nn::params::ParamStore;
+use crate::nn::rng::Rng;
+use candle_core::Result;
+
+user_moe_settings! {
+    /// `[model.moe]`: 50 experts, no bias tower.
+    MoeConfig { experts: 50, gate_hidden: vec![80, 40], bias_tower: vec![] }
+}
+
+pub struct Moe(UserMoe);
+
+impl Moe {
+    pub fn new(
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let extras = Extras {
+            group_tower: None,
+            gate: &cfg.gate,
+            loss_weights: None,
+        };
+        Ok(Moe(UserMoe::new(
+            "moe",
+            &cfg.moe.shape(),
+            extras,
+            cfg,
+            spec,
+            ps,
+            rng,
+        )?))
+    }
+}
+
+impl CtrModel for Moe {
+    fn forward(&self, inp: &Inputs, train: bool, rng: &mut Rng) -> Result<Output> {
+        self.0.forward(inp, train, rng)
+    }
+
+    fn per_domain(&self) -> bool {
+        false
+    }
+}
+
+impl Model for Moe {
+    type Settings = MoeConfig;
+    const ABOUT: &'static str = "MOE (the user-level expert family's base, after DSXiangLi/CTR): 50 experts [80, 40]\non fc = [fields; target attention over the history's items and categories],\na softmax gate from an MLP [80, 40] on fc, the mixture -> MLP [80, 40] -> logit.";
+    const HISTORY: bool = true;
+    const GATED: bool = true;
+    fn history(s: &Self::Settings) -> usize {
+        s.history
+    }
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        s.check_shared(key, c);
+    }
+    #[cfg(test)]
+    fn shrink(s: &mut Self::Settings) {
+        s.shrink_shared();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gradients() {
+        super::super::testutil::gradcheck(super::super::config::ModelName::Moe);
+    }
+}

@@ -1,0 +1,89 @@
+//! UserInput (the user-level expert family, after DSXiangLi/CTR): Bias plus a
+//! third tower, an MLP [80, 40] on [group input; fc], its logit added. The
+//! group input is the run's domain input: the domain id (the reference's user
+//! group embedding), a fixed embedding (an LLM's embedding of the group's
+//! description), or none (the tower then reads fc alone). It reads the domain
+//! input there only: `fc` leaves it out.
+
+use super::config::ModelConfig;
+use super::sequence::{Extras, UserMoe, user_moe_settings};
+use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use crate::checks::Checks;
+use crate::nn::params::ParamStore;
+use crate::nn::rng::Rng;
+use candle_core::Result;
+
+user_moe_settings! {
+    /// `[model.user_input]`: Bias's, with the group tower.
+    UserInputConfig {
+        experts: 50,
+        gate_hidden: vec![80, 40],
+        bias_tower: vec![80, 40],
+        /// The group tower on [group input; fc]. Default [80, 40].
+        group_tower: Vec<usize> = vec![80, 40],
+    }
+}
+
+pub struct UserInput(UserMoe);
+
+impl UserInput {
+    pub fn new(
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let s = &cfg.user_input;
+        let extras = Extras {
+            group_tower: Some(&s.group_tower),
+            gate: &cfg.gate,
+            loss_weights: None,
+        };
+        Ok(UserInput(UserMoe::new(
+            "user_input",
+            &s.shape(),
+            extras,
+            cfg,
+            spec,
+            ps,
+            rng,
+        )?))
+    }
+}
+
+impl CtrModel for UserInput {
+    fn forward(&self, inp: &Inputs, train: bool, rng: &mut Rng) -> Result<Output> {
+        self.0.forward(inp, train, rng)
+    }
+
+    fn per_domain(&self) -> bool {
+        false
+    }
+}
+
+impl Model for UserInput {
+    type Settings = UserInputConfig;
+    const ABOUT: &'static str = "UserInput (the user-level expert family, after DSXiangLi/CTR): Bias + a group tower,\nan MLP [80, 40] on [group input; fc] whose logit is added; the group input is the\ndomain input (id, or a fixed LLM embedding of the group's description).";
+    const HISTORY: bool = true;
+    const GATED: bool = true;
+    fn history(s: &Self::Settings) -> usize {
+        s.history
+    }
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        s.check_shared(key, c);
+        c.widths(&format!("{key}.group_tower"), &s.group_tower, true);
+    }
+    #[cfg(test)]
+    fn shrink(s: &mut Self::Settings) {
+        s.shrink_shared();
+        s.group_tower = vec![3];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gradients() {
+        super::super::testutil::gradcheck(super::super::config::ModelName::UserInput);
+    }
+}

@@ -1,0 +1,95 @@
+//! UserLoss (the user-level expert family, after DSXiangLi/CTR): Bias with 2
+//! experts, each training row's loss weighted by its group (domain): fixed
+//! weights, by default 2, 2 and 0.2 for the short, medium and long history
+//! groups (the reference's). The weights apply to training only; valid and
+//! test are scored unweighted. The domain input (none / id / fixed) is one of
+//! the fields, as in MOE.
+
+use super::config::ModelConfig;
+use super::sequence::{Extras, UserMoe, user_moe_settings};
+use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use crate::checks::Checks;
+use crate::nn::params::ParamStore;
+use crate::nn::rng::Rng;
+use candle_core::Result;
+
+user_moe_settings! {
+    /// `[model.user_loss]`: Bias's with 2 experts, and the weights.
+    UserLossConfig {
+        experts: 2,
+        gate_hidden: vec![80, 40],
+        bias_tower: vec![80, 40],
+        /// One loss weight per domain, in the dataset's domain order. Default [2, 2, 0.2].
+        group_weights: Vec<f32> = vec![2.0, 2.0, 0.2],
+    }
+}
+
+pub struct UserLoss(UserMoe);
+
+impl UserLoss {
+    pub fn new(
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let s = &cfg.user_loss;
+        let extras = Extras {
+            group_tower: None,
+            gate: &cfg.gate,
+            loss_weights: Some(s.group_weights.clone()),
+        };
+        Ok(UserLoss(UserMoe::new(
+            "user_loss",
+            &s.shape(),
+            extras,
+            cfg,
+            spec,
+            ps,
+            rng,
+        )?))
+    }
+}
+
+impl CtrModel for UserLoss {
+    fn forward(&self, inp: &Inputs, train: bool, rng: &mut Rng) -> Result<Output> {
+        self.0.forward(inp, train, rng)
+    }
+
+    fn per_domain(&self) -> bool {
+        false
+    }
+
+    fn loss_weights(&self) -> Option<&[f32]> {
+        self.0.loss_weights()
+    }
+}
+
+impl Model for UserLoss {
+    type Settings = UserLossConfig;
+    const ABOUT: &'static str = "UserLoss (the user-level expert family, after DSXiangLi/CTR): Bias with 2 experts;\neach training row's loss weighted by its domain (default 2, 2, 0.2: short,\nmedium, long history).";
+    const HISTORY: bool = true;
+    const GATED: bool = true;
+    fn history(s: &Self::Settings) -> usize {
+        s.history
+    }
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        s.check_shared(key, c);
+        for (i, w) in s.group_weights.iter().enumerate() {
+            c.non_negative(&format!("{key}.group_weights[{i}]"), f64::from(*w));
+        }
+    }
+    #[cfg(test)]
+    fn shrink(s: &mut Self::Settings) {
+        s.shrink_shared();
+        s.group_weights = vec![2.0, 1.0, 0.5, 0.2];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gradients() {
+        super::super::testutil::gradcheck(super::super::config::ModelName::UserLoss);
+    }
+}

@@ -1,0 +1,137 @@
+//! UserSparseExpert (the user-level expert family, after DSXiangLi/CTR): Bias
+//! whose gate, on `fc`, keeps k of n experts: the noisy top-k gate (Shazeer et
+//! al., ICLR 2017: 50 of 60, with the importance and load losses at 0.01) or
+//! DSelect-k (Hazimeh et al., NeurIPS 2021; static or per-example), the gates
+//! every gated model here uses. The reference zero-initialises the gate's
+//! weights; here they start as every linear layer does.
+
+use super::config::ModelConfig;
+use super::gates::{GateConfig, GateKind};
+use super::sequence::{Extras, UserMoe, user_moe_settings};
+use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use crate::checks::Checks;
+use crate::nn::params::ParamStore;
+use crate::nn::rng::Rng;
+use candle_core::Result;
+
+user_moe_settings! {
+    /// `[model.user_sparse_expert]`: Bias's with 60 experts and its own gate.
+    UserSparseExpertConfig {
+        experts: 60,
+        gate_hidden: vec![],
+        bias_tower: vec![80, 40],
+        /// `noisy_topk`, `dselect_k` (per-example) or `dselect_k_static`. Default `noisy_topk`.
+        gate: GateKind = GateKind::NoisyTopk,
+        /// Experts kept (noisy top-k) or selectors (DSelect-k). Default 50.
+        k: usize = 50,
+        /// Weight of each of the importance and load losses of noisy top-k. Default 0.01.
+        balance_weight: f64 = 0.01,
+        /// DSelect-k's smooth-step width. Default 1.
+        gamma: f64 = 1.0,
+    }
+}
+
+impl UserSparseExpertConfig {
+    fn gate_config(&self) -> GateConfig {
+        GateConfig {
+            kind: self.gate,
+            k: self.k,
+            balance_weight: self.balance_weight,
+            gamma: self.gamma,
+        }
+    }
+}
+
+pub struct UserSparseExpert(UserMoe);
+
+impl UserSparseExpert {
+    pub fn new(
+        cfg: &ModelConfig,
+        spec: &InputSpec,
+        ps: &mut ParamStore,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let s = &cfg.user_sparse_expert;
+        let gate = s.gate_config();
+        let extras = Extras {
+            group_tower: None,
+            gate: &gate,
+            loss_weights: None,
+        };
+        Ok(UserSparseExpert(UserMoe::new(
+            "user_sparse_expert",
+            &s.shape(),
+            extras,
+            cfg,
+            spec,
+            ps,
+            rng,
+        )?))
+    }
+}
+
+impl CtrModel for UserSparseExpert {
+    fn forward(&self, inp: &Inputs, train: bool, rng: &mut Rng) -> Result<Output> {
+        self.0.forward(inp, train, rng)
+    }
+
+    fn per_domain(&self) -> bool {
+        false
+    }
+}
+
+impl Model for UserSparseExpert {
+    type Settings = UserSparseExpertConfig;
+    const ABOUT: &'static str = "UserSparseExpert (the user-level expert family, after DSXiangLi/CTR): Bias with a\nsparse gate on fc: noisy top-k (50 of 60 experts, balance losses 0.01) or\nDSelect-k (`gate = \"dselect_k\"` or \"dselect_k_static\").";
+    const HISTORY: bool = true;
+    fn history(s: &Self::Settings) -> usize {
+        s.history
+    }
+    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
+        s.check_shared(key, c);
+        if s.gate == GateKind::Softmax {
+            c.bad(
+                &format!("{key}.gate"),
+                "\"softmax\"",
+                "noisy_topk, dselect_k or dselect_k_static (a softmax gate is the Bias model)",
+            );
+        }
+        c.at_least_one(&format!("{key}.k"), s.k);
+        if s.gate == GateKind::NoisyTopk && s.k > s.experts {
+            c.bad(
+                &format!("{key}.k"),
+                s.k,
+                format!("at most {key}.experts = {}", s.experts),
+            );
+        }
+        c.non_negative(&format!("{key}.balance_weight"), s.balance_weight);
+        c.positive(&format!("{key}.gamma"), s.gamma);
+    }
+    #[cfg(test)]
+    fn shrink(s: &mut Self::Settings) {
+        s.shrink_shared();
+        // Every expert kept: each gets a gradient in the check.
+        s.k = s.experts;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::config::ModelName;
+
+    #[test]
+    fn gradients() {
+        crate::models::testutil::gradcheck(ModelName::UserSparseExpert);
+    }
+
+    #[test]
+    fn dselect_gradients() {
+        for kind in [GateKind::DselectK, GateKind::DselectKStatic] {
+            crate::models::testutil::gradcheck_edit(ModelName::UserSparseExpert, |c| {
+                c.user_sparse_expert.gate = kind;
+                c.user_sparse_expert.k = 2;
+            });
+        }
+    }
+}
