@@ -416,3 +416,143 @@ fn utf8_and_latin1_item_files_give_the_same_titles() {
         );
     }
 }
+
+/// The next-item protocol on hand-made ratings: which positive is a train,
+/// valid or test target, the history each carries, the sampled negatives, the
+/// dropped user and the history-length groups.
+#[test]
+fn nextitem_rows_histories_and_negatives() {
+    use llmctr::data::meta::Vocab;
+    use llmctr::data::shard::ColumnData;
+    use std::collections::{BTreeMap, HashSet};
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw");
+    let dir = raw.join("ml-100k");
+    write_small_ml100k(&dir, 4, 14);
+    // (user, item, rating, time). User 1: positives 1, 3, 4, 6, 7 in time order
+    // (2 and 5 rated low); user 2: two positives only (dropped); user 3:
+    // positives 8, 9, 10, 5; user 4: positives 1 to 12, so that every item is
+    // in a train row (an item first seen in valid or test has id 0).
+    let mut ratings = vec![
+        (1, 4, 5, 130),
+        (1, 1, 5, 100),
+        (1, 2, 2, 110),
+        (1, 3, 4, 120),
+        (1, 5, 1, 140),
+        (1, 6, 4, 150),
+        (1, 7, 5, 160),
+        (2, 1, 4, 100),
+        (2, 2, 5, 200),
+        (3, 8, 4, 50),
+        (3, 9, 4, 60),
+        (3, 10, 4, 70),
+        (3, 11, 1, 80),
+        (3, 5, 5, 90),
+        (2, 13, 1, 300),
+    ];
+    ratings.extend((1..=12).map(|i| (4, i, 4, 1000 + i)));
+    let text: String = ratings
+        .iter()
+        .map(|(u, i, r, t)| format!("{u}\t{i}\t{r}\t{t}\n"))
+        .collect();
+    std::fs::write(dir.join("u.data"), text).unwrap();
+    let mut cfg = config("ml100k-nextitem", &raw, &tmp.path().join("out"));
+    cfg.data.source = SourceKind::Grouplens;
+    let p = prepare(&cfg, true).unwrap();
+    let m = &p.meta;
+    // Train targets: user 1's 3 and 4, user 3's 9, user 4's 2 to 10; valid: 6,
+    // 10 and 11; test: 7, 5 and 12; each with one negative.
+    assert_eq!(
+        (m.splits.train.rows, m.splits.valid.rows, m.splits.test.rows),
+        (24, 6, 6)
+    );
+    assert_eq!(m.domains[0].name, "history up to 50");
+    assert_eq!(m.domains[0].rows.total(), 36);
+    assert!(m.history.is_some());
+    let vocab = Vocab::read(&p.dir).unwrap();
+    // Id 0: first seen outside train (user 4's valid and test targets, and
+    // negatives drawn among them).
+    let raw_of = |field: &str, id: u32| match id {
+        0 => "?".to_string(),
+        _ => vocab.fields[field][id as usize - 1].clone(),
+    };
+    let rated: BTreeMap<&str, HashSet<String>> = [
+        ("1", (1..=7).map(|i| i.to_string()).collect()),
+        (
+            "3",
+            [5, 8, 9, 10, 11]
+                .map(|i| i.to_string())
+                .into_iter()
+                .collect(),
+        ),
+        ("4", (1..=12).map(|i| i.to_string()).collect()),
+    ]
+    .into_iter()
+    .collect();
+    let mut seen = Vec::new();
+    for (split, shard) in [
+        ("train", &m.splits.train),
+        ("valid", &m.splits.valid),
+        ("test", &m.splits.test),
+    ] {
+        let cols = read_shard(&p.dir.join(split).join(&shard.shards[0])).unwrap();
+        let u32s = |name: &str| match &cols[name] {
+            ColumnData::U32(v) => v.clone(),
+            _ => panic!("{name} is not U32"),
+        };
+        let labels = match &cols["label"] {
+            ColumnData::U8(v) => v.clone(),
+            _ => panic!("label"),
+        };
+        let (users, items) = (u32s("user_id"), u32s("item_id"));
+        let (off, vals) = (u32s("hist_item_id.offsets"), u32s("hist_item_id.values"));
+        for r in 0..labels.len() {
+            let user = raw_of("user_id", users[r]);
+            let item = raw_of("item_id", items[r]);
+            let hist: Vec<String> = vals[off[r] as usize..off[r + 1] as usize]
+                .iter()
+                .map(|&i| raw_of("item_id", i))
+                .collect();
+            if labels[r] == 0 {
+                assert!(
+                    !rated[user.as_str()].contains(&item),
+                    "{user}: negative {item} was rated"
+                );
+            } else if user != "4" {
+                seen.push((split, user.clone(), item.clone(), hist.join(",")));
+            }
+        }
+    }
+    seen.sort();
+    let want = [
+        ("test", "1", "7", "6,4,3,1"),
+        ("test", "3", "5", "10,9,8"),
+        ("train", "1", "3", "1"),
+        ("train", "1", "4", "3,1"),
+        ("train", "3", "9", "8"),
+        ("valid", "1", "6", "4,3,1"),
+        ("valid", "3", "10", "9,8"),
+    ];
+    let got: Vec<(&str, &str, &str, &str)> = seen
+        .iter()
+        .map(|(s, u, i, h)| (*s, u.as_str(), i.as_str(), h.as_str()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// The next-item rows of the real MovieLens-100k: 940 users with 3 or more
+/// positives, one valid and one test target each, and the groups' sizes.
+#[test]
+fn ml100k_nextitem_counts() {
+    let raw = real_raw_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = prepare(&config("ml100k-nextitem", &raw, tmp.path()), true)
+        .unwrap()
+        .meta;
+    assert_eq!(
+        (m.splits.train.rows, m.splits.valid.rows, m.splits.test.rows),
+        (105_098, 1_884, 1_884)
+    );
+    let test: Vec<u64> = m.domains.iter().map(|d| d.rows.test).collect();
+    assert_eq!(test, vec![1_172, 668, 44]);
+}
