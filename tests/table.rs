@@ -752,6 +752,8 @@ t = "timestamp"
         cfg.train.min_epochs = 0;
         cfg.train.batch_size = 128;
         cfg.train.lr = 3e-3;
+        // One loss weight per domain (the default has three, for the history groups).
+        cfg.model.user_loss.group_weights = vec![2.0, 2.0, 1.0, 0.2];
         let out = llmctr::stages::train::train(&cfg, false, None)
             .unwrap_or_else(|e| panic!("{m:?}: {e:#}"))
             .unwrap();
