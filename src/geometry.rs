@@ -215,58 +215,18 @@ impl Normalizer {
     }
 }
 
-/// Eigen-decomposition of a symmetric matrix `a` (row-major n × n) by cyclic
-/// Jacobi rotations: eigenvalues, and eigenvectors as the columns of a
-/// row-major n × n matrix V, so that A = V·diag(λ)·Vᵀ.
-pub fn sym_eigen(mut a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
+/// Eigen-decomposition of a symmetric matrix `a` (row-major n × n), by
+/// nalgebra's symmetric eigensolver: eigenvalues, and eigenvectors as the
+/// columns of a row-major n × n matrix V, so that A = V·diag(λ)·Vᵀ.
+pub fn sym_eigen(a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let e = nalgebra::DMatrix::from_row_slice(n, n, &a).symmetric_eigen();
     let mut v = vec![0f64; n * n];
     for i in 0..n {
-        v[i * n + i] = 1.0;
-    }
-    let frob: f64 = a.iter().map(|x| x * x).sum();
-    for _sweep in 0..100 {
-        let mut off = 0.0;
-        for p in 0..n {
-            for q in p + 1..n {
-                off += a[p * n + q] * a[p * n + q];
-            }
-        }
-        if off <= 1e-26 * frob || off == 0.0 {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq == 0.0 || apq.abs() < 1e-300 {
-                    continue;
-                }
-                let (app, aqq) = (a[p * n + p], a[q * n + q]);
-                let theta = (aqq - app) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                // A ← A·J (columns p, q), then Jᵀ·A (rows p, q); V ← V·J.
-                for k in 0..n {
-                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-                a[p * n + q] = 0.0;
-                a[q * n + p] = 0.0;
-                for k in 0..n {
-                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
-                    v[k * n + p] = c * vkp - s * vkq;
-                    v[k * n + q] = s * vkp + c * vkq;
-                }
-            }
+        for k in 0..n {
+            v[i * n + k] = e.eigenvectors[(i, k)];
         }
     }
-    ((0..n).map(|i| a[i * n + i]).collect(), v)
+    (e.eigenvalues.iter().copied().collect(), v)
 }
 
 #[cfg(test)]
@@ -276,7 +236,7 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn jacobi_by_hand_and_reconstructs() {
+    fn eigen_by_hand_and_reconstructs() {
         // [[2, 1], [1, 2]]: eigenvalues 1 and 3.
         let (mut l, _) = sym_eigen(vec![2., 1., 1., 2.], 2);
         l.sort_by(f64::total_cmp);
