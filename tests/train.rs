@@ -403,6 +403,7 @@ fn a_genres_bag_is_the_mean_of_a_rows_genres_and_streams_like_memory() {
         domains: vec![0; n],
         users: Vec::new(),
         history: None,
+        history_cats: None,
         bags: vec![genres(&[&[1, 3], &[3, 1, 1, 3], &[5], &[]])],
     };
     let p = t.predict_split(split).unwrap();

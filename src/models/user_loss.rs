@@ -1,8 +1,10 @@
 //! UserLoss (the user-level expert family, after DSXiangLi/CTR): Bias with 2
 //! experts, each training row's loss weighted by its group (domain): fixed
-//! weights, by default 2, 2 and 0.2 for the short, medium and long history
-//! groups (the reference's). The weights apply to training only; valid and
-//! test are scored unweighted. The domain input (none / id / fixed) is one of
+//! weights, one per domain (the reference's are 2, 2 and 0.2 for the short,
+//! medium and long history groups, as configs/experiments/nextitem/family.toml
+//! sets them; by default every domain weighs 1, so the model runs on any
+//! recipe). The weights apply to training only; valid and test are scored
+//! unweighted. The domain input (none / id / fixed) is one of
 //! the fields, as in MOE.
 
 use super::config::ModelConfig;
@@ -19,8 +21,9 @@ user_moe_settings! {
         experts: 2,
         gate_hidden: vec![80, 40],
         bias_tower: vec![80, 40],
-        /// One loss weight per domain, in the dataset's domain order. Default [2, 2, 0.2].
-        group_weights: Vec<f32> = vec![2.0, 2.0, 0.2],
+        /// One loss weight per domain, in the dataset's domain order; empty: 1 each.
+        /// Default empty (the reference's history groups: [2, 2, 0.2]).
+        group_weights: Vec<f32> = vec![],
     }
 }
 
@@ -37,7 +40,7 @@ impl UserLoss {
         let extras = Extras {
             group_tower: None,
             gate: &cfg.gate,
-            loss_weights: Some(s.group_weights.clone()),
+            loss_weights: (!s.group_weights.is_empty()).then(|| s.group_weights.clone()),
         };
         Ok(UserLoss(UserMoe::new(
             "user_loss",
@@ -67,7 +70,7 @@ impl CtrModel for UserLoss {
 
 impl Model for UserLoss {
     type Settings = UserLossConfig;
-    const ABOUT: &'static str = "UserLoss (the user-level expert family, after DSXiangLi/CTR): Bias with 2 experts;\neach training row's loss weighted by its domain (default 2, 2, 0.2: short,\nmedium, long history).";
+    const ABOUT: &'static str = "UserLoss (the user-level expert family, after DSXiangLi/CTR): Bias with 2 experts;\neach training row's loss weighted by its domain (`group_weights`, one per domain;\nthe reference's history groups: 2, 2, 0.2).";
     const HISTORY: bool = true;
     const GATED: bool = true;
     fn history(s: &Self::Settings) -> usize {

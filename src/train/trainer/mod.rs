@@ -311,7 +311,10 @@ impl Trainer {
                 );
             }
             if self.ds.history_len > 0 {
-                bail!("DIN does not train on several ranks yet: train it in one process");
+                bail!(
+                    "{} reads the user's history, which does not train on several ranks yet: train it in one process",
+                    self.cfg.model.label()
+                );
             }
         }
         self.comm = comm;
