@@ -8,7 +8,7 @@
 //! plus a bias tower on the fields.
 
 use super::config::ModelConfig;
-use super::sequence::{Attention, Backbone, ExpertBank, Shape, check_shape};
+use super::sequence::{Attention, Backbone, ExpertBank};
 use super::{CtrModel, InputSpec, Inputs, Model, Output};
 use crate::checks::Checks;
 use crate::nn::linear::Mlp;
@@ -185,15 +185,12 @@ impl Model for UserPerExpert {
         s.history
     }
     fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
-        let shape = Shape {
-            attention: s.attention,
-            experts: s.kernels,
-            expert_hidden: &s.expert_hidden,
-            gate_hidden: &[],
-            hidden: &s.hidden,
-            bias_tower: &s.bias_tower,
-        };
-        check_shape(&shape, s.history, key, c);
+        c.at_least_one(&format!("{key}.history"), s.history);
+        c.at_least_one(&format!("{key}.attention"), s.attention);
+        c.at_least_one(&format!("{key}.kernels"), s.kernels);
+        c.widths(&format!("{key}.expert_hidden"), &s.expert_hidden, true);
+        c.widths(&format!("{key}.hidden"), &s.hidden, false);
+        c.widths(&format!("{key}.bias_tower"), &s.bias_tower, false);
         c.positive(&format!("{key}.kernel_std"), s.kernel_std);
     }
     #[cfg(test)]
