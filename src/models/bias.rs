@@ -2,54 +2,21 @@
 //! tower, an MLP [80, 40] on the same `fc` whose logit is added to the
 //! mixture's.
 
+use super::Model;
 use super::config::ModelConfig;
-use super::sequence::{Extras, UserMoe, user_moe_settings};
-use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use super::sequence::{Extras, user_moe_model, user_moe_settings};
 use crate::checks::Checks;
-use crate::nn::params::ParamStore;
-use crate::nn::rng::Rng;
-use candle_core::Result;
 
 user_moe_settings! {
     /// `[model.bias]`: MOE's, with a bias tower [80, 40].
     BiasConfig { experts: 50, gate_hidden: vec![80, 40], bias_tower: vec![80, 40] }
 }
 
-pub struct Bias(UserMoe);
-
-impl Bias {
-    pub fn new(
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        let extras = Extras {
-            group_tower: None,
-            gate: &cfg.gate,
-            loss_weights: None,
-        };
-        Ok(Bias(UserMoe::new(
-            "bias",
-            &cfg.bias.shape(),
-            extras,
-            cfg,
-            spec,
-            ps,
-            rng,
-        )?))
-    }
-}
-
-impl CtrModel for Bias {
-    fn forward(&self, inp: &Inputs, train: bool, rng: &mut Rng) -> Result<Output> {
-        self.0.forward(inp, train, rng)
-    }
-
-    fn per_domain(&self) -> bool {
-        false
-    }
-}
+user_moe_model!(Bias, bias, |cfg: &ModelConfig, _| Extras {
+    group_tower: None,
+    gate: cfg.gate.clone(),
+    loss_weights: None,
+});
 
 impl Model for Bias {
     type Settings = BiasConfig;

@@ -4,54 +4,21 @@
 //! softmax gate from an MLP [80, 40] on `fc`, the mixture → MLP [80, 40] → logit.
 //! The domain input (none / id / fixed embedding) is one of the fields.
 
+use super::Model;
 use super::config::ModelConfig;
-use super::sequence::{Extras, UserMoe, user_moe_settings};
-use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use super::sequence::{Extras, user_moe_model, user_moe_settings};
 use crate::checks::Checks;
-use crate::nn::params::ParamStore;
-use crate::nn::rng::Rng;
-use candle_core::Result;
 
 user_moe_settings! {
     /// `[model.moe]`: 50 experts, no bias tower.
     MoeConfig { experts: 50, gate_hidden: vec![80, 40], bias_tower: vec![] }
 }
 
-pub struct Moe(UserMoe);
-
-impl Moe {
-    pub fn new(
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        let extras = Extras {
-            group_tower: None,
-            gate: &cfg.gate,
-            loss_weights: None,
-        };
-        Ok(Moe(UserMoe::new(
-            "moe",
-            &cfg.moe.shape(),
-            extras,
-            cfg,
-            spec,
-            ps,
-            rng,
-        )?))
-    }
-}
-
-impl CtrModel for Moe {
-    fn forward(&self, inp: &Inputs, train: bool, rng: &mut Rng) -> Result<Output> {
-        self.0.forward(inp, train, rng)
-    }
-
-    fn per_domain(&self) -> bool {
-        false
-    }
-}
+user_moe_model!(Moe, moe, |cfg: &ModelConfig, _| Extras {
+    group_tower: None,
+    gate: cfg.gate.clone(),
+    loss_weights: None,
+});
 
 impl Model for Moe {
     type Settings = MoeConfig;

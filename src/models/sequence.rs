@@ -527,6 +527,58 @@ pub fn check_shape(s: &Shape, history: usize, key: &str, c: &mut Checks) {
     c.widths(&format!("{key}.bias_tower"), s.bias_tower, false);
 }
 
+/// A member of the family built on [`UserMoe`]: the type (a `UserMoe`), its
+/// `new(cfg, spec, ps, rng)` from its settings `cfg.<field>` and the
+/// [`Extras`] that `extras(cfg, settings)` gives, and its `CtrModel`.
+macro_rules! user_moe_model {
+    ($(#[$doc:meta])* $ty:ident, $field:ident, $extras:expr) => {
+        $(#[$doc])*
+        pub struct $ty($crate::models::sequence::UserMoe);
+
+        impl $ty {
+            pub fn new(
+                cfg: &$crate::models::config::ModelConfig,
+                spec: &$crate::models::InputSpec,
+                ps: &mut $crate::nn::params::ParamStore,
+                rng: &mut $crate::nn::rng::Rng,
+            ) -> candle_core::Result<Self> {
+                let s = &cfg.$field;
+                let extras: $crate::models::sequence::Extras = $extras(cfg, s);
+                Ok($ty($crate::models::sequence::UserMoe::new(
+                    stringify!($field),
+                    &s.shape(),
+                    extras,
+                    cfg,
+                    spec,
+                    ps,
+                    rng,
+                )?))
+            }
+        }
+
+        impl $crate::models::CtrModel for $ty {
+            fn forward(
+                &self,
+                inp: &$crate::models::Inputs,
+                train: bool,
+                rng: &mut $crate::nn::rng::Rng,
+            ) -> candle_core::Result<$crate::models::Output> {
+                self.0.forward(inp, train, rng)
+            }
+
+            /// One network for every domain (the domain input is one of its inputs).
+            fn per_domain(&self) -> bool {
+                false
+            }
+
+            fn loss_weights(&self) -> Option<&[f32]> {
+                self.0.loss_weights()
+            }
+        }
+    };
+}
+pub(crate) use user_moe_model;
+
 /// Backbone and head, with the optional bias tower, group tower and
 /// per-domain loss weights.
 pub struct UserMoe {
@@ -539,12 +591,12 @@ pub struct UserMoe {
 }
 
 /// What distinguishes the members of the family built on [`UserMoe`].
-pub struct Extras<'a> {
+pub struct Extras {
     /// A group tower of these layers on [domain input; fc] (UserInput); the
     /// domain input then leaves fc.
-    pub group_tower: Option<&'a [usize]>,
+    pub group_tower: Option<Vec<usize>>,
     /// The gate (`[model.gate]`, or the model's own).
-    pub gate: &'a GateConfig,
+    pub gate: GateConfig,
     /// A loss weight per domain (UserLoss).
     pub loss_weights: Option<Vec<f32>>,
 }
@@ -560,9 +612,10 @@ impl UserMoe {
         rng: &mut Rng,
     ) -> Result<Self> {
         let keep_domain = extras.group_tower.is_none();
+        let group_tower = extras.group_tower.as_deref();
         let backbone = Backbone::new(ps, name, spec, shape.attention, keep_domain, rng)?;
         let w = backbone.width();
-        let head = MoeHead::new(ps, name, w, shape, extras.gate, cfg.dropout, rng)?;
+        let head = MoeHead::new(ps, name, w, shape, &extras.gate, cfg.dropout, rng)?;
         let tower = |ps: &mut ParamStore, rng: &mut Rng, part: &str, d_in: usize, h: &[usize]| {
             Mlp::new(
                 ps,
@@ -579,7 +632,7 @@ impl UserMoe {
             h => Some(tower(ps, rng, "bias_tower", w, h)?),
         };
         let group_in = w + if spec.has_domain { spec.dim } else { 0 };
-        let group = match extras.group_tower {
+        let group = match group_tower {
             Some(h) => Some(tower(ps, rng, "group_tower", group_in, h)?),
             None => None,
         };

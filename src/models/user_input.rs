@@ -5,13 +5,10 @@
 //! description), or none (the tower then reads fc alone). It reads the domain
 //! input there only: `fc` leaves it out.
 
+use super::Model;
 use super::config::ModelConfig;
-use super::sequence::{Extras, UserMoe, user_moe_settings};
-use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use super::sequence::{Extras, user_moe_model, user_moe_settings};
 use crate::checks::Checks;
-use crate::nn::params::ParamStore;
-use crate::nn::rng::Rng;
-use candle_core::Result;
 
 user_moe_settings! {
     /// `[model.user_input]`: Bias's, with the group tower.
@@ -24,42 +21,15 @@ user_moe_settings! {
     }
 }
 
-pub struct UserInput(UserMoe);
-
-impl UserInput {
-    pub fn new(
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        let s = &cfg.user_input;
-        let extras = Extras {
-            group_tower: Some(&s.group_tower),
-            gate: &cfg.gate,
-            loss_weights: None,
-        };
-        Ok(UserInput(UserMoe::new(
-            "user_input",
-            &s.shape(),
-            extras,
-            cfg,
-            spec,
-            ps,
-            rng,
-        )?))
+user_moe_model!(
+    UserInput,
+    user_input,
+    |cfg: &ModelConfig, s: &UserInputConfig| Extras {
+        group_tower: Some(s.group_tower.clone()),
+        gate: cfg.gate.clone(),
+        loss_weights: None,
     }
-}
-
-impl CtrModel for UserInput {
-    fn forward(&self, inp: &Inputs, train: bool, rng: &mut Rng) -> Result<Output> {
-        self.0.forward(inp, train, rng)
-    }
-
-    fn per_domain(&self) -> bool {
-        false
-    }
-}
+);
 
 impl Model for UserInput {
     type Settings = UserInputConfig;

@@ -7,13 +7,10 @@
 //! unweighted. The domain input (none / id / fixed) is one of
 //! the fields, as in MOE.
 
+use super::Model;
 use super::config::ModelConfig;
-use super::sequence::{Extras, UserMoe, user_moe_settings};
-use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use super::sequence::{Extras, user_moe_model, user_moe_settings};
 use crate::checks::Checks;
-use crate::nn::params::ParamStore;
-use crate::nn::rng::Rng;
-use candle_core::Result;
 
 user_moe_settings! {
     /// `[model.user_loss]`: Bias's with 2 experts, and the weights.
@@ -27,46 +24,15 @@ user_moe_settings! {
     }
 }
 
-pub struct UserLoss(UserMoe);
-
-impl UserLoss {
-    pub fn new(
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        let s = &cfg.user_loss;
-        let extras = Extras {
-            group_tower: None,
-            gate: &cfg.gate,
-            loss_weights: (!s.group_weights.is_empty()).then(|| s.group_weights.clone()),
-        };
-        Ok(UserLoss(UserMoe::new(
-            "user_loss",
-            &s.shape(),
-            extras,
-            cfg,
-            spec,
-            ps,
-            rng,
-        )?))
+user_moe_model!(
+    UserLoss,
+    user_loss,
+    |cfg: &ModelConfig, s: &UserLossConfig| Extras {
+        group_tower: None,
+        gate: cfg.gate.clone(),
+        loss_weights: (!s.group_weights.is_empty()).then(|| s.group_weights.clone()),
     }
-}
-
-impl CtrModel for UserLoss {
-    fn forward(&self, inp: &Inputs, train: bool, rng: &mut Rng) -> Result<Output> {
-        self.0.forward(inp, train, rng)
-    }
-
-    fn per_domain(&self) -> bool {
-        false
-    }
-
-    fn loss_weights(&self) -> Option<&[f32]> {
-        self.0.loss_weights()
-    }
-}
+);
 
 impl Model for UserLoss {
     type Settings = UserLossConfig;

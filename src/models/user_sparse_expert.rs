@@ -5,14 +5,10 @@
 //! every gated model here uses. The reference zero-initialises the gate's
 //! weights; here they start as every linear layer does.
 
-use super::config::ModelConfig;
+use super::Model;
 use super::gates::{GateConfig, GateKind};
-use super::sequence::{Extras, UserMoe, user_moe_settings};
-use super::{CtrModel, InputSpec, Inputs, Model, Output};
+use super::sequence::{Extras, user_moe_model, user_moe_settings};
 use crate::checks::Checks;
-use crate::nn::params::ParamStore;
-use crate::nn::rng::Rng;
-use candle_core::Result;
 
 user_moe_settings! {
     /// `[model.user_sparse_expert]`: Bias's with 60 experts and its own gate.
@@ -42,43 +38,15 @@ impl UserSparseExpertConfig {
     }
 }
 
-pub struct UserSparseExpert(UserMoe);
-
-impl UserSparseExpert {
-    pub fn new(
-        cfg: &ModelConfig,
-        spec: &InputSpec,
-        ps: &mut ParamStore,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        let s = &cfg.user_sparse_expert;
-        let gate = s.gate_config();
-        let extras = Extras {
-            group_tower: None,
-            gate: &gate,
-            loss_weights: None,
-        };
-        Ok(UserSparseExpert(UserMoe::new(
-            "user_sparse_expert",
-            &s.shape(),
-            extras,
-            cfg,
-            spec,
-            ps,
-            rng,
-        )?))
+user_moe_model!(
+    UserSparseExpert,
+    user_sparse_expert,
+    |_, s: &UserSparseExpertConfig| Extras {
+        group_tower: None,
+        gate: s.gate_config(),
+        loss_weights: None,
     }
-}
-
-impl CtrModel for UserSparseExpert {
-    fn forward(&self, inp: &Inputs, train: bool, rng: &mut Rng) -> Result<Output> {
-        self.0.forward(inp, train, rng)
-    }
-
-    fn per_domain(&self) -> bool {
-        false
-    }
-}
+);
 
 impl Model for UserSparseExpert {
     type Settings = UserSparseExpertConfig;
