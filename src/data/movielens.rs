@@ -624,6 +624,26 @@ pub fn fields() -> Vec<FieldDef> {
     ]
 }
 
+/// A rating's values of [`fields`], in their order.
+pub(super) fn row_values<'a>(
+    user_id: &'a str,
+    item_id: &'a str,
+    user: &'a User,
+    item: &'a Item,
+) -> Vec<Value<'a>> {
+    vec![
+        Value::One(Some(user_id)),
+        Value::One(Some(item_id)),
+        Value::One(Some(user.gender)),
+        Value::One(Some(user.age)),
+        Value::One(Some(user.occupation)),
+        Value::One(Some(&user.zip)),
+        Value::One(item.genres.first().copied()),
+        Value::One(item.year.as_deref()),
+        Value::Many(item.genres.clone()),
+    ]
+}
+
 /// The statistics' fields (user, item, genres) and the item titles.
 pub(super) fn stats_spec(raw: &Raw) -> StatsSpec {
     StatsSpec {
@@ -806,17 +826,7 @@ pub fn load(
             r.ts,
             u8::from(r.rating >= 4),
             domain,
-            &[
-                Value::One(Some(&user_id)),
-                Value::One(Some(&item_id)),
-                Value::One(Some(user.gender)),
-                Value::One(Some(user.age)),
-                Value::One(Some(user.occupation)),
-                Value::One(Some(&user.zip)),
-                Value::One(item.genres.first().copied()),
-                Value::One(item.year.as_deref()),
-                Value::Many(item.genres.clone()),
-            ],
+            &row_values(&user_id, &item_id, user, item),
         )?;
     }
     let spec = stats_spec(&raw);

@@ -128,25 +128,17 @@ pub(super) fn movielens(raw: &Raw, names: &[&str]) -> Result<(TableBuilder, Stat
             for (label, item_raw) in [(1u8, pos[j].item), (0, neg)] {
                 let item = &raw.items[&item_raw];
                 let item_id = item_raw.to_string();
+                // The MovieLens fields, then the history's (see [`fields`]).
+                let mut values = movielens::row_values(&user_id, &item_id, user, item);
+                values.push(Value::Many(hist_items.iter().map(String::as_str).collect()));
+                values.push(Value::Many(hist_cates.clone()));
                 table.push_in(
                     Some(split),
                     fnv1a64(format!("{u}:{j}:{label}").as_bytes()),
                     pos[j].ts,
                     label,
                     group,
-                    &[
-                        Value::One(Some(&user_id)),
-                        Value::One(Some(&item_id)),
-                        Value::One(Some(user.gender)),
-                        Value::One(Some(user.age)),
-                        Value::One(Some(user.occupation)),
-                        Value::One(Some(&user.zip)),
-                        Value::One(item.genres.first().copied()),
-                        Value::One(item.year.as_deref()),
-                        Value::Many(item.genres.clone()),
-                        Value::Many(hist_items.iter().map(String::as_str).collect()),
-                        Value::Many(hist_cates.clone()),
-                    ],
+                    &values,
                 )?;
             }
         }
