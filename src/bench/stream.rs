@@ -4,7 +4,8 @@
 //! SIGKILL mid-epoch and resumes it. Every step runs as a child process so that
 //! its wall time and peak resident memory are its own.
 
-use super::{generate_criteo_lines, print_header};
+use super::criteo::generate_criteo_lines;
+use super::print_header;
 use crate::models::config::ModelName;
 use crate::train::trainer::{EpochMetrics, FinalMetrics};
 use anyhow::{Context, Result, bail};
