@@ -312,6 +312,20 @@ pub fn read_history(dir: &Path) -> Result<Vec<EpochMetrics>> {
         .collect()
 }
 
+/// `pipeline report RUN`.
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// A run directory (runs/<name>/) holding metrics.json and metrics.jsonl, or
+    /// a `pipeline lodo` table (<out>.csv).
+    pub run: PathBuf,
+}
+
+/// Runs `pipeline report` and prints the report's path.
+pub fn command(args: &ReportArgs) -> Result<()> {
+    println!("report: {}", report(&args.run)?.display());
+    Ok(())
+}
+
 /// `pipeline report RUN`: for a training run (train, train-cgc, the CGC of
 /// `run`), write `report.md` with `learning_curve.svg` and `domain_auc.svg`
 /// next to it; for a `pipeline lodo` table (`<out>.csv`), draw its paired

@@ -320,14 +320,18 @@ fn flags_are_validated_after_they_are_applied() {
     assert_has(&e, &["command-line flags", "train.runs_dir", "is a file"]);
     let e = err(resolve(&["pipeline", "train", "--recipe", "ml100k-zip"]));
     assert_has(&e, &["data.recipe = \"ml100k-zip\""]);
-    let e = err(resolve(&["pipeline", "data", "prepare", "--out", f]));
+    let prepared = format!("data.prepared_dir={f}");
+    let e = err(resolve(&[
+        "pipeline", "data", "prepare", "--set", &prepared,
+    ]));
     assert_has(&e, &["command-line flags", "data.prepared_dir"]);
     // The binary applies the embed and pool flags the same way.
+    let models = format!("data.models_dir={f}");
     for args in [
         vec!["embed", "--runs-dir", f],
         vec!["pool", "--runs-dir", f],
         vec!["compare", "--runs-dir", f],
-        vec!["data", "fetch", "--models-dir", f],
+        vec!["data", "fetch", "--set", &models],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .args(&args)

@@ -25,6 +25,17 @@ pub struct ConfigArg {
     pub config: Option<PathBuf>,
 }
 
+/// `--set KEY=VALUE`: any config key, for the keys without a flag of their own.
+#[derive(clap::Args, Debug, Default)]
+pub struct SetArg {
+    /// Set a config key: a dotted key and a TOML value, e.g. `--set
+    /// model.cgc.tower=[16]`, `--set train.lr=3e-3`, `--set
+    /// pool.normalize=whiten` (a bare word is a string; repeatable; applied
+    /// after the file and the other flags).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -277,30 +288,96 @@ pub fn set_key(base: &mut toml::Table, key: &str, value: toml::Value) -> Result<
     Ok(())
 }
 
-/// `--set KEY=VALUE` settings applied over `cfg` in order: each key dotted
-/// (`model.cgc.tower`), each value TOML (`[64, 32]`, `"domain"`, `1e-3`). A
-/// misspelt key or a value of the wrong type is an error naming it.
+/// One `--set KEY=VALUE` setting: a dotted key (`model.cgc.tower`) and a TOML
+/// value (`[64, 32]`, `"domain"`, `1e-3`); a bare word that is not TOML
+/// (`prompts/name.txt`, `whiten`) is taken as a string.
+pub fn parse_setting(s: &str) -> Result<(String, toml::Value)> {
+    let (key, value) = s
+        .split_once('=')
+        .with_context(|| format!("--set {s:?}: expected KEY=VALUE"))?;
+    let (key, value) = (key.trim(), value.trim());
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        bail!("--set {s:?}: {key:?} is not a dotted key like model.cgc.tower");
+    }
+    let bare = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_-./:".contains(c))
+        && !value.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.');
+    let parsed = format!("x = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("x"));
+    let value = match parsed {
+        Some(v) => v,
+        None if bare => toml::Value::String(value.to_string()),
+        None => bail!("--set {key}: {value:?} is not a TOML value"),
+    };
+    Ok((key.to_string(), value))
+}
+
+/// `--set KEY=VALUE` settings ([`parse_setting`]) applied over `cfg` in order.
+/// A misspelt key or a value of the wrong type is an error naming it.
 pub fn apply_settings(cfg: &Config, settings: &[String]) -> Result<Config> {
-    if settings.is_empty() {
-        return Ok(cfg.clone());
-    }
-    let mut table = toml::Table::try_from(cfg)?;
-    for s in settings {
-        let (key, value) = s
-            .split_once('=')
-            .with_context(|| format!("--set {s:?}: expected KEY=VALUE"))?;
-        let key = key.trim();
-        if key.is_empty() || key.split('.').any(str::is_empty) {
-            bail!("--set {s:?}: {key:?} is not a dotted key like model.cgc.tower");
+    Flags::default().resolve_over(cfg, settings)
+}
+
+/// Command-line flags that set config keys: each flag given becomes one
+/// `key = value` setting, applied over the config file before the `--set`
+/// settings (so `--set` has the last word), and the result validated once.
+/// A stage lists its flags as keys here instead of assigning fields.
+#[derive(Default)]
+pub struct Flags {
+    set: Vec<(String, toml::Value)>,
+    error: Option<anyhow::Error>,
+}
+
+impl Flags {
+    /// `key = value` when the flag was given (`Some`).
+    pub fn key<T: Serialize>(mut self, key: &str, value: Option<T>) -> Self {
+        if let Some(v) = value {
+            match toml::Value::try_from(v) {
+                Ok(v) => self.set.push((key.to_string(), v)),
+                Err(e) => {
+                    self.error
+                        .get_or_insert(anyhow::anyhow!("the flag for {key}: {e}"));
+                }
+            }
         }
-        let value = format!("x = {}", value.trim())
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("x"))
-            .with_context(|| format!("--set {key}: {:?} is not a TOML value", value.trim()))?;
-        set_key(&mut table, key, value).with_context(|| format!("--set {s:?}"))?;
+        self
     }
-    Config::parse(&toml::to_string(&table)?).context("with the --set settings applied")
+
+    /// The config file (or the defaults) with these flags and then `settings`
+    /// applied, validated.
+    pub fn resolve(self, file: Option<&Path>, settings: &[String]) -> Result<Config> {
+        let cfg = Config::load(file)?;
+        let cfg = self.resolve_over(&cfg, settings)?;
+        cfg.validate()
+            .context("with the command-line flags applied")?;
+        Ok(cfg)
+    }
+
+    fn resolve_over(self, cfg: &Config, settings: &[String]) -> Result<Config> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.set.is_empty() && settings.is_empty() {
+            return Ok(cfg.clone());
+        }
+        let mut table = toml::Table::try_from(cfg)?;
+        for (key, value) in self.set {
+            set_key(&mut table, &key, value)?;
+        }
+        Config::parse(&toml::to_string(&table)?).context("with the command-line flags applied")?;
+        for s in settings {
+            let (key, value) = parse_setting(s)?;
+            set_key(&mut table, &key, value).with_context(|| format!("--set {s:?}"))?;
+            // Parsed after each setting, so that an error names the one at fault.
+            Config::parse(&toml::to_string(&table)?)
+                .with_context(|| format!("with the command-line flags applied: --set {s:?}"))?;
+        }
+        Config::parse(&toml::to_string(&table)?)
+    }
 }
 
 /// One TOML value, as it is written after `key = `.
@@ -543,7 +620,8 @@ mod tests {
         assert_eq!(c, want, "nothing else changes");
         for (bad, says) in [
             ("train.lrr=1", "lrr"),
-            ("train.lr=fast", "not a TOML value"),
+            ("train.lr=fast", "lr"),
+            ("train.lr=[1", "not a TOML value"),
             ("train.lr", "expected KEY=VALUE"),
             ("train..lr=1", "dotted key"),
             ("train.epochs=\"ten\"", "epochs"),
@@ -554,6 +632,36 @@ mod tests {
             );
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn flags_set_keys_before_settings_and_bare_words_are_strings() {
+        let c = Flags::default()
+            .key("data.recipe", Some("ml100k-gender"))
+            .key("train.seed", Some(7u64))
+            .key("train.epochs", None::<usize>)
+            .key("pool.mode", Some(crate::config::pool::PoolMode::Plain))
+            .resolve_over(
+                &Config::default(),
+                &[
+                    "train.seed=9".into(),
+                    "embed.template=prompts/name.txt".into(),
+                    "pool.normalize=whiten".into(),
+                ],
+            )
+            .unwrap();
+        let mut want = Config::default();
+        want.data.recipe = "ml100k-gender".into();
+        want.train.seed = 9;
+        want.pool.mode = crate::config::pool::PoolMode::Plain;
+        want.embed.template = "prompts/name.txt".into();
+        want.pool.normalize = crate::geometry::Normalize::Whiten;
+        assert_eq!(c, want, "--set wins over a flag; nothing else changes");
+        assert_eq!(parse_setting("x.y=-3").unwrap().1, toml::Value::Integer(-3));
+        assert!(
+            parse_setting("x.y=a b").is_err(),
+            "a bare word has no spaces"
+        );
     }
 
     #[test]

@@ -40,6 +40,23 @@ pub struct CompareArgs {
     pub runs_dir: Option<PathBuf>,
 }
 
+/// Runs `pipeline compare`: the settings are checked with each recipe (and
+/// `--runs-dir`) before the first run starts.
+pub fn command(args: &CompareArgs) -> Result<()> {
+    let recipes: Vec<Option<&String>> = if args.recipes.is_empty() {
+        vec![None]
+    } else {
+        args.recipes.iter().map(Some).collect()
+    };
+    for r in recipes {
+        crate::config::Flags::default()
+            .key("train.runs_dir", args.runs_dir.as_ref())
+            .key("data.recipe", r)
+            .resolve(args.config.config.as_deref(), &[])?;
+    }
+    compare(args)
+}
+
 pub fn compare(args: &CompareArgs) -> Result<()> {
     let base = Config::load(args.config.config.as_deref())?;
     let models = if args.models.is_empty() {

@@ -310,6 +310,50 @@ fn embed_and_pool(cfg: &Config) -> Result<(Config, PoolResult)> {
     Ok((head, pooled))
 }
 
+/// `pipeline grid`.
+#[derive(clap::Args, Debug)]
+pub struct GridArgs {
+    #[command(flatten)]
+    pub config: crate::config::ConfigArg,
+    /// An axis: a dotted config key and its alternatives as TOML values,
+    /// separated by `|`, e.g. `model.cgc.tower=[8]|[64]`, or keys set together,
+    /// each alternative an array with one value per key, e.g.
+    /// `pool.mode,pool.query=["parametric", "last"]|["parameterless", "mean"]`
+    /// (repeatable; the grid is every combination).
+    #[arg(long = "set", required = true)]
+    pub set: Vec<String>,
+    /// Seeds.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub seeds: Vec<u64>,
+    /// Output stem: writes <out>.md and <out>.csv.
+    #[arg(long, default_value = "results/grid")]
+    pub out: PathBuf,
+    /// Runs folder (overrides train.runs_dir).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+}
+
+/// Runs `pipeline grid` and prints its table.
+pub fn command(args: &GridArgs) -> Result<()> {
+    let plan = GridPlan {
+        axes: args
+            .set
+            .iter()
+            .map(|s| parse_axis(s))
+            .collect::<Result<_>>()?,
+        seeds: args.seeds.clone(),
+        out: args.out.clone(),
+    };
+    let md = grid(
+        args.config.config.as_deref(),
+        args.runs_dir.as_deref(),
+        &plan,
+    )?;
+    println!("{}", std::fs::read_to_string(&md)?);
+    println!("wrote {}", md.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ pub mod compare;
 pub mod embed;
 pub mod grid;
 pub mod lodo;
+pub mod models;
 pub mod pool;
 pub mod predict;
 pub mod prepare;

@@ -438,3 +438,71 @@ fn train_parametric(
     };
     Ok((epoch, Some(auc)))
 }
+
+/// `pipeline pool`: the config file, these flags (each sets the config key it
+/// names), then `--set` (e.g. `--set pool.normalize=whiten --set
+/// pool.normalize_on=background --set pool.shrinkage=0.5`).
+#[derive(clap::Args, Debug)]
+pub struct PoolArgs {
+    #[command(flatten)]
+    pub config: crate::config::ConfigArg,
+    #[command(flatten)]
+    pub settings: crate::config::SetArg,
+    /// The embed run to pool (pool.from; default: the run [embed] names).
+    #[arg(long)]
+    pub from: Option<std::path::PathBuf>,
+    /// plain, parameterless or parametric (pool.mode).
+    #[arg(long, value_enum)]
+    pub mode: Option<PoolMode>,
+    /// last, mean or name (pool.query).
+    #[arg(long, value_enum)]
+    pub query: Option<Query>,
+    /// Recipe (data.recipe).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// Seed (pool.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Held-out domains (repeatable; data.holdout_domains).
+    #[arg(long = "holdout-domain")]
+    pub holdout_domains: Vec<String>,
+    /// Run name under pool.runs_dir (pool.run_name).
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Runs folder (pool.runs_dir).
+    #[arg(long)]
+    pub runs_dir: Option<std::path::PathBuf>,
+}
+
+/// Runs `pipeline pool` and prints the run and its kernel perplexity.
+pub fn command(args: &PoolArgs) -> Result<()> {
+    let cfg = crate::config::Flags::default()
+        .key("pool.from", args.from.as_ref())
+        .key("pool.mode", args.mode)
+        .key("pool.query", args.query)
+        .key("data.recipe", args.recipe.as_ref())
+        .key("pool.seed", args.seed)
+        .key(
+            "data.holdout_domains",
+            (!args.holdout_domains.is_empty()).then_some(&args.holdout_domains),
+        )
+        .key("pool.run_name", args.run_name.as_ref())
+        .key("pool.runs_dir", args.runs_dir.as_ref())
+        .resolve(args.config.config.as_deref(), &args.settings.set)?;
+    let r = pool(&cfg)?;
+    println!(
+        "pool {} of {}: {}{} in {:.1} s",
+        r.mode,
+        r.from,
+        r.run_dir,
+        r.probe_valid_auc.map_or(String::new(), |a| format!(
+            " (probe valid AUC {a:.4}, epoch {})",
+            r.best_epoch
+        )),
+        r.wall_seconds
+    );
+    if let Some(k) = r.kernel_perplexity {
+        println!("{k}");
+    }
+    Ok(())
+}

@@ -463,3 +463,78 @@ pub fn write_built(
         history: None,
     })
 }
+
+/// `pipeline data prepare`: the config file, these flags, then `--set` (e.g.
+/// `--set data.raw_dir=/data/raw --set data.prepared_dir=/data/prepared`).
+#[derive(clap::Args, Debug)]
+pub struct PrepareArgs {
+    #[command(flatten)]
+    pub config: crate::config::ConfigArg,
+    #[command(flatten)]
+    pub settings: crate::config::SetArg,
+    /// Recipe name (data.recipe).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// Do not fetch the offline MovieLens-100k copy when it is missing
+    /// (data.fetch = false).
+    #[arg(long)]
+    pub no_fetch: bool,
+    /// Recompute even when inputs and settings are unchanged.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl PrepareArgs {
+    /// The config file with this command's flags and `--set` applied.
+    pub fn resolve(&self) -> Result<Config> {
+        crate::config::Flags::default()
+            .key("data.recipe", self.recipe.as_ref())
+            .key("data.fetch", self.no_fetch.then_some(false))
+            .resolve(self.config.config.as_deref(), &self.settings.set)
+    }
+}
+
+/// Runs `pipeline data prepare` and prints the dataset's size.
+pub fn command(args: &PrepareArgs) -> Result<()> {
+    let p = prepare_stage(&args.resolve()?, args.force)?;
+    let m = &p.meta;
+    println!(
+        "{} {} in {:.2}s: {} domains, train {} / valid {} / test {} rows",
+        if p.reused { "up to date:" } else { "prepared" },
+        p.dir.display(),
+        p.seconds,
+        m.domains.len(),
+        m.splits.train.rows,
+        m.splits.valid.rows,
+        m.splits.test.rows
+    );
+    Ok(())
+}
+
+/// `pipeline data fetch`: the offline copies into data.raw_dir and
+/// data.models_dir (set them in the file or with `--set`).
+#[derive(clap::Args, Debug)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub config: crate::config::ConfigArg,
+    #[command(flatten)]
+    pub settings: crate::config::SetArg,
+    /// What to fetch (default: all).
+    #[arg(value_enum)]
+    pub assets: Vec<AssetName>,
+}
+
+/// Runs `pipeline data fetch` and prints each file's path.
+pub fn fetch_command(args: &FetchArgs) -> Result<()> {
+    let cfg = crate::config::Flags::default()
+        .resolve(args.config.config.as_deref(), &args.settings.set)?;
+    let assets = if args.assets.is_empty() {
+        vec![AssetName::All]
+    } else {
+        args.assets.clone()
+    };
+    for f in fetch::fetch(&assets, &cfg.data.raw_dir, &cfg.data.models_dir)? {
+        println!("{}", f.display());
+    }
+    Ok(())
+}

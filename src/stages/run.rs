@@ -629,6 +629,39 @@ pub fn comparison_md(arms: &[(String, Vec<FinalMetrics>)]) -> String {
     md
 }
 
+/// `pipeline run CONFIG` and `pipeline ablate CONFIG`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The run's config file (configs/default.toml is the default run).
+    pub config: std::path::PathBuf,
+}
+
+/// Runs `pipeline run` and prints each stage's result and the report's path.
+pub fn command(args: &RunArgs) -> Result<()> {
+    let cfg = Config::load(Some(&args.config))?;
+    let s = run(&cfg)?;
+    println!(
+        "embed {}: probe valid AUC {} ({} LLM steps) in {}",
+        s.embed.method,
+        s.embed
+            .probe_valid_auc
+            .map_or("n/a".into(), |a| format!("{a:.4}")),
+        s.embed.llm_steps,
+        s.embed.run_dir
+    );
+    println!(
+        "pool {}: {}{}",
+        s.pool.mode,
+        s.pool.run_dir,
+        s.pool
+            .probe_valid_auc
+            .map_or(String::new(), |a| format!(" (probe valid AUC {a:.4})"))
+    );
+    crate::stages::train::print_final(Some(&s.cgc));
+    println!("done in {:.0} s; report: {}", s.seconds, s.report.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

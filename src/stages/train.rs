@@ -1,11 +1,13 @@
 //! Stages `train` and `train-cgc`: prepare the recipe (reused when unchanged), then
 //! train the configured model on it.
 
-use crate::config::Config;
+use crate::config::{Config, ConfigArg, Flags, SetArg};
 use crate::dist::Collective;
+use crate::models::config::{DomainInput, ModelName};
 use crate::stages::prepare::prepare;
 use crate::train::trainer::{FinalMetrics, Trainer};
 use anyhow::Result;
+use std::path::PathBuf;
 use std::rc::Rc;
 
 /// Returns None when stopped early by `stop_after` (resumable). Under an MPI
@@ -77,4 +79,107 @@ fn train_on(
         crate::report::report(&t.run_dir)?;
     }
     Ok(done)
+}
+
+/// `pipeline train` / `pipeline train-cgc`: the config file, these flags (each
+/// sets the config key it names), then `--set`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub settings: SetArg,
+    /// Model (model.name). `cgc` and `ple` take their domain-conditioned form on
+    /// fixed LLM embeddings (model.cgc.conditioning = "auto").
+    #[arg(long, value_enum)]
+    pub model: Option<ModelName>,
+    /// Recipe (data.recipe).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// Seed (train.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Maximum epochs (train.epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Run name under train.runs_dir (train.run_name).
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Runs folder (train.runs_dir).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    /// Fixed domain embeddings, a safetensors file with a (domains × h) matrix
+    /// (model.domain_embeddings); implies model.domain_input = "fixed".
+    #[arg(long)]
+    pub domain_embeddings: Option<PathBuf>,
+    /// Remove this domain's rows from train and valid and score its test rows as an
+    /// unseen domain (repeatable; data.holdout_domains).
+    #[arg(long = "holdout-domain")]
+    pub holdout_domains: Vec<String>,
+    /// Continue the run from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop (resumably) after this many epochs of this invocation.
+    #[arg(long)]
+    pub stop_after_epochs: Option<usize>,
+    /// Do not fetch the offline MovieLens-100k copy when it is missing
+    /// (data.fetch = false).
+    #[arg(long)]
+    pub no_fetch: bool,
+}
+
+impl TrainArgs {
+    /// The config file with this command's flags and `--set` applied; `model`
+    /// (train-cgc's CGC) wins over `--model`.
+    pub fn resolve(&self, model: Option<ModelName>) -> Result<Config> {
+        Flags::default()
+            .key("model.name", model.or(self.model))
+            .key("data.recipe", self.recipe.as_ref())
+            .key("train.seed", self.seed)
+            .key("train.epochs", self.epochs)
+            .key("train.run_name", self.run_name.as_ref())
+            .key("train.runs_dir", self.runs_dir.as_ref())
+            .key("model.domain_embeddings", self.domain_embeddings.as_ref())
+            .key(
+                "model.domain_input",
+                self.domain_embeddings.as_ref().map(|_| DomainInput::Fixed),
+            )
+            .key("data.fetch", self.no_fetch.then_some(false))
+            .key(
+                "data.holdout_domains",
+                (!self.holdout_domains.is_empty()).then_some(&self.holdout_domains),
+            )
+            .resolve(self.config.config.as_deref(), &self.settings.set)
+    }
+}
+
+/// Runs `pipeline train` (`model` None) or `train-cgc` (`model` CGC) and prints
+/// the final metrics on rank 0.
+pub fn command(args: &TrainArgs, model: Option<ModelName>) -> Result<()> {
+    let cfg = args.resolve(model)?;
+    let m = train(&cfg, args.resume, args.stop_after_epochs)?;
+    if crate::dist::launched_rank() == 0 {
+        print_final(m.as_ref());
+    }
+    Ok(())
+}
+
+/// One line of a training run's final metrics (or how to continue it).
+pub fn print_final(m: Option<&FinalMetrics>) {
+    match m {
+        Some(m) => println!(
+            "{} on {} seed {}: test AUC {}, logloss {:.4}, weighted domain AUC {} (best epoch {} of {})",
+            m.model,
+            m.recipe,
+            m.seed,
+            m.test.auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            m.test.logloss,
+            m.test
+                .weighted_domain_auc
+                .map_or("n/a".into(), |a| format!("{a:.4}")),
+            m.best_epoch,
+            m.epochs_run
+        ),
+        None => println!("stopped; continue with --resume"),
+    }
 }

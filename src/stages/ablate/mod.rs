@@ -417,3 +417,16 @@ fn progress(start: &Instant, c: &Counts, m: &FinalMetrics, dir: &Path) {
         m.test.auc.map_or("n/a".into(), |a| format!("{a:.4}"))
     );
 }
+
+/// Runs `pipeline ablate CONFIG` and prints where its table is.
+pub fn command(args: &crate::stages::run::RunArgs) -> Result<()> {
+    let cfg = Config::load(Some(&args.config))?;
+    let start = Instant::now();
+    let out = ablate(&cfg, &args.config)?;
+    println!(
+        "ablation done in {:.0} s; table: {}",
+        start.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}

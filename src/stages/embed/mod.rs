@@ -173,3 +173,94 @@ pub fn embed(cfg: &Config, resume: bool, stop_after: Option<usize>) -> Result<Op
     }
     adapters::train(cfg, &prepared.dir, &ds, &device, start, resume, stop_after)
 }
+
+/// `pipeline embed`: the config file, these flags (each sets the config key it
+/// names), then `--set` (e.g. `--set embed.layer=[10,15,20] --set
+/// embed.background=prompts/background/occupations.txt --set embed.episodes=0.25`).
+#[derive(clap::Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub config: crate::config::ConfigArg,
+    #[command(flatten)]
+    pub settings: crate::config::SetArg,
+    /// none, lora, ptuning or encoder (embed.method).
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// last, mean or name: the query of the pooling the probe sees (embed.query).
+    #[arg(long, value_enum)]
+    pub query: Option<pool::Query>,
+    /// Recipe (data.recipe).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// Prompt template file (embed.template).
+    #[arg(long)]
+    pub template: Option<std::path::PathBuf>,
+    /// .gguf file, checkpoint folder or Hub id (embed.model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Maximum epochs (embed.epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Where the LLM runs: cpu, cuda or cuda:N (embed.device; CUDA needs a build
+    /// with --features cuda).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Seed (embed.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run name under embed.runs_dir (embed.run_name).
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Held-out domains (repeatable; data.holdout_domains): their rows leave the
+    /// probe's train and valid data.
+    #[arg(long = "holdout-domain")]
+    pub holdout_domains: Vec<String>,
+    /// Runs folder (embed.runs_dir).
+    #[arg(long)]
+    pub runs_dir: Option<std::path::PathBuf>,
+    /// Continue the run from its last checkpoint (one per epoch).
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop (resumably) after this many epochs.
+    #[arg(long)]
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// Runs `pipeline embed` and prints the run and its kernel perplexity.
+pub fn command(args: &EmbedArgs) -> Result<()> {
+    let cfg = crate::config::Flags::default()
+        .key("embed.method", args.method)
+        .key("embed.query", args.query)
+        .key("data.recipe", args.recipe.as_ref())
+        .key("embed.template", args.template.as_ref())
+        .key("embed.model", args.model.as_ref())
+        .key("embed.epochs", args.epochs)
+        .key("embed.device", args.device.as_ref())
+        .key("embed.seed", args.seed)
+        .key("embed.run_name", args.run_name.as_ref())
+        .key(
+            "data.holdout_domains",
+            (!args.holdout_domains.is_empty()).then_some(&args.holdout_domains),
+        )
+        .key("embed.runs_dir", args.runs_dir.as_ref())
+        .resolve(args.config.config.as_deref(), &args.settings.set)?;
+    let Some(r) = embed(&cfg, args.resume, args.stop_after_epochs)? else {
+        println!("stopped; continue with --resume");
+        return Ok(());
+    };
+    println!(
+        "embed {} on {}: probe valid AUC {} (best epoch {}), {} LLM steps, {:.0} s; outputs in {}",
+        r.method,
+        r.recipe,
+        r.probe_valid_auc
+            .map_or("n/a".into(), |a| format!("{a:.4}")),
+        r.best_epoch,
+        r.llm_steps,
+        r.wall_seconds,
+        r.run_dir
+    );
+    if let Some(k) = r.kernel_perplexity {
+        println!("{k}");
+    }
+    Ok(())
+}

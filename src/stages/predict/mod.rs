@@ -260,6 +260,82 @@ pub fn write(scored: &Scored, out: Option<&PathBuf>) -> Result<()> {
     }
 }
 
+/// `pipeline predict`.
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// A finished training run's directory (config.toml, metrics.json,
+    /// best.safetensors).
+    pub run: PathBuf,
+    /// Score this prepared split (default: test unless --input is given).
+    #[arg(long, value_enum, conflicts_with = "input")]
+    pub split: Option<SplitName>,
+    /// Score the rows of this CSV file: a header naming the run's feature fields
+    /// (raw values as in the recipe's files, e.g. user_id,item_id,gender,age,...),
+    /// `domain` (a domain name; or --domain) and optionally `label` (0/1).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// The domain of every input row; a name that is not a domain of the recipe
+    /// scores the rows as a new, unseen domain.
+    #[arg(long, requires = "input")]
+    pub domain: Option<String>,
+    /// A new domain's embedding (safetensors, one row as wide as the run's domain
+    /// embeddings): how a run on fixed domain embeddings scores a domain it
+    /// never saw.
+    #[arg(long, requires = "domain")]
+    pub domain_embedding: Option<PathBuf>,
+    /// A new (or held-out) domain's prompt, the text itself: embedded and pooled
+    /// by the embed and pool runs that made the run's domain embeddings (the run
+    /// must read a pool run's domain_embeddings.safetensors); with the query
+    /// `name`, the tokens of the --domain name in it are the name tokens.
+    #[arg(long, requires = "domain", conflicts_with = "domain_embedding")]
+    pub domain_prompt: Option<String>,
+    /// A new (or held-out) domain's description: the embed run's template is
+    /// rendered with the --domain name and this text as {description}, then
+    /// embedded as --domain-prompt would be (a template that uses a statistic
+    /// of the domain's rows is refused).
+    #[arg(long, requires = "domain", conflicts_with_all = ["domain_embedding", "domain_prompt"])]
+    pub domain_description: Option<String>,
+    /// The tensor of --domain-embedding to read, when the file holds several.
+    #[arg(long, requires = "domain_embedding")]
+    pub embedding_tensor: Option<String>,
+    /// Write the CSV here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs `pipeline predict`: scores to stdout or --out, a summary on stderr.
+pub fn command(args: &PredictArgs) -> Result<()> {
+    let scored = match &args.input {
+        Some(input) => predict_input(
+            &args.run,
+            &InputRequest {
+                input,
+                domain: args.domain.as_deref(),
+                domain_embedding: args
+                    .domain_embedding
+                    .as_deref()
+                    .map(|f| (f, args.embedding_tensor.as_deref())),
+                domain_prompt: args.domain_prompt.as_deref(),
+                domain_description: args.domain_description.as_deref(),
+            },
+        )?,
+        None => predict_split(&args.run, args.split.unwrap_or(SplitName::Test))?,
+    };
+    write(&scored, args.out.as_ref())?;
+    tracing::info!(
+        "scored {} rows with {}{}{}",
+        scored.rows.len(),
+        args.run.display(),
+        scored.auc().map_or(String::new(), |a| format!(
+            "; AUC over the labelled rows {a:.4}"
+        )),
+        args.out
+            .as_ref()
+            .map_or(String::new(), |p| format!("; wrote {}", p.display()))
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
