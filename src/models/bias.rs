@@ -22,6 +22,7 @@ impl Model for Bias {
     type Settings = BiasConfig;
     const ABOUT: &'static str = "Bias (the user-level expert family, after DSXiangLi/CTR): MOE + a bias tower,\nan MLP [80, 40] on fc whose logit is added.";
     const HISTORY: bool = true;
+    const HISTORY_TABLES: bool = true;
     const GATED: bool = true;
     fn history(s: &Self::Settings) -> usize {
         s.history

@@ -57,6 +57,14 @@ macro_rules! declare_models {
                 }
             }
 
+            /// Reads the history's categories and compact tables (the
+            /// user-level family).
+            pub fn needs_history_tables(self) -> bool {
+                match self {
+                    $(ModelName::$variant => <$model as Model>::HISTORY_TABLES,)*
+                }
+            }
+
             /// Mixes experts through `[model.gate]`.
             pub fn gated(self) -> bool {
                 match self {

@@ -169,6 +169,10 @@ pub trait Model {
     const FIRST_ORDER: bool = false;
     /// Reads the user's history of items.
     const HISTORY: bool = false;
+    /// Also reads the history's categories and the compact history tables
+    /// (`Inputs::history_cats`, `compact_items`, `compact_cats`; the user-level
+    /// family's attention); without it the batch skips gathering them.
+    const HISTORY_TABLES: bool = false;
     /// How many of the most recent history items it reads (with `HISTORY`).
     fn history(_s: &Self::Settings) -> usize {
         0

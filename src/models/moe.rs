@@ -24,6 +24,7 @@ impl Model for Moe {
     type Settings = MoeConfig;
     const ABOUT: &'static str = "MOE (the user-level expert family's base, after DSXiangLi/CTR): 50 experts [80, 40]\non fc = [fields; target attention over the history's items and categories],\na softmax gate from an MLP [80, 40] on fc, the mixture -> MLP [80, 40] -> logit.";
     const HISTORY: bool = true;
+    const HISTORY_TABLES: bool = true;
     const GATED: bool = true;
     fn history(s: &Self::Settings) -> usize {
         s.history

@@ -177,6 +177,7 @@ impl Model for UserCluster {
     type Settings = UserClusterConfig;
     const ABOUT: &'static str = "UserCluster (the user-level expert family, after DSXiangLi/CTR): 50 latent user\ngroups from the mean-pooled history (items and categories), a similarity loss\nand a KL balance loss; personal and group embeddings mixed against the target\njoin fc; then Bias.";
     const HISTORY: bool = true;
+    const HISTORY_TABLES: bool = true;
     const GATED: bool = true;
     fn history(s: &Self::Settings) -> usize {
         s.history

@@ -35,6 +35,7 @@ impl Model for UserInput {
     type Settings = UserInputConfig;
     const ABOUT: &'static str = "UserInput (the user-level expert family, after DSXiangLi/CTR): Bias + a group tower,\nan MLP [80, 40] on [group input; fc] whose logit is added; the group input is the\ndomain input (id, or a fixed LLM embedding of the group's description).";
     const HISTORY: bool = true;
+    const HISTORY_TABLES: bool = true;
     const GATED: bool = true;
     fn history(s: &Self::Settings) -> usize {
         s.history

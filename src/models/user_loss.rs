@@ -38,6 +38,7 @@ impl Model for UserLoss {
     type Settings = UserLossConfig;
     const ABOUT: &'static str = "UserLoss (the user-level expert family, after DSXiangLi/CTR): Bias with 2 experts;\neach training row's loss weighted by its domain (`group_weights`, one per domain;\nthe reference's history groups: 2, 2, 0.2).";
     const HISTORY: bool = true;
+    const HISTORY_TABLES: bool = true;
     const GATED: bool = true;
     fn history(s: &Self::Settings) -> usize {
         s.history

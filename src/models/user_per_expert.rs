@@ -181,6 +181,7 @@ impl Model for UserPerExpert {
     type Settings = UserPerExpertConfig;
     const ABOUT: &'static str = "UserPerExpert (the user-level expert family, after DSXiangLi/CTR; MVKE): 50 kernel\nvectors attend over the fields, one expert [80, 40] each; a gate attends from the\ntarget item over the kernels; the mixture -> MLP [80, 40] -> logit, + a bias tower.";
     const HISTORY: bool = true;
+    const HISTORY_TABLES: bool = true;
     fn history(s: &Self::Settings) -> usize {
         s.history
     }

@@ -52,6 +52,7 @@ impl Model for UserSparseExpert {
     type Settings = UserSparseExpertConfig;
     const ABOUT: &'static str = "UserSparseExpert (the user-level expert family, after DSXiangLi/CTR): Bias with a\nsparse gate on fc: noisy top-k (50 of 60 experts, balance losses 0.01) or\nDSelect-k (`gate = \"dselect_k\"` or \"dselect_k_static\").";
     const HISTORY: bool = true;
+    const HISTORY_TABLES: bool = true;
     fn history(s: &Self::Settings) -> usize {
         s.history
     }

@@ -134,11 +134,13 @@ impl Trainer {
             })
         };
         let hist_start = n * id_slots;
-        let compact_items = if hl > 0 && split.history.is_some() && self.item_slot.is_some() {
-            Some(compact(hist_start)?)
-        } else {
-            None
-        };
+        let compact_items =
+            if self.history_tables && hl > 0 && split.history.is_some() && self.item_slot.is_some()
+            {
+                Some(compact(hist_start)?)
+            } else {
+                None
+            };
         let compact_cats = match cate_slot {
             Some(_) => Some(compact(hist_start + n * hl)?),
             None => None,

@@ -120,6 +120,8 @@ pub struct Trainer {
     item_slot: Option<usize>,
     /// `cate_id` among the features: the history's categories are looked up there.
     cate_slot: Option<usize>,
+    /// The model reads the compact history tables ([`models::Model::HISTORY_TABLES`]).
+    history_tables: bool,
     table: EmbeddingTable,
     first: Option<EmbeddingTable>,
     ps: ParamStore,
@@ -220,7 +222,13 @@ impl Trainer {
         let model = models::build(m, &spec, &mut ps, &mut rng)?;
         let dense = DenseAdam::new(&ps)?;
         let item_slot = ds.features.iter().position(|f| f == "item_id");
-        let cate_slot = ds.features.iter().position(|f| f == "cate_id");
+        // The history's categories and compact tables only for a model that reads them.
+        let history_tables = m.name.needs_history_tables();
+        let cate_slot = ds
+            .features
+            .iter()
+            .position(|f| f == "cate_id")
+            .filter(|_| history_tables);
         if m.name.needs_history() && item_slot.is_none() {
             bail!(
                 "model {} reads the user's history of items: it needs item_id among model.features",
@@ -245,6 +253,7 @@ impl Trainer {
             domain_slot,
             item_slot,
             cate_slot,
+            history_tables,
             table,
             first,
             ps,
