@@ -60,7 +60,7 @@ impl Experts {
     pub fn forward(&self, x: &Tensor, train: bool, rng: &mut Rng) -> Result<Tensor> {
         let n = x.dim(0)?;
         if let Some(f) = &self.fused {
-            return f.forward(x)?.relu()?.reshape((n, self.count, self.out));
+            return f.forward_relu(x)?.reshape((n, self.count, self.out));
         }
         let outs = self
             .mlps

@@ -86,7 +86,7 @@ impl CtrModel for Pepnet {
             .reshape((n, self.fields * dim))?;
         let mut h = crate::nn::fused::gated(&feat.reshape((n, self.fields * dim))?, &z)?;
         for (l, g) in &self.layers {
-            h = g.apply(&l.forward(&h)?.relu()?, &cond, rng)?;
+            h = g.apply(&l.forward_relu(&h)?, &cond, rng)?;
             if train && self.dropout > 0.0 {
                 h = dropout(&h, self.dropout, rng)?;
             }

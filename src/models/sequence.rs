@@ -30,16 +30,26 @@ use crate::nn::params::ParamStore;
 use crate::nn::rng::Rng;
 use candle_core::{Result, Tensor};
 
-/// `lin` on the last dimension of `x` (any leading dimensions).
-pub fn apply(lin: &Linear, x: &Tensor) -> Result<Tensor> {
+/// `f`, a map of rows, on the last dimension of `x` (any leading dimensions).
+fn on_last_dim(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let d = *dims.last().unwrap_or(&1);
-    let y = lin.forward(&x.reshape((x.elem_count() / d.max(1), d))?)?;
+    let y = f(&x.reshape((x.elem_count() / d.max(1), d))?)?;
     let mut out = dims;
     if let Some(last) = out.last_mut() {
         *last = y.dim(1)?;
     }
     y.reshape(out)
+}
+
+/// `lin` on the last dimension of `x` (any leading dimensions).
+pub fn apply(lin: &Linear, x: &Tensor) -> Result<Tensor> {
+    on_last_dim(x, |m| lin.forward(m))
+}
+
+/// ReLU(`lin`) on the last dimension of `x` (any leading dimensions).
+pub fn apply_relu(lin: &Linear, x: &Tensor) -> Result<Tensor> {
+    on_last_dim(x, |m| lin.forward_relu(m))
 }
 
 /// Layer-normalised scaled dot-product attention (one head).
@@ -77,15 +87,15 @@ impl Attention {
     }
 
     pub fn query(&self, x: &Tensor) -> Result<Tensor> {
-        self.ln_q.forward(&apply(&self.q, x)?.relu()?)
+        self.ln_q.forward(&apply_relu(&self.q, x)?)
     }
 
     pub fn key(&self, x: &Tensor) -> Result<Tensor> {
-        self.ln_k.forward(&apply(&self.k, x)?.relu()?)
+        self.ln_k.forward(&apply_relu(&self.k, x)?)
     }
 
     pub fn value(&self, x: &Tensor) -> Result<Tensor> {
-        apply(&self.v, x)?.relu()
+        apply_relu(&self.v, x)
     }
 
     /// Weights (n, m, L) of queries (n, m, width) over keys (n, L, width);
@@ -327,16 +337,13 @@ impl ExpertBank {
         // (E, n, ·) between layers.
         let mut h = match &self.first {
             Some(f) => {
-                let y = f
-                    .forward(x)?
-                    .relu()?
-                    .reshape((n, self.count, self.dims[0]))?;
+                let y = f.forward_relu(x)?.reshape((n, self.count, self.dims[0]))?;
                 drop(y, rng)?.transpose(0, 1)?.contiguous()?
             }
             None => x.transpose(0, 1)?.contiguous()?,
         };
         for (w, b) in &self.layers {
-            h = drop(h.matmul(w)?.broadcast_add(b)?.relu()?, rng)?;
+            h = drop(crate::nn::fused::bias_relu(&h.matmul(w)?, b)?, rng)?;
         }
         h.transpose(0, 1)?.contiguous()
     }

@@ -14,7 +14,7 @@
 //! reference draws an unnormalised random vector each step).
 
 use super::config::ModelConfig;
-use super::sequence::{Backbone, MoeHead, apply, user_moe_settings};
+use super::sequence::{Backbone, MoeHead, apply, apply_relu, user_moe_settings};
 use super::{CtrModel, InputSpec, Inputs, Model, Output, add_aux};
 use crate::checks::Checks;
 use crate::nn::linear::{Linear, Mlp};
@@ -84,8 +84,8 @@ impl Groups {
         let p = a.mean(0)?;
         let groups = p.dim(0)? as f64;
         let kl = (&p * (&p * groups)?.log()?)?.sum_all()?;
-        let personal = apply(&self.personal, att)?.relu()?;
-        let group = apply(&self.group, &hard)?.relu()?;
+        let personal = apply_relu(&self.personal, att)?;
+        let group = apply_relu(&self.group, &hard)?;
         let sp = (&personal * target)?.sum_keepdim(1)?;
         let sg = (&group * target)?.sum_keepdim(1)?;
         let w = softmax(&Tensor::cat(&[&sp, &sg], 1)?)?;

@@ -682,6 +682,136 @@ pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd { o })
 }
 
+// ------------------------------------------------------ bias add + ReLU
+
+/// max(x + b, 0) for x (g, n, o) and b (g, o): a layer's bias and ReLU (g = 1
+/// for a linear layer, g experts for a batched bank). Candle's composed ReLU
+/// backward makes four passes and three buffers (zeros, x ≥ 0, its cast, the
+/// product) before the bias' own; here forward and backward are one pass each.
+struct BiasRelu {
+    g: usize,
+    o: usize,
+}
+
+impl CustomOp2 for BiasRelu {
+    fn name(&self) -> &'static str {
+        "fused-bias-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, b) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        let (g, o) = (self.g.max(1), self.o.max(1));
+        let per = x.len() / g;
+        let mut out = x.to_vec();
+        out.par_chunks_mut(o)
+            .enumerate()
+            .with_min_len(PAR_MIN / o + 1)
+            .for_each(|(r, row)| {
+                let b = &b[(r * o / per.max(1)) * o..][..o];
+                for (y, &b) in row.iter_mut().zip(b) {
+                    *y = (*y + b).max(0.0);
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (x, b, dy) = (x.contiguous()?, b.contiguous()?, grad.contiguous()?);
+        let n = x.elem_count();
+        let both = x.apply_op3_no_bwd(
+            &b,
+            &dy,
+            &BiasReluBwd {
+                g: self.g,
+                o: self.o,
+            },
+        )?;
+        let dx = both.narrow(0, 0, n)?.reshape(x.shape())?;
+        let db = both.narrow(0, n, b.elem_count())?.reshape(b.shape())?;
+        Ok((Some(dx), Some(db)))
+    }
+}
+
+/// dx = dy where x + b ≥ 0 (else 0), as candle's ReLU; db = the sum of each
+/// group's rows of dx, rows added in order.
+struct BiasReluBwd {
+    g: usize,
+    o: usize,
+}
+
+impl CustomOp3 for BiasReluBwd {
+    fn name(&self) -> &'static str {
+        "fused-bias-relu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, self.name())?;
+        let b = f32s(s2, l2, self.name())?;
+        let dy = f32s(s3, l3, self.name())?;
+        let (g, o) = (self.g.max(1), self.o.max(1));
+        let per = x.len() / g;
+        let mut out = vec![0f32; x.len() + b.len()];
+        let (dx, db) = out.split_at_mut(x.len());
+        dx.par_chunks_mut(o)
+            .zip(x.par_chunks(o).zip(dy.par_chunks(o)))
+            .enumerate()
+            .with_min_len(PAR_MIN / o + 1)
+            .for_each(|(r, (dx, (x, dy)))| {
+                let b = &b[(r * o / per.max(1)) * o..][..o];
+                for (((d, &v), &g), &b) in dx.iter_mut().zip(x).zip(dy).zip(b) {
+                    *d = if v + b >= 0.0 { g } else { 0.0 };
+                }
+            });
+        let dx = &*dx;
+        db.par_chunks_mut(o)
+            .zip(dx.par_chunks(per.max(1)))
+            .for_each(|(acc, rows)| {
+                for row in rows.chunks(o) {
+                    for (a, &v) in acc.iter_mut().zip(row) {
+                        *a += v;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + b.len())))
+    }
+}
+
+/// max(x + b, 0): x (n, o) with b (o), or x (g, n, o) with b (g, 1, o) (a
+/// batched bank of g layers), one graph node.
+pub fn bias_relu(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let o = x.dims().last().copied().unwrap_or(0);
+    let g = match (x.dims(), b.dims()) {
+        ([_, xo], [bo]) if xo == bo => 1,
+        ([xg, _, xo], [bg, 1, bo]) if xg == bg && xo == bo => *xg,
+        _ => 0,
+    };
+    if !fused_ok(x) || g == 0 || o == 0 || b.dtype() != x.dtype() {
+        return x.broadcast_add(b)?.relu();
+    }
+    x.contiguous()?
+        .apply_op2(&b.contiguous()?, BiasRelu { g, o })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -849,6 +979,49 @@ mod tests {
                 |t| t[0].broadcast_add(&t[1]),
             );
         }
+    }
+
+    #[test]
+    fn bias_relu_matches_the_composed_ops() {
+        for n in [5, 700] {
+            same(
+                &[rand(&[n, 37], 18), rand(&[37], 19)],
+                |t| bias_relu(&t[0], &t[1]),
+                |t| t[0].broadcast_add(&t[1])?.relu(),
+            );
+            same(
+                &[rand(&[3, n, 11], 20), rand(&[3, 1, 11], 21)],
+                |t| bias_relu(&t[0], &t[1]),
+                |t| t[0].broadcast_add(&t[1])?.relu(),
+            );
+        }
+    }
+
+    /// A linear layer's bias + ReLU gives the digits of `bias_add` then candle's
+    /// ReLU, values and gradients (runs made before the fusion stay reproducible).
+    #[test]
+    fn bias_relu_equals_bias_add_then_relu_to_the_bit() {
+        let x = Var::from_tensor(&rand(&[300, 40], 22)).unwrap();
+        let b = Var::from_tensor(&rand(&[40], 23)).unwrap();
+        let probe = rand(&[300, 40], 24);
+        let run = |f: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>| {
+            let y = f(x.as_tensor(), b.as_tensor()).unwrap();
+            let g = (&y * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            [
+                y,
+                g.get(x.as_tensor()).unwrap().clone(),
+                g.get(b.as_tensor()).unwrap().clone(),
+            ]
+            .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        };
+        let fused = run(&|x, b| bias_relu(x, b));
+        let composed = run(&|x, b| bias_add(x, b)?.relu());
+        assert_eq!(fused, composed);
     }
 
     #[test]

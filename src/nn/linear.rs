@@ -32,6 +32,12 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         super::fused::bias_add(&x.matmul(&self.w)?, &self.b)
     }
+
+    /// ReLU(x·W + b): [`Linear::forward`] then a ReLU, the bias and the ReLU
+    /// one graph node (the same digits).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        super::fused::bias_relu(&x.matmul(&self.w)?, &self.b)
+    }
 }
 
 /// Linear → ReLU (→ dropout) for each hidden size, then an optional output layer
@@ -81,7 +87,7 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor, train: bool, rng: &mut Rng) -> Result<Tensor> {
         let mut h = x.clone();
         for l in &self.hidden {
-            h = l.forward(&h)?.relu()?;
+            h = l.forward_relu(&h)?;
             if train && self.dropout > 0.0 {
                 h = dropout(&h, self.dropout, rng)?;
             }
