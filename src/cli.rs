@@ -151,7 +151,8 @@ pub enum DataCommand {
     ///
     /// Recipes: ml100k-{age3,occupation,gender,genre,nextitem},
     /// ml1m-{age3,occupation,gender,genre,nextitem}, amazon-<Category>+<Category>...,
-    /// criteo, table-<name> (your own table). `*-nextitem`: each user's positives
+    /// amazon-nextitem-<Category>+..., criteo, table-<name> (your own table).
+    /// `*-nextitem-*`, `*-nextitem`: each user's positives
     /// in time order as targets with their earlier positives as a history, one
     /// sampled negative each, domains by history length (docs/data.md).
     /// Re-running with unchanged inputs and settings reuses the existing output.

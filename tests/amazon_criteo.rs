@@ -300,3 +300,162 @@ fn replaced_input_with_same_size_and_mtime_is_rehashed() {
         previous = json;
     }
 }
+
+/// `amazon-nextitem-…`: every review a positive, the listed categories'
+/// reviews together in time order per user, a repeated review line once,
+/// users with fewer than 3 dropped, histories most recent first with the
+/// items' sub-categories, negatives the user never reviewed, domains by
+/// history length (≤ 5, 6–20, > 20).
+#[test]
+fn amazon_nextitem_rows_histories_and_negatives() {
+    use llmctr::data::meta::Vocab;
+    use llmctr::data::shard::ColumnData;
+    use std::collections::{BTreeMap, HashSet};
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw");
+    let dir = raw.join("amazon");
+    std::fs::create_dir_all(&dir).unwrap();
+    // U1: M1 (twice: a repeated line), I1, M2, I2, I3 in time order across the
+    // two files; U2: two reviews (dropped); U3: X1 … X8; U4 reviews every item
+    // but M3 and I4 late, so that each item is in a train row (an item first
+    // seen in valid or test has id 0).
+    let music = [
+        ("U1", "M1", 100),
+        ("U1", "M1", 100),
+        ("U1", "M2", 300),
+        ("U2", "M3", 50),
+    ];
+    let mut instruments = vec![
+        ("U1", "I1", 200),
+        ("U1", "I2", 400),
+        ("U1", "I3", 500),
+        ("U2", "I4", 60),
+    ];
+    let xs: Vec<String> = (1..=8).map(|i| format!("X{i}")).collect();
+    for (i, x) in xs.iter().enumerate() {
+        instruments.push(("U3", x.as_str(), i as i64 + 1));
+    }
+    let all = ["M1", "M2", "I1", "I2", "I3"];
+    let mut u4: Vec<(&str, &str, i64)> = all.iter().map(|a| ("U4", *a, 1000)).collect();
+    u4.extend(xs.iter().map(|x| ("U4", x.as_str(), 1001)));
+    instruments.extend(u4);
+    let lines = |v: &[(&str, &str, i64)]| -> String {
+        v.iter()
+            .map(|(u, a, t)| review(u, a, 1.0, *t) + "\n")
+            .collect()
+    };
+    std::fs::write(dir.join("Digital_Music_5.json"), lines(&music)).unwrap();
+    std::fs::write(dir.join("Musical_Instruments_5.json"), lines(&instruments)).unwrap();
+    std::fs::write(
+        dir.join("meta_Digital_Music.json"),
+        r#"{"asin": "M1", "title": "One", "category": ["Digital Music", "Pop"]}
+{"asin": "M2", "title": "Two", "category": ["Digital Music", "Rock"]}
+"#,
+    )
+    .unwrap();
+    let cfg = config(
+        "amazon-nextitem-Digital_Music+Musical_Instruments",
+        &raw,
+        &tmp.path().join("out"),
+    );
+    let p = prepare(&cfg, true).unwrap();
+    let m = &p.meta;
+    // Targets: U1 I1, M2 train, I2 valid, I3 test; U3 X2…X6 train, X7 valid,
+    // X8 test; U4 (13 reviews) 10 train, 1 valid, 1 test; one negative each.
+    assert_eq!(
+        (m.splits.train.rows, m.splits.valid.rows, m.splits.test.rows),
+        (34, 6, 6)
+    );
+    let names: Vec<&str> = m.domains.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["history up to 5", "history 6 to 20", "history over 20"]
+    );
+    let rows: Vec<u64> = m.domains.iter().map(|d| d.rows.total()).collect();
+    assert_eq!(rows, [8, 38, 0], "U1 ≤ 5; U3 (6) and U4 (11) in 6 to 20");
+    assert!(m.history.is_some());
+    let fields: Vec<&str> = m.fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "user_id",
+            "item_id",
+            "brand",
+            "cate_id",
+            "hist_item_id",
+            "hist_cate_id"
+        ]
+    );
+    let vocab = Vocab::read(&p.dir).unwrap();
+    let raw_of = |field: &str, id: u32| match id {
+        0 => "?".to_string(),
+        _ => vocab.fields[field][id as usize - 1].clone(),
+    };
+    let reviewed: BTreeMap<&str, HashSet<&str>> = [
+        ("U1", all.iter().copied().collect()),
+        ("U3", xs.iter().map(String::as_str).collect()),
+        (
+            "U4",
+            all.iter()
+                .copied()
+                .chain(xs.iter().map(String::as_str))
+                .collect(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let mut seen = Vec::new();
+    for (split, shard) in [
+        ("train", &m.splits.train),
+        ("valid", &m.splits.valid),
+        ("test", &m.splits.test),
+    ] {
+        let cols = read_shard(&p.dir.join(split).join(&shard.shards[0])).unwrap();
+        let u32s = |name: &str| match &cols[name] {
+            ColumnData::U32(v) => v.clone(),
+            _ => panic!("{name} is not U32"),
+        };
+        let labels = match &cols["label"] {
+            ColumnData::U8(v) => v.clone(),
+            _ => panic!("label"),
+        };
+        let (users, items) = (u32s("user_id"), u32s("item_id"));
+        let seq = |f: &str, voc: &str, r: usize| -> String {
+            let (off, vals) = (u32s(&format!("{f}.offsets")), u32s(&format!("{f}.values")));
+            vals[off[r] as usize..off[r + 1] as usize]
+                .iter()
+                .map(|&i| raw_of(voc, i))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        for r in 0..labels.len() {
+            let user = raw_of("user_id", users[r]);
+            let item = raw_of("item_id", items[r]);
+            if labels[r] == 0 {
+                assert!(
+                    !reviewed[user.as_str()].contains(item.as_str()),
+                    "{user}: negative {item} was reviewed"
+                );
+            } else if user == "U1" {
+                seen.push((
+                    split,
+                    item,
+                    seq("hist_item_id", "item_id", r),
+                    seq("hist_cate_id", "cate_id", r),
+                ));
+            }
+        }
+    }
+    seen.sort();
+    let want = [
+        ("test", "I3", "I2,M2,I1,M1", "unknown,Rock,unknown,Pop"),
+        ("train", "I1", "M1", "Pop"),
+        ("train", "M2", "I1,M1", "unknown,Pop"),
+        ("valid", "I2", "M2,I1,M1", "Rock,unknown,Pop"),
+    ];
+    let got: Vec<(&str, &str, &str, &str)> = seen
+        .iter()
+        .map(|(s, i, h, c)| (*s, i.as_str(), h.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(got, want);
+}

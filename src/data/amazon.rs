@@ -50,10 +50,10 @@ pub fn locate(dir: &Path, categories: &[String]) -> DataResult<Vec<CategoryFiles
         .collect()
 }
 
-struct ItemMeta {
-    title: Option<String>,
-    brand: Option<String>,
-    sub_category: Option<String>,
+pub(super) struct ItemMeta {
+    pub title: Option<String>,
+    pub brand: Option<String>,
+    pub sub_category: Option<String>,
 }
 
 fn parse_json(file: &Path, n: u64, bytes: &[u8]) -> DataResult<serde_json::Map<String, Json>> {
@@ -166,87 +166,115 @@ pub fn fields() -> Vec<FieldDef> {
     ]
 }
 
-pub fn load(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
-    let mut table = TableBuilder::new(fields(), categories.len());
-    let mut titles = HashMap::new();
-    for (d, cat) in categories.iter().enumerate() {
-        let meta = match &cat.meta {
-            Some(m) => read_meta(m)?,
-            None => HashMap::new(),
-        };
-        let file = &cat.reviews;
-        let mut lines = Lines::open(file, HINT)?;
-        let mut repeats = Repeats::default();
-        while let Some((n, bytes)) = lines.next_line()? {
-            let obj = parse_json(file, n, bytes)?;
-            let user = req_str(file, n, &obj, "reviewerID")?;
-            let asin = req_str(file, n, &obj, "asin")?;
-            let overall = match obj.get("overall") {
-                Some(Json::Number(x)) => x.as_f64().unwrap_or(f64::NAN),
-                Some(other) => {
-                    return Err(DataError::field(
-                        file,
-                        Place::Line(n),
-                        "overall",
-                        format!("expected a number, found {other}"),
-                    )
-                    .into());
-                }
-                None => {
-                    return Err(DataError::field(file, Place::Line(n), "overall", "missing").into());
-                }
-            };
-            if !(1.0..=5.0).contains(&overall) {
+/// One review line of a category file, checked.
+pub(super) struct Review<'a> {
+    pub user: &'a str,
+    pub asin: &'a str,
+    pub overall: f64,
+    pub time: i64,
+    pub line: u64,
+}
+
+/// Calls `f` on every review line of `file`, in order; a line without a
+/// `reviewerID`, `asin`, `overall` in 1..=5 or integer `unixReviewTime` is an
+/// error naming the file, line and field.
+pub(super) fn for_each_review(file: &Path, mut f: impl FnMut(Review) -> Result<()>) -> Result<()> {
+    let mut lines = Lines::open(file, HINT)?;
+    while let Some((n, bytes)) = lines.next_line()? {
+        let obj = parse_json(file, n, bytes)?;
+        let user = req_str(file, n, &obj, "reviewerID")?;
+        let asin = req_str(file, n, &obj, "asin")?;
+        let overall = match obj.get("overall") {
+            Some(Json::Number(x)) => x.as_f64().unwrap_or(f64::NAN),
+            Some(other) => {
                 return Err(DataError::field(
                     file,
                     Place::Line(n),
                     "overall",
-                    format!("rating {overall} out of range 1..=5"),
+                    format!("expected a number, found {other}"),
                 )
                 .into());
             }
-            let time = match obj.get("unixReviewTime") {
-                Some(Json::Number(x)) if x.as_i64().is_some() => x.as_i64().unwrap_or(0),
-                Some(other) => {
-                    return Err(DataError::field(
-                        file,
-                        Place::Line(n),
-                        "unixReviewTime",
-                        format!("expected an integer, found {other}"),
-                    )
-                    .into());
-                }
-                None => {
-                    return Err(DataError::field(
-                        file,
-                        Place::Line(n),
-                        "unixReviewTime",
-                        "missing",
-                    )
-                    .into());
-                }
-            };
-            let m = meta.get(asin);
-            if let Some(t) = m.and_then(|m| m.title.as_ref()) {
-                titles.entry(asin.to_string()).or_insert_with(|| t.clone());
+            None => {
+                return Err(DataError::field(file, Place::Line(n), "overall", "missing").into());
             }
-            let key = format!("{user}:{asin}");
+        };
+        if !(1.0..=5.0).contains(&overall) {
+            return Err(DataError::field(
+                file,
+                Place::Line(n),
+                "overall",
+                format!("rating {overall} out of range 1..=5"),
+            )
+            .into());
+        }
+        let time = match obj.get("unixReviewTime") {
+            Some(Json::Number(x)) if x.as_i64().is_some() => x.as_i64().unwrap_or(0),
+            Some(other) => {
+                return Err(DataError::field(
+                    file,
+                    Place::Line(n),
+                    "unixReviewTime",
+                    format!("expected an integer, found {other}"),
+                )
+                .into());
+            }
+            None => {
+                return Err(
+                    DataError::field(file, Place::Line(n), "unixReviewTime", "missing").into(),
+                );
+            }
+        };
+        f(Review {
+            user,
+            asin,
+            overall,
+            time,
+            line: n,
+        })?;
+    }
+    Ok(())
+}
+
+/// A category's item metadata (none without a meta file).
+pub(super) fn category_meta(cat: &CategoryFiles) -> Result<HashMap<String, ItemMeta>> {
+    Ok(match &cat.meta {
+        Some(m) => read_meta(m)?,
+        None => HashMap::new(),
+    })
+}
+
+pub fn load(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
+    let mut table = TableBuilder::new(fields(), categories.len());
+    let mut titles = HashMap::new();
+    for (d, cat) in categories.iter().enumerate() {
+        let meta = category_meta(cat)?;
+        let file = &cat.reviews;
+        let mut repeats = Repeats::default();
+        for_each_review(file, |r| {
+            let m = meta.get(r.asin);
+            if let Some(t) = m.and_then(|m| m.title.as_ref()) {
+                titles
+                    .entry(r.asin.to_string())
+                    .or_insert_with(|| t.clone());
+            }
+            let key = format!("{}:{}", r.user, r.asin);
             // The hash of the key (the split's): a collision could only add a line
             // to the warning below, and saves holding every key's text.
-            repeats.see(fnv1a64(key.as_bytes()), Place::Line(n));
+            repeats.see(fnv1a64(key.as_bytes()), Place::Line(r.line));
             table.push(
                 &key,
-                time,
-                u8::from(overall >= 4.0),
+                r.time,
+                u8::from(r.overall >= 4.0),
                 d as u32,
                 &[
-                    Value::One(Some(user)),
-                    Value::One(Some(asin)),
+                    Value::One(Some(r.user)),
+                    Value::One(Some(r.asin)),
                     Value::One(m.and_then(|m| m.brand.as_deref())),
                     Value::One(m.and_then(|m| m.sub_category.as_deref())),
                 ],
-            )?;
-        }
+            )
+        })?;
         if let Some(warning) = repeat_warning(file, &repeats) {
             tracing::warn!("{warning}");
         }

@@ -3,8 +3,10 @@
 //! positives as its history and one sampled item the user never rated as its
 //! negative; the last positive is the test target, the one before it the valid
 //! target, the earlier ones (from the second on) train targets. The domain is
-//! the user's history-length group.
+//! the user's history-length group. Amazon (`amazon-nextitem-<Cat>+...`): the
+//! same with every review a positive, over the listed categories' reviews.
 
+use super::amazon::{self, CategoryFiles};
 use super::meta::{Catalog, HistoryMeta};
 use super::movielens::{self, DomainKind, Rating, Raw};
 use super::split::{Split, fnv1a64};
@@ -28,6 +30,13 @@ pub const MOVIELENS: Groups = Groups {
     names: ["history up to 50", "history 51 to 200", "history over 200"],
     short: 50,
     long: 200,
+};
+
+/// Amazon: ≤ 5, 6–20, > 20.
+pub const AMAZON: Groups = Groups {
+    names: ["history up to 5", "history 6 to 20", "history over 20"],
+    short: 5,
+    long: 20,
 };
 
 impl Groups {
@@ -62,13 +71,33 @@ pub fn fields() -> Vec<FieldDef> {
 
 /// The negative of target `j` of `user`: the first candidate
 /// `pool[fnv1a64("{user}:{j}:{k}") mod |pool|]`, k = 0, 1, …, the user never rated.
-pub fn negative(pool: &[u64], rated: &HashSet<u64>, user: u64, j: usize) -> Option<u64> {
+pub fn negative<T: Eq + std::hash::Hash + Clone>(
+    pool: &[T],
+    rated: &HashSet<T>,
+    user: impl std::fmt::Display,
+    j: usize,
+) -> Option<T> {
     if rated.len() >= pool.len() && pool.iter().all(|i| rated.contains(i)) {
         return None;
     }
     (0u64..)
-        .map(|k| pool[(fnv1a64(format!("{user}:{j}:{k}").as_bytes()) % pool.len() as u64) as usize])
-        .find(|i| !rated.contains(i))
+        .map(|k| {
+            &pool[(fnv1a64(format!("{user}:{j}:{k}").as_bytes()) % pool.len() as u64) as usize]
+        })
+        .find(|i| !rated.contains(*i))
+        .cloned()
+}
+
+/// The split of target `j` of a user with `n` positives: the last is test, the
+/// one before valid, the earlier ones train.
+fn split_of(j: usize, n: usize) -> Split {
+    if j == n - 1 {
+        Split::Test
+    } else if j == n - 2 {
+        Split::Valid
+    } else {
+        Split::Train
+    }
 }
 
 /// The next-item rows of a MovieLens release (positive: rating ≥ 4), their
@@ -103,13 +132,7 @@ pub(super) fn movielens(raw: &Raw, names: &[&str]) -> Result<(TableBuilder, Stat
         let (user, _) = raw.lookup(pos[0])?;
         let user_id = u.to_string();
         for j in 1..n {
-            let split = if j == n - 1 {
-                Split::Test
-            } else if j == n - 2 {
-                Split::Valid
-            } else {
-                Split::Train
-            };
+            let split = split_of(j, n);
             let earlier = &pos[j.saturating_sub(MAX_HISTORY)..j];
             let hist_items: Vec<String> =
                 earlier.iter().rev().map(|r| r.item.to_string()).collect();
@@ -149,6 +172,113 @@ pub(super) fn movielens(raw: &Raw, names: &[&str]) -> Result<(TableBuilder, Stat
     Ok((table, movielens::stats_spec(raw), catalog))
 }
 
+/// The Amazon fields of a next-item row: the category is the item's
+/// sub-category (`cate_id`, the level below the top category of its metadata).
+pub fn amazon_fields() -> Vec<FieldDef> {
+    vec![
+        FieldDef::open("user_id"),
+        FieldDef::open("item_id"),
+        FieldDef::open("brand"),
+        FieldDef::open("cate_id"),
+        FieldDef::sequence_of("hist_item_id", "item_id"),
+        FieldDef::sequence_of("hist_cate_id", "cate_id"),
+    ]
+}
+
+/// The next-item rows of Amazon category files: every review is a positive
+/// (the reviews of all the listed categories together, per user in
+/// (time, asin) order); negatives from every reviewed item the user never
+/// reviewed; domains [`AMAZON`].
+pub fn amazon(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
+    let groups = &AMAZON;
+    let mut meta = HashMap::new();
+    let mut by_user: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+    for cat in categories {
+        for (asin, m) in amazon::category_meta(cat)? {
+            meta.entry(asin).or_insert(m);
+        }
+        amazon::for_each_review(&cat.reviews, |r| {
+            by_user
+                .entry(r.user.to_string())
+                .or_default()
+                .push((r.time, r.asin.to_string()));
+            Ok(())
+        })?;
+    }
+    for list in by_user.values_mut() {
+        list.sort();
+        // A review line repeated in the files (same time and item) is one positive.
+        list.dedup();
+    }
+    let pool: Vec<&str> = by_user
+        .values()
+        .flatten()
+        .map(|(_, a)| a.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let cate_of = |asin: &str| -> &str {
+        meta.get(asin)
+            .and_then(|m: &amazon::ItemMeta| m.sub_category.as_deref())
+            .unwrap_or("unknown")
+    };
+    let mut table = TableBuilder::new(amazon_fields(), groups.names.len());
+    let mut titles = HashMap::new();
+    for (user, list) in &by_user {
+        let rated: HashSet<&str> = list.iter().map(|(_, a)| a.as_str()).collect();
+        let n = list.len();
+        if n < 3 {
+            continue; // no train, valid and test target
+        }
+        let group = groups.of(n - 2);
+        for j in 1..n {
+            let earlier = &list[j.saturating_sub(MAX_HISTORY)..j];
+            let hist_items: Vec<&str> = earlier.iter().rev().map(|(_, a)| a.as_str()).collect();
+            let hist_cates: Vec<&str> = hist_items.iter().map(|a| cate_of(a)).collect();
+            let Some(neg) = negative(&pool, &rated, user, j) else {
+                bail!(
+                    "{}: user {user} reviewed every item, so no negative can be drawn for them",
+                    categories
+                        .iter()
+                        .map(|c| c.reviews.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            };
+            for (label, asin) in [(1u8, list[j].1.as_str()), (0, neg)] {
+                let m = meta.get(asin);
+                if let Some(t) = m.and_then(|m| m.title.as_ref()) {
+                    titles.entry(asin.to_string()).or_insert_with(|| t.clone());
+                }
+                table.push_in(
+                    Some(split_of(j, n)),
+                    fnv1a64(format!("{user}:{j}:{label}").as_bytes()),
+                    list[j].0,
+                    label,
+                    group,
+                    &[
+                        Value::One(Some(user)),
+                        Value::One(Some(asin)),
+                        Value::One(m.and_then(|m| m.brand.as_deref())),
+                        Value::One(Some(cate_of(asin))),
+                        Value::Many(hist_items.clone()),
+                        Value::Many(hist_cates.clone()),
+                    ],
+                )?;
+            }
+        }
+    }
+    Ok((
+        table,
+        StatsSpec {
+            user_field: Some(0),
+            item_field: Some(1),
+            category_field: Some(3),
+            titles,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +287,7 @@ mod tests {
     fn groups_follow_the_thresholds() {
         let g = &MOVIELENS;
         assert_eq!([1, 50, 51, 200, 201].map(|l| g.of(l)), [0, 0, 1, 1, 2]);
+        assert_eq!([0, 5, 6, 20, 21].map(|l| AMAZON.of(l)), [0, 0, 1, 1, 2]);
     }
 
     #[test]

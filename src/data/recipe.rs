@@ -11,8 +11,13 @@ pub enum Recipe {
         version: Version,
         domains: DomainKind,
     },
-    /// `amazon-<cat1>+<cat2>+...`: one domain per category file, in this order.
-    Amazon { categories: Vec<String> },
+    /// `amazon-<cat1>+<cat2>+...`: one domain per category file, in this order;
+    /// `amazon-nextitem-<cat1>+...`: the next-item protocol over those files'
+    /// reviews, one domain per history-length group.
+    Amazon {
+        categories: Vec<String>,
+        next_item: bool,
+    },
     /// `criteo`: domain = one categorical column chosen in the config.
     Criteo,
     /// `table-<name>`: a user's own table, described by `[data.table]`.
@@ -20,7 +25,8 @@ pub enum Recipe {
 }
 
 pub const RECIPES_HELP: &str = "ml100k-age3, ml100k-occupation, ml100k-gender, ml100k-genre, \
-    ml100k-nextitem, ml1m-age3, ml1m-occupation, ml1m-gender, ml1m-genre, ml1m-nextitem, amazon-<Category>+<Category>+..., criteo, \
+    ml100k-nextitem, ml1m-age3, ml1m-occupation, ml1m-gender, ml1m-genre, ml1m-nextitem, amazon-<Category>+<Category>+..., \
+    amazon-nextitem-<Category>+..., criteo, \
     table-<name> (your own table, described by [data.table])";
 
 impl FromStr for Recipe {
@@ -44,6 +50,10 @@ impl FromStr for Recipe {
             return Ok(Recipe::Table { name: name.into() });
         }
         if let Some(rest) = s.strip_prefix("amazon-") {
+            let (next_item, rest) = match rest.strip_prefix("nextitem-") {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
             let categories: Vec<String> = rest.split('+').map(str::to_string).collect();
             if categories.iter().any(|c| {
                 c.is_empty()
@@ -60,7 +70,10 @@ impl FromStr for Recipe {
             if let Some(dup) = categories.iter().find(|c| !seen.insert(*c)) {
                 return Err(format!("recipe {s:?}: category {dup} is named twice"));
             }
-            return Ok(Recipe::Amazon { categories });
+            return Ok(Recipe::Amazon {
+                categories,
+                next_item,
+            });
         }
         let (version, rest) = if let Some(r) = s.strip_prefix("ml100k-") {
             (Version::K100, r)
@@ -123,7 +136,15 @@ impl fmt::Display for Recipe {
                 };
                 write!(f, "{v}-{d}")
             }
-            Recipe::Amazon { categories } => write!(f, "amazon-{}", categories.join("+")),
+            Recipe::Amazon {
+                categories,
+                next_item,
+            } => write!(
+                f,
+                "amazon-{}{}",
+                if *next_item { "nextitem-" } else { "" },
+                categories.join("+")
+            ),
             Recipe::Criteo => write!(f, "criteo"),
             Recipe::Table { name } => write!(f, "table-{name}"),
         }
@@ -147,6 +168,7 @@ mod tests {
             "ml1m-genre",
             "ml100k-nextitem",
             "amazon-Books+Digital_Music",
+            "amazon-nextitem-Books+Digital_Music",
             "criteo",
             "table-adult-education",
         ] {
@@ -159,6 +181,7 @@ mod tests {
         let e = "ml100k-zip".parse::<Recipe>().unwrap_err();
         assert!(e.contains("ml100k-occupation"), "{e}");
         assert!("amazon-".parse::<Recipe>().is_err());
+        assert!("amazon-nextitem-".parse::<Recipe>().is_err());
         assert!(
             "amazon-A+A"
                 .parse::<Recipe>()

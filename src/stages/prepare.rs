@@ -198,7 +198,27 @@ fn prepare_with(cfg: &Config, force: bool, refresh_stamp: bool) -> Result<Prepar
             }
             meta
         }
-        (Recipe::Amazon { categories }, Inputs::Amazon(files)) => {
+        (
+            Recipe::Amazon {
+                next_item: true, ..
+            },
+            Inputs::Amazon(files),
+        ) => {
+            let (table, spec) = crate::data::next_item::amazon(files)?;
+            let built = table.build(&spec)?;
+            let mut meta = write_built(
+                staging.path(),
+                &recipe,
+                "every review is a positive; one sampled unreviewed item per target is its negative",
+                built,
+                &crate::data::next_item::AMAZON.names,
+                "categories",
+                cfg.data.shard_rows,
+            )?;
+            meta.history = Some(crate::data::next_item::history_meta());
+            meta
+        }
+        (Recipe::Amazon { categories, .. }, Inputs::Amazon(files)) => {
             let (table, spec) = amazon::load(files)?;
             let built = table.build(&spec)?;
             let names: Vec<&str> = categories.iter().map(String::as_str).collect();
@@ -349,7 +369,7 @@ impl Inputs {
                     _ => Source::GroupLens(raw.join("ml-1m")),
                 },
             ),
-            Recipe::Amazon { categories } => {
+            Recipe::Amazon { categories, .. } => {
                 Inputs::Amazon(amazon::locate(&raw.join("amazon"), categories)?)
             }
             Recipe::Criteo => Inputs::Criteo(criteo::locate(raw, cfg.data.criteo.file.as_deref())?),
