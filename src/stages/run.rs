@@ -639,6 +639,17 @@ pub struct RunArgs {
 /// Runs `pipeline run` and prints each stage's result and the report's path.
 pub fn command(args: &RunArgs) -> Result<()> {
     let cfg = Config::load(Some(&args.config))?;
+    // candle's element-wise kernels share one process-wide pool of helper
+    // threads, sized at its first use, that takes a lock per call: two training
+    // workers queue on it (an epoch of the conditioned CGC took 2.5 s in a
+    // worker against 0.9 s alone). With several workers that pool gets no
+    // helper thread; the matrix products and the fused kernels keep their
+    // threads (the embed stage: 43.8 s against 44.3 s), and the digits are the
+    // same (docs/benchmarks.md). Set before the first candle operation.
+    if cfg.run.worker_count() > 1 && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: at the start of the command, before any other thread exists.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
     let s = run(&cfg)?;
     println!(
         "embed {}: probe valid AUC {} ({} LLM steps) in {}",
