@@ -308,8 +308,6 @@ fn replaced_input_with_same_size_and_mtime_is_rehashed() {
 /// history length (≤ 5, 6–20, > 20).
 #[test]
 fn amazon_nextitem_rows_histories_and_negatives() {
-    use llmctr::data::meta::Vocab;
-    use llmctr::data::shard::ColumnData;
     use std::collections::{BTreeMap, HashSet};
     let tmp = tempfile::tempdir().unwrap();
     let raw = tmp.path().join("raw");
@@ -386,11 +384,6 @@ fn amazon_nextitem_rows_histories_and_negatives() {
             "hist_cate_id"
         ]
     );
-    let vocab = Vocab::read(&p.dir).unwrap();
-    let raw_of = |field: &str, id: u32| match id {
-        0 => "?".to_string(),
-        _ => vocab.fields[field][id as usize - 1].clone(),
-    };
     let reviewed: BTreeMap<&str, HashSet<&str>> = [
         ("U1", all.iter().copied().collect()),
         ("U3", xs.iter().map(String::as_str).collect()),
@@ -405,45 +398,16 @@ fn amazon_nextitem_rows_histories_and_negatives() {
     .into_iter()
     .collect();
     let mut seen = Vec::new();
-    for (split, shard) in [
-        ("train", &m.splits.train),
-        ("valid", &m.splits.valid),
-        ("test", &m.splits.test),
-    ] {
-        let cols = read_shard(&p.dir.join(split).join(&shard.shards[0])).unwrap();
-        let u32s = |name: &str| match &cols[name] {
-            ColumnData::U32(v) => v.clone(),
-            _ => panic!("{name} is not U32"),
-        };
-        let labels = match &cols["label"] {
-            ColumnData::U8(v) => v.clone(),
-            _ => panic!("label"),
-        };
-        let (users, items) = (u32s("user_id"), u32s("item_id"));
-        let seq = |f: &str, voc: &str, r: usize| -> String {
-            let (off, vals) = (u32s(&format!("{f}.offsets")), u32s(&format!("{f}.values")));
-            vals[off[r] as usize..off[r + 1] as usize]
-                .iter()
-                .map(|&i| raw_of(voc, i))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        for r in 0..labels.len() {
-            let user = raw_of("user_id", users[r]);
-            let item = raw_of("item_id", items[r]);
-            if labels[r] == 0 {
-                assert!(
-                    !reviewed[user.as_str()].contains(item.as_str()),
-                    "{user}: negative {item} was reviewed"
-                );
-            } else if user == "U1" {
-                seen.push((
-                    split,
-                    item,
-                    seq("hist_item_id", "item_id", r),
-                    seq("hist_cate_id", "cate_id", r),
-                ));
-            }
+    for r in common::next_item_rows(&p.dir, m) {
+        if r.label == 0 {
+            assert!(
+                !reviewed[r.user.as_str()].contains(r.item.as_str()),
+                "{}: negative {} was reviewed",
+                r.user,
+                r.item
+            );
+        } else if r.user == "U1" {
+            seen.push((r.split, r.item, r.hist, r.hist_cates));
         }
     }
     seen.sort();

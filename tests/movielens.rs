@@ -422,8 +422,6 @@ fn utf8_and_latin1_item_files_give_the_same_titles() {
 /// dropped user and the history-length groups.
 #[test]
 fn nextitem_rows_histories_and_negatives() {
-    use llmctr::data::meta::Vocab;
-    use llmctr::data::shard::ColumnData;
     use std::collections::{BTreeMap, HashSet};
     let tmp = tempfile::tempdir().unwrap();
     let raw = tmp.path().join("raw");
@@ -469,13 +467,8 @@ fn nextitem_rows_histories_and_negatives() {
     assert_eq!(m.domains[0].name, "history up to 50");
     assert_eq!(m.domains[0].rows.total(), 36);
     assert!(m.history.is_some());
-    let vocab = Vocab::read(&p.dir).unwrap();
-    // Id 0: first seen outside train (user 4's valid and test targets, and
-    // negatives drawn among them).
-    let raw_of = |field: &str, id: u32| match id {
-        0 => "?".to_string(),
-        _ => vocab.fields[field][id as usize - 1].clone(),
-    };
+    // Id 0 ("?"): first seen outside train (user 4's valid and test targets,
+    // and negatives drawn among them).
     let rated: BTreeMap<&str, HashSet<String>> = [
         ("1", (1..=7).map(|i| i.to_string()).collect()),
         (
@@ -490,37 +483,16 @@ fn nextitem_rows_histories_and_negatives() {
     .into_iter()
     .collect();
     let mut seen = Vec::new();
-    for (split, shard) in [
-        ("train", &m.splits.train),
-        ("valid", &m.splits.valid),
-        ("test", &m.splits.test),
-    ] {
-        let cols = read_shard(&p.dir.join(split).join(&shard.shards[0])).unwrap();
-        let u32s = |name: &str| match &cols[name] {
-            ColumnData::U32(v) => v.clone(),
-            _ => panic!("{name} is not U32"),
-        };
-        let labels = match &cols["label"] {
-            ColumnData::U8(v) => v.clone(),
-            _ => panic!("label"),
-        };
-        let (users, items) = (u32s("user_id"), u32s("item_id"));
-        let (off, vals) = (u32s("hist_item_id.offsets"), u32s("hist_item_id.values"));
-        for r in 0..labels.len() {
-            let user = raw_of("user_id", users[r]);
-            let item = raw_of("item_id", items[r]);
-            let hist: Vec<String> = vals[off[r] as usize..off[r + 1] as usize]
-                .iter()
-                .map(|&i| raw_of("item_id", i))
-                .collect();
-            if labels[r] == 0 {
-                assert!(
-                    !rated[user.as_str()].contains(&item),
-                    "{user}: negative {item} was rated"
-                );
-            } else if user != "4" {
-                seen.push((split, user.clone(), item.clone(), hist.join(",")));
-            }
+    for r in common::next_item_rows(&p.dir, m) {
+        if r.label == 0 {
+            assert!(
+                !rated[r.user.as_str()].contains(&r.item),
+                "{}: negative {} was rated",
+                r.user,
+                r.item
+            );
+        } else if r.user != "4" {
+            seen.push((r.split, r.user, r.item, r.hist));
         }
     }
     seen.sort();

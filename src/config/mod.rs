@@ -290,7 +290,9 @@ pub fn set_key(base: &mut toml::Table, key: &str, value: toml::Value) -> Result<
 
 /// One `--set KEY=VALUE` setting: a dotted key (`model.cgc.tower`) and a TOML
 /// value (`[64, 32]`, `"domain"`, `1e-3`); a bare word that is not TOML
-/// (`prompts/name.txt`, `whiten`) is taken as a string.
+/// (`prompts/name.txt`, `./x.gguf`, `whiten`: letters, digits, `_-./:`, not
+/// starting with a digit or `-`, which would be a mistyped number) is taken as
+/// a string.
 pub fn parse_setting(s: &str) -> Result<(String, toml::Value)> {
     let (key, value) = s
         .split_once('=')
@@ -303,7 +305,7 @@ pub fn parse_setting(s: &str) -> Result<(String, toml::Value)> {
         && value
             .chars()
             .all(|c| c.is_alphanumeric() || "_-./:".contains(c))
-        && !value.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.');
+        && !value.starts_with(|c: char| c.is_ascii_digit() || c == '-');
     let parsed = format!("x = {value}")
         .parse::<toml::Table>()
         .ok()
@@ -314,12 +316,6 @@ pub fn parse_setting(s: &str) -> Result<(String, toml::Value)> {
         None => bail!("--set {key}: {value:?} is not a TOML value"),
     };
     Ok((key.to_string(), value))
-}
-
-/// `--set KEY=VALUE` settings ([`parse_setting`]) applied over `cfg` in order.
-/// A misspelt key or a value of the wrong type is an error naming it.
-pub fn apply_settings(cfg: &Config, settings: &[String]) -> Result<Config> {
-    Flags::default().resolve_over(cfg, settings)
 }
 
 /// Command-line flags that set config keys: each flag given becomes one
@@ -347,8 +343,9 @@ impl Flags {
         self
     }
 
-    /// The config file (or the defaults) with these flags and then `settings`
-    /// applied, validated.
+    /// The config file (or the defaults) with these flags and then the `--set`
+    /// `settings` ([`parse_setting`]) applied, validated. A misspelt key or a
+    /// value of the wrong type is an error naming it.
     pub fn resolve(self, file: Option<&Path>, settings: &[String]) -> Result<Config> {
         let cfg = Config::load(file)?;
         let cfg = self.resolve_over(&cfg, settings)?;
@@ -601,15 +598,16 @@ mod tests {
 
     #[test]
     fn set_settings_change_keys_and_name_bad_ones() {
-        let c = apply_settings(
-            &Config::default(),
-            &[
-                "model.cgc.tower=[16, 4]".into(),
-                "train.lr = 3e-3".into(),
-                "embed.method=\"ptuning\"".into(),
-            ],
-        )
-        .unwrap();
+        let c = Flags::default()
+            .resolve_over(
+                &Config::default(),
+                &[
+                    "model.cgc.tower=[16, 4]".into(),
+                    "train.lr = 3e-3".into(),
+                    "embed.method=\"ptuning\"".into(),
+                ],
+            )
+            .unwrap();
         assert_eq!(c.model.cgc.tower, vec![16, 4]);
         assert_eq!(c.train.lr, 3e-3);
         assert_eq!(c.embed.method, embed::Method::Ptuning);
@@ -628,7 +626,9 @@ mod tests {
         ] {
             let e = format!(
                 "{:#}",
-                apply_settings(&Config::default(), &[bad.into()]).unwrap_err()
+                Flags::default()
+                    .resolve_over(&Config::default(), &[bad.into()])
+                    .unwrap_err()
             );
             assert!(e.contains(says), "{bad}: {e}");
         }
@@ -645,7 +645,7 @@ mod tests {
                 &Config::default(),
                 &[
                     "train.seed=9".into(),
-                    "embed.template=prompts/name.txt".into(),
+                    "embed.template=./prompts/name.txt".into(),
                     "pool.normalize=whiten".into(),
                 ],
             )
@@ -654,7 +654,7 @@ mod tests {
         want.data.recipe = "ml100k-gender".into();
         want.train.seed = 9;
         want.pool.mode = crate::config::pool::PoolMode::Plain;
-        want.embed.template = "prompts/name.txt".into();
+        want.embed.template = "./prompts/name.txt".into();
         want.pool.normalize = crate::geometry::Normalize::Whiten;
         assert_eq!(c, want, "--set wins over a flag; nothing else changes");
         assert_eq!(parse_setting("x.y=-3").unwrap().1, toml::Value::Integer(-3));

@@ -385,3 +385,64 @@ pub fn small_train_config(
     c.train.lr = 3e-3;
     c
 }
+
+/// One row of a prepared next-item dataset, its ids read back through the
+/// vocabularies (`?` for id 0; a closed field's ids as they are): the
+/// history's items and categories joined
+/// by `,`, most recent first.
+pub struct NextItemRow {
+    pub split: &'static str,
+    pub user: String,
+    pub item: String,
+    pub label: u8,
+    pub hist: String,
+    pub hist_cates: String,
+}
+
+/// Every row of the next-item dataset prepared in `dir`, split by split.
+pub fn next_item_rows(dir: &Path, meta: &llmctr::data::meta::Meta) -> Vec<NextItemRow> {
+    use llmctr::data::shard::{ColumnData, read_shard};
+    let vocab = llmctr::data::meta::Vocab::read(dir).unwrap();
+    // A closed field (MovieLens' genres) has no vocabulary: its ids as they are.
+    let raw_of = |field: &str, id: u32| match (id, vocab.fields.get(field)) {
+        (0, _) => "?".to_string(),
+        (_, Some(v)) => v[id as usize - 1].clone(),
+        (_, None) => id.to_string(),
+    };
+    let mut rows = Vec::new();
+    for (split, shard) in [
+        ("train", &meta.splits.train),
+        ("valid", &meta.splits.valid),
+        ("test", &meta.splits.test),
+    ] {
+        let cols = read_shard(&dir.join(split).join(&shard.shards[0])).unwrap();
+        let u32s = |name: &str| match &cols[name] {
+            ColumnData::U32(v) => v.clone(),
+            _ => panic!("{name} is not U32"),
+        };
+        let labels = match &cols["label"] {
+            ColumnData::U8(v) => v.clone(),
+            _ => panic!("label"),
+        };
+        let (users, items) = (u32s("user_id"), u32s("item_id"));
+        let seq = |f: &str, voc: &str, r: usize| -> String {
+            let (off, vals) = (u32s(&format!("{f}.offsets")), u32s(&format!("{f}.values")));
+            vals[off[r] as usize..off[r + 1] as usize]
+                .iter()
+                .map(|&i| raw_of(voc, i))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        for (r, &label) in labels.iter().enumerate() {
+            rows.push(NextItemRow {
+                split,
+                user: raw_of("user_id", users[r]),
+                item: raw_of("item_id", items[r]),
+                label,
+                hist: seq("hist_item_id", "item_id", r),
+                hist_cates: seq("hist_cate_id", "cate_id", r),
+            });
+        }
+    }
+    rows
+}
