@@ -4,10 +4,8 @@
 //! softmax gate from an MLP [80, 40] on `fc`, the mixture → MLP [80, 40] → logit.
 //! The domain input (none / id / fixed embedding) is one of the fields.
 
-use super::Model;
 use super::config::ModelConfig;
-use super::sequence::{Extras, user_moe_model, user_moe_settings};
-use crate::checks::Checks;
+use super::sequence::{Extras, user_moe_impl, user_moe_model, user_moe_settings};
 
 user_moe_settings! {
     /// `[model.moe]`: 50 experts, no bias tower.
@@ -20,22 +18,12 @@ user_moe_model!(Moe, moe, |cfg: &ModelConfig, _| Extras {
     loss_weights: None,
 });
 
-impl Model for Moe {
-    type Settings = MoeConfig;
-    const ABOUT: &'static str = "MOE (the user-level expert family's base, after DSXiangLi/CTR): 50 experts [80, 40]\non fc = [fields; target attention over the history's items and categories],\na softmax gate from an MLP [80, 40] on fc, the mixture -> MLP [80, 40] -> logit.";
-    const HISTORY: bool = true;
-    const HISTORY_TABLES: bool = true;
-    const GATED: bool = true;
-    fn history(s: &Self::Settings) -> usize {
-        s.history
-    }
-    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
-        s.check_shared(key, c);
-    }
-    #[cfg(test)]
-    fn shrink(s: &mut Self::Settings) {
-        s.shrink_shared();
-    }
+user_moe_impl! {
+    Moe: MoeConfig,
+    about: "MOE (the user-level expert family's base, after DSXiangLi/CTR): 50 experts [80, 40]\non fc = [fields; target attention over the history's items and categories],\na softmax gate from an MLP [80, 40] on fc, the mixture -> MLP [80, 40] -> logit.",
+    gated: true,
+    validate(s, key, c) {}
+    shrink(s) {}
 }
 
 #[cfg(test)]

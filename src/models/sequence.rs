@@ -586,6 +586,40 @@ macro_rules! user_moe_model {
 }
 pub(crate) use user_moe_model;
 
+/// `impl Model` of a model whose settings come from [`user_moe_settings`]: it
+/// reads `history` items and the history tables; `validate` runs the family's
+/// shared checks, then `$vbody`; `shrink` the shared shrink, then `$sbody`.
+macro_rules! user_moe_impl {
+    (
+        $ty:ident: $settings:ty,
+        about: $about:expr,
+        gated: $gated:expr,
+        validate($s:ident, $key:ident, $c:ident) $vbody:block
+        shrink($t:ident) $sbody:block
+    ) => {
+        impl $crate::models::Model for $ty {
+            type Settings = $settings;
+            const ABOUT: &'static str = $about;
+            const HISTORY: bool = true;
+            const HISTORY_TABLES: bool = true;
+            const GATED: bool = $gated;
+            fn history(s: &Self::Settings) -> usize {
+                s.history
+            }
+            fn validate($s: &Self::Settings, $key: &str, $c: &mut $crate::checks::Checks) {
+                $s.check_shared($key, $c);
+                $vbody
+            }
+            #[cfg(test)]
+            fn shrink($t: &mut Self::Settings) {
+                $t.shrink_shared();
+                $sbody
+            }
+        }
+    };
+}
+pub(crate) use user_moe_impl;
+
 /// Backbone and head, with the optional bias tower, group tower and
 /// per-domain loss weights.
 pub struct UserMoe {

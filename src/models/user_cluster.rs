@@ -14,9 +14,8 @@
 //! reference draws an unnormalised random vector each step).
 
 use super::config::ModelConfig;
-use super::sequence::{Backbone, MoeHead, apply, apply_relu, user_moe_settings};
-use super::{CtrModel, InputSpec, Inputs, Model, Output, add_aux};
-use crate::checks::Checks;
+use super::sequence::{Backbone, MoeHead, apply, apply_relu, user_moe_impl, user_moe_settings};
+use super::{CtrModel, InputSpec, Inputs, Output, add_aux};
 use crate::nn::linear::{Linear, Mlp};
 use crate::nn::ops::{sigmoid, softmax};
 use crate::nn::params::ParamStore;
@@ -173,24 +172,16 @@ impl CtrModel for UserCluster {
     }
 }
 
-impl Model for UserCluster {
-    type Settings = UserClusterConfig;
-    const ABOUT: &'static str = "UserCluster (the user-level expert family, after DSXiangLi/CTR): 50 latent user\ngroups from the mean-pooled history (items and categories), a similarity loss\nand a KL balance loss; personal and group embeddings mixed against the target\njoin fc; then Bias.";
-    const HISTORY: bool = true;
-    const HISTORY_TABLES: bool = true;
-    const GATED: bool = true;
-    fn history(s: &Self::Settings) -> usize {
-        s.history
-    }
-    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
-        s.check_shared(key, c);
+user_moe_impl! {
+    UserCluster: UserClusterConfig,
+    about: "UserCluster (the user-level expert family, after DSXiangLi/CTR): 50 latent user\ngroups from the mean-pooled history (items and categories), a similarity loss\nand a KL balance loss; personal and group embeddings mixed against the target\njoin fc; then Bias.",
+    gated: true,
+    validate(s, key, c) {
         c.at_least_one(&format!("{key}.groups"), s.groups);
         c.non_negative(&format!("{key}.similarity_weight"), s.similarity_weight);
         c.non_negative(&format!("{key}.cluster_weight"), s.cluster_weight);
     }
-    #[cfg(test)]
-    fn shrink(s: &mut Self::Settings) {
-        s.shrink_shared();
+    shrink(s) {
         s.groups = 3;
     }
 }

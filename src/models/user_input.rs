@@ -5,10 +5,8 @@
 //! description), or none (the tower then reads fc alone). It reads the domain
 //! input there only: `fc` leaves it out.
 
-use super::Model;
 use super::config::ModelConfig;
-use super::sequence::{Extras, user_moe_model, user_moe_settings};
-use crate::checks::Checks;
+use super::sequence::{Extras, user_moe_impl, user_moe_model, user_moe_settings};
 
 user_moe_settings! {
     /// `[model.user_input]`: Bias's, with the group tower.
@@ -31,22 +29,14 @@ user_moe_model!(
     }
 );
 
-impl Model for UserInput {
-    type Settings = UserInputConfig;
-    const ABOUT: &'static str = "UserInput (the user-level expert family, after DSXiangLi/CTR): Bias + a group tower,\nan MLP [80, 40] on [group input; fc] whose logit is added; the group input is the\ndomain input (id, or a fixed LLM embedding of the group's description).";
-    const HISTORY: bool = true;
-    const HISTORY_TABLES: bool = true;
-    const GATED: bool = true;
-    fn history(s: &Self::Settings) -> usize {
-        s.history
-    }
-    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
-        s.check_shared(key, c);
+user_moe_impl! {
+    UserInput: UserInputConfig,
+    about: "UserInput (the user-level expert family, after DSXiangLi/CTR): Bias + a group tower,\nan MLP [80, 40] on [group input; fc] whose logit is added; the group input is the\ndomain input (id, or a fixed LLM embedding of the group's description).",
+    gated: true,
+    validate(s, key, c) {
         c.widths(&format!("{key}.group_tower"), &s.group_tower, true);
     }
-    #[cfg(test)]
-    fn shrink(s: &mut Self::Settings) {
-        s.shrink_shared();
+    shrink(s) {
         s.group_tower = vec![3];
     }
 }

@@ -7,10 +7,8 @@
 //! unweighted. The domain input (none / id / fixed) is one of
 //! the fields, as in MOE.
 
-use super::Model;
 use super::config::ModelConfig;
-use super::sequence::{Extras, user_moe_model, user_moe_settings};
-use crate::checks::Checks;
+use super::sequence::{Extras, user_moe_impl, user_moe_model, user_moe_settings};
 
 user_moe_settings! {
     /// `[model.user_loss]`: Bias's with 2 experts, and the weights.
@@ -34,24 +32,16 @@ user_moe_model!(
     }
 );
 
-impl Model for UserLoss {
-    type Settings = UserLossConfig;
-    const ABOUT: &'static str = "UserLoss (the user-level expert family, after DSXiangLi/CTR): Bias with 2 experts;\neach training row's loss weighted by its domain (`group_weights`, one per domain;\nthe reference's history groups: 2, 2, 0.2).";
-    const HISTORY: bool = true;
-    const HISTORY_TABLES: bool = true;
-    const GATED: bool = true;
-    fn history(s: &Self::Settings) -> usize {
-        s.history
-    }
-    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
-        s.check_shared(key, c);
+user_moe_impl! {
+    UserLoss: UserLossConfig,
+    about: "UserLoss (the user-level expert family, after DSXiangLi/CTR): Bias with 2 experts;\neach training row's loss weighted by its domain (`group_weights`, one per domain;\nthe reference's history groups: 2, 2, 0.2).",
+    gated: true,
+    validate(s, key, c) {
         for (i, w) in s.group_weights.iter().enumerate() {
             c.non_negative(&format!("{key}.group_weights[{i}]"), f64::from(*w));
         }
     }
-    #[cfg(test)]
-    fn shrink(s: &mut Self::Settings) {
-        s.shrink_shared();
+    shrink(s) {
         s.group_weights = vec![2.0, 1.0, 0.5, 0.2];
     }
 }

@@ -5,10 +5,8 @@
 //! every gated model here uses. The reference zero-initialises the gate's
 //! weights; here they start as every linear layer does.
 
-use super::Model;
 use super::gates::{GateConfig, GateKind};
-use super::sequence::{Extras, user_moe_model, user_moe_settings};
-use crate::checks::Checks;
+use super::sequence::{Extras, user_moe_impl, user_moe_model, user_moe_settings};
 
 user_moe_settings! {
     /// `[model.user_sparse_expert]`: Bias's with 60 experts and its own gate.
@@ -48,16 +46,11 @@ user_moe_model!(
     }
 );
 
-impl Model for UserSparseExpert {
-    type Settings = UserSparseExpertConfig;
-    const ABOUT: &'static str = "UserSparseExpert (the user-level expert family, after DSXiangLi/CTR): Bias with a\nsparse gate on fc: noisy top-k (50 of 60 experts, balance losses 0.01) or\nDSelect-k (`gate = \"dselect_k\"` or \"dselect_k_static\").";
-    const HISTORY: bool = true;
-    const HISTORY_TABLES: bool = true;
-    fn history(s: &Self::Settings) -> usize {
-        s.history
-    }
-    fn validate(s: &Self::Settings, key: &str, c: &mut Checks) {
-        s.check_shared(key, c);
+user_moe_impl! {
+    UserSparseExpert: UserSparseExpertConfig,
+    about: "UserSparseExpert (the user-level expert family, after DSXiangLi/CTR): Bias with a\nsparse gate on fc: noisy top-k (50 of 60 experts, balance losses 0.01) or\nDSelect-k (`gate = \"dselect_k\"` or \"dselect_k_static\").",
+    gated: false,
+    validate(s, key, c) {
         if s.gate == GateKind::Softmax {
             c.bad(
                 &format!("{key}.gate"),
@@ -76,9 +69,7 @@ impl Model for UserSparseExpert {
         c.non_negative(&format!("{key}.balance_weight"), s.balance_weight);
         c.positive(&format!("{key}.gamma"), s.gamma);
     }
-    #[cfg(test)]
-    fn shrink(s: &mut Self::Settings) {
-        s.shrink_shared();
+    shrink(s) {
         // Every expert kept: each gets a gradient in the check.
         s.k = s.experts;
     }
