@@ -279,15 +279,18 @@ pub fn load(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)> {
             tracing::warn!("{warning}");
         }
     }
-    Ok((
-        table,
-        StatsSpec {
-            user_field: Some(0),
-            item_field: Some(1),
-            category_field: Some(3),
-            titles,
-        },
-    ))
+    Ok((table, stats_spec(titles)))
+}
+
+/// The prompt statistics' spec of both Amazon recipes: their columns start
+/// `user_id`, `item_id`, `brand`, then the item's sub-category.
+pub(super) fn stats_spec(titles: HashMap<String, String>) -> StatsSpec {
+    StatsSpec {
+        user_field: Some(0),
+        item_field: Some(1),
+        category_field: Some(3),
+        titles,
+    }
 }
 
 /// The warning for review lines that repeat an earlier (reviewerID, asin) pair:

@@ -268,15 +268,7 @@ pub fn amazon(categories: &[CategoryFiles]) -> Result<(TableBuilder, StatsSpec)>
             }
         }
     }
-    Ok((
-        table,
-        StatsSpec {
-            user_field: Some(0),
-            item_field: Some(1),
-            category_field: Some(3),
-            titles,
-        },
-    ))
+    Ok((table, amazon::stats_spec(titles)))
 }
 
 #[cfg(test)]
