@@ -14,9 +14,14 @@ pub struct TrainBenchArgs {
     /// Models (default: all). `cgc` is timed classic and domain-conditioned.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub models: Vec<crate::models::config::ModelName>,
-    /// Recipe to measure on.
-    #[arg(long, default_value = "ml100k-occupation")]
-    pub recipe: String,
+    /// Settings to measure with (model sizes, features, domain input); each
+    /// model's own section applies. Without it, the defaults: every field of
+    /// the recipe as a feature.
+    #[command(flatten)]
+    pub config: crate::config::ConfigArg,
+    /// Recipe to measure on (default: the config's, else ml100k-occupation).
+    #[arg(long)]
+    pub recipe: Option<String>,
     /// Warm-up batches before timing.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
@@ -68,8 +73,7 @@ fn train_one(args: &TrainBenchArgs, label: &str) -> Result<TrainFigures> {
             m.as_str() == base && (!conditioned || matches!(m, ModelName::Cgc | ModelName::Ple))
         })
         .with_context(|| format!("unknown model {name}"))?;
-    let mut cfg = Config::default();
-    cfg.data.recipe = args.recipe.clone();
+    let mut cfg = base_config(args)?;
     cfg.model.name = model;
     if conditioned {
         cfg.model.cgc.conditioning = crate::models::config::Conditioning::Domain;
@@ -124,6 +128,16 @@ fn train_one(args: &TrainBenchArgs, label: &str) -> Result<TrainFigures> {
     })
 }
 
+/// The settings every model is measured with: the config file's (or the
+/// defaults), with `--recipe` over its recipe.
+fn base_config(args: &TrainBenchArgs) -> Result<Config> {
+    let mut cfg = Config::load(args.config.config.as_deref())?;
+    if let Some(r) = &args.recipe {
+        cfg.data.recipe = r.clone();
+    }
+    Ok(cfg)
+}
+
 pub fn train(args: &TrainBenchArgs) -> Result<()> {
     if let Some(label) = &args.one {
         println!("{}", serde_json::to_string(&train_one(args, label)?)?);
@@ -131,8 +145,14 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset (all cores)".into());
     println!("machine: {}; RAYON_NUM_THREADS={threads}", machine());
+    let recipe = base_config(args)?.data.recipe;
+    let settings = args
+        .config
+        .config
+        .as_ref()
+        .map_or("the defaults".to_string(), |p| p.display().to_string());
     println!(
-        "build: {}; batch {}, {} warm-up + {} timed steps, median of {} repetitions; recipe {}",
+        "build: {}; batch {}, {} warm-up + {} timed steps, median of {} repetitions; recipe {}; settings {}",
         if cfg!(debug_assertions) {
             "debug (figures not representative)"
         } else {
@@ -142,7 +162,8 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         args.warmup,
         args.steps,
         args.reps,
-        args.recipe
+        recipe,
+        settings
     );
     let models = if args.models.is_empty() {
         crate::models::config::ModelName::ALL.to_vec()
@@ -166,8 +187,12 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         "\n| model | train samples/s | inference samples/s | ms per training step | peak RSS MiB |\n| --- | --- | --- | --- | --- |"
     );
     for label in labels {
-        let out = std::process::Command::new(&exe)
-            .args(["bench", "train", "--recipe", &args.recipe, "--one", &label])
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["bench", "train", "--recipe", &recipe, "--one", &label]);
+        if let Some(c) = &args.config.config {
+            cmd.arg("--config").arg(c);
+        }
+        let out = cmd
             .args([
                 "--warmup",
                 &args.warmup.to_string(),
