@@ -23,6 +23,65 @@ fn help_explains_the_stages_and_recipes() {
     }
 }
 
+/// `bench train --config` measures with the file's settings: its recipe (no
+/// `--recipe` given) and its features, which a history model needs.
+#[test]
+fn bench_train_reads_a_config_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw");
+    common::write_small_ml100k(&raw.join("ml-100k"), 30, 150);
+    let cfg = tmp.path().join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data]\nrecipe = \"ml100k-nextitem\"\nraw_dir = {:?}\nprepared_dir = {:?}\nfetch = false\n[model]\nfeatures = [\"user_id\", \"item_id\", \"cate_id\"]\n",
+            raw.display().to_string(),
+            tmp.path().join("prepared").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = pipeline()
+        .args(["bench", "train", "--config"])
+        .arg(&cfg)
+        .args([
+            "--models", "dnn,moe", "--warmup", "1", "--steps", "2", "--reps", "1",
+        ])
+        .args(["--batch", "16", "--table-rows", "50"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("recipe ml100k-nextitem; settings "), "{text}");
+    assert!(text.contains(&cfg.display().to_string()), "{text}");
+    for row in ["| dnn |", "| moe |"] {
+        assert!(text.contains(row), "no {row} row:\n{text}");
+    }
+    // A batch larger than the train split is an error that says so.
+    let out = pipeline()
+        .args(["bench", "train", "--config"])
+        .arg(&cfg)
+        .args([
+            "--models",
+            "dnn",
+            "--batch",
+            "1000000",
+            "--table-rows",
+            "50",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("fewer than one batch of 1000000") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
 #[test]
 fn config_file_with_flag_override_and_resolved_config() {
     let tmp = tempfile::tempdir().unwrap();

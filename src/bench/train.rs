@@ -93,6 +93,13 @@ fn train_one(args: &TrainBenchArgs, label: &str) -> Result<TrainFigures> {
         .chunks(args.batch)
         .filter(|c| c.len() == args.batch)
         .collect();
+    if batches.is_empty() {
+        bail!(
+            "the train split of {} has {n} rows, fewer than one batch of {}: give a smaller --batch",
+            cfg.data.recipe,
+            args.batch
+        );
+    }
     let mut k = 0;
     for _ in 0..args.warmup {
         t.bench_step(batches[k % batches.len()], &mut rng)?;
