@@ -126,6 +126,14 @@ impl Attention {
     pub fn target_compact(&self, query: &Tensor, keys: &Compact, mask: &Tensor) -> Result<Tensor> {
         let q = self.query(query)?; // (n, w)
         let k = self.key(&keys.table)?; // (u, w)
+        let scale = 1.0 / (self.width as f64).sqrt();
+        if crate::nn::gathered::fits(&[&q, &k, mask]) {
+            // One graph node visiting each row's positions (nn::gathered).
+            let idx = keys.idx.flatten_all()?.to_vec1::<u32>()?;
+            let m = mask.flatten_all()?.to_vec1::<f32>()?;
+            let v = self.value(&keys.table)?;
+            return crate::nn::gathered::gathered_attention(&q, &k, &v, idx, m, scale);
+        }
         let all = (q.matmul(&k.t()?)? / (self.width as f64).sqrt())?; // (n, u)
         let (n, u) = all.dims2()?;
         let l = keys.idx.dim(1)?;

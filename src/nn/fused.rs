@@ -813,11 +813,11 @@ pub fn bias_relu(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{D, Device, Var};
 
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
+    pub(crate) fn rand(shape: &[usize], seed: u64) -> Tensor {
         let mut rng = crate::nn::rng::Rng::new(seed);
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 1.5).collect();
@@ -839,7 +839,7 @@ mod tests {
 
     /// Values and input gradients of `fused` and `composed` under a random
     /// linear read-out.
-    fn same(
+    pub(crate) fn same(
         inputs: &[Tensor],
         fused: impl Fn(&[Tensor]) -> Result<Tensor>,
         composed: impl Fn(&[Tensor]) -> Result<Tensor>,

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod fused;
+pub mod gathered;
 pub mod gemm;
 pub mod gradcheck;
 pub mod linear;
