@@ -121,8 +121,10 @@ impl Attention {
     }
 
     /// [`Attention::target`] over keys given compactly: each distinct key is
-    /// projected once, scored against every query by one (n, u) product, and
-    /// the weights of a row's positions are summed per distinct key.
+    /// projected once. On the CPU in f32 the scores, softmax and weighted sum
+    /// visit each row's positions in one fused op ([`crate::nn::gathered`]);
+    /// elsewhere every query is scored against every distinct key by one
+    /// (n, u) product and the weights of a row's positions are summed per key.
     pub fn target_compact(&self, query: &Tensor, keys: &Compact, mask: &Tensor) -> Result<Tensor> {
         let q = self.query(query)?; // (n, w)
         let k = self.key(&keys.table)?; // (u, w)
