@@ -15,6 +15,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{storage_f32 as f32s, with_f32s};
+use super::vmath::dot;
 
 /// Rows per task of the backward pass: each task sums its keys' and values'
 /// gradients in a buffer of its own, the buffers added in task order, so the
@@ -28,10 +29,6 @@ struct Gathered {
     mask: Vec<f32>,
     l: usize,
     scale: f32,
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 impl Gathered {
