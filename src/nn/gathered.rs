@@ -22,7 +22,7 @@ use super::vmath::dot;
 /// digits do not depend on the thread count.
 const ROWS_PER_TASK: usize = 256;
 
-struct Gathered {
+struct GatheredAttention {
     /// Table row of each (row, position), row-major (n × l).
     idx: Vec<u32>,
     /// 1 for a history position, 0 for padding (n × l).
@@ -31,7 +31,7 @@ struct Gathered {
     scale: f32,
 }
 
-impl Gathered {
+impl GatheredAttention {
     /// Row i's attention weights over its positions (0 at padding) into `w`.
     fn weights(&self, i: usize, q: &[f32], k: &[f32], width: usize, w: &mut [f32]) {
         let (idx, mask) = (
@@ -63,7 +63,7 @@ impl Gathered {
     }
 }
 
-impl CustomOp3 for Gathered {
+impl CustomOp3 for GatheredAttention {
     fn name(&self) -> &'static str {
         "gathered-target-attention"
     }
@@ -127,7 +127,7 @@ impl CustomOp3 for Gathered {
     }
 }
 
-impl Gathered {
+impl GatheredAttention {
     /// With w_j the weights, gv_j = g · v[idx_j] and ds_j = w_j (gv_j − Σ w gv):
     /// dq = scale Σ_j ds_j k[idx_j]; dk[idx_j] += scale ds_j q; dv[idx_j] += w_j g.
     #[allow(clippy::type_complexity)]
@@ -223,7 +223,7 @@ pub fn gathered_attention(
     q.contiguous()?.apply_op3(
         &k.contiguous()?,
         &v.contiguous()?,
-        Gathered {
+        GatheredAttention {
             idx,
             mask,
             l,
